@@ -1,0 +1,33 @@
+"""calcomp_caiman: four-class classification of CaImAn/CNMF components.
+
+Every spatial component is classified as ``neuron``, ``process`` (dendrite), ``noise`` or
+``doubtful`` (neuron) from its footprint, by a small bundled ResNet::
+
+    from calcomp_caiman import evaluate_components_4class
+    evaluate_components_4class(cnm.estimates, cnm.params)
+    cnm.estimates.select_components(use_object=True)
+
+Importing the package starts neither TensorFlow nor torch.
+"""
+
+from ._checks import CLASSES, PATCH_SIZE, CalcompError, FileBusyError, InvalidFileError
+from ._version import __version__
+from .caiman_hook import evaluate_components_4class
+from .classify import accept_components, classify_footprints
+from .model import CalcompModel
+from .patches import estimate_gsig, extract_patches
+
+__all__ = [
+    "CLASSES",
+    "PATCH_SIZE",
+    "CalcompError",
+    "CalcompModel",
+    "FileBusyError",
+    "InvalidFileError",
+    "__version__",
+    "accept_components",
+    "classify_footprints",
+    "estimate_gsig",
+    "evaluate_components_4class",
+    "extract_patches",
+]

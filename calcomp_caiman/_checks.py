@@ -1,0 +1,173 @@
+"""Errors and input checks shared by the public functions.
+
+Checks run once, at the public boundary; inner functions trust their inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse
+
+CLASSES = ("neuron", "process", "noise", "doubtful")
+"""Class names, in the column order of every probability array. Integer codes are 1-4 in this order."""
+
+PATCH_SIZE = 50
+"""Side length of the square patches the classifier sees."""
+
+
+class CalcompError(Exception):
+    """Base class of the errors this package raises on purpose."""
+
+
+class InvalidFileError(CalcompError, ValueError):
+    """A file cannot be read or updated; the message names the file and the problem."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class FileBusyError(CalcompError, RuntimeError):
+    """Another calcomp process is writing the same file."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+def check_dims(dims) -> tuple[int, ...]:
+    """Return ``dims`` as a tuple of 2 or 3 positive ints, or raise ``ValueError``."""
+    try:
+        values = np.ravel(np.asarray(dims))
+        out = tuple(int(d) for d in values)
+        integral = all(float(v) == d for v, d in zip(values, out))
+    except (TypeError, ValueError, OverflowError):  # OverflowError: inf
+        raise ValueError(f"dims must be 2 or 3 positive integers, got {dims!r}.") from None
+    if len(out) not in (2, 3) or min(out) < 1 or not integral:
+        raise ValueError(
+            f"dims must be 2 or 3 positive integers (the FOV shape, estimates.dims), got {dims!r}."
+        )
+    return out
+
+
+_SAFE_MAGNITUDE = (2.0**-32, 2.0**32)
+"""Columns whose largest absolute value lies outside this range are rescaled (see below)."""
+
+
+def check_footprints(A, dims) -> tuple[scipy.sparse.csc_matrix, tuple[int, ...]]:
+    """Validate footprints ``A`` (pixels x components) against ``dims``; return CSC float32 and dims.
+
+    A column whose largest absolute value lies outside ``[2**-32, 2**32]`` is multiplied by a
+    power of two that brings it to about 1 (exact, so its shape and signs are kept): float32
+    arithmetic on it then neither overflows nor underflows, and finite float64 values beyond
+    float32's range stay finite. Everything downstream (patches, centres, flags) is invariant
+    to the scale of a column.
+
+    Raises
+    ------
+    TypeError
+        ``A`` is neither an array nor a scipy sparse matrix, or does not hold real numbers.
+    ValueError
+        Wrong number of pixel rows for ``dims``, wrong ndim, or non-finite values.
+    """
+    dims = check_dims(dims)
+    if scipy.sparse.issparse(A):
+        A = scipy.sparse.csc_matrix(A)
+    elif isinstance(A, np.ndarray) or hasattr(A, "__array__"):
+        A = np.asarray(A)
+        if A.ndim == 1:
+            A = A[:, None]
+        if A.ndim != 2:
+            raise ValueError(f"A must be 2-D (pixels x components), got shape {A.shape}.")
+    else:
+        raise TypeError(
+            f"A must be a scipy sparse matrix or a numpy array (pixels x components), "
+            f"got {type(A).__name__}."
+        )
+    if A.dtype.kind not in "biuf":
+        raise TypeError(f"A must hold real numbers, got dtype {A.dtype}.")
+    n_pixels = int(np.prod(dims))
+    if A.shape[0] != n_pixels:
+        raise ValueError(
+            f"A has {A.shape[0]} pixel rows but dims={dims} gives {n_pixels}; pass the FOV shape "
+            f"CNMF used (estimates.dims), with pixels in Fortran order."
+        )
+    # float64 stays float64 until checked and scaled; everything else fits float32
+    work = np.float64 if A.dtype == np.float64 else np.float32
+    if scipy.sparse.issparse(A):
+        A = A.astype(work, copy=False)
+    else:
+        A = scipy.sparse.csc_matrix(A.astype(work, copy=False))
+    if A.nnz and not np.all(np.isfinite(A.data)):
+        bad = np.unique(np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))[~np.isfinite(A.data)])
+        raise ValueError(
+            f"A has NaN or Inf values in {bad.size} component(s) (first: {bad[:5].tolist()}); "
+            f"fix or drop those components before classifying."
+        )
+    return _scale_extreme_columns(A).astype(np.float32, copy=False), dims
+
+
+def _scale_extreme_columns(A: scipy.sparse.csc_matrix) -> scipy.sparse.csc_matrix:
+    # plain array operations: scipy's own (abs, max) sort the shared index arrays in place
+    counts = np.diff(A.indptr)
+    nonempty = counts > 0
+    if not nonempty.any():
+        return A
+    peak = np.zeros(A.shape[1])
+    magnitude = np.abs(A.data[: A.indptr[-1]]).astype(np.float64)
+    peak[nonempty] = np.maximum.reduceat(magnitude, A.indptr[:-1][nonempty])
+    low, high = _SAFE_MAGNITUDE
+    extreme = (peak > high) | ((peak > 0) & (peak < low))
+    if not extreme.any():
+        return A
+    exponent = np.zeros(A.shape[1], dtype=np.int64)
+    exponent[extreme] = -np.round(np.log2(peak[extreme])).astype(np.int64)
+    data = A.data[: A.indptr[-1]] * np.repeat(np.ldexp(1.0, exponent), counts)  # a new array
+    return scipy.sparse.csc_matrix((data, A.indices[: A.indptr[-1]].copy(), A.indptr.copy()),
+                                   shape=A.shape)  # fmt: skip
+
+
+def check_gsig(gSig, n_dims: int = 2) -> float | None:
+    """Return ``gSig`` (scalar or per-axis sequence) as one positive float, or ``None``."""
+    if gSig is None:
+        return None
+    try:
+        values = np.ravel(np.asarray(gSig, dtype=float))
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"gSig must be positive numbers (half-size of a neuron, px), got {gSig!r}."
+        ) from None
+    if values.size == 0 or not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise ValueError(
+            f"gSig must be positive numbers (half-size of a neuron, px), got {gSig!r}."
+        )
+    return float(np.mean(values[:2]))
+
+
+def class_codes(labels: Sequence) -> np.ndarray:
+    """Map class names or codes 1-4 to int codes 1-4; ``non_neuron`` maps to 0 (process or noise)."""
+    out = np.empty(len(labels), dtype=np.int64)
+    names = {name: i + 1 for i, name in enumerate(CLASSES)}
+    names["non_neuron"] = 0
+    for i, label in enumerate(labels):
+        key = label.decode() if isinstance(label, bytes) else label
+        if isinstance(key, str):
+            key = key.strip().lower()
+            if key.isdigit():
+                key = int(key)
+            elif key not in names:
+                raise ValueError(
+                    f"unknown label {label!r} at position {i}; use one of "
+                    f"{', '.join(names)} or a code 1-4."
+                )
+            else:
+                out[i] = names[key]
+                continue
+        if int(key) not in (1, 2, 3, 4):
+            raise ValueError(f"label code {label!r} at position {i} is not in 1-4.")
+        out[i] = int(key)
+    return out

@@ -1,0 +1,285 @@
+"""Classify CaImAn result files: one file, or many with resume and a summary."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._checks import CLASSES, CalcompError
+from ._version import __version__
+from .classify import classification_fields, classify_footprints, footprint_flags
+from .hdf5io import is_classified_by, read_estimates, write_classification
+from .model import CalcompModel
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FileResult",
+    "classify_file",
+    "find_result_files",
+    "reprocess",
+    "write_summary_csv",
+    "write_component_csv",
+    "SUMMARY_COLUMNS",
+]
+
+SUMMARY_COLUMNS = (
+    ["file", "output", "status", "components"] + list(CLASSES) + ["accepted", "seconds", "error"]
+)
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What happened to one result file.
+
+    ``status`` is ``"classified"``, ``"skipped"`` (already classified by the same model)
+    or ``"failed"`` (``error`` says why; the file is unchanged).
+    """
+
+    file: str
+    output: str
+    status: str
+    components: int = 0
+    counts: dict = field(default_factory=dict)
+    accepted: int = 0
+    seconds: float = 0.0
+    error: str = ""
+
+    def row(self) -> dict:
+        """The summary-CSV row."""
+        row = {k: v for k, v in asdict(self).items() if k != "counts"}
+        row.update({name: self.counts.get(name, "") for name in CLASSES})
+        row["seconds"] = f"{self.seconds:.2f}"
+        return row
+
+
+def _provenance(model: CalcompModel, accept: Sequence[str], min_prob: float | None) -> dict:
+    return {
+        "model": model.name,
+        "model_sha256": model.sha256,
+        "version": __version__,
+        "classes": json.dumps(list(CLASSES)),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "accept": json.dumps(list(accept)),
+        "min_prob": "none" if min_prob is None else float(min_prob),
+    }
+
+
+def classify_file(
+    path: str | os.PathLike,
+    *,
+    model: CalcompModel,
+    out_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    accept: Sequence[str] = ("neuron",),
+    min_prob: float | None = None,
+    gSig=None,
+    batch_size: int = 128,
+) -> tuple[FileResult, dict]:
+    """Classify the components of one CaImAn result file and write the answer into it.
+
+    Parameters
+    ----------
+    path : path-like
+        A CaImAn ``.hdf5`` result file (``cnm.save``).
+    model : CalcompModel
+    out_path : path-like, optional
+        Write an updated copy here; ``None`` updates ``path`` in place (atomically).
+    overwrite : bool
+        Allow replacing an existing ``out_path``.
+    accept, min_prob
+        Acceptance rule (:func:`calcomp_caiman.accept_components`).
+    gSig : float, optional
+        Overrides the ``params/init/gSig`` stored in the file.
+    batch_size : int
+
+    Returns
+    -------
+    result : FileResult
+    fields : dict
+        The arrays written (:func:`calcomp_caiman.classify.classification_fields`).
+
+    Raises
+    ------
+    InvalidFileError, FileBusyError, FileNotFoundError
+        The file cannot be read or written; it is left unchanged.
+    """
+    start = time.perf_counter()
+    source = read_estimates(path)
+    gsig = gSig if gSig is not None else source.gSig
+    probs = classify_footprints(
+        source.A, source.dims, model=model, gSig=gsig, batch_size=batch_size
+    )
+    fields = classification_fields(
+        probs, flags=footprint_flags(source.A, source.dims), accept=accept, min_prob=min_prob
+    )
+    written = write_classification(
+        path,
+        dict(fields, provenance=_provenance(model, accept, min_prob)),
+        out_path=out_path,
+        overwrite=overwrite,
+    )
+    counts = np.bincount(fields["class_labels"].astype(np.int64), minlength=len(CLASSES) + 1)
+    result = FileResult(
+        file=str(path),
+        output=str(written),
+        status="classified",
+        components=len(probs),
+        counts={name: int(counts[i + 1]) for i, name in enumerate(CLASSES)},
+        accepted=len(fields["idx_components"]),
+        seconds=time.perf_counter() - start,
+    )
+    return result, fields
+
+
+def find_result_files(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, Path]]:
+    """Every ``.hdf5`` file named or found (recursively) under the folders named.
+
+    Returns
+    -------
+    list of (file, relative path)
+        The relative path is the file's path under the folder it was found in (its name
+        for a file named directly); it places outputs in ``--out-dir``.
+
+    Raises
+    ------
+    FileNotFoundError
+        A named path does not exist.
+    """
+    found: dict[Path, Path] = {}
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            for file in sorted(entry.rglob("*.hdf5")):
+                if not file.name.startswith("."):
+                    found.setdefault(file.resolve(), file.relative_to(entry))
+        elif entry.is_file():
+            found.setdefault(entry.resolve(), Path(entry.name))
+        else:
+            raise FileNotFoundError(f"{entry}: no such file or folder")
+    return list(found.items())
+
+
+def _target(relative: Path, file: Path, out_dir: Path | None) -> Path:
+    return file if out_dir is None else out_dir / relative
+
+
+def _process_one(file: Path, target: Path, in_place: bool, options: dict) -> FileResult:
+    model = options["model"]
+    try:
+        if options["resume"] and target.exists() and is_classified_by(target, model.sha256):
+            return FileResult(str(file), str(target), "skipped")
+        if not in_place:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        result, _ = classify_file(
+            file,
+            model=model,
+            out_path=None if in_place else target,
+            overwrite=options["overwrite"],
+            accept=options["accept"],
+            min_prob=options["min_prob"],
+        )
+        return result
+    except (CalcompError, OSError, ValueError) as err:
+        logger.debug("failed on %s", file, exc_info=True)
+        return FileResult(str(file), str(target), "failed", error=str(err))
+
+
+def reprocess(
+    paths: Iterable[str | os.PathLike],
+    *,
+    model: CalcompModel,
+    out_dir: str | os.PathLike | None = None,
+    jobs: int = 1,
+    overwrite: bool = False,
+    resume: bool = True,
+    accept: Sequence[str] = ("neuron",),
+    min_prob: float | None = None,
+) -> Iterator[FileResult]:
+    """Classify many CaImAn result files; yield one :class:`FileResult` per file.
+
+    Parameters
+    ----------
+    paths : iterable of path-like
+        Files and folders (searched recursively for ``*.hdf5``).
+    model : CalcompModel
+    out_dir : path-like, optional
+        Write updated copies under this folder (keeping sub-folders); ``None`` updates
+        every file in place, each atomically.
+    jobs : int
+        Worker processes.
+    overwrite : bool
+        Replace existing outputs in ``out_dir`` that were not made by this model.
+    resume : bool
+        Skip files whose output is already classified by this model (same SHA256).
+    accept, min_prob
+        Acceptance rule.
+
+    Yields
+    ------
+    FileResult
+        In completion order. A file that fails is reported (``status == "failed"``) and
+        left unchanged; the others go on.
+    """
+    files = find_result_files(paths)
+    out = None if out_dir is None else Path(out_dir)
+    options = {
+        "model": model,
+        "resume": resume,
+        "overwrite": overwrite,
+        "accept": tuple(accept),
+        "min_prob": min_prob,
+    }
+    tasks = [(file, _target(relative, file, out), out is None) for file, relative in files]
+    if jobs <= 1 or len(tasks) <= 1:
+        for file, target, in_place in tasks:
+            yield _process_one(file, target, in_place, options)
+        return
+    # the model (a few hundred kB of weights) travels with each task
+    with ProcessPoolExecutor(max_workers=int(jobs)) as pool:
+        futures = [pool.submit(_process_one, *task, options) for task in tasks]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def write_summary_csv(results: Iterable[FileResult], path: str | os.PathLike) -> Path:
+    """Write one row per file (``SUMMARY_COLUMNS``); return the path."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
+        writer.writeheader()
+        for result in results:
+            writer.writerow(result.row())
+    os.replace(tmp, path)
+    return path
+
+
+def write_component_csv(fields: dict, path: str | os.PathLike) -> Path:
+    """Write one row per component: index, label, probabilities, accepted, flags."""
+    path = Path(path)
+    accepted = np.zeros(len(fields["class_probs"]), dtype=bool)
+    accepted[fields["idx_components"]] = True
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["component", "label"] + [f"p_{n}" for n in CLASSES] + ["accepted", "flags"]
+        )
+        for i, (probs, label) in enumerate(zip(fields["class_probs"], fields["class_labels"])):
+            writer.writerow(
+                [i, CLASSES[int(label) - 1]]
+                + [f"{p:.4f}" for p in probs]
+                + [int(accepted[i]), int(fields["class_flags"][i])]
+            )
+    os.replace(tmp, path)
+    return path

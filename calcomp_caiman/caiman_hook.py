@@ -1,0 +1,244 @@
+"""The CaImAn side: classify a CNMF ``Estimates`` object and write the answer back.
+
+Works with CaImAn's ``Estimates`` and with any object that has ``A`` and ``dims``;
+CaImAn itself is never imported.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from .classify import classification_fields, classify_footprints, footprint_flags
+from .model import CalcompModel
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["evaluate_components_4class", "FOUR_CLASS_FIELDS"]
+
+FOUR_CLASS_FIELDS = ("class_probs", "class_labels", "class_flags")
+"""Per-component fields this package adds; they follow ``select_components``."""
+
+
+def _params_value(params, group: str, key: str):
+    """``params.get(group, key)`` for CaImAn's CNMFParams, ``params[group][key]`` for dicts."""
+    if params is None:
+        return None
+    getter = getattr(params, "get", None)
+    if callable(getter) and not isinstance(params, dict):
+        try:
+            return getter(group, key)
+        except (KeyError, AttributeError, TypeError):
+            return None
+    section = params.get(group) if isinstance(params, dict) else getattr(params, group, None)
+    if isinstance(section, dict):
+        return section.get(key)
+    return None
+
+
+def _metrics_rule(estimates, params) -> np.ndarray:
+    """CaImAn's trace-quality test from stored ``SNR_comp`` and ``r_values``."""
+    snr = getattr(estimates, "SNR_comp", None)
+    r_values = getattr(estimates, "r_values", None)
+    if snr is None or r_values is None:
+        raise ValueError(
+            "use_metrics=True needs estimates.SNR_comp and estimates.r_values: run CaImAn's "
+            "estimates.evaluate_components(images, params) (with use_cnn=False) first."
+        )
+    snr = np.asarray(snr, dtype=float)
+    r_values = np.asarray(r_values, dtype=float)
+
+    def threshold(key: str, default: float) -> float:
+        value = _params_value(params, "quality", key)
+        return default if value is None else float(value)
+
+    passes = (snr >= threshold("min_SNR", 2.5)) | (r_values >= threshold("rval_thr", 0.8))
+    passes &= (snr >= threshold("SNR_lowest", 0.5)) & (r_values >= threshold("rval_lowest", -1))
+    return passes
+
+
+@functools.cache
+def _selection_aware(base: type) -> type:
+    """A subclass of ``base`` whose component selection also slices our fields."""
+
+    # the name must stay "Estimates": CaImAn's save() recognises the object by class name
+    class Estimates(base):
+        _calcomp_selection_aware = True
+
+        def select_components(self, idx_components=None, use_object=False, **kwargs):
+            n = self.A.shape[-1]
+            keep = self.idx_components if use_object else idx_components
+            ours = {
+                name: np.asarray(getattr(self, name))
+                for name in FOUR_CLASS_FIELDS
+                if getattr(self, name, None) is not None and len(getattr(self, name)) == n
+            }
+            result = super().select_components(idx_components, use_object, **kwargs)
+            if keep is None:
+                return result
+            keep = np.asarray(keep, dtype=np.int64)
+            dropped = np.setdiff1d(np.arange(n), keep)
+            discarded = getattr(self, "discarded_components", None)
+            for name, values in ours.items():
+                setattr(self, name, values[keep])
+                if kwargs.get("save_discarded_components", True) and discarded is not None:
+                    setattr(discarded, name, values[dropped])
+            return result
+
+        def restore_discarded_components(self):
+            discarded = getattr(self, "discarded_components", None)
+            saved = {
+                name: (getattr(self, name, None), getattr(discarded, name, None))
+                for name in FOUR_CLASS_FIELDS
+            }
+            result = super().restore_discarded_components()
+            for name, (kept, dropped) in saved.items():
+                if kept is not None and dropped is not None:
+                    setattr(self, name, np.concatenate([kept, dropped]))
+                    setattr(discarded, name, None)
+            return result
+
+        def __reduce_ex__(self, protocol):
+            return _rebuild, (base, self.__dict__)
+
+    Estimates.__qualname__ = f"{base.__qualname__}[calcomp]"
+    Estimates.__doc__ = base.__doc__
+    return Estimates
+
+
+def _rebuild(base: type, state: dict):
+    """Unpickle a selection-aware estimates object."""
+    obj = base.__new__(base)
+    obj.__dict__.update(state)
+    _make_selection_aware(obj)
+    return obj
+
+
+def _make_selection_aware(estimates) -> None:
+    base = type(estimates)
+    if not callable(getattr(base, "select_components", None)) or getattr(
+        base, "_calcomp_selection_aware", False
+    ):
+        return
+    try:
+        estimates.__class__ = _selection_aware(base)
+    except TypeError:
+        logger.warning(
+            "cannot extend %s.select_components; slice class_probs yourself after selecting",
+            base.__name__,
+        )
+
+
+def evaluate_components_4class(
+    estimates,
+    params=None,
+    model: CalcompModel | None = None,
+    accept: Sequence[str] = ("neuron",),
+    min_prob: float | None = None,
+    *,
+    use_metrics: bool = False,
+    batch_size: int = 128,
+):
+    """Classify every component of a CNMF result as neuron, process, noise or doubtful.
+
+    Parameters
+    ----------
+    estimates : caiman ``Estimates`` or any object with ``A`` and ``dims``
+        ``A`` is the (pixels x N) footprint matrix, Fortran pixel order; ``dims`` the FOV
+        shape (2-D, or 3-D for volumetric data, classified from the max projection).
+    params : CaImAn ``CNMFParams`` or dict, optional
+        ``gSig`` is read from ``params.init``; ``dims`` from ``params.data`` if
+        ``estimates.dims`` is missing; with ``use_metrics``, the thresholds from
+        ``params.quality``. Without it, ``gSig`` is estimated from the footprints.
+    model : CalcompModel, optional
+        Default: the bundled model.
+    accept : sequence of str
+        Classes that count as accepted (``idx_components``), e.g. ``("neuron",)`` or
+        ``("neuron", "doubtful")``.
+    min_prob : float, optional
+        Accept when the summed probability of the ``accept`` classes is at least this;
+        default: when the most probable class is in ``accept``.
+    use_metrics : bool
+        Also require CaImAn's trace-quality test on the stored ``SNR_comp`` and
+        ``r_values`` (``SNR >= min_SNR or r >= rval_thr``, and neither below
+        ``SNR_lowest`` / ``rval_lowest``, thresholds from ``params.quality``).
+    batch_size : int
+        Patches per forward pass.
+
+    Returns
+    -------
+    estimates
+        The same object, updated in place:
+
+        * ``class_probs`` (N, 4) float32: P(neuron, process, noise, doubtful);
+        * ``class_labels`` (N,) int8: most probable class, codes 1-4;
+        * ``class_flags`` (N,) uint8: 1 = empty footprint, 2 = negative values clipped;
+        * ``cnn_preds`` (N,) float32: P(neuron), where CaImAn keeps its CNN score;
+        * ``idx_components`` / ``idx_components_bad``: accepted / rejected indices.
+
+        CaImAn's ``select_components`` on this object (a CaImAn ``Estimates``) keeps
+        the three ``class_*`` fields aligned with the remaining components, and
+        ``restore_discarded_components`` restores them.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Missing or inconsistent ``A`` / ``dims``, NaN or Inf in ``A``, unknown classes in
+        ``accept``. The estimates are left unchanged.
+
+    Notes
+    -----
+    CaImAn's ``estimates.evaluate_components`` recomputes ``cnn_preds`` (running
+    CaImAn's own CNN when ``use_cnn=True``) and overwrites ``idx_components``: call it
+    *before* this function, not after. ``filter_components`` re-applies CaImAn's rule to
+    the stored ``SNR_comp``, ``r_values`` and ``cnn_preds`` -- with ``use_cnn=True`` and
+    ``min_cnn_thr`` it then uses our P(neuron) in CaImAn's OR rule. To combine with the
+    trace metrics under an AND rule (a component must look like a neuron *and* have
+    good traces), pass ``use_metrics=True`` instead.
+
+    Examples
+    --------
+    Inside a CaImAn script, after ``cnm.fit`` (and optionally ``evaluate_components``)::
+
+        from calcomp_caiman import evaluate_components_4class
+        evaluate_components_4class(cnm.estimates, cnm.params)
+        cnm.estimates.select_components(use_object=True)
+
+    >>> from types import SimpleNamespace
+    >>> from calcomp_caiman.simulate import simulate_session
+    >>> session = simulate_session(seed=0)
+    >>> est = evaluate_components_4class(SimpleNamespace(A=session.A, dims=session.dims))
+    >>> est.class_probs.shape == (session.A.shape[1], 4)
+    True
+    """
+    A = getattr(estimates, "A", None)
+    if A is None:
+        raise TypeError(
+            f"estimates must have the footprint matrix A (pixels x components); "
+            f"{type(estimates).__name__} has none. Pass cnm.estimates after cnm.fit."
+        )
+    dims = getattr(estimates, "dims", None)
+    if dims is None:
+        dims = _params_value(params, "data", "dims")
+    if dims is None:
+        raise ValueError("estimates.dims is missing; set it or pass params with data.dims.")
+    gsig = _params_value(params, "init", "gSig")
+    probs = classify_footprints(A, dims, model=model, gSig=gsig, batch_size=batch_size)
+    keep = _metrics_rule(estimates, params) if use_metrics else None
+    if keep is not None and len(keep) != len(probs):
+        raise ValueError(
+            f"SNR_comp/r_values have {len(keep)} entries but A has {len(probs)} components."
+        )
+    fields = classification_fields(
+        probs, flags=footprint_flags(A, dims), accept=accept, min_prob=min_prob, keep=keep
+    )
+    for name, value in fields.items():
+        setattr(estimates, name, value)
+    _make_selection_aware(estimates)
+    logger.info(
+        "%d components: %d accepted (%s)", len(probs), len(fields["idx_components"]), accept
+    )
+    return estimates

@@ -1,0 +1,196 @@
+"""Footprints to class probabilities, and probabilities to accepted components."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from ._checks import CLASSES, check_footprints
+from .model import CalcompModel
+from .patches import extract_patches, project_footprints, resolve_gsig
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "classify_footprints",
+    "classification_fields",
+    "accept_components",
+    "footprint_flags",
+    "FLAG_EMPTY",
+    "FLAG_NEGATIVE",
+]
+
+FLAG_EMPTY = 1
+"""Bit of ``class_flags``: the footprint is all zeros (classified as noise)."""
+FLAG_NEGATIVE = 2
+"""Bit of ``class_flags``: the footprint had negative values (clipped to 0 before cropping)."""
+
+_COMPONENTS_PER_CHUNK = 4096  # patches held in memory at once: 4096 x 50 x 50 x 4 B = 41 MB
+
+
+def footprint_flags(A, dims) -> np.ndarray:
+    """Per-component bit flags of odd but valid footprints.
+
+    Returns
+    -------
+    (N,) uint8 ndarray
+        ``FLAG_EMPTY`` for an all-zero (or all non-positive) footprint, ``FLAG_NEGATIVE``
+        where negative values were present.
+    """
+    A, _ = check_footprints(A, dims)
+    positive = A.copy()
+    positive.data = (positive.data > 0).astype(np.float32)
+    negative = A.copy()
+    negative.data = (negative.data < 0).astype(np.float32)
+    flags = np.zeros(A.shape[1], dtype=np.uint8)
+    flags[np.asarray(positive.sum(axis=0)).ravel() == 0] |= FLAG_EMPTY
+    flags[np.asarray(negative.sum(axis=0)).ravel() > 0] |= FLAG_NEGATIVE
+    return flags
+
+
+def classify_footprints(
+    A,
+    dims,
+    model: CalcompModel | None = None,
+    gSig=None,
+    batch_size: int = 128,
+) -> np.ndarray:
+    """Class probabilities of every spatial component.
+
+    Parameters
+    ----------
+    A : (prod(dims), N) scipy sparse matrix or ndarray
+        Footprints, pixels in Fortran order (``estimates.A``).
+    dims : tuple of 2 or 3 ints
+        Field of view shape (``estimates.dims``).
+    model : CalcompModel, optional
+        Default: the bundled model (``CalcompModel.load()``).
+    gSig : float or sequence, optional
+        Typical neuron half-size in px (``params.init['gSig']``); estimated from the
+        footprints when omitted.
+    batch_size : int
+        Patches per forward pass.
+
+    Returns
+    -------
+    probs : (N, 4) float32 ndarray
+        Probabilities in ``CLASSES`` order (neuron, process, noise, doubtful); rows sum
+        to 1. An all-zero footprint gets probability 1 for noise. ``N == 0`` gives (0, 4).
+
+    Notes
+    -----
+    Components are processed in chunks of a few thousand, so memory stays bounded
+    whatever N and the FOV size.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rr, cc = np.mgrid[:64, :64]
+    >>> cell = ((rr - 30) ** 2 + (cc - 30) ** 2 <= 25).astype(np.float32)
+    >>> probs = classify_footprints(cell.reshape(-1, 1, order="F"), (64, 64), gSig=5)
+    >>> probs.shape, bool(np.isclose(probs.sum(), 1))
+    ((1, 4), True)
+    """
+    model = CalcompModel.load() if model is None else model
+    flat, flat_dims = project_footprints(A, dims)
+    gsig = resolve_gsig(flat, flat_dims, gSig)
+    n = flat.shape[1]
+    probs = np.empty((n, len(CLASSES)), dtype=np.float32)
+    for start in range(0, n, _COMPONENTS_PER_CHUNK):
+        part = flat[:, start : start + _COMPONENTS_PER_CHUNK]
+        patches = extract_patches(part, flat_dims, gsig, model.patch_size)
+        probs[start : start + part.shape[1]] = model.predict(patches, batch_size=batch_size)
+    empty = np.diff(flat.indptr) == 0
+    probs[empty] = np.eye(len(CLASSES), dtype=np.float32)[CLASSES.index("noise")]
+    if empty.any():
+        logger.warning("%d all-zero footprint(s) classified as noise", int(empty.sum()))
+    return probs
+
+
+def _check_accept(accept: Sequence[str]) -> list[int]:
+    names = [accept] if isinstance(accept, str) else list(accept)
+    unknown = [name for name in names if name not in CLASSES]
+    if unknown or not names:
+        raise ValueError(f"accept must name classes from {CLASSES}, got {accept!r}.")
+    return [CLASSES.index(name) for name in names]
+
+
+def accept_components(
+    probs: np.ndarray, *, accept: Sequence[str] = ("neuron",), min_prob: float | None = None
+) -> np.ndarray:
+    """Which components to keep, from their class probabilities.
+
+    Parameters
+    ----------
+    probs : (N, 4) ndarray
+        From :func:`classify_footprints`.
+    accept : sequence of str
+        Classes to keep, e.g. ``("neuron",)`` or ``("neuron", "doubtful")``.
+    min_prob : float, optional
+        Keep a component when the summed probability of the ``accept`` classes is at least
+        ``min_prob``. Default: keep it when its most probable class is in ``accept``.
+
+    Returns
+    -------
+    (N,) bool ndarray
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> probs = np.array([[0.7, 0.1, 0.1, 0.1], [0.3, 0.0, 0.2, 0.5]])
+    >>> accept_components(probs).tolist()
+    [True, False]
+    >>> accept_components(probs, accept=("neuron", "doubtful"), min_prob=0.75).tolist()
+    [True, True]
+    """
+    columns = _check_accept(accept)
+    probs = np.asarray(probs)
+    if min_prob is None:
+        return np.isin(probs.argmax(axis=1), columns) if len(probs) else np.zeros(0, bool)
+    if not 0.0 <= float(min_prob) <= 1.0:
+        raise ValueError(f"min_prob must be in [0, 1], got {min_prob!r}.")
+    return probs[:, columns].sum(axis=1) >= float(min_prob)
+
+
+def classification_fields(
+    probs: np.ndarray,
+    *,
+    flags: np.ndarray | None = None,
+    accept: Sequence[str] = ("neuron",),
+    min_prob: float | None = None,
+    keep: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """The arrays written back to estimates and result files.
+
+    Parameters
+    ----------
+    probs : (N, 4) ndarray
+    flags : (N,) uint8 ndarray, optional
+        From :func:`footprint_flags`.
+    accept, min_prob
+        As in :func:`accept_components`.
+    keep : (N,) bool ndarray, optional
+        An extra condition ANDed with the class rule (e.g. CaImAn's SNR / r-value test).
+
+    Returns
+    -------
+    dict
+        ``class_probs`` (N, 4) float32, ``class_labels`` (N,) int8 codes 1-4,
+        ``class_flags`` (N,) uint8, ``cnn_preds`` (N,) float32 = P(neuron),
+        ``idx_components`` and ``idx_components_bad`` (int64, complementary, sorted).
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    accepted = accept_components(probs, accept=accept, min_prob=min_prob)
+    if keep is not None:
+        accepted &= np.asarray(keep, dtype=bool)
+    n = len(probs)
+    return {
+        "class_probs": probs,
+        "class_labels": (probs.argmax(axis=1) + 1).astype(np.int8) if n else np.zeros(0, np.int8),
+        "class_flags": np.zeros(n, np.uint8) if flags is None else np.asarray(flags, np.uint8),
+        "cnn_preds": probs[:, CLASSES.index("neuron")].copy(),
+        "idx_components": np.flatnonzero(accepted).astype(np.int64),
+        "idx_components_bad": np.flatnonzero(~accepted).astype(np.int64),
+    }

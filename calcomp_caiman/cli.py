@@ -1,0 +1,373 @@
+"""The ``calcomp`` command: classify, reprocess, montage, demo, train, finetune, evaluate.
+
+Heavy imports (Keras, matplotlib) happen inside the sub-commands that need them, so
+``calcomp --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ._checks import CLASSES, CalcompError
+from ._version import __version__
+
+logger = logging.getLogger("calcomp_caiman")
+
+
+def _configure_logging(level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("calcomp: %(message)s"))
+    root = logging.getLogger("calcomp_caiman")
+    root.handlers[:] = [handler]
+    root.setLevel(
+        {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(level, logging.DEBUG)
+    )
+
+
+def _load_model(name: str):
+    from .model import CalcompModel
+
+    return CalcompModel.load(name)
+
+
+def _accept_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("acceptance (idx_components)")
+    group.add_argument(
+        "--accept",
+        nargs="+",
+        default=["neuron"],
+        choices=CLASSES,
+        metavar="CLASS",
+        help="classes kept as accepted components (default: neuron)",
+    )
+    group.add_argument(
+        "--min-prob",
+        type=float,
+        default=None,
+        help="accept when P(accepted classes) >= this (default: most probable class)",
+    )
+
+
+def _cmd_classify(args) -> int:
+    from .batch import classify_file, write_component_csv
+
+    if args.out is None and not args.in_place:
+        raise CalcompError("give --out OUT.hdf5 or --in-place")
+    if not args.input.is_file():
+        raise FileNotFoundError(f"{args.input}: no such file")
+    model = _load_model(args.model)
+    result, fields = classify_file(
+        args.input,
+        model=model,
+        out_path=None if args.in_place else args.out,
+        overwrite=args.overwrite,
+        accept=args.accept,
+        min_prob=args.min_prob,
+        gSig=args.gsig,
+    )
+    if args.csv:
+        write_component_csv(fields, args.csv)
+    counts = ", ".join(f"{result.counts[name]} {name}" for name in CLASSES)
+    print(f"{result.output}: {result.components} components ({counts}); {result.accepted} accepted")
+    return 0
+
+
+def _cmd_reprocess(args) -> int:
+    from tqdm import tqdm
+
+    from .batch import find_result_files, reprocess, write_summary_csv
+
+    if args.out_dir is None and not args.in_place:
+        raise CalcompError("give --out-dir DIR or --in-place")
+    model = _load_model(args.model)
+    total = len(find_result_files(args.paths))
+    options = dict(
+        model=model,
+        out_dir=None if args.in_place else args.out_dir,
+        overwrite=args.overwrite,
+        resume=not args.no_resume,
+        accept=args.accept,
+        min_prob=args.min_prob,
+    )
+    if args.scheduler or args.dask:
+        from .distributed import reprocess_dask
+
+        stream = reprocess_dask(args.paths, scheduler=args.scheduler, workers=args.jobs, **options)
+    else:
+        stream = reprocess(args.paths, jobs=args.jobs or 1, **options)
+    results = []
+    with tqdm(total=total, unit="file", disable=args.quiet > 0, file=sys.stderr) as bar:
+        for result in stream:
+            results.append(result)
+            bar.set_postfix_str(f"{Path(result.file).name}: {result.status}")
+            bar.update()
+            if result.status == "failed":
+                tqdm.write(f"calcomp: error: {result.error}", file=sys.stderr)
+    summary = args.summary or (
+        Path(args.out_dir) / "calcomp_summary.csv" if args.out_dir else Path("calcomp_summary.csv")
+    )
+    Path(summary).parent.mkdir(parents=True, exist_ok=True)
+    write_summary_csv(results, summary)
+    failed = sum(r.status == "failed" for r in results)
+    done = sum(r.status == "classified" for r in results)
+    skipped = sum(r.status == "skipped" for r in results)
+    print(f"{done} classified, {skipped} skipped, {failed} failed; summary: {summary}")
+    return 1 if failed else 0
+
+
+def _cmd_montage(args) -> int:
+    from .classify import classify_footprints
+    from .hdf5io import read_estimates
+    from .patches import extract_patches, resolve_gsig
+    from .plots import plot_montage
+
+    source = read_estimates(args.input)
+    gsig = resolve_gsig(source.A, source.dims, args.gsig or source.gSig)
+    if source.classification is not None and not args.reclassify:
+        import h5py
+
+        with h5py.File(args.input, "r") as handle:
+            probs = handle["estimates/class_probs"][()]
+    else:
+        probs = classify_footprints(source.A, source.dims, model=_load_model(args.model), gSig=gsig)
+    patches = extract_patches(source.A, source.dims, gsig)
+    path = plot_montage(patches, probs, args.output, title=Path(args.input).name)
+    print(f"montage: {path}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    summary = run_demo(args.out, model=_load_model(args.model), seed=args.seed)
+    print(summary)
+    return 0
+
+
+def _cmd_train(args) -> int:
+    import numpy as np
+
+    from .datasets import load_roi_archive
+    from .simulate import TRAIN_SETTINGS, simulate_footprints
+    from .train import TrainingSet, make_training_set, train_model
+
+    def load(paths):
+        files = [p for entry in paths for p in (sorted(Path(entry).glob("*.npz"))
+                 if Path(entry).is_dir() else [Path(entry)])]  # fmt: skip
+        return make_training_set(load_roi_archive(p) for p in files)
+
+    train = load(args.data)
+    val = load(args.val_data)
+    if args.simulated:
+        from .patches import extract_patches
+
+        A, dims, labels, gsig = simulate_footprints(
+            args.simulated, settings=TRAIN_SETTINGS, seed=args.seed
+        )
+        sim = TrainingSet(
+            extract_patches(A, dims, gsig), labels, np.full(len(labels), "simulated", object)
+        )
+        train = TrainingSet.concatenate([train, sim]) if len(train.labels) else sim
+    if len(val.labels) == 0:
+        raise CalcompError("--val-data must name labelled archives of held-out videos")
+    base = _load_model(args.base) if args.base else None
+    model, history = train_model(
+        train.patches,
+        train.labels,
+        val_patches=val.patches,
+        val_labels=val.labels,
+        base=base,
+        name=args.name,
+        epochs=args.epochs,
+        seed=args.seed,
+        data_description=f"calcomp train on {len(train.labels)} patches",
+    )
+    model.save(args.out)
+    print(
+        f"model {args.name}: {len(history['loss'])} epochs, best {history['best_epoch']}, "
+        f"val_loss {min(history['val_loss']):.4f}; saved to {args.out}"
+    )
+    return 0
+
+
+def _cmd_finetune(args) -> int:
+    from .train import TrainingSet, curation_labels, fine_tune, labels_from_csv
+
+    parts = []
+    if args.labels:
+        parts.append(labels_from_csv(args.labels))
+    if args.curation:
+        parts.append(curation_labels(args.curation))
+    if not parts:
+        raise CalcompError("give --labels LABELS.csv and/or --curation RESULT.hdf5 ...")
+    data = TrainingSet.concatenate(parts)
+    base = _load_model("default" if args.base == "bundled" else args.base)
+    model, history = fine_tune(
+        base,
+        data.patches,
+        data.labels,
+        groups=data.groups,
+        epochs=args.epochs,
+        seed=args.seed,
+        name=args.name,
+    )
+    model.save(args.out)
+    print(
+        f"fine-tuned {base.name} on {len(data.labels)} labels: validation accuracy "
+        f"{history['val_accuracy'][0]:.3f} (first epoch) -> "
+        f"{max(history['val_accuracy']):.3f} (best); saved to {args.out}"
+    )
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .evaluate import TEST_VIDEOS, run_evaluation
+
+    if args.baselines and not args.train_data:
+        raise CalcompError("--baselines needs --train-data (labelled archives to train them on)")
+    _, json_path, png_path = run_evaluation(
+        _load_model(args.model),
+        args.data,
+        out_prefix=args.out,
+        videos=TEST_VIDEOS if args.test_videos else None,
+        group_by=args.group_by,
+        baselines=args.baselines,
+        training_paths=args.train_data,
+        cnn_epochs=args.cnn_epochs,
+        simulated=not args.no_simulated,
+        simulated_settings=args.simulated_settings,
+        seed=args.seed,
+    )
+    print(f"report: {json_path} and {png_path}")
+    return 0
+
+
+def _output_options(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=default, help="more messages")
+    parser.add_argument("-q", "--quiet", action="count", default=default, help="fewer messages")
+    parser.add_argument("--debug", action="store_true", default=default, help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``calcomp`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="calcomp",
+        description="Classify CaImAn/CNMF components as neuron, process, noise or doubtful.",
+    )
+    parser.add_argument("--version", action="version", version=f"calcomp_caiman {__version__}")
+    _output_options(parser, None)
+    common = argparse.ArgumentParser(add_help=False)
+    _output_options(common, argparse.SUPPRESS)  # also after the sub-command
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_parser = sub.add_parser
+
+    def add_command(name, **kwargs):
+        return add_parser(name, parents=[common], **kwargs)
+
+    sub.add_parser = add_command
+
+    def model_arg(p):
+        p.add_argument("--model", default="default", help="bundled model name or model folder")
+
+    p = sub.add_parser("classify", help="classify one CaImAn result file")
+    p.add_argument("input", type=Path, help="CaImAn .hdf5 result file")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--out", type=Path, help="write an updated copy here")
+    where.add_argument("--in-place", action="store_true", help="update the file (atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--csv", type=Path, help="also write a per-component table")
+    p.add_argument("--gsig", type=float, help="override params/init/gSig (px)")
+    model_arg(p)
+    _accept_args(p)
+    p.set_defaults(handler=_cmd_classify)
+
+    p = sub.add_parser("reprocess", help="classify many result files (folders recursive)")
+    p.add_argument("paths", nargs="+", help="files and folders (*.hdf5 found recursively)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--out-dir", type=Path, help="write updated copies under this folder")
+    where.add_argument("--in-place", action="store_true", help="update the files (atomically)")
+    p.add_argument(
+        "--jobs", type=int, help="worker processes (default: 1; with --dask, one per CPU)"
+    )
+    p.add_argument("--dask", action="store_true", help="run on a local Dask cluster")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://HOST:PORT)")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs of other models")
+    p.add_argument("--no-resume", action="store_true", help="redo files already classified")
+    p.add_argument("--summary", type=Path, help="summary CSV (default: in --out-dir or here)")
+    model_arg(p)
+    _accept_args(p)
+    p.set_defaults(handler=_cmd_reprocess)
+
+    p = sub.add_parser("montage", help="PNG of the components grouped by predicted class")
+    p.add_argument("input", type=Path, help="CaImAn .hdf5 result file")
+    p.add_argument("-o", "--output", type=Path, required=True, help="PNG to write")
+    p.add_argument("--gsig", type=float, help="override params/init/gSig (px)")
+    p.add_argument("--reclassify", action="store_true", help="ignore stored class_probs")
+    model_arg(p)
+    p.set_defaults(handler=_cmd_montage)
+
+    p = sub.add_parser("demo", help="simulate a small FOV, classify it, write montage and CSV")
+    p.add_argument("--out", type=Path, default=Path("calcomp_demo"), help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    model_arg(p)
+    p.set_defaults(handler=_cmd_demo)
+
+    p = sub.add_parser("train", help="train a model on labelled archives (needs Keras 3)")
+    p.add_argument("--data", nargs="+", required=True, help="training .npz archives or folders")
+    p.add_argument("--val-data", nargs="+", required=True, help="held-out videos' archives")
+    p.add_argument("--simulated", type=int, default=0, help="simulated footprints per class")
+    p.add_argument("--base", help="start from this model (name or folder)")
+    p.add_argument("--name", default="custom", help="name of the new model")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="model folder to write")
+    p.set_defaults(handler=_cmd_train)
+
+    p = sub.add_parser("finetune", help="adapt a model to a lab's own labels (needs Keras 3)")
+    p.add_argument("--base", default="bundled", help="'bundled' or a model folder")
+    p.add_argument("--labels", type=Path, help="CSV with columns file, component, label")
+    p.add_argument("--curation", nargs="+", type=Path,
+                   help="CaImAn files with accepted_list / rejected_list")  # fmt: skip
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", help="name of the new model")
+    p.add_argument("--out", type=Path, required=True, help="model folder to write")
+    p.set_defaults(handler=_cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="metrics report (JSON + PNG) on labelled data")
+    p.add_argument("data", nargs="+", help="labelled .npz archives or folders")
+    p.add_argument("--out", type=Path, default=Path("calcomp_evaluation"), help="output prefix")
+    p.add_argument("--baselines", action="store_true",
+                   help="also train and score the two baselines (needs --train-data)")  # fmt: skip
+    p.add_argument("--train-data", nargs="+", help="archives to train the baselines on")
+    p.add_argument("--cnn-epochs", type=int, default=15, help="epochs of the CaImAn-CNN baseline")
+    p.add_argument("--test-videos", action="store_true",
+                   help="evaluate only the bundled model's held-out test videos")  # fmt: skip
+    p.add_argument("--group-by", choices=("video", "file"), default="video")
+    p.add_argument("--no-simulated", action="store_true", help="skip the simulated test set")
+    p.add_argument("--simulated-settings", choices=("train", "shifted"), default="shifted",
+                   help="simulator settings of the simulated test set")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    model_arg(p)
+    p.set_defaults(handler=_cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``calcomp``; return the exit code (0 ok, 1 error, 2 usage, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.verbose, args.quiet, args.debug = args.verbose or 0, args.quiet or 0, bool(args.debug)
+    _configure_logging(args.verbose - args.quiet)
+    try:
+        return args.handler(args)
+    except (CalcompError, OSError, ValueError, ImportError, TimeoutError) as err:
+        if args.debug:
+            raise
+        print(f"calcomp: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,462 @@
+"""The classifier: a small Keras ResNet, stored as a folder and run with NumPy.
+
+A model folder holds
+
+* ``config.json``: classes, patch size, architecture, normalisation, versions, and the
+  SHA256 of the weights;
+* ``thresholds.json``: the default acceptance rule and the calibration temperature;
+* ``weights.npz``: every Keras variable, keyed ``<layer name>/<variable>``.
+
+``weights.npz`` is the one source of truth. Training and fine-tuning rebuild the Keras
+network from ``config.json`` (:func:`build_resnet`, :meth:`CalcompModel.to_keras`), so they
+work with Keras 3 on any backend. Inference (:meth:`CalcompModel.predict`) runs the same
+network in NumPy with batch norm folded into the convolutions: it needs neither
+TensorFlow nor torch, starts in milliseconds, and gives the same numbers in a plain
+environment, next to CaImAn <= 1.12 (Keras 2, TensorFlow < 2.16), and next to
+CaImAn >= 1.13 (Keras 3 on the torch backend). Keras is imported only inside the
+functions that need it, and ``KERAS_BACKEND`` is never set here: the host decides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ._checks import CLASSES, PATCH_SIZE, CalcompError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CalcompModel", "build_resnet", "DEFAULT_ARCHITECTURE", "bundled_models"]
+
+DEFAULT_ARCHITECTURE = {"widths": [16, 32, 64], "blocks": [1, 1, 1], "dropout": 0.2}
+"""Architecture of the bundled model: stage widths, residual blocks per stage, head dropout."""
+
+_BN_EPSILON = 1e-3  # Keras' BatchNormalization default
+_BUNDLED_PACKAGE = "calcomp_caiman.models"
+_DEFAULT_NAME = "calcomp_resnet_v1"
+
+
+def _layer_names(architecture: dict) -> list[tuple[str, int, int]]:
+    """(block prefix, width, stride) of every residual block, in order."""
+    blocks = []
+    for stage, (width, count) in enumerate(zip(architecture["widths"], architecture["blocks"])):
+        for index in range(count):
+            stride = 2 if index == 0 else 1
+            blocks.append((f"s{stage}b{index}", int(width), stride))
+    return blocks
+
+
+def build_resnet(
+    *,
+    patch_size: int = PATCH_SIZE,
+    num_classes: int = len(CLASSES),
+    widths: Sequence[int] = tuple(DEFAULT_ARCHITECTURE["widths"]),
+    blocks: Sequence[int] = tuple(DEFAULT_ARCHITECTURE["blocks"]),
+    dropout: float = DEFAULT_ARCHITECTURE["dropout"],
+):
+    """Build the classifier network as a Keras functional model (built-in layers only).
+
+    A strided 3x3 stem (50 -> 25 px), then one stage per entry of ``widths``: residual
+    blocks of two 3x3 convolutions with batch norm; the first block of every stage halves
+    the resolution (25 -> 13 -> 7 -> 4 px) and projects its shortcut with a strided 1x1
+    convolution. About 5 MFLOP per patch with the default widths. Global average pooling,
+    dropout, and a softmax over the classes.
+
+    Parameters
+    ----------
+    patch_size : int
+        Input patches are ``(patch_size, patch_size, 1)``.
+    num_classes : int
+        Output units (4: ``CLASSES``).
+    widths, blocks : sequences of int
+        Channels and number of residual blocks per stage.
+    dropout : float
+        Dropout rate before the output layer (training only).
+
+    Returns
+    -------
+    keras.Model
+        Softmax probabilities ``(batch, num_classes)``. Every layer has a stable name, so
+        weights map one-to-one onto ``weights.npz``.
+
+    Examples
+    --------
+    >>> net = build_resnet(widths=(4, 8), blocks=(1, 1))  # doctest: +SKIP
+    >>> net.output_shape  # doctest: +SKIP
+    (None, 4)
+    """
+    import keras
+    from keras import layers
+
+    def conv_bn(x, width, kernel, stride, name, relu=True):
+        x = layers.Conv2D(
+            width, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv"
+        )(x)
+        x = layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_bn")(x)
+        return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
+
+    architecture = {"widths": list(widths), "blocks": list(blocks)}
+    inputs = keras.Input(shape=(patch_size, patch_size, 1), name="patches")
+    x = conv_bn(inputs, int(widths[0]), 3, 2, "stem")
+    channels = int(widths[0])
+    for prefix, width, stride in _layer_names(architecture):
+        y = conv_bn(x, width, 3, stride, f"{prefix}_a")
+        y = conv_bn(y, width, 3, 1, f"{prefix}_b", relu=False)
+        if stride != 1 or channels != width:
+            x = conv_bn(x, width, 1, stride, f"{prefix}_skip", relu=False)
+        x = layers.Activation("relu", name=f"{prefix}_out")(
+            layers.add([y, x], name=f"{prefix}_add")
+        )
+        channels = width
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="calcomp_resnet")
+
+
+# ---------------------------------------------------------------- NumPy inference
+
+
+def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
+    """Output size and (before, after) padding of a 'same' convolution, TensorFlow's rule."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def _conv2d(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, stride: int) -> np.ndarray:
+    """'same' 2-D convolution of NHWC ``x`` with an HWIO ``kernel``, as one matrix product."""
+    n, height, width, channels = x.shape
+    k_rows, k_cols, _, filters = kernel.shape
+    out_h, top, bottom = _same_padding(height, k_rows, stride)
+    out_w, left, right = _same_padding(width, k_cols, stride)
+    if k_rows == 1 and k_cols == 1:
+        columns = x[:, : out_h * stride : stride, : out_w * stride : stride, :]
+        columns = columns.reshape(-1, channels)
+    else:
+        padded = np.zeros((n, height + top + bottom, width + left + right, channels), np.float32)
+        padded[:, top : top + height, left : left + width] = x
+        # im2col: the channels of each (row, col) kernel tap side by side, HWIO order
+        columns = np.empty((n, out_h, out_w, k_rows * k_cols * channels), dtype=np.float32)
+        for tap in range(k_rows * k_cols):
+            row, col = divmod(tap, k_cols)
+            columns[..., tap * channels : (tap + 1) * channels] = padded[
+                :, row : row + out_h * stride : stride, col : col + out_w * stride : stride, :
+            ]
+        columns = columns.reshape(-1, k_rows * k_cols * channels)
+    out = columns @ kernel.reshape(-1, filters)
+    out += bias
+    return out.reshape(n, out_h, out_w, filters)
+
+
+def _fold_batch_norm(weights: dict[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel and bias of ``<name>_conv`` followed by ``<name>_bn`` as one convolution."""
+    kernel = weights[f"{name}_conv/kernel"].astype(np.float64)
+    gamma = weights[f"{name}_bn/gamma"].astype(np.float64)
+    beta = weights[f"{name}_bn/beta"].astype(np.float64)
+    mean = weights[f"{name}_bn/moving_mean"].astype(np.float64)
+    var = weights[f"{name}_bn/moving_variance"].astype(np.float64)
+    scale = gamma / np.sqrt(var + _BN_EPSILON)
+    return (kernel * scale).astype(np.float32), (beta - mean * scale).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _Engine:
+    """The network with batch norm folded: a list of convolutions and the dense head."""
+
+    stem: tuple[np.ndarray, np.ndarray]
+    blocks: list[tuple[int, tuple, tuple, tuple | None]]
+    dense: tuple[np.ndarray, np.ndarray]
+
+    @classmethod
+    def from_weights(cls, weights: dict[str, np.ndarray], architecture: dict) -> _Engine:
+        blocks = []
+        for prefix, _, stride in _layer_names(architecture):
+            skip = None
+            if f"{prefix}_skip_conv/kernel" in weights:
+                skip = _fold_batch_norm(weights, f"{prefix}_skip")
+            blocks.append(
+                (
+                    stride,
+                    _fold_batch_norm(weights, f"{prefix}_a"),
+                    _fold_batch_norm(weights, f"{prefix}_b"),
+                    skip,
+                )
+            )
+        dense = (
+            weights["probs/kernel"].astype(np.float32),
+            weights["probs/bias"].astype(np.float32),
+        )
+        return cls(_fold_batch_norm(weights, "stem"), blocks, dense)
+
+    def logits(self, patches: np.ndarray) -> np.ndarray:
+        x = patches[..., None].astype(np.float32, copy=False)
+        x = np.maximum(_conv2d(x, *self.stem, 2), 0)
+        for stride, conv_a, conv_b, skip in self.blocks:
+            y = np.maximum(_conv2d(x, *conv_a, stride), 0)
+            y = _conv2d(y, *conv_b, 1)
+            shortcut = x if skip is None else _conv2d(x, *skip, stride)
+            x = np.maximum(y + shortcut, 0, out=y)
+        pooled = x.mean(axis=(1, 2))
+        return pooled @ self.dense[0] + self.dense[1]
+
+    def flops_per_patch(self, patch_size: int) -> int:
+        """Multiply-adds x 2 of one forward pass (convolutions and dense layer)."""
+        total = 0
+        size = -(-patch_size // 2)
+        convs = [(self.stem[0], 2, patch_size)]
+        for stride, conv_a, conv_b, skip in self.blocks:
+            out = -(-size // stride)
+            convs += [(conv_a[0], stride, size), (conv_b[0], 1, out)]
+            if skip is not None:
+                convs.append((skip[0], stride, size))
+            size = out
+        for kernel, stride, in_size in convs:
+            out = -(-in_size // stride)
+            total += 2 * out * out * int(np.prod(kernel.shape))
+        return total + 2 * int(np.prod(self.dense[0].shape))
+
+
+def _variable_name(variable) -> str:
+    """``kernel``, ``gamma``, ...: a Keras variable's name without its layer (Keras 2 and 3)."""
+    return str(getattr(variable, "path", variable.name)).split("/")[-1].split(":")[0]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=1, keepdims=True)
+    return shifted
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def bundled_models() -> dict[str, Path]:
+    """Names and folders of the models installed with the package (``"default"`` included)."""
+    root = resources.files(_BUNDLED_PACKAGE)
+    found = {}
+    for entry in root.iterdir():
+        if entry.is_dir() and entry.joinpath("config.json").is_file():
+            found[entry.name] = Path(str(entry))
+    if _DEFAULT_NAME in found:
+        found["default"] = found[_DEFAULT_NAME]
+    return dict(sorted(found.items()))
+
+
+@dataclass(frozen=True)
+class CalcompModel:
+    """A trained classifier: Keras weights plus the settings needed to use them.
+
+    Use :meth:`load` to get the bundled model or one saved by ``calcomp train`` /
+    :func:`calcomp_caiman.train.fine_tune`, :meth:`predict` to classify patches, and
+    :meth:`save` to write a model folder.
+
+    Attributes
+    ----------
+    weights : dict of str to ndarray
+        Keras variables keyed ``<layer>/<variable>`` (``weights.npz``).
+    config : dict
+        ``config.json``: ``classes``, ``patch_size``, ``architecture``, ``name``, ...
+    thresholds : dict
+        ``thresholds.json``: ``accept`` (class names), ``min_prob`` and ``temperature``.
+    sha256 : str
+        SHA256 of the saved ``weights.npz`` (empty for a model not saved yet).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> model = CalcompModel.load()          # the bundled model, hash-checked
+    >>> model.predict(np.zeros((2, 50, 50), np.float32)).shape
+    (2, 4)
+    """
+
+    weights: dict
+    config: dict
+    thresholds: dict = field(default_factory=dict)
+    sha256: str = ""
+
+    def __post_init__(self):
+        classes = tuple(self.config.get("classes", ()))
+        if classes != CLASSES:
+            raise CalcompError(
+                f"model {self.name!r} predicts classes {classes}, expected {CLASSES}."
+            )
+        object.__setattr__(
+            self, "_engine", _Engine.from_weights(self.weights, self.config["architecture"])
+        )
+
+    @property
+    def name(self) -> str:
+        """The model's name (``config.json`` ``name``)."""
+        return str(self.config.get("name", "unnamed"))
+
+    @property
+    def patch_size(self) -> int:
+        """Side length of the patches the model expects."""
+        return int(self.config.get("patch_size", PATCH_SIZE))
+
+    @property
+    def flops_per_patch(self) -> int:
+        """Floating-point operations of one forward pass (2 x multiply-adds)."""
+        return self._engine.flops_per_patch(self.patch_size)
+
+    @classmethod
+    def load(cls, name_or_folder: str | os.PathLike = "default") -> CalcompModel:
+        """Load a bundled model by name, or a model folder.
+
+        Parameters
+        ----------
+        name_or_folder : str or path-like
+            ``"default"`` (the bundled model), another bundled name, or the path of a
+            folder written by :meth:`save`.
+
+        Returns
+        -------
+        CalcompModel
+
+        Raises
+        ------
+        FileNotFoundError
+            Neither a bundled name nor an existing folder; the message lists the known names.
+        CalcompError
+            The weights do not match the SHA256 recorded in ``config.json``, or a file is
+            missing or unreadable.
+        """
+        known = bundled_models()
+        key = os.fspath(name_or_folder)
+        if key in known:
+            folder = known[key]
+        elif Path(key).is_dir():
+            folder = Path(key)
+        else:
+            raise FileNotFoundError(
+                f"no model named or found at {key!r}; bundled models: {', '.join(known)}; "
+                f"or pass the folder of a trained model (with config.json and weights.npz)."
+            )
+        try:
+            config = json.loads((folder / "config.json").read_text())
+            thresholds_path = folder / "thresholds.json"
+            thresholds = (
+                json.loads(thresholds_path.read_text()) if thresholds_path.is_file() else {}
+            )
+            weights_path = folder / "weights.npz"
+            digest = _sha256(weights_path)
+            expected = config.get("weights_sha256")
+            if expected and digest != expected:
+                raise CalcompError(
+                    f"{weights_path}: SHA256 {digest} does not match {expected} in config.json; "
+                    f"the model folder is damaged or was edited by hand."
+                )
+            with np.load(weights_path, allow_pickle=False) as data:
+                weights = {key: data[key] for key in data.files}
+        except (OSError, ValueError, KeyError) as err:
+            raise CalcompError(f"{folder}: cannot read model folder: {err}") from err
+        logger.debug("loaded model %s from %s", config.get("name"), folder)
+        return cls(weights, config, thresholds, digest)
+
+    def predict(self, patches: np.ndarray, *, batch_size: int = 128) -> np.ndarray:
+        """Class probabilities of patches.
+
+        Parameters
+        ----------
+        patches : (N, P, P) float ndarray
+            Patches from :func:`calcomp_caiman.extract_patches` (``P == patch_size``).
+        batch_size : int
+            Patches per forward pass; memory grows with it, not with N.
+
+        Returns
+        -------
+        (N, 4) float32 ndarray
+            Calibrated probabilities in ``CLASSES`` order; rows sum to 1.
+        """
+        patches = np.asarray(patches, dtype=np.float32)
+        size = self.patch_size
+        if patches.ndim != 3 or patches.shape[1:] != (size, size):
+            raise ValueError(
+                f"patches must have shape (N, {size}, {size}), got {patches.shape}; "
+                f"make them with extract_patches."
+            )
+        temperature = float(self.thresholds.get("temperature", 1.0))
+        out = np.empty((len(patches), len(CLASSES)), dtype=np.float32)
+        batch_size = max(1, int(batch_size))
+        starts = range(0, len(patches), batch_size)
+
+        def run(start: int) -> None:
+            batch = patches[start : start + batch_size]
+            out[start : start + len(batch)] = _softmax(self._engine.logits(batch) / temperature)
+
+        # small matrix products run best on one BLAS thread each, in parallel batches
+        workers = min(len(starts), os.cpu_count() or 1)
+        with threadpool_limits(limits=1, user_api="blas"):
+            if workers <= 1:
+                for start in starts:
+                    run(start)
+            else:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    list(pool.map(run, starts))
+        return out
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write the model folder (``config.json``, ``thresholds.json``, ``weights.npz``).
+
+        Returns the folder. ``config.json`` records the SHA256 of the weights, which
+        :meth:`load` checks. Files are written to temporary names and renamed.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".npz", delete=False) as handle:
+            np.savez_compressed(handle, **self.weights)
+        os.chmod(handle.name, 0o644)  # NamedTemporaryFile is private; a model is shareable
+        os.replace(handle.name, folder / "weights.npz")
+        config = dict(self.config, weights_sha256=_sha256(folder / "weights.npz"))
+        for name, content in (("config.json", config), ("thresholds.json", self.thresholds)):
+            tmp = folder / f".{name}.tmp"
+            tmp.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, folder / name)
+        return folder
+
+    def to_keras(self):
+        """The Keras network with these weights (Keras 3, any backend), for training."""
+        architecture = self.config["architecture"]
+        net = build_resnet(
+            patch_size=self.patch_size,
+            widths=architecture["widths"],
+            blocks=architecture["blocks"],
+            dropout=float(architecture.get("dropout", 0.0)),
+        )
+        for layer in net.layers:
+            names = [_variable_name(variable) for variable in layer.weights]
+            if names:
+                layer.set_weights([self.weights[f"{layer.name}/{name}"] for name in names])
+        return net
+
+    @classmethod
+    def from_keras(cls, net, *, config: dict, thresholds: dict | None = None) -> CalcompModel:
+        """Wrap a network from :func:`build_resnet` (after training) as a model."""
+        weights = {}
+        for layer in net.layers:
+            for variable in layer.weights:
+                key = f"{layer.name}/{_variable_name(variable)}"
+                weights[key] = np.asarray(variable.numpy(), dtype=np.float32)
+        return cls(weights, dict(config), dict(thresholds or {}))
+
+    def with_thresholds(self, **changes) -> CalcompModel:
+        """A copy with updated ``thresholds.json`` entries (e.g. a fitted temperature)."""
+        return CalcompModel(self.weights, self.config, {**self.thresholds, **changes}, self.sha256)

@@ -1,0 +1,592 @@
+"""Training and fine-tuning: plain functions over patches and labels.
+
+Labels are integer codes: 1-4 for ``CLASSES`` (neuron, process, noise, doubtful) and 0
+for ``non_neuron``, a component known to be process *or* noise. The loss is the
+cross-entropy of the set of allowed classes, ``-log(sum of their probabilities)``, so a
+``non_neuron`` label asks for ``P(process) + P(noise)`` to be high without choosing
+between them. Training needs Keras 3 (any backend) and runs on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.ndimage
+
+from ._checks import CLASSES, PATCH_SIZE, class_codes
+from ._version import __version__
+from .datasets import LabelledFootprints
+from .hdf5io import read_estimates
+from .model import DEFAULT_ARCHITECTURE, CalcompModel, build_resnet
+from .patches import extract_patches, resolve_gsig
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "TrainingSet",
+    "label_masks",
+    "augment_patches",
+    "balanced_weights",
+    "make_training_set",
+    "fit_network",
+    "train_model",
+    "fine_tune",
+    "calibrate_temperature",
+]
+
+
+def label_masks(labels: Sequence) -> np.ndarray:
+    """Allowed classes of each label, as (N, 4) float32 rows of 0/1.
+
+    Codes 1-4 allow their class; 0 (``non_neuron``) allows process and noise.
+
+    Examples
+    --------
+    >>> label_masks([1, 0]).tolist()
+    [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 1.0, 0.0]]
+    """
+    codes = (
+        class_codes(labels)
+        if len(labels) and not np.issubdtype(np.asarray(labels).dtype, np.integer)
+        else np.asarray(labels, dtype=np.int64)
+    )
+    table = np.zeros((5, len(CLASSES)), dtype=np.float32)
+    table[0, [1, 2]] = 1.0
+    table[1:, :] = np.eye(len(CLASSES), dtype=np.float32)
+    if codes.size and (codes.min() < 0 or codes.max() > len(CLASSES)):
+        raise ValueError(f"label codes must be 0-4, got values in [{codes.min()}, {codes.max()}].")
+    return table[codes]
+
+
+def balanced_weights(labels: np.ndarray) -> np.ndarray:
+    """Per-sample weights giving every label code the same total weight (mean 1)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.size == 0:
+        return np.zeros(0, dtype=np.float32)
+    counts = np.bincount(labels, minlength=5).astype(np.float64)
+    present = counts > 0
+    per_code = np.where(present, labels.size / (present.sum() * np.maximum(counts, 1)), 0.0)
+    return per_code[labels].astype(np.float32)
+
+
+def augment_patches(patches: np.ndarray, rng: np.random.Generator, *, binarize_prob: float = 0.25):
+    """Randomly transformed copies of patches, for training.
+
+    Rotations by multiples of 90 degrees and flips; a small random affine map (rotation
+    up to 20 degrees, shear up to 0.15, zoom 0.8-1.25, shift up to 2 px); Gaussian blur
+    (sigma 0.7-1.8 px, 60 % of patches); a gamma change of contrast (0.6-1.7); pixel noise
+    on the support (30 %); zeroing below a random fraction (0-0.25) of the maximum, like
+    CNMF's thresholding; and, with probability ``binarize_prob``, binarisation at a random
+    fraction of the maximum, as when a pipeline exports masks. Each patch is re-normalised
+    to unit L2 norm, as :func:`~calcomp_caiman.extract_patches` does.
+
+    Parameters
+    ----------
+    patches : (N, P, P) float32 ndarray
+    rng : numpy.random.Generator
+    binarize_prob : float
+
+    Returns
+    -------
+    (N, P, P) float32 ndarray
+    """
+    out = np.array(patches, dtype=np.float32, copy=True)
+    n, size = len(out), out.shape[-1]
+    if n == 0:
+        return out
+    turns = rng.integers(0, 4, n)
+    flips = rng.random(n) < 0.5
+    for k in range(1, 4):
+        sel = turns == k
+        out[sel] = np.rot90(out[sel], k, axes=(1, 2))
+    out[flips] = out[flips, :, ::-1]
+    angle = np.deg2rad(rng.uniform(-20, 20, n))
+    shear = rng.uniform(-0.15, 0.15, n)
+    zoom = np.exp(rng.uniform(np.log(0.8), np.log(1.25), n))
+    shift = rng.uniform(-2, 2, (n, 2))
+    centre = (size - 1) / 2.0
+    for i in range(n):
+        cos, sin = np.cos(angle[i]), np.sin(angle[i])
+        matrix = np.array([[cos, -sin + shear[i]], [sin, cos]]) / zoom[i]
+        offset = centre - matrix @ (centre + shift[i])
+        out[i] = scipy.ndimage.affine_transform(out[i], matrix, offset=offset, order=1)
+    # optical blur (out of focus, low zoom), in a few discrete widths
+    blur = rng.choice([0.0, 0.0, 0.7, 1.2, 1.8], size=n)
+    for sigma in np.unique(blur[blur > 0]):
+        sel = blur == sigma
+        out[sel] = scipy.ndimage.gaussian_filter(out[sel], sigma=(0, sigma, sigma))
+    np.maximum(out, 0, out=out)
+    peak = out.max(axis=(1, 2), keepdims=True)
+    out /= np.where(peak > 0, peak, 1.0)
+    gamma = np.exp(rng.uniform(np.log(0.6), np.log(1.7), n)).astype(np.float32)
+    out **= gamma[:, None, None]
+    # CNMF-like pixel noise on the support, then sparsification at a fraction of the max
+    noisy = rng.random(n) < 0.3
+    noise = rng.normal(0.0, 1.0, out[noisy].shape).astype(np.float32)
+    level = rng.uniform(0.03, 0.15, noisy.sum()).astype(np.float32)[:, None, None]
+    out[noisy] = np.maximum(out[noisy] + noise * level * (out[noisy] > 0.02), 0)
+    cut = rng.uniform(0.0, 0.25, n).astype(np.float32)[:, None, None]
+    out[out < cut * out.max(axis=(1, 2), keepdims=True)] = 0
+    peak = out.max(axis=(1, 2), keepdims=True)
+    out /= np.where(peak > 0, peak, 1.0)
+    binarize = rng.random(n) < binarize_prob
+    level = rng.uniform(0.1, 0.5, n).astype(np.float32)[:, None, None]
+    out[binarize] = (out[binarize] > level[binarize]).astype(np.float32)
+    norms = np.sqrt(np.einsum("nij,nij->n", out, out))
+    out /= np.where(norms > 0, norms, 1.0)[:, None, None]
+    return out
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Patches with labels and the group (video) each comes from.
+
+    Attributes
+    ----------
+    patches : (N, 50, 50) float32 ndarray
+    labels : (N,) int64 ndarray
+        Codes 0-4 (0 = non_neuron).
+    groups : (N,) str ndarray
+        Video (or simulation) of each patch: splits are made by group, never by patch.
+    """
+
+    patches: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray
+
+    def select(self, mask: np.ndarray) -> TrainingSet:
+        """The subset where ``mask`` is True."""
+        return TrainingSet(self.patches[mask], self.labels[mask], self.groups[mask])
+
+    @classmethod
+    def concatenate(cls, parts: Iterable[TrainingSet]) -> TrainingSet:
+        parts = list(parts)
+        return cls(
+            np.concatenate([p.patches for p in parts]).astype(np.float32, copy=False),
+            np.concatenate([p.labels for p in parts]),
+            np.concatenate([p.groups for p in parts]),
+        )
+
+
+def make_training_set(
+    sources: Iterable[LabelledFootprints], *, patch_size: int = PATCH_SIZE
+) -> TrainingSet:
+    """Patches and labels of labelled footprints, grouped by video.
+
+    ``gSig`` is estimated per source from its footprints, as at inference time when the
+    user gives none.
+    """
+    parts = []
+    for source in sources:
+        patches = extract_patches(source.A, source.dims, patch_size=patch_size)
+        groups = np.full(len(patches), source.video or source.source, dtype=object)
+        parts.append(TrainingSet(patches, np.asarray(source.labels, np.int64), groups))
+    if not parts:
+        return TrainingSet(
+            np.zeros((0, patch_size, patch_size), np.float32),
+            np.zeros(0, np.int64),
+            np.zeros(0, object),
+        )
+    return TrainingSet.concatenate(parts)
+
+
+def _set_cross_entropy(y_true, y_pred):
+    from keras import ops
+
+    allowed = ops.sum(y_true * y_pred, axis=-1)
+    return -ops.log(ops.clip(allowed, 1e-7, 1.0))
+
+
+def _set_nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    allowed = np.sum(probs * label_masks(labels), axis=1)
+    return float(-np.mean(np.log(np.clip(allowed, 1e-7, 1.0))))
+
+
+def calibrate_temperature(model: CalcompModel, patches: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature that minimises the set cross-entropy of ``model`` on held-out data.
+
+    ``softmax(logits / T)`` with ``T > 1`` softens over-confident probabilities. The
+    fitted value goes into ``thresholds.json`` (``CalcompModel.with_thresholds``).
+    """
+    import scipy.optimize
+
+    base = model.with_thresholds(temperature=1.0).predict(patches)
+    log_probs = np.log(np.clip(base, 1e-12, 1.0))
+
+    def loss(log_t: float) -> float:
+        scaled = log_probs / np.exp(log_t)
+        scaled -= scaled.max(axis=1, keepdims=True)
+        probs = np.exp(scaled)
+        probs /= probs.sum(axis=1, keepdims=True)
+        return _set_nll(probs, labels)
+
+    result = scipy.optimize.minimize_scalar(
+        loss, bounds=(np.log(0.25), np.log(8.0)), method="bounded"
+    )
+    return float(np.exp(result.x))
+
+
+def fit_network(
+    net,
+    patches: np.ndarray,
+    labels: np.ndarray,
+    *,
+    val_patches: np.ndarray,
+    val_labels: np.ndarray,
+    epochs: int = 40,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    patience: int = 8,
+    augment: bool = True,
+    seed: int = 0,
+    log_name: str = "",
+) -> dict:
+    """Train a Keras network on patches with the set cross-entropy, keeping its best epoch.
+
+    Adam, class-balanced sample weights (:func:`balanced_weights`), fresh
+    :func:`augment_patches` copies every epoch; the learning rate is halved after
+    ``patience // 2`` epochs without a lower validation loss and training stops after
+    ``patience``; the weights of the best epoch are restored in ``net``.
+
+    Parameters
+    ----------
+    net : keras.Model
+        Softmax output over ``CLASSES``; compiled here.
+    patches, labels, val_patches, val_labels
+        As in :func:`train_model`.
+    epochs, batch_size, learning_rate, patience, augment, seed
+        As in :func:`train_model`.
+    log_name : str
+        Prefix of the per-epoch log lines.
+
+    Returns
+    -------
+    dict
+        Per-epoch ``loss``, ``val_loss``, ``val_accuracy`` (the top class is allowed by
+        the label), ``seconds``; and ``best_epoch`` (1-based).
+    """
+    import keras
+
+    labels = np.asarray(labels, dtype=np.int64)
+    val_labels = np.asarray(val_labels, dtype=np.int64)
+    if len(patches) != len(labels) or len(val_patches) != len(val_labels):
+        raise ValueError("patches and labels must have the same length (training and validation).")
+    if len(patches) == 0 or len(val_patches) == 0:
+        raise ValueError("training and validation sets must not be empty.")
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    patches = np.asarray(patches, dtype=np.float32)
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+    net.compile(optimizer=optimizer, loss=_set_cross_entropy)
+    weights = balanced_weights(labels)
+    targets = label_masks(labels)
+    val_x = np.asarray(val_patches, np.float32)[..., None]
+    val_allowed = label_masks(val_labels)
+    history: dict = {"loss": [], "val_loss": [], "val_accuracy": [], "seconds": []}
+    best_loss, best_weights, best_epoch, waited = np.inf, net.get_weights(), 0, 0
+    rate = learning_rate
+    for epoch in range(int(epochs)):
+        start = time.perf_counter()
+        x = augment_patches(patches, rng) if augment else patches
+        fit = net.fit(
+            x[..., None],
+            targets,
+            sample_weight=weights,
+            batch_size=batch_size,
+            epochs=1,
+            shuffle=True,
+            verbose=0,
+        )
+        val_probs = np.asarray(net.predict(val_x, batch_size=256, verbose=0))
+        val_loss = _set_nll(val_probs, val_labels)
+        top = val_probs.argmax(axis=1)
+        val_accuracy = float(np.mean(val_allowed[np.arange(len(top)), top]))
+        history["loss"].append(float(fit.history["loss"][-1]))
+        history["val_loss"].append(val_loss)
+        history["val_accuracy"].append(val_accuracy)
+        history["seconds"].append(time.perf_counter() - start)
+        logger.info(
+            "%sepoch %d/%d: loss %.4f, val_loss %.4f, val_accuracy %.3f (%.0f s)",
+            log_name, epoch + 1, epochs, history["loss"][-1], val_loss, val_accuracy,
+            history["seconds"][-1],
+        )  # fmt: skip
+        if val_loss < best_loss - 1e-4:
+            best_loss, best_weights, best_epoch, waited = val_loss, net.get_weights(), epoch + 1, 0
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+            if waited == max(1, patience // 2):
+                rate /= 2
+                optimizer.learning_rate.assign(rate)
+    net.set_weights(best_weights)
+    history["best_epoch"] = best_epoch
+    return history
+
+
+def train_model(
+    patches: np.ndarray,
+    labels: np.ndarray,
+    *,
+    val_patches: np.ndarray,
+    val_labels: np.ndarray,
+    base: CalcompModel | None = None,
+    architecture: dict | None = None,
+    name: str = "custom",
+    epochs: int = 40,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    patience: int = 8,
+    augment: bool = True,
+    seed: int = 0,
+    data_description: str = "",
+) -> tuple[CalcompModel, dict]:
+    """Train a classifier (from scratch, or from ``base``) with early stopping.
+
+    Parameters
+    ----------
+    patches : (N, 50, 50) float32 ndarray
+        Training patches from :func:`~calcomp_caiman.extract_patches`.
+    labels : (N,) int ndarray
+        Codes 1-4, or 0 for non_neuron (process or noise).
+    val_patches, val_labels : ndarray
+        Held-out patches (whole videos), for early stopping and temperature calibration.
+    base : CalcompModel, optional
+        Start from this model's weights and architecture (fine-tuning).
+    architecture : dict, optional
+        ``widths``, ``blocks``, ``dropout`` for a new model (default: the bundled one's).
+    name : str
+        Name recorded in the model's ``config.json``.
+    epochs, batch_size, learning_rate, patience : int, int, float, int
+        Adam with the learning rate halved after ``patience // 2`` epochs without a better
+        validation loss, and stopping after ``patience``; the best epoch's weights are kept.
+    augment : bool
+        Draw fresh :func:`augment_patches` copies every epoch.
+    seed : int
+        Seeds NumPy and Keras: the same data and seed give the same model.
+    data_description : str
+        Free text stored in the model card (``config.json`` ``training_data``).
+
+    Returns
+    -------
+    model : CalcompModel
+        Calibrated (``thresholds.json`` temperature fitted on the validation data).
+    history : dict
+        Per-epoch ``loss``, ``val_loss``, ``val_accuracy``, ``seconds``; ``best_epoch``,
+        ``temperature``.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    if base is not None:
+        net = base.to_keras()
+        config = dict(base.config)
+        thresholds = dict(base.thresholds)
+    else:
+        architecture = dict(architecture or DEFAULT_ARCHITECTURE)
+        net = build_resnet(
+            patch_size=patches.shape[-1],
+            widths=architecture["widths"],
+            blocks=architecture["blocks"],
+            dropout=architecture.get("dropout", 0.2),
+        )
+        config = {
+            "classes": list(CLASSES),
+            "patch_size": int(patches.shape[-1]),
+            "architecture": architecture,
+            "normalisation": "square root, then unit L2 norm (extract_patches)",
+            "crop": "half-width 4*gSig+1 around the centre of mass, zero padding at borders",
+        }
+        thresholds = {"accept": ["neuron"], "min_prob": None}
+    history = fit_network(
+        net, patches, labels, val_patches=val_patches, val_labels=val_labels, epochs=epochs,
+        batch_size=batch_size, learning_rate=learning_rate, patience=patience, augment=augment,
+        seed=seed,
+    )  # fmt: skip
+    config.update(
+        name=name,
+        calcomp_version=__version__,
+        keras_version=keras.__version__,
+        keras_backend=keras.backend.backend(),
+        trained=time.strftime("%Y-%m-%d"),
+        training_data=data_description or config.get("training_data", ""),
+        training_samples=int(len(patches)),
+        epochs_run=len(history["loss"]),
+        best_epoch=history["best_epoch"],
+        seed=seed,
+    )
+    model = CalcompModel.from_keras(net, config=config, thresholds=thresholds)
+    temperature = calibrate_temperature(model, val_patches, val_labels)
+    model = model.with_thresholds(temperature=temperature)
+    history["temperature"] = temperature
+    logger.info("best epoch %d, temperature %.3f", history["best_epoch"], temperature)
+    return model, history
+
+
+def fine_tune(
+    model: CalcompModel,
+    patches: np.ndarray,
+    labels: Sequence,
+    *,
+    groups: Sequence | None = None,
+    validation_fraction: float = 0.25,
+    epochs: int = 15,
+    batch_size: int = 32,
+    learning_rate: float = 3e-4,
+    seed: int = 0,
+    name: str | None = None,
+) -> tuple[CalcompModel, dict]:
+    """Adapt a trained model to a lab's own labelled components.
+
+    Parameters
+    ----------
+    model : CalcompModel
+        Starting point, usually ``CalcompModel.load()`` (the bundled model).
+    patches : (N, 50, 50) float32 ndarray
+        Patches of the labelled components (:func:`~calcomp_caiman.extract_patches`).
+    labels : sequence of int or str
+        Class names or codes 1-4, or ``non_neuron``/0 (process or noise).
+    groups : sequence, optional
+        Session (file) of each component. With two or more groups, whole groups are held
+        out for validation; otherwise a stratified random ``validation_fraction``.
+    validation_fraction : float
+        Share of the labels held out for early stopping and calibration.
+    epochs, batch_size, learning_rate, seed
+        As in :func:`train_model`; the small learning rate keeps what the model knew.
+    name : str, optional
+        Name of the new model (default: ``<model name>-finetuned``).
+
+    Returns
+    -------
+    model : CalcompModel
+    history : dict
+        As :func:`train_model`, plus ``val_index`` (positions held out).
+
+    Examples
+    --------
+    >>> from calcomp_caiman import CalcompModel, extract_patches
+    >>> from calcomp_caiman.simulate import simulate_footprints
+    >>> A, dims, labels, gSig = simulate_footprints(10, seed=1)
+    >>> new, history = fine_tune(CalcompModel.load(), extract_patches(A, dims, gSig),
+    ...                          labels, epochs=1)  # doctest: +SKIP
+    """
+    patches = np.asarray(patches, dtype=np.float32)
+    codes = (
+        class_codes(list(labels))
+        if not np.issubdtype(np.asarray(labels).dtype, np.integer)
+        else np.asarray(labels, np.int64)
+    )
+    if len(codes) != len(patches):
+        raise ValueError(f"{len(patches)} patches but {len(codes)} labels.")
+    if len(codes) < 8:
+        raise ValueError(f"fine-tuning needs at least 8 labelled components, got {len(codes)}.")
+    rng = np.random.default_rng(seed)
+    val = np.zeros(len(codes), dtype=bool)
+    unique_groups = np.unique(np.asarray(groups)) if groups is not None else np.array([])
+    if len(unique_groups) >= 2:
+        group_array = np.asarray(groups)
+        order = rng.permutation(unique_groups)
+        for group in order:
+            if val.mean() >= validation_fraction:
+                break
+            val |= group_array == group
+        if val.all():
+            val[:] = False
+    if not val.any():
+        for code in np.unique(codes):
+            members = np.flatnonzero(codes == code)
+            take = int(round(len(members) * validation_fraction))
+            val[rng.choice(members, size=min(take, len(members) - 1), replace=False)] = True
+    new, history = train_model(
+        patches[~val],
+        codes[~val],
+        val_patches=patches[val],
+        val_labels=codes[val],
+        base=model,
+        name=name or f"{model.name}-finetuned",
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        patience=max(4, epochs // 3),
+        seed=seed,
+        data_description=f"fine-tuned from {model.name} ({model.sha256[:12]}) on {len(codes)} labels",
+    )
+    history["val_index"] = np.flatnonzero(val)
+    return new, history
+
+
+def _file_patches(path, components: np.ndarray) -> np.ndarray:
+    source = read_estimates(path)
+    n = source.A.shape[1]
+    if components.size and (components.min() < 0 or components.max() >= n):
+        raise ValueError(f"{path}: component indices must be in 0..{n - 1}.")
+    gsig = resolve_gsig(source.A, source.dims, source.gSig)
+    return extract_patches(source.A[:, components], source.dims, gsig)
+
+
+def labels_from_csv(path) -> TrainingSet:
+    """A lab's labels: a CSV with columns ``file``, ``component``, ``label``.
+
+    ``file`` is a CaImAn result file (relative paths are relative to the CSV's folder),
+    ``component`` the 0-based column of ``estimates.A``, ``label`` a class name, a code
+    1-4, or ``non_neuron`` (process or noise). Groups are the files, so fine-tuning
+    validates on whole sessions when there are several.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Missing file or column, unknown label, index out of range (message names the row).
+    """
+    import csv
+    from pathlib import Path
+
+    path = Path(path)
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    missing = {"file", "component", "label"} - set(rows[0] if rows else {})
+    if missing:
+        raise ValueError(
+            f"{path}: needs columns file, component, label; missing {sorted(missing)}."
+        )
+    by_file: dict = {}
+    for line, row in enumerate(rows, start=2):
+        try:
+            code = class_codes([row["label"]])[0]
+            index = int(row["component"])
+        except ValueError as err:
+            raise ValueError(f"{path}, line {line}: {err}") from None
+        file = (path.parent / row["file"]).resolve()
+        by_file.setdefault(file, ([], []))
+        by_file[file][0].append(index)
+        by_file[file][1].append(code)
+    parts = []
+    for file, (indices, codes) in by_file.items():
+        patches = _file_patches(file, np.asarray(indices, np.int64))
+        parts.append(TrainingSet(patches, np.asarray(codes, np.int64),
+                                 np.full(len(codes), str(file), object)))  # fmt: skip
+    return TrainingSet.concatenate(parts)
+
+
+def curation_labels(paths) -> TrainingSet:
+    """Labels from CaImAn's manual curation: ``accepted_list`` -> neuron, ``rejected_list`` ->
+    non_neuron, in each result file that has them."""
+    parts = []
+    for path in paths:
+        source = read_estimates(path)
+        accepted = np.asarray(
+            [] if source.accepted_list is None else source.accepted_list, np.int64
+        )
+        rejected = np.asarray(
+            [] if source.rejected_list is None else source.rejected_list, np.int64
+        )
+        if accepted.size + rejected.size == 0:
+            raise ValueError(f"{path}: no accepted_list / rejected_list (no manual curation).")
+        components = np.concatenate([accepted, rejected])
+        labels = np.r_[np.ones(accepted.size, np.int64), np.zeros(rejected.size, np.int64)]
+        parts.append(TrainingSet(_file_patches(path, components), labels,
+                                 np.full(len(labels), str(path), object)))  # fmt: skip
+    return TrainingSet.concatenate(parts)

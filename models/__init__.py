@@ -1,0 +1,1 @@
+"""Bundled model folders (installed as ``calcomp_caiman.models``); see README.md here."""

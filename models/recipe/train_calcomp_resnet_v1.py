@@ -1,0 +1,108 @@
+"""Recipe of the bundled model ``calcomp_resnet_v1``: re-runs on a CPU in under an hour.
+
+    python models/recipe/train_calcomp_resnet_v1.py --real-rois ../shared/data/real_rois \
+        --out models/calcomp_resnet_v1
+
+Training data: real CaImAn Batch, CaImAn Online, Suite2p and human-drawn masks of the
+``real_rois`` data set (provenance and licences in models/README.md), except the held-out
+videos, plus simulated footprints of all four classes (``calcomp_caiman.simulate``,
+``TRAIN_SETTINGS``). Validation (early stopping, calibration): the videos in VALIDATION.
+Test (reported in models/README.md, never used for any choice): the videos in TEST.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from calcomp_caiman.datasets import load_roi_archive
+from calcomp_caiman.evaluate import TEST_VIDEOS, VALIDATION_VIDEOS
+from calcomp_caiman.patches import extract_patches
+from calcomp_caiman.simulate import TRAIN_SETTINGS, simulate_footprints
+from calcomp_caiman.train import TrainingSet, make_training_set, train_model
+
+VALIDATION = VALIDATION_VIDEOS  # early stopping and temperature calibration
+TEST = TEST_VIDEOS  # reported in models/README.md, never used for any choice
+SIMULATED_PER_CLASS = 500  # per simulated field of view (one zoom each)
+SIMULATED_FIELDS = 12
+
+
+def video_key(path: Path) -> str:
+    with np.load(path, allow_pickle=False) as data:
+        return f"{data['dataset']}/{data['video']}"
+
+
+def simulated_set(seed: int) -> TrainingSet:
+    parts = []
+    for field in range(SIMULATED_FIELDS):
+        A, dims, labels, gsig = simulate_footprints(
+            SIMULATED_PER_CLASS, settings=TRAIN_SETTINGS, seed=seed * 1000 + field
+        )
+        patches = extract_patches(A, dims, gsig)
+        parts.append(TrainingSet(patches, labels, np.full(len(labels), f"sim{field}", object)))
+    return TrainingSet.concatenate(parts)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--real-rois", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path("models/calcomp_resnet_v1"))
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    train_sources, val_sources = [], []
+    for path in sorted(args.real_rois.glob("*.npz")):
+        key = video_key(path)
+        if key in TEST:
+            continue
+        source = load_roi_archive(path)
+        source = type(source)(source.A, source.dims, source.labels, key, source.method, str(path))
+        (val_sources if key in VALIDATION else train_sources).append(source)
+    real_train = make_training_set(train_sources)
+    real_val = make_training_set(val_sources)
+    sim = simulated_set(args.seed)
+    sim_val = simulated_set(args.seed + 1).select(
+        np.arange(SIMULATED_FIELDS * 4 * SIMULATED_PER_CLASS) % 4 == 0
+    )
+    train = TrainingSet.concatenate([real_train, sim])
+    val = TrainingSet.concatenate([real_val, sim_val])
+    logging.info(
+        "training on %d patches (%d real), validating on %d",
+        len(train.labels),
+        len(real_train.labels),
+        len(val.labels),
+    )
+    description = (
+        f"real_rois (CaImAn Batch/Online, Suite2p, human masks) of "
+        f"{len(set(real_train.groups))} videos, {len(real_train.labels)} components; "
+        f"{len(sim.labels)} simulated footprints (TRAIN_SETTINGS); validation videos "
+        f"{sorted(VALIDATION)}; held-out test videos {sorted(TEST)}"
+    )
+    model, history = train_model(
+        train.patches,
+        train.labels,
+        val_patches=val.patches,
+        val_labels=val.labels,
+        name="calcomp_resnet_v1",
+        epochs=args.epochs,
+        seed=args.seed,
+        data_description=description,
+    )
+    model.save(args.out)
+    (args.out / "history.json").write_text(
+        json.dumps({k: v for k, v in history.items() if k != "val_index"}, indent=1)
+    )
+    logging.info("saved %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

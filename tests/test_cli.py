@@ -1,0 +1,164 @@
+import csv
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import REAL_ROIS, require
+
+from calcomp_caiman.cli import main
+
+CALCOMP = shutil.which("calcomp", path=str(Path(sys.executable).parent)) or "calcomp"
+
+
+def sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model, tmp_path_factory):
+    return str(tiny_model.save(tmp_path_factory.mktemp("model") / "tiny"))
+
+
+def test_help_is_fast_and_imports_no_framework():
+    code = (
+        "import sys\n"
+        "from calcomp_caiman.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules\n"
+        "assert 'matplotlib' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_installed_entry_point_runs():
+    out = subprocess.run([CALCOMP, "--version"], capture_output=True, text=True, check=True)
+    assert "calcomp_caiman" in out.stdout
+
+
+def test_classify_to_new_file_with_csv(caiman_copy, tmp_path, model_dir, capsys):
+    source = caiman_copy("synthetic_cnmf.hdf5")
+    before = sha(source)
+    out, table = tmp_path / "out.hdf5", tmp_path / "table.csv"
+    assert main(["classify", str(source), "--out", str(out), "--csv", str(table),
+                 "--model", model_dir]) == 0  # fmt: skip
+    assert sha(source) == before
+    with h5py.File(out, "r") as handle:
+        assert handle["estimates/class_probs"].shape == (40, 4)
+    rows = list(csv.DictReader(open(table)))
+    assert len(rows) == 40 and set(rows[0]) >= {"component", "label", "p_neuron", "accepted"}
+    assert "40 components" in capsys.readouterr().out
+    # existing output: refused unless --overwrite
+    assert main(["classify", str(source), "--out", str(out), "--model", model_dir]) == 1
+    assert (
+        main(["classify", str(source), "--out", str(out), "--overwrite", "--model", model_dir]) == 0
+    )
+
+
+def test_classify_in_place_and_usage_errors(caiman_copy, model_dir, tmp_path, capsys):
+    source = caiman_copy("real_mouse2p_cnmf.hdf5")
+    assert main(["classify", str(source), "--model", model_dir]) == 1
+    assert "--in-place" in capsys.readouterr().err
+    assert main(["classify", str(source), "--in-place", "--model", model_dir]) == 0
+    with h5py.File(source, "r") as handle:
+        assert handle["estimates/class_labels"].shape == (59,)
+    text = tmp_path / "notes.hdf5"
+    text.write_text("not hdf5")
+    assert main(["classify", str(text), "--in-place", "--model", model_dir]) == 1
+    err = capsys.readouterr().err
+    assert "notes.hdf5" in err and text.read_text() == "not hdf5"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["classify"])
+    assert exit_info.value.code == 2
+
+
+def test_reprocess_folder_summary_failures_and_resume(caiman_copy, tmp_path, model_dir):
+    folder = caiman_copy("synthetic_cnmf.hdf5").parent
+    sub = folder / "session2"
+    sub.mkdir()
+    (sub / "synthetic_seeded_cnmf.hdf5").write_bytes(
+        require(REAL_ROIS.parent / "caiman_results" / "synthetic_seeded_cnmf.hdf5").read_bytes()
+    )
+    (folder / "broken.hdf5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    out_dir = tmp_path / "out"
+    argv = ["reprocess", str(folder), "--out-dir", str(out_dir), "--model", model_dir, "-q"]
+    assert main(argv) == 1  # one failure
+    rows = {
+        r["file"].split("/")[-1]: r for r in csv.DictReader(open(out_dir / "calcomp_summary.csv"))
+    }
+    assert (
+        rows["broken.hdf5"]["status"] == "failed" and "broken.hdf5" in rows["broken.hdf5"]["error"]
+    )
+    assert rows["synthetic_cnmf.hdf5"]["status"] == "classified"
+    assert rows["synthetic_cnmf.hdf5"]["components"] == "40"
+    assert (out_dir / "session2" / "synthetic_seeded_cnmf.hdf5").exists()
+    assert main(argv) == 1
+    rows = {
+        r["file"].split("/")[-1]: r for r in csv.DictReader(open(out_dir / "calcomp_summary.csv"))
+    }
+    assert rows["synthetic_cnmf.hdf5"]["status"] == "skipped"
+
+
+def test_montage(caiman_copy, tmp_path, model_dir):
+    png = tmp_path / "m.png"
+    source = caiman_copy("synthetic_seeded_cnmf.hdf5")
+    assert main(["montage", str(source), "-o", str(png), "--model", model_dir]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_demo_with_bundled_model(tmp_path):
+    out = subprocess.run(
+        [CALCOMP, "demo", "--out", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "accuracy" in out.stdout
+    for name in (
+        "demo_cnmf.hdf5",
+        "demo_classified.hdf5",
+        "demo_components.csv",
+        "demo_montage.png",
+    ):
+        assert (tmp_path / "demo" / name).stat().st_size > 0
+
+
+def test_finetune_and_train_commands(caiman_copy, tmp_path, model_dir):
+    source = caiman_copy("synthetic_seeded_cnmf.hdf5")
+    table = tmp_path / "labels.csv"
+    with open(table, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "component", "label"])
+        labels = ["neuron"] * 30 + ["process"] * 4  # seeded file: sources 30-33 are dendrites
+        writer.writerows([source.name, i, label] for i, label in enumerate(labels))
+    table.rename(source.parent / "labels.csv")
+    out = tmp_path / "tuned"
+    assert main(["finetune", "--base", model_dir, "--labels", str(source.parent / "labels.csv"),
+                 "--epochs", "1", "--out", str(out)]) == 0  # fmt: skip
+    assert (out / "weights.npz").exists()
+    yst = sorted(require(REAL_ROIS).glob("yst_part1*_suite2p.npz"))
+    trained = tmp_path / "trained"
+    assert main(["train", "--data", str(yst[0]), "--val-data", str(yst[1]), "--epochs", "1",
+                 "--base", model_dir, "--out", str(trained)]) == 0  # fmt: skip
+    assert (trained / "config.json").exists()
+
+
+def test_evaluate_command(tmp_path, model_dir):
+    archives = sorted(require(REAL_ROIS).glob("yst_part22_*.npz"))
+    prefix = tmp_path / "report"
+    assert main(["evaluate", *map(str, archives), "--model", model_dir, "--no-simulated",
+                 "--out", str(prefix)]) == 0  # fmt: skip
+    assert prefix.with_suffix(".json").stat().st_size > 0
+    assert prefix.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["evaluate", *map(str, archives), "--baselines", "--model", model_dir]) == 1
+
+
+def test_missing_file_and_unknown_model(tmp_path, capsys):
+    assert main(["classify", str(tmp_path / "nope.hdf5"), "--in-place"]) == 1
+    assert "nope.hdf5" in capsys.readouterr().err
+    assert main(["montage", str(tmp_path / "x.hdf5"), "-o", "x.png", "--model", "nosuch"]) == 1
+    np.testing.assert_equal(True, True)
