@@ -126,12 +126,8 @@ def _cmd_montage(args) -> int:
 
     source = read_estimates(args.input)
     gsig = resolve_gsig(source.A, source.dims, args.gsig or source.gSig)
-    if source.classification is not None and not args.reclassify:
-        import h5py
-
-        with h5py.File(args.input, "r") as handle:
-            probs = handle["estimates/class_probs"][()]
-    else:
+    probs = source.class_probs
+    if probs is None or args.reclassify or len(probs) != source.n_components:
         probs = classify_footprints(source.A, source.dims, model=_load_model(args.model), gSig=gsig)
     patches = extract_patches(source.A, source.dims, gsig)
     path = plot_montage(patches, probs, args.output, title=Path(args.input).name)

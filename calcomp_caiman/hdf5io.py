@@ -99,6 +99,8 @@ class ResultFile:
         Provenance of an earlier classification by this package (attributes of
         ``estimates/class_probs`` without their ``calcomp_`` prefix, e.g. ``model``,
         ``model_sha256``, ``version``); None if the file was not classified by us.
+    class_probs : (N, 4) ndarray or None
+        Probabilities stored by an earlier classification (``estimates/class_probs``).
     """
 
     path: str
@@ -113,6 +115,7 @@ class ResultFile:
     accepted_list: np.ndarray | None = None
     rejected_list: np.ndarray | None = None
     classification: dict[str, Any] | None = None
+    class_probs: np.ndarray | None = None
 
     @property
     def n_components(self) -> int:
@@ -276,7 +279,7 @@ def _read_raw(handle: h5py.File, path: str) -> dict[str, Any]:
     fields: dict[str, Any] = {
         name: _optional_array(estimates, name)
         for name in ("cnn_preds", "idx_components", "idx_components_bad", "SNR_comp",
-                     "r_values", "accepted_list", "rejected_list")
+                     "r_values", "accepted_list", "rejected_list", "class_probs")
     }  # fmt: skip
     fields["gSig"] = _gsig(handle)
     fields["classification"] = _provenance_of(estimates)

@@ -108,6 +108,11 @@ def test_montage(caiman_copy, tmp_path, model_dir):
     source = caiman_copy("synthetic_seeded_cnmf.hdf5")
     assert main(["montage", str(source), "-o", str(png), "--model", model_dir]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
+    # a classified file: the stored probabilities are shown, no model needed
+    assert main(["classify", str(source), "--in-place", "--model", model_dir]) == 0
+    png.unlink()
+    assert main(["montage", str(source), "-o", str(png), "--model", "no-such-model"]) == 0
+    assert png.stat().st_size > 0
 
 
 def test_demo_with_bundled_model(tmp_path):
