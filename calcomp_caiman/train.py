@@ -255,7 +255,8 @@ def fit_network(
     Parameters
     ----------
     net : keras.Model
-        Softmax output over ``CLASSES``; compiled here.
+        Softmax output over ``CLASSES``; compiled here. Seed Keras
+        (``keras.utils.set_random_seed``) before building it for reproducible runs.
     patches, labels, val_patches, val_labels
         As in :func:`train_model`.
     epochs, batch_size, learning_rate, patience, augment, seed
@@ -277,8 +278,7 @@ def fit_network(
         raise ValueError("patches and labels must have the same length (training and validation).")
     if len(patches) == 0 or len(val_patches) == 0:
         raise ValueError("training and validation sets must not be empty.")
-    keras.utils.set_random_seed(seed)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # augmentation; Keras is seeded by the caller
     patches = np.asarray(patches, dtype=np.float32)
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
     net.compile(optimizer=optimizer, loss=_set_cross_entropy)

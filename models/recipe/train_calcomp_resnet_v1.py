@@ -21,6 +21,7 @@ import numpy as np
 
 from calcomp_caiman.datasets import load_roi_archive
 from calcomp_caiman.evaluate import TEST_VIDEOS, VALIDATION_VIDEOS
+from calcomp_caiman.model import DEFAULT_ARCHITECTURE
 from calcomp_caiman.patches import extract_patches
 from calcomp_caiman.simulate import TRAIN_SETTINGS, simulate_footprints
 from calcomp_caiman.train import TrainingSet, make_training_set, train_model
@@ -52,8 +53,9 @@ def main(argv=None) -> int:
     parser.add_argument("--real-rois", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=Path("models/calcomp_resnet_v1"))
     parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--patience", type=int, default=8)
+    parser.add_argument("--widths", type=int, nargs="+", default=DEFAULT_ARCHITECTURE["widths"])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -92,7 +94,10 @@ def main(argv=None) -> int:
         val_patches=val.patches,
         val_labels=val.labels,
         name="calcomp_resnet_v1",
+        architecture=dict(DEFAULT_ARCHITECTURE, widths=list(args.widths)),
         epochs=args.epochs,
+        batch_size=args.batch_size,
+        patience=args.patience,
         seed=args.seed,
         data_description=description,
     )
