@@ -44,11 +44,8 @@ def plot_montage(
         ``path``. Each tile is titled with the component index and the probability of its
         predicted class.
     """
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     predicted = np.asarray(probs).argmax(axis=1) if len(probs) else np.zeros(0, int)
     groups = []
@@ -58,7 +55,9 @@ def plot_montage(
         groups.append((name, k, members))
     rows_per_group = [max(1, -(-min(len(m), max_per_class) // columns)) for _, _, m in groups]
     total_rows = sum(rows_per_group) + len(groups)
-    fig = plt.figure(figsize=(columns * 1.1, total_rows * 1.15 + 0.6))
+    # a Figure of its own (no pyplot): no display needed, the global backend is untouched
+    fig = Figure(figsize=(columns * 1.1, total_rows * 1.15 + 0.6))
+    FigureCanvasAgg(fig)
     grid = fig.add_gridspec(total_rows, columns, hspace=0.6, wspace=0.1)
     row = 0
     for (name, k, members), n_rows in zip(groups, rows_per_group):
@@ -77,5 +76,4 @@ def plot_montage(
         fig.suptitle(title, fontsize=10)
     path = Path(path)
     fig.savefig(path, dpi=80, bbox_inches="tight")
-    plt.close(fig)
     return path
