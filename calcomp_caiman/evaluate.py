@@ -179,6 +179,7 @@ def _atomic_write(path: Path, write) -> None:
     handle.close()
     try:
         write(handle.name)
+        os.chmod(handle.name, 0o644)  # temporary files are private; a report is not
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
