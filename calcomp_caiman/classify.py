@@ -9,7 +9,7 @@ import numpy as np
 
 from ._checks import CLASSES, check_footprints
 from .model import CalcompModel
-from .patches import extract_patches, project_footprints, resolve_gsig
+from .patches import _extract_checked, project_footprints, resolve_gsig
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def classify_footprints(
     probs = np.empty((n, len(CLASSES)), dtype=np.float32)
     for start in range(0, n, _COMPONENTS_PER_CHUNK):
         part = flat[:, start : start + _COMPONENTS_PER_CHUNK]
-        patches = extract_patches(part, flat_dims, gsig, model.patch_size)
+        patches = _extract_checked(part, flat_dims, gsig, model.patch_size)  # checked above
         probs[start : start + part.shape[1]] = model.predict(patches, batch_size=batch_size)
     empty = np.diff(flat.indptr) == 0
     probs[empty] = np.eye(len(CLASSES), dtype=np.float32)[CLASSES.index("noise")]
