@@ -22,9 +22,8 @@ def _configure_logging(level: int) -> None:
     handler.setFormatter(logging.Formatter("calcomp: %(message)s"))
     root = logging.getLogger("calcomp_caiman")
     root.handlers[:] = [handler]
-    root.setLevel(
-        {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(level, logging.DEBUG)
-    )
+    levels = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+    root.setLevel(levels[max(-1, min(2, level))])
 
 
 def _load_model(name: str):
