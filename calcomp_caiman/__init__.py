@@ -12,7 +12,7 @@ Importing the package starts neither TensorFlow nor torch.
 
 from ._checks import CLASSES, PATCH_SIZE, CalcompError, FileBusyError, InvalidFileError
 from ._version import __version__
-from .caiman_hook import evaluate_components_4class
+from .caiman_hook import attach_classes, evaluate_components_4class
 from .classify import accept_components, classify_footprints
 from .model import CalcompModel
 from .patches import estimate_gsig, extract_patches
@@ -26,6 +26,7 @@ __all__ = [
     "InvalidFileError",
     "__version__",
     "accept_components",
+    "attach_classes",
     "classify_footprints",
     "estimate_gsig",
     "evaluate_components_4class",

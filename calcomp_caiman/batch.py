@@ -17,7 +17,12 @@ import numpy as np
 
 from ._checks import CLASSES, CalcompError
 from ._version import __version__
-from .classify import classification_fields, classify_footprints, footprint_flags
+from .classify import (
+    classification_fields,
+    classify_footprints,
+    footprint_fingerprint,
+    footprint_flags,
+)
 from .hdf5io import is_classified_by, read_estimates, write_classification
 from .model import CalcompModel
 
@@ -121,7 +126,11 @@ def classify_file(
         source.A, source.dims, model=model, gSig=gsig, batch_size=batch_size
     )
     fields = classification_fields(
-        probs, flags=footprint_flags(source.A, source.dims), accept=accept, min_prob=min_prob
+        probs,
+        flags=footprint_flags(source.A, source.dims),
+        accept=accept,
+        min_prob=min_prob,
+        fingerprint=footprint_fingerprint(source.A),
     )
     written = write_classification(
         path,

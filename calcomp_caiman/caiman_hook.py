@@ -6,20 +6,26 @@ CaImAn itself is never imported.
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 from collections.abc import Sequence
 
 import numpy as np
 
-from .classify import classification_fields, classify_footprints, footprint_flags
+from .classify import (
+    classification_fields,
+    classify_footprints,
+    footprint_fingerprint,
+    footprint_flags,
+)
 from .model import CalcompModel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate_components_4class", "FOUR_CLASS_FIELDS"]
+__all__ = ["evaluate_components_4class", "attach_classes", "FOUR_CLASS_FIELDS"]
 
-FOUR_CLASS_FIELDS = ("class_probs", "class_labels", "class_flags")
+FOUR_CLASS_FIELDS = ("class_probs", "class_labels", "class_flags", "class_fingerprint")
 """Per-component fields this package adds; they follow ``select_components``."""
 
 
@@ -68,15 +74,15 @@ def _selection_aware(base: type) -> type:
     class Estimates(base):
         _calcomp_selection_aware = True
 
-        def select_components(self, idx_components=None, use_object=False, **kwargs):
+        def select_components(
+            self, idx_components=None, use_object=False, save_discarded_components=True
+        ):
             n = self.A.shape[-1]
             keep = self.idx_components if use_object else idx_components
-            ours = {
-                name: np.asarray(getattr(self, name))
-                for name in FOUR_CLASS_FIELDS
-                if getattr(self, name, None) is not None and len(getattr(self, name)) == n
-            }
-            result = super().select_components(idx_components, use_object, **kwargs)
+            ours = _own_fields(self, n)
+            result = super().select_components(
+                idx_components, use_object, save_discarded_components=save_discarded_components
+            )
             if keep is None:
                 return result
             keep = np.asarray(keep, dtype=np.int64)
@@ -84,8 +90,13 @@ def _selection_aware(base: type) -> type:
             discarded = getattr(self, "discarded_components", None)
             for name, values in ours.items():
                 setattr(self, name, values[keep])
-                if kwargs.get("save_discarded_components", True) and discarded is not None:
-                    setattr(discarded, name, values[dropped])
+                if save_discarded_components and discarded is not None:
+                    # like CaImAn (1.12), append to what earlier selections discarded
+                    before = getattr(discarded, name, None)
+                    rows = values[dropped]
+                    setattr(
+                        discarded, name, rows if before is None else np.concatenate([before, rows])
+                    )
             return result
 
         def restore_discarded_components(self):
@@ -102,19 +113,28 @@ def _selection_aware(base: type) -> type:
             return result
 
         def __reduce_ex__(self, protocol):
-            return _rebuild, (base, self.__dict__)
+            # pickles as CaImAn's own class: loads where this package is not installed
+            return object.__new__, (base,), self.__dict__
+
+        def __deepcopy__(self, memo):
+            clone = base.__new__(type(self))
+            memo[id(self)] = clone
+            clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+            return clone
 
     Estimates.__qualname__ = f"{base.__qualname__}[calcomp]"
     Estimates.__doc__ = base.__doc__
     return Estimates
 
 
-def _rebuild(base: type, state: dict):
-    """Unpickle a selection-aware estimates object."""
-    obj = base.__new__(base)
-    obj.__dict__.update(state)
-    _make_selection_aware(obj)
-    return obj
+def _own_fields(estimates, n: int) -> dict[str, np.ndarray]:
+    """Our per-component fields that have one row per column of ``A``."""
+    values = {name: getattr(estimates, name, None) for name in FOUR_CLASS_FIELDS}
+    return {
+        name: np.asarray(value)
+        for name, value in values.items()
+        if value is not None and not isinstance(value, (str, bytes)) and len(value) == n
+    }
 
 
 def _make_selection_aware(estimates) -> None:
@@ -130,6 +150,85 @@ def _make_selection_aware(estimates) -> None:
             "cannot extend %s.select_components; slice class_probs yourself after selecting",
             base.__name__,
         )
+
+
+def _match_rows(stored: np.ndarray, current: np.ndarray) -> np.ndarray | None:
+    """Row of ``stored`` for each row of ``current`` (equal fingerprints), or None."""
+    scale = np.maximum(np.abs(stored).max(axis=0), 1.0)
+    free: dict[tuple, list[int]] = {}
+    for row, key in enumerate(map(tuple, np.round(stored / scale, 9))):
+        free.setdefault(key, []).append(row)
+    rows = []
+    for key in map(tuple, np.round(current / scale, 9)):
+        candidates = free.get(key)
+        if not candidates:
+            return None
+        rows.append(candidates.pop(0))
+    return np.asarray(rows, dtype=np.int64)
+
+
+def attach_classes(estimates):
+    """Make a classified ``Estimates`` keep its four-class fields aligned under selection.
+
+    Call it on an ``Estimates`` that was classified elsewhere: one loaded with CaImAn's
+    ``load_CNMF`` / ``load_OnlineCNMF`` from a file that ``calcomp classify`` (or
+    ``cnm.save`` after :func:`evaluate_components_4class`) wrote, or one unpickled.
+    Afterwards ``select_components`` and ``restore_discarded_components`` slice
+    ``class_probs``, ``class_labels``, ``class_flags`` and ``class_fingerprint`` with ``A``.
+    If ``A`` was already subset (a selection made before this call), the rows are matched
+    to ``A``'s columns by their ``class_fingerprint`` and re-ordered.
+
+    Parameters
+    ----------
+    estimates : caiman ``Estimates``
+        With ``A`` and the fields written by this package.
+
+    Returns
+    -------
+    estimates
+        The same object.
+
+    Raises
+    ------
+    ValueError
+        The object holds no classification, or its rows cannot be matched to ``A``
+        (``A`` changed since it was classified, e.g. by ``refit``): classify it again.
+
+    Examples
+    --------
+    ::
+
+        from caiman.source_extraction.cnmf.cnmf import load_CNMF
+        from calcomp_caiman import attach_classes
+        cnm = load_CNMF("results_4class.hdf5")
+        attach_classes(cnm.estimates)
+        cnm.estimates.select_components(use_object=True)  # class_probs follows
+    """
+    A = getattr(estimates, "A", None)
+    probs = getattr(estimates, "class_probs", None)
+    if A is None or probs is None or isinstance(probs, (str, bytes)):
+        raise ValueError(
+            "these estimates hold no four-class classification (class_probs): run "
+            "evaluate_components_4class(estimates, params) or `calcomp classify FILE` first."
+        )
+    n = A.shape[-1]
+    fingerprint = getattr(estimates, "class_fingerprint", None)
+    if len(probs) != n or fingerprint is not None:
+        current = footprint_fingerprint(A)
+        stored = None if fingerprint is None else np.asarray(fingerprint, dtype=np.float64)
+        rows = None if stored is None or len(stored) != len(probs) else _match_rows(stored, current)
+        if rows is None:
+            raise ValueError(
+                f"class_probs has {len(probs)} rows that cannot be matched to the {n} "
+                "columns of A (A changed since it was classified): run "
+                "evaluate_components_4class(estimates, params) again."
+            )
+        for name in FOUR_CLASS_FIELDS:
+            value = getattr(estimates, name, None)
+            if value is not None and not isinstance(value, (str, bytes)):
+                setattr(estimates, name, np.asarray(value)[rows])
+    _make_selection_aware(estimates)
+    return estimates
 
 
 def evaluate_components_4class(
@@ -233,12 +332,36 @@ def evaluate_components_4class(
             f"SNR_comp/r_values have {len(keep)} entries but A has {len(probs)} components."
         )
     fields = classification_fields(
-        probs, flags=footprint_flags(A, dims), accept=accept, min_prob=min_prob, keep=keep
+        probs,
+        flags=footprint_flags(A, dims),
+        accept=accept,
+        min_prob=min_prob,
+        keep=keep,
+        fingerprint=footprint_fingerprint(A),
     )
+    discarded = _classify_discarded(estimates, dims, model, gsig, batch_size)
     for name, value in fields.items():
         setattr(estimates, name, value)
+    for name, value in discarded.items():
+        setattr(estimates.discarded_components, name, value)
     _make_selection_aware(estimates)
     logger.info(
         "%d components: %d accepted (%s)", len(probs), len(fields["idx_components"]), accept
     )
     return estimates
+
+
+def _classify_discarded(estimates, dims, model, gsig, batch_size) -> dict[str, np.ndarray]:
+    """Our fields for components an earlier ``select_components`` set aside.
+
+    So that ``restore_discarded_components`` brings back one row per restored column.
+    """
+    discarded = getattr(estimates, "discarded_components", None)
+    A = getattr(discarded, "A", None)
+    if A is None or isinstance(A, (str, bytes)) or A.shape[-1] == 0:
+        return {}
+    probs = classify_footprints(A, dims, model=model, gSig=gsig, batch_size=batch_size)
+    fields = classification_fields(
+        probs, flags=footprint_flags(A, dims), fingerprint=footprint_fingerprint(A)
+    )
+    return {name: fields[name] for name in FOUR_CLASS_FIELDS}

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.sparse
 
 from ._checks import CLASSES, check_footprints
 from .model import CalcompModel
@@ -18,6 +19,7 @@ __all__ = [
     "classification_fields",
     "accept_components",
     "footprint_flags",
+    "footprint_fingerprint",
     "FLAG_EMPTY",
     "FLAG_NEGATIVE",
 ]
@@ -48,6 +50,36 @@ def footprint_flags(A, dims) -> np.ndarray:
     flags[np.asarray(positive.sum(axis=0)).ravel() == 0] |= FLAG_EMPTY
     flags[np.asarray(negative.sum(axis=0)).ravel() > 0] |= FLAG_NEGATIVE
     return flags
+
+
+def footprint_fingerprint(A) -> np.ndarray:
+    """Per-column summary of ``A`` that identifies a component after any selection.
+
+    Parameters
+    ----------
+    A : (pixels, N) scipy sparse matrix or ndarray
+        Footprints as CaImAn holds them (before any projection or clipping).
+
+    Returns
+    -------
+    (N, 3) float64 ndarray
+        Number of non-zeros, sum of values, and sum of value x (pixel index + 1) of each
+        column. CaImAn's selection, saving and loading keep a column's values, so a
+        column keeps its fingerprint; two different footprints practically never share one.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> footprint_fingerprint(np.array([[1.0, 0.0], [2.0, 3.0]])).tolist()
+    [[2.0, 3.0, 5.0], [1.0, 3.0, 6.0]]
+    """
+    A = scipy.sparse.csc_matrix(A)
+    counts = np.diff(A.indptr)
+    values = A.data.astype(np.float64)
+    columns = np.repeat(np.arange(A.shape[1]), counts)
+    sums = np.bincount(columns, weights=values, minlength=A.shape[1])
+    moments = np.bincount(columns, weights=values * (A.indices + 1.0), minlength=A.shape[1])
+    return np.column_stack([counts.astype(np.float64), sums, moments])
 
 
 def classify_footprints(
@@ -161,6 +193,7 @@ def classification_fields(
     accept: Sequence[str] = ("neuron",),
     min_prob: float | None = None,
     keep: np.ndarray | None = None,
+    fingerprint: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The arrays written back to estimates and result files.
 
@@ -173,20 +206,24 @@ def classification_fields(
         As in :func:`accept_components`.
     keep : (N,) bool ndarray, optional
         An extra condition ANDed with the class rule (e.g. CaImAn's SNR / r-value test).
+    fingerprint : (N, 3) ndarray, optional
+        From :func:`footprint_fingerprint`; stored as ``class_fingerprint`` so that the
+        classification can be matched to ``A`` after a selection.
 
     Returns
     -------
     dict
         ``class_probs`` (N, 4) float32, ``class_labels`` (N,) int8 codes 1-4,
         ``class_flags`` (N,) uint8, ``cnn_preds`` (N,) float32 = P(neuron),
-        ``idx_components`` and ``idx_components_bad`` (int64, complementary, sorted).
+        ``idx_components`` and ``idx_components_bad`` (int64, complementary, sorted),
+        and ``class_fingerprint`` (N, 3) float64 when ``fingerprint`` is given.
     """
     probs = np.asarray(probs, dtype=np.float32)
     accepted = accept_components(probs, accept=accept, min_prob=min_prob)
     if keep is not None:
         accepted &= np.asarray(keep, dtype=bool)
     n = len(probs)
-    return {
+    fields = {
         "class_probs": probs,
         "class_labels": (probs.argmax(axis=1) + 1).astype(np.int8) if n else np.zeros(0, np.int8),
         "class_flags": np.zeros(n, np.uint8) if flags is None else np.asarray(flags, np.uint8),
@@ -194,3 +231,6 @@ def classification_fields(
         "idx_components": np.flatnonzero(accepted).astype(np.int64),
         "idx_components_bad": np.flatnonzero(~accepted).astype(np.int64),
     }
+    if fingerprint is not None:
+        fields["class_fingerprint"] = np.asarray(fingerprint, dtype=np.float64).reshape(n, 3)
+    return fields

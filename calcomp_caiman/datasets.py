@@ -4,7 +4,7 @@ An archive is a ``.npz`` file (no pickles) with the CSC parts of a footprint mat
 ``A`` (``A_data``, ``A_indices``, ``A_indptr``, ``A_shape``), ``dims``, and ``labels``
 (``neuron``, ``process``, ``noise``, ``doubtful`` or ``non_neuron``), plus optional
 ``video`` and ``method`` strings: the format of the ``real_rois`` data set described in
-``models/README.md``.
+``calcomp_caiman/models/README.md``.
 """
 
 from __future__ import annotations

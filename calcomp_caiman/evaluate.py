@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 VALIDATION_VIDEOS = frozenset({"neurofinder_train/02.01", "caiman_paper_yst/YST_part21"})
-"""Real videos used for early stopping (same as ``models/recipe/train_calcomp_resnet_v1.py``)."""
+"""Real videos used for early stopping (same as ``recipes/train_calcomp_resnet_v1.py``)."""
 
 TEST_VIDEOS = frozenset(
     {
@@ -57,7 +57,7 @@ TEST_VIDEOS = frozenset(
         "caiman_paper_yst/YST_part22",
     }
 )
-"""Real videos held out for testing (same as ``models/recipe/train_calcomp_resnet_v1.py``)."""
+"""Real videos held out for testing (same as ``recipes/train_calcomp_resnet_v1.py``)."""
 
 _SIMULATED_PREFIX = "simulated"
 

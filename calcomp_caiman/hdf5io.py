@@ -53,6 +53,7 @@ CLASSIFICATION_FIELDS = (
     "cnn_preds",
     "idx_components",
     "idx_components_bad",
+    "class_fingerprint",
 )
 """Datasets that :func:`write_classification` writes under ``/estimates``."""
 
@@ -514,7 +515,9 @@ def write_classification(
     Written under ``/estimates``: ``class_probs``, ``class_labels`` (int8), ``class_flags``
     (uint8), and CaImAn's own ``cnn_preds`` (float32), ``idx_components`` and
     ``idx_components_bad`` (int64), so that ``estimates.select_components(use_object=True)``
-    keeps the components we accept. What CaImAn had in those three before our first
+    keeps the components we accept; ``class_fingerprint`` (float64, (N, 3)) when the
+    result has it (:func:`calcomp_caiman.attach_classes` matches rows to ``A`` with it
+    after a selection). What CaImAn had in those three before our first
     classification is kept as ``caiman_cnn_preds``, ``caiman_idx_components`` and
     ``caiman_idx_components_bad`` (``'NoneType'`` stays ``'NoneType'``) and never overwritten,
     so writing twice gives the same file. Provenance goes to attributes of
@@ -620,6 +623,13 @@ def _check_result(result: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dic
         if index.ndim != 1 or (index.size and index.min() < 0):
             raise ValueError(f"result[{key!r}] must be 1-D non-negative column indices.")
         fields[key] = index.astype(np.int64)
+    if result.get("class_fingerprint") is not None:
+        fingerprint = np.asarray(result["class_fingerprint"], dtype=np.float64)
+        if fingerprint.shape != (n, 3):
+            raise ValueError(
+                f"result['class_fingerprint'] must have shape ({n}, 3), got {fingerprint.shape}."
+            )
+        fields["class_fingerprint"] = fingerprint
     provenance = result.get("provenance") or {}
     if not isinstance(provenance, Mapping):
         raise TypeError(f"result['provenance'] must be a dict, got {type(provenance).__name__}.")

@@ -1,4 +1,4 @@
-"""Shared fixtures: data beside the project, a tiny model, a CaImAn-like Estimates class."""
+"""Shared fixtures: data beside the project, a tiny model, disk footprints."""
 
 from __future__ import annotations
 

@@ -29,7 +29,6 @@ import numpy as np
 import pytest
 import scipy.sparse
 from conftest import CAIMAN_RESULTS, disk_footprints, require
-from fake_caiman import Estimates
 
 from calcomp_caiman import CLASSES, classify_footprints, evaluate_components_4class, hdf5io
 from calcomp_caiman.batch import find_result_files
@@ -327,7 +326,7 @@ def test_reprocess_existing_output_needs_overwrite(tmp_path, model_dir, capsys):
 
 def hook_estimates(case: str):
     A = scipy.sparse.csc_matrix(disk_footprints(centres=[(30, 40), (12, 60)]).astype(np.float64))
-    est = Estimates(A=A, C=np.ones((2, 10)), dims=(64, 80))
+    est = SimpleNamespace(A=A, C=np.ones((2, 10)), dims=(64, 80), cnn_preds=None)
     if case == "no_A":
         est.A = None
     elif case == "wrong_dims":
@@ -356,7 +355,7 @@ def test_hook_refuses_and_leaves_estimates_unchanged(case, error, problem, tiny_
     with pytest.raises(error, match=problem) as info:
         evaluate_components_4class(est, model=tiny_model)
     assert "\n" not in str(info.value)
-    assert set(vars(est)) == set(before) and type(est) is Estimates
+    assert set(vars(est)) == set(before) and type(est) is SimpleNamespace
     for key, value in before.items():
         now = getattr(est, key)
         if scipy.sparse.issparse(value):

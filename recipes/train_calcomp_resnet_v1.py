@@ -1,13 +1,13 @@
 """Recipe of the bundled model ``calcomp_resnet_v1``: re-runs on a CPU in under an hour.
 
-    python models/recipe/train_calcomp_resnet_v1.py --real-rois ../shared/data/real_rois \
-        --out models/calcomp_resnet_v1
+    python recipes/train_calcomp_resnet_v1.py --real-rois ../shared/data/real_rois \
+        --out calcomp_caiman/models/calcomp_resnet_v1
 
 Training data: real CaImAn Batch, CaImAn Online, Suite2p and human-drawn masks of the
-``real_rois`` data set (provenance and licences in models/README.md), except the held-out
+``real_rois`` data set (provenance and licences in calcomp_caiman/models/README.md), except the held-out
 videos, plus simulated footprints of all four classes (``calcomp_caiman.simulate``,
 ``TRAIN_SETTINGS``). Validation (early stopping, calibration): the videos in VALIDATION.
-Test (reported in models/README.md, never used for any choice): the videos in TEST.
+Test (reported in calcomp_caiman/models/README.md, never used for any choice): the videos in TEST.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from calcomp_caiman.simulate import TRAIN_SETTINGS, simulate_footprints
 from calcomp_caiman.train import TrainingSet, make_training_set, train_model
 
 VALIDATION = VALIDATION_VIDEOS  # early stopping and temperature calibration
-TEST = TEST_VIDEOS  # reported in models/README.md, never used for any choice
+TEST = TEST_VIDEOS  # reported in calcomp_caiman/models/README.md, never used for any choice
 SIMULATED_PER_CLASS = 500  # per simulated field of view (one zoom each)
 SIMULATED_FIELDS = 12
 
@@ -51,7 +51,7 @@ def simulated_set(seed: int) -> TrainingSet:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real-rois", type=Path, required=True)
-    parser.add_argument("--out", type=Path, default=Path("models/calcomp_resnet_v1"))
+    parser.add_argument("--out", type=Path, default=Path("calcomp_caiman/models/calcomp_resnet_v1"))
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--patience", type=int, default=8)
