@@ -74,6 +74,7 @@ def fake_result(n: int, seed: int = 0, **provenance) -> dict:
         "cnn_preds": probs[:, 0].copy(),
         "idx_components": np.flatnonzero(labels == 1).astype(np.int64),
         "idx_components_bad": np.flatnonzero(labels != 1).astype(np.int64),
+        "class_fingerprint": np.random.default_rng(seed).random((n, 3)),
         "provenance": {
             "model": "tiny",
             "model_sha256": "ab" * 32,
