@@ -131,8 +131,19 @@ def _scale_extreme_columns(A: scipy.sparse.csc_matrix) -> scipy.sparse.csc_matri
                                    shape=A.shape)  # fmt: skip
 
 
+MAX_GSIG = 250.0
+"""Largest accepted ``gSig`` in px: a crop half-width (``4 * gSig + 1``) of about 1,000 px.
+
+Typical values are 2-20 px; anything above this is a mistake (a diameter in um, a unit
+error) and would make every crop window huge."""
+
+
 def check_gsig(gSig, n_dims: int = 2) -> float | None:
-    """Return ``gSig`` (scalar or per-axis sequence) as one positive float, or ``None``."""
+    """Return ``gSig`` (scalar or per-axis sequence) as one positive float, or ``None``.
+
+    Raises ``ValueError`` for values that are not finite, not positive or above
+    ``MAX_GSIG``, before anything is allocated.
+    """
     if gSig is None:
         return None
     try:
@@ -144,6 +155,11 @@ def check_gsig(gSig, n_dims: int = 2) -> float | None:
     if values.size == 0 or not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise ValueError(
             f"gSig must be positive numbers (half-size of a neuron, px), got {gSig!r}."
+        )
+    if np.any(values > MAX_GSIG):
+        raise ValueError(
+            f"gSig = {gSig!r} px is not a neuron half-size: it must be in (0, {MAX_GSIG:g}] px "
+            f"(typically 2-20); give the half-size of a neuron in pixels."
         )
     return float(np.mean(values[:2]))
 

@@ -10,12 +10,13 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ._checks import CLASSES, CalcompError
+from ._checks import CLASSES, CalcompError, InvalidFileError, check_gsig
 from ._version import __version__
 from .classify import (
     classification_fields,
@@ -121,7 +122,11 @@ def classify_file(
     """
     start = time.perf_counter()
     source = read_estimates(path)
-    gsig = gSig if gSig is not None else source.gSig
+    try:
+        gsig = check_gsig(gSig if gSig is not None else source.gSig)
+    except ValueError as err:
+        where = "--gsig" if gSig is not None else "params/init/gSig"
+        raise InvalidFileError(path, f"{where}: {err}") from None
     probs = classify_footprints(
         source.A, source.dims, model=model, gSig=gsig, batch_size=batch_size
     )
@@ -201,6 +206,40 @@ def _process_one(file: Path, target: Path, in_place: bool, options: dict) -> Fil
     except (CalcompError, OSError, ValueError) as err:
         logger.debug("failed on %s", file, exc_info=True)
         return FileResult(str(file), str(target), "failed", error=str(err))
+    except Exception as err:  # an unexpected bug must not stop the batch: report it
+        logger.debug("unexpected error on %s", file, exc_info=True)
+        message = f"{type(err).__name__}: {err}".splitlines()[0]
+        return FileResult(str(file), str(target), "failed", error=message)
+
+
+def _in_processes(tasks: list[tuple], jobs: int, options: dict) -> Iterator[FileResult]:
+    """Run tasks in worker processes; a task whose worker dies is reported, not raised.
+
+    When a worker dies (killed for memory, ``os._exit``), every task still unfinished in
+    that pool is suspect; each is then run again alone in its own one-worker pool, so that
+    only the file that really kills its worker is reported ``failed``.
+    """
+    suspects: list[tuple] = []
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(_process_one, *task, options): task for task in tasks}
+        for future in as_completed(futures):
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                suspects.append(futures[future])
+    for task in suspects:
+        with ProcessPoolExecutor(max_workers=1) as pool:
+            try:
+                yield pool.submit(_process_one, *task, options).result()
+            except BrokenProcessPool:
+                file, target, _ = task
+                logger.debug("the worker process classifying %s died", file)
+                yield FileResult(
+                    str(file),
+                    str(target),
+                    "failed",
+                    error="the worker process died while classifying it (out of memory?)",
+                )
 
 
 def reprocess(
@@ -254,10 +293,7 @@ def reprocess(
             yield _process_one(file, target, in_place, options)
         return
     # the model (a few hundred kB of weights) travels with each task
-    with ProcessPoolExecutor(max_workers=int(jobs)) as pool:
-        futures = [pool.submit(_process_one, *task, options) for task in tasks]
-        for future in as_completed(futures):
-            yield future.result()
+    yield from _in_processes(tasks, int(jobs), options)
 
 
 def write_summary_csv(results: Iterable[FileResult], path: str | os.PathLike) -> Path:

@@ -24,14 +24,16 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from ._checks import CLASSES, PATCH_SIZE, CalcompError
 
@@ -45,6 +47,71 @@ DEFAULT_ARCHITECTURE = {"widths": [24, 48, 96], "blocks": [1, 1, 1], "dropout": 
 _BN_EPSILON = 1e-3  # Keras' BatchNormalization default
 _BUNDLED_PACKAGE = "calcomp_caiman.models"
 _DEFAULT_NAME = "calcomp_resnet_v1"
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota.
+
+    Examples
+    --------
+    >>> available_cpus() >= 1
+    True
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(float(quota) // float(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+class _SingleThreadedBlas:
+    """One BLAS thread while any inference runs; the caller's setting restored after.
+
+    BLAS thread counts are process-wide, so concurrent ``predict`` calls share one
+    limit: the first to enter saves the caller's setting, the last to leave restores it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = None
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                controller = ThreadpoolController().select(user_api="blas")
+                self._saved = controller.info()
+                controller.limit(limits=1)
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    controller = ThreadpoolController().select(user_api="blas")
+                    for pool in controller.lib_controllers:
+                        saved = next(
+                            (
+                                s["num_threads"]
+                                for s in self._saved
+                                if s["filepath"] == pool.filepath
+                            ),
+                            None,
+                        )
+                        if saved is not None:
+                            pool.set_num_threads(saved)
+                    self._saved = None
+
+
+_single_threaded_blas = _SingleThreadedBlas()
 
 
 def _layer_names(architecture: dict) -> list[tuple[str, int, int]]:
@@ -371,7 +438,9 @@ class CalcompModel:
         logger.debug("loaded model %s from %s", config.get("name"), folder)
         return cls(weights, config, thresholds, digest)
 
-    def predict(self, patches: np.ndarray, *, batch_size: int = 128) -> np.ndarray:
+    def predict(
+        self, patches: np.ndarray, *, batch_size: int = 128, threads: int | None = None
+    ) -> np.ndarray:
         """Class probabilities of patches.
 
         Parameters
@@ -380,6 +449,10 @@ class CalcompModel:
             Patches from :func:`calcomp_caiman.extract_patches` (``P == patch_size``).
         batch_size : int
             Patches per forward pass; memory grows with it, not with N.
+        threads : int, optional
+            Batches run in parallel on at most this many threads (default: the CPUs this
+            process may use, :func:`available_cpus`). BLAS runs one thread per batch
+            meanwhile; its setting is restored afterwards, also when calls overlap.
 
         Returns
         -------
@@ -403,8 +476,8 @@ class CalcompModel:
             out[start : start + len(batch)] = _softmax(self._engine.logits(batch) / temperature)
 
         # small matrix products run best on one BLAS thread each, in parallel batches
-        workers = min(len(starts), os.cpu_count() or 1)
-        with threadpool_limits(limits=1, user_api="blas"):
+        workers = min(len(starts), available_cpus() if threads is None else max(1, int(threads)))
+        with _single_threaded_blas():
             if workers <= 1:
                 for start in starts:
                     run(start)
