@@ -75,20 +75,24 @@ class _SingleThreadedBlas:
 
     BLAS thread counts are process-wide, so concurrent ``predict`` calls share one
     limit: the first to enter saves the caller's setting, the last to leave restores it.
+    The BLAS libraries are looked up once, at the first call.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._users = 0
-        self._saved = None
+        self._blas: list | None = None
+        self._saved: list[int] = []
 
     @contextmanager
     def __call__(self) -> Iterator[None]:
         with self._lock:
             if self._users == 0:
-                controller = ThreadpoolController().select(user_api="blas")
-                self._saved = controller.info()
-                controller.limit(limits=1)
+                if self._blas is None:
+                    self._blas = ThreadpoolController().select(user_api="blas").lib_controllers
+                self._saved = [pool.num_threads for pool in self._blas]
+                for pool in self._blas:
+                    pool.set_num_threads(1)
             self._users += 1
         try:
             yield
@@ -96,19 +100,8 @@ class _SingleThreadedBlas:
             with self._lock:
                 self._users -= 1
                 if self._users == 0:
-                    controller = ThreadpoolController().select(user_api="blas")
-                    for pool in controller.lib_controllers:
-                        saved = next(
-                            (
-                                s["num_threads"]
-                                for s in self._saved
-                                if s["filepath"] == pool.filepath
-                            ),
-                            None,
-                        )
-                        if saved is not None:
-                            pool.set_num_threads(saved)
-                    self._saved = None
+                    for pool, threads in zip(self._blas, self._saved):
+                        pool.set_num_threads(threads)
 
 
 _single_threaded_blas = _SingleThreadedBlas()
