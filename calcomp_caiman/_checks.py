@@ -132,34 +132,52 @@ def _scale_extreme_columns(A: scipy.sparse.csc_matrix) -> scipy.sparse.csc_matri
 
 
 MAX_GSIG = 250.0
-"""Largest accepted ``gSig`` in px: a crop half-width (``4 * gSig + 1``) of about 1,000 px.
+"""Largest accepted ``gSig`` (px): a crop window of half-width ``4 * gSig + 1 = 1001`` px.
 
-Typical values are 2-20 px; anything above this is a mistake (a diameter in um, a unit
-error) and would make every crop window huge."""
+Real values are 2-20 px (a few tens at very high zoom); anything near this bound is a
+mistake (a diameter in um, a unit error, a placeholder such as ``1e9``). A fixed bound,
+not one relative to the FOV, so that small crops of a large recording (and synthetic test
+FOVs) still take the recording's ``gSig``. It also bounds memory whatever the value: one
+crop window is then at most 2006 x 2006 float32 (16 MB) and the resampling table
+64 x 50 x 2006 (26 MB), where ``gSig = 1e9`` asked for tens of GB."""
 
 
 def check_gsig(gSig, n_dims: int = 2) -> float | None:
-    """Return ``gSig`` (scalar or per-axis sequence) as one positive float, or ``None``.
+    """Return ``gSig`` (scalar or per-axis sequence) as one float in ``(0, MAX_GSIG]``.
 
-    Raises ``ValueError`` for values that are not finite, not positive or above
-    ``MAX_GSIG``, before anything is allocated.
+    The one check of ``gSig`` that every path uses (:func:`~calcomp_caiman.patches.resolve_gsig`,
+    :func:`~calcomp_caiman.extract_patches`, :func:`~calcomp_caiman.classify_footprints`,
+    :func:`~calcomp_caiman.evaluate_components_4class`, ``calcomp classify`` and
+    ``reprocess``); it runs before anything is allocated.
+
+    Returns
+    -------
+    float or None
+        The mean of the first two values; ``None`` for ``None`` (estimate it instead).
+
+    Raises
+    ------
+    ValueError
+        A value is not a number, not finite, not positive or above ``MAX_GSIG``.
     """
     if gSig is None:
         return None
+    allowed = (
+        f"gSig (the half-size of a typical neuron, px) must be in (0, {MAX_GSIG:g}] px, "
+        f"i.e. a crop half-width 4*gSig+1 of at most {4 * MAX_GSIG + 1:g} px"
+    )
     try:
         values = np.ravel(np.asarray(gSig, dtype=float))
     except (TypeError, ValueError):
-        raise ValueError(
-            f"gSig must be positive numbers (half-size of a neuron, px), got {gSig!r}."
-        ) from None
+        raise ValueError(f"{allowed}; got {gSig!r}, which is not numbers.") from None
     if values.size == 0 or not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise ValueError(
-            f"gSig must be positive numbers (half-size of a neuron, px), got {gSig!r}."
-        )
+        shown = ", ".join(f"{v:g}" for v in values) or "nothing"
+        raise ValueError(f"{allowed}; got {shown}.")
     if np.any(values > MAX_GSIG):
+        shown = ", ".join(f"{v:g}" for v in values)
         raise ValueError(
-            f"gSig = {gSig!r} px is not a neuron half-size: it must be in (0, {MAX_GSIG:g}] px "
-            f"(typically 2-20); give the half-size of a neuron in pixels."
+            f"{allowed}; got {shown}. Typical values are 2-20 px: give the neuron half-size "
+            f"in pixels, not a diameter or a size in um."
         )
     return float(np.mean(values[:2]))
 

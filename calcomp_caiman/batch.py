@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import json
@@ -9,7 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from .classify import (
     footprint_fingerprint,
     footprint_flags,
 )
-from .hdf5io import is_classified_by, read_estimates, write_classification
+from .hdf5io import exclusive_lock, is_classified_by, read_estimates, write_classification
 from .model import CalcompModel
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,9 @@ def classify_file(
     Raises
     ------
     InvalidFileError, FileBusyError, FileNotFoundError
-        The file cannot be read or written; it is left unchanged.
+        The file cannot be read or written, or its ``params/init/gSig`` (or ``gSig``)
+        is outside ``(0, MAX_GSIG]`` (:func:`calcomp_caiman._checks.check_gsig`); it is
+        left unchanged.
     """
     start = time.perf_counter()
     source = read_estimates(path)
@@ -187,6 +190,20 @@ def _target(relative: Path, file: Path, out_dir: Path | None) -> Path:
     return file if out_dir is None else out_dir / relative
 
 
+def _failure(file: Path, target: Path, err: BaseException | str) -> FileResult:
+    """A ``failed`` result whose one-line error names the file.
+
+    An unexpected exception is written ``"<file>: <ExceptionType>: message"`` (its first
+    line); a plain string is the problem itself.
+    """
+    if isinstance(err, BaseException):
+        text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    else:
+        text = err
+    lines = text.strip().splitlines() or [""]
+    return FileResult(str(file), str(target), "failed", error=f"{file}: {lines[0]}")
+
+
 def _process_one(file: Path, target: Path, in_place: bool, options: dict) -> FileResult:
     model = options["model"]
     try:
@@ -206,40 +223,125 @@ def _process_one(file: Path, target: Path, in_place: bool, options: dict) -> Fil
     except (CalcompError, OSError, ValueError) as err:
         logger.debug("failed on %s", file, exc_info=True)
         return FileResult(str(file), str(target), "failed", error=str(err))
-    except Exception as err:  # an unexpected bug must not stop the batch: report it
+    except Exception as err:  # a bug or an odd file must not stop the batch: report it
         logger.debug("unexpected error on %s", file, exc_info=True)
-        message = f"{type(err).__name__}: {err}".splitlines()[0]
-        return FileResult(str(file), str(target), "failed", error=message)
+        return _failure(file, target, err)
+
+
+_MAX_IDLE_DEATHS = 3
+"""Fresh pools in a row whose workers die before taking a task, before giving up."""
+
+_WORKER_DIED = (
+    "the worker process died while classifying it (killed, e.g. out of memory); "
+    "run `calcomp classify` on this file alone to see why"
+)
+
+
+def _remove_stale_temps(file: Path, target: Path) -> None:
+    """Delete the temporary files a killed worker left beside ``target``.
+
+    A worker killed while writing (and the others, which a broken pool terminates) leaves
+    its ``.<name>.calcomp-tmp-<random>`` behind; the original is intact. They are removed
+    only while this process holds the lock on ``file``, which every calcomp process
+    writing ``target`` from it holds, so no live writer's file is touched.
+    """
+    prefix = f".{target.name}.calcomp-tmp-"
+    try:
+        if not any(name.startswith(prefix) for name in os.listdir(target.parent)):
+            return
+        with exclusive_lock(str(file)):
+            for name in os.listdir(target.parent):
+                if name.startswith(prefix):
+                    os.remove(target.parent / name)
+                    logger.debug("removed %s, left by a worker process that died", name)
+    except (CalcompError, OSError) as err:
+        logger.warning(
+            "%s: could not remove the temporary files a dead worker left (%s); delete %s* "
+            "when no calcomp process is running",
+            target,
+            err,
+            target.parent / prefix,
+        )
+
+
+def _collect(futures: dict, suspects: list[tuple]) -> Iterator[FileResult]:
+    """Yield the results of ``futures`` (future -> task) as they finish.
+
+    A task whose pool broke (a worker died) goes to ``suspects`` instead; any other
+    exception raised by the pool machinery (e.g. pickling) is reported ``failed``.
+    """
+    for future in as_completed(list(futures)):
+        task = futures.pop(future)
+        try:
+            yield future.result()
+        except BrokenProcessPool:
+            suspects.append(task)
+        except Exception as err:
+            logger.debug("the pool failed on %s", task[0], exc_info=True)
+            yield _failure(task[0], task[1], err)
 
 
 def _in_processes(tasks: list[tuple], jobs: int, options: dict) -> Iterator[FileResult]:
-    """Run tasks in worker processes; a task whose worker dies is reported, not raised.
+    """Run ``tasks`` in ``jobs`` worker processes; a worker's death is reported, not raised.
 
-    When a worker dies (killed for memory, ``os._exit``), every task still unfinished in
-    that pool is suspect; each is then run again alone in its own one-worker pool, so that
-    only the file that really kills its worker is reported ``failed``.
+    At most ``jobs`` tasks are in a pool at a time, so when a worker dies (killed for
+    memory, ``os._exit``) the tasks the broken pool takes down are the ones that were
+    running. Those are retried once, each alone in its own one-worker pool (concurrently):
+    a task whose worker dies again is reported ``failed``, the others' results are kept.
+    The tasks not yet started then go on in a fresh pool.
     """
-    suspects: list[tuple] = []
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(_process_one, *task, options): task for task in tasks}
-        for future in as_completed(futures):
-            try:
-                yield future.result()
-            except BrokenProcessPool:
-                suspects.append(futures[future])
-    for task in suspects:
-        with ProcessPoolExecutor(max_workers=1) as pool:
-            try:
-                yield pool.submit(_process_one, *task, options).result()
-            except BrokenProcessPool:
-                file, target, _ = task
-                logger.debug("the worker process classifying %s died", file)
-                yield FileResult(
-                    str(file),
-                    str(target),
-                    "failed",
-                    error="the worker process died while classifying it (out of memory?)",
-                )
+    pending = list(reversed(tasks))  # popped from the end: submission order kept
+    idle_deaths = 0
+    while pending:
+        suspects: list[tuple] = []
+        running: dict = {}
+        broken = False
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            while running or (pending and not broken):
+                while pending and len(running) < jobs and not broken:
+                    try:
+                        future = pool.submit(_process_one, *pending[-1], options)
+                    except BrokenProcessPool:  # an idle worker died: go on in a fresh pool
+                        broken = True
+                        break
+                    running[future] = pending.pop()
+                if not running:
+                    break
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                yield from _collect({future: running.pop(future) for future in done}, suspects)
+                # once broken, the pool takes its other running tasks down too: wait for them
+                broken = broken or bool(suspects)
+        if broken and not suspects:
+            idle_deaths += 1
+            if idle_deaths > _MAX_IDLE_DEATHS:
+                for file, target, _ in reversed(pending):
+                    yield _failure(file, target, _WORKER_DIED)
+                return
+        else:
+            idle_deaths = 0
+        for file, target, _ in suspects:
+            _remove_stale_temps(file, target)
+        if suspects:
+            logger.info(
+                "a worker process died; retrying %d file(s) each in its own process",
+                len(suspects),
+            )
+            yield from _isolated(suspects, options)
+
+
+def _isolated(tasks: list[tuple], options: dict) -> Iterator[FileResult]:
+    """Run each task in its own one-worker pool, all at once; a death fails that task only."""
+    with contextlib.ExitStack() as stack:
+        futures = {}
+        for task in tasks:
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=1))
+            futures[pool.submit(_process_one, *task, options)] = task
+        died: list[tuple] = []
+        yield from _collect(futures, died)
+    for file, target, _ in died:
+        logger.debug("the worker process classifying %s died twice", file)
+        _remove_stale_temps(file, target)
+        yield _failure(file, target, _WORKER_DIED)
 
 
 def reprocess(
@@ -264,7 +366,9 @@ def reprocess(
         Write updated copies under this folder (keeping sub-folders); ``None`` updates
         every file in place, each atomically.
     jobs : int
-        Worker processes.
+        Worker processes. A worker that dies (killed for memory, say) costs only the
+        file it was classifying: the files it was running with are retried, each alone
+        in a fresh process, and the rest go on in a fresh pool.
     overwrite : bool
         Replace existing outputs in ``out_dir`` that were not made by this model.
     resume : bool
@@ -275,8 +379,11 @@ def reprocess(
     Yields
     ------
     FileResult
-        In completion order. A file that fails is reported (``status == "failed"``) and
-        left unchanged; the others go on.
+        In completion order, one per file found. A file that fails is reported
+        (``status == "failed"``, ``error`` a line naming the file: the problem, an
+        unexpected ``"<ExceptionType>: message"`` whose traceback is logged at debug
+        level, or that its worker process died twice) and left unchanged; the others go
+        on. ``KeyboardInterrupt`` stops the batch.
     """
     files = find_result_files(paths)
     out = None if out_dir is None else Path(out_dir)

@@ -44,6 +44,7 @@ __all__ = [
     "CLASSIFICATION_FIELDS",
     "BACKUP_FIELDS",
     "ATTR_PREFIX",
+    "exclusive_lock",
 ]
 
 CLASSIFICATION_FIELDS = (
@@ -555,9 +556,9 @@ def write_classification(
     destination = os.path.realpath(target) if in_place else target  # through symlinks
     _check_destination(destination, in_place=in_place, overwrite=overwrite, label=target)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_exclusive_lock(source))
+        stack.enter_context(exclusive_lock(source))
         if not in_place and os.path.exists(destination):
-            stack.enter_context(_exclusive_lock(destination))
+            stack.enter_context(exclusive_lock(destination))
         current = _read(source, locking=False)
         n = current.n_components
         if len(fields["class_probs"]) != n:
@@ -692,8 +693,12 @@ def _check_destination(destination: str, *, in_place: bool, overwrite: bool, lab
 
 
 @contextlib.contextmanager
-def _exclusive_lock(path: str) -> Iterator[None]:
-    """Hold an exclusive, non-blocking ``flock`` on ``path`` (opened read-only)."""
+def exclusive_lock(path: str) -> Iterator[None]:
+    """Hold an exclusive, non-blocking ``flock`` on ``path`` (opened read-only).
+
+    Every calcomp process that writes a result from ``path`` holds it; a second one gets
+    :class:`FileBusyError`.
+    """
     if fcntl is None:  # pragma: no cover - Windows
         yield
         return

@@ -185,8 +185,8 @@ def read_only_folder(folder: Path, stack, monkeypatch) -> Path:
 
 LOCK_HOLDER = """
 import sys
-from calcomp_caiman.hdf5io import _exclusive_lock
-with _exclusive_lock(sys.argv[1]):  # what a calcomp process writing the file holds
+from calcomp_caiman.hdf5io import exclusive_lock
+with exclusive_lock(sys.argv[1]):  # what a calcomp process writing the file holds
     print("locked", flush=True)
     sys.stdin.readline()
 """
