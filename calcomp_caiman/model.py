@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -49,8 +50,48 @@ _BUNDLED_PACKAGE = "calcomp_caiman.models"
 _DEFAULT_NAME = "calcomp_resnet_v1"
 
 
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _cgroup_cpu_limit() -> int | None:
+    """CPUs allowed by the cgroup v2 ``cpu.max`` quotas of this process, or None.
+
+    Reads ``cpu.max`` of the process's own cgroup (``/proc/self/cgroup``) and of every
+    cgroup above it, up to ``/sys/fs/cgroup/cpu.max`` (a container's own quota), and
+    returns the smallest, rounded up as joblib does: a 1.5-CPU quota allows 2 threads.
+    """
+    folders = [_CGROUP_ROOT]
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::/"):
+                own = _CGROUP_ROOT / line[len("0::/") :].strip()
+                chain = [own, *own.parents]
+                folders = chain[: chain.index(_CGROUP_ROOT) + 1]
+                break
+    except (OSError, ValueError):
+        pass
+    limit = None
+    for folder in folders:
+        try:
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+            if quota != "max":
+                cpus = max(1, math.ceil(int(quota) / int(period)))
+                limit = cpus if limit is None else min(limit, cpus)
+        except (OSError, ValueError, ZeroDivisionError):
+            continue
+    return limit
+
+
 def available_cpus() -> int:
     """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota.
+
+    ``len(os.sched_getaffinity(0))`` where the platform has it (``os.cpu_count()``
+    elsewhere), capped by the ``cpu.max`` quota of the process's cgroup v2 (rounded up).
+
+    Returns
+    -------
+    int
+        At least 1.
 
     Examples
     --------
@@ -61,21 +102,27 @@ def available_cpus() -> int:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, int(float(quota) // float(period))))
-    except (OSError, ValueError):
-        pass
+    quota = _cgroup_cpu_limit()
+    if quota is not None:
+        cpus = min(cpus, quota)
     return max(1, cpus)
 
 
 class _SingleThreadedBlas:
     """One BLAS thread while any inference runs; the caller's setting restored after.
 
-    BLAS thread counts are process-wide, so concurrent ``predict`` calls share one
-    limit: the first to enter saves the caller's setting, the last to leave restores it.
-    The BLAS libraries are looked up once, at the first call.
+    Inference multiplies small matrices, in parallel batches: on one BLAS thread per
+    batch it runs about twice as fast as with a multi-threaded BLAS. BLAS thread counts
+    are process-wide (OpenBLAS has no per-thread setting) and a plain
+    ``threadpool_limits`` per call leaks when calls overlap (the second saves the first's
+    "1" as the original and restores it). So all ``predict`` calls share one limit,
+    reference-counted under a lock: the first to enter saves the caller's setting and
+    sets one thread, the last to leave restores what the first saved.
+
+    Meanwhile other BLAS users in the process run single-threaded too, and a setting
+    they change while an inference runs is overwritten by the restore. The BLAS
+    libraries are looked up once, at the first call (libraries loaded later are left
+    alone); after a fork, the child starts with a fresh lock and count.
     """
 
     def __init__(self) -> None:
@@ -83,6 +130,13 @@ class _SingleThreadedBlas:
         self._users = 0
         self._blas: list | None = None
         self._saved: list[int] = []
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        """A fork copies the lock as it was, possibly held by a thread that is gone."""
+        self._lock = threading.Lock()
+        self._users = 0
 
     @contextmanager
     def __call__(self) -> Iterator[None]:
@@ -443,9 +497,11 @@ class CalcompModel:
         batch_size : int
             Patches per forward pass; memory grows with it, not with N.
         threads : int, optional
-            Batches run in parallel on at most this many threads (default: the CPUs this
-            process may use, :func:`available_cpus`). BLAS runs one thread per batch
-            meanwhile; its setting is restored afterwards, also when calls overlap.
+            At most this many threads run batches in parallel, and never more than the
+            CPUs this process may use (:func:`available_cpus`, the default); ``1`` runs
+            them in the calling thread. Worker processes (``--jobs``) pass their share
+            of the CPUs. While any inference runs, BLAS uses one thread per batch; the
+            caller's BLAS setting is restored afterwards, also when calls overlap.
 
         Returns
         -------
@@ -469,7 +525,9 @@ class CalcompModel:
             out[start : start + len(batch)] = _softmax(self._engine.logits(batch) / temperature)
 
         # small matrix products run best on one BLAS thread each, in parallel batches
-        workers = min(len(starts), available_cpus() if threads is None else max(1, int(threads)))
+        workers = min(len(starts), available_cpus())
+        if threads is not None:
+            workers = min(workers, max(1, int(threads)))
         with _single_threaded_blas():
             if workers <= 1:
                 for start in starts:
