@@ -19,6 +19,7 @@ from .classify import (
     footprint_fingerprint,
     footprint_flags,
 )
+from .evidence import params_value
 from .model import CalcompModel
 
 logger = logging.getLogger(__name__)
@@ -27,22 +28,6 @@ __all__ = ["evaluate_components_4class", "attach_classes", "FOUR_CLASS_FIELDS"]
 
 FOUR_CLASS_FIELDS = ("class_probs", "class_labels", "class_flags", "class_fingerprint")
 """Per-component fields this package adds; they follow ``select_components``."""
-
-
-def _params_value(params, group: str, key: str):
-    """``params.get(group, key)`` for CaImAn's CNMFParams, ``params[group][key]`` for dicts."""
-    if params is None:
-        return None
-    getter = getattr(params, "get", None)
-    if callable(getter) and not isinstance(params, dict):
-        try:
-            return getter(group, key)
-        except (KeyError, AttributeError, TypeError):
-            return None
-    section = params.get(group) if isinstance(params, dict) else getattr(params, group, None)
-    if isinstance(section, dict):
-        return section.get(key)
-    return None
 
 
 def _metrics_rule(estimates, params) -> np.ndarray:
@@ -58,7 +43,7 @@ def _metrics_rule(estimates, params) -> np.ndarray:
     r_values = np.asarray(r_values, dtype=float)
 
     def threshold(key: str, default: float) -> float:
-        value = _params_value(params, "quality", key)
+        value = params_value(params, "quality", key)
         return default if value is None else float(value)
 
     passes = (snr >= threshold("min_SNR", 2.5)) | (r_values >= threshold("rval_thr", 0.8))
@@ -321,10 +306,10 @@ def evaluate_components_4class(
         )
     dims = getattr(estimates, "dims", None)
     if dims is None:
-        dims = _params_value(params, "data", "dims")
+        dims = params_value(params, "data", "dims")
     if dims is None:
         raise ValueError("estimates.dims is missing; set it or pass params with data.dims.")
-    gsig = _params_value(params, "init", "gSig")
+    gsig = params_value(params, "init", "gSig")
     probs = classify_footprints(A, dims, model=model, gSig=gsig, batch_size=batch_size)
     keep = _metrics_rule(estimates, params) if use_metrics else None
     if keep is not None and len(keep) != len(probs):

@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse
 
 from ._checks import CLASSES, check_footprints
+from .evidence import Evidence
 from .model import CalcompModel
 from .patches import _extract_checked, project_footprints, resolve_gsig
 
@@ -16,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "classify_footprints",
+    "classify_evidence",
     "classification_fields",
     "accept_components",
     "footprint_flags",
@@ -139,6 +141,42 @@ def classify_footprints(
     if empty.any():
         logger.warning("%d all-zero footprint(s) classified as noise", int(empty.sum()))
     return probs
+
+
+def classify_evidence(
+    evidence: Evidence, model: CalcompModel | None = None, *, batch_size: int = 128
+) -> np.ndarray:
+    """Class probabilities of every component, from all the evidence the model can use.
+
+    Parameters
+    ----------
+    evidence : Evidence
+        From :meth:`Evidence.from_estimates <calcomp_caiman.evidence.Evidence.from_estimates>`,
+        :func:`calcomp_caiman.hdf5io.read_evidence` or another reader.
+    model : CalcompModel, optional
+        Default: the bundled default model.
+    batch_size : int
+        Patches per forward pass.
+
+    Returns
+    -------
+    (N, 4) float32 ndarray
+        Probabilities in ``CLASSES`` order; an all-zero footprint is noise with probability 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from calcomp_caiman.evidence import Evidence
+    >>> rr, cc = np.mgrid[:64, :64]
+    >>> cell = ((rr - 30) ** 2 + (cc - 30) ** 2 <= 25).astype(np.float32)
+    >>> ev = Evidence.build(cell.reshape(-1, 1, order="F"), (64, 64), gSig=5)
+    >>> classify_evidence(ev).shape
+    (1, 4)
+    """
+    model = CalcompModel.load() if model is None else model
+    return classify_footprints(
+        evidence.A, evidence.dims, model=model, gSig=evidence.gSig, batch_size=batch_size
+    )
 
 
 def _check_accept(accept: Sequence[str]) -> list[int]:

@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse
 
 from ._checks import CLASSES, CalcompError, FileBusyError, InvalidFileError, check_dims
+from .evidence import Evidence, Traces
 
 try:  # POSIX; on Windows files are written atomically but not locked
     import fcntl
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ResultFile",
     "read_estimates",
+    "read_evidence",
     "write_classification",
     "is_classified_by",
     "write_caiman_file",
@@ -177,6 +179,101 @@ def read_estimates(path: str | os.PathLike) -> ResultFile:
     ((600, 2), (20, 30), (3.0, 3.0), None)
     """
     return _read(os.fspath(path), locking=True)
+
+
+def read_evidence(path: str | os.PathLike, *, image=None) -> Evidence:
+    """Everything a CaImAn result file holds about its components, traces read lazily.
+
+    Parameters
+    ----------
+    path : path-like
+        A CaImAn ``.hdf5`` result file (CNMF or OnACID).
+    image : (H, W) ndarray, optional
+        A mean or max image of the movie, to use beside the stored ``Cn``.
+
+    Returns
+    -------
+    Evidence
+        Footprints as :func:`read_estimates` reads them; ``C``/``YrA``/``S`` as a
+        :class:`~calcomp_caiman.evidence.Traces` that reads row chunks from the file when
+        asked; ``g``, ``neurons_sn``, ``Cn``, ``SNR_comp``, ``r_values`` and ``gSig`` where
+        stored. Traces or images that do not fit ``A`` are left out with a warning (the
+        footprints are still classified).
+
+    Raises
+    ------
+    FileNotFoundError, InvalidFileError, FileBusyError
+        As :func:`read_estimates`.
+    """
+    path = os.fspath(path)
+    source = read_estimates(path)
+    n = source.n_components
+    extra: dict[str, Any] = {}
+    with _open_hdf5(path, locking=True) as handle:
+        estimates = handle["estimates"]
+        for name in ("g", "neurons_sn", "Cn"):
+            try:
+                value = _optional_array(estimates, name)
+            except (OSError, ValueError, TypeError) as err:
+                logger.warning("%s: ignoring estimates/%s (%s)", path, name, _reason(err))
+                value = None
+            if value is not None and value.dtype.kind in "biuf":
+                extra[name] = value
+        names, frames = _trace_layout(estimates, n, path)
+    traces = None
+    if names:
+
+        def read(start: int, stop: int) -> dict[str, np.ndarray]:
+            with _open_hdf5(path, locking=True) as handle:
+                group = handle["estimates"]
+                return {name: group[name][start:stop] for name in names}
+
+        traces = Traces(n, frames, read, names)
+    for name in ("g", "neurons_sn", "Cn"):
+        value = extra.get(name)
+        if value is None:
+            continue
+        ok = (len(value) == n) if name != "Cn" else value.shape[:2] == tuple(source.dims[:2])
+        if not ok:
+            logger.warning("%s: ignoring estimates/%s of shape %s", path, name, value.shape)
+            extra.pop(name)
+    return Evidence.build(
+        source.A,
+        source.dims,
+        traces=traces,
+        image=image,
+        SNR_comp=_fits(source.SNR_comp, n),
+        r_values=_fits(source.r_values, n),
+        gSig=source.gSig,
+        source=path,
+        **extra,
+    )
+
+
+def _fits(value: np.ndarray | None, n: int) -> np.ndarray | None:
+    if value is None or value.dtype.kind not in "biuf" or value.size != n:
+        return None
+    return value.ravel()
+
+
+def _trace_layout(estimates: h5py.Group, n: int, path: str) -> tuple[tuple[str, ...], int]:
+    """Which of C, YrA, S are stored as (N, T) real datasets; traces need at least C."""
+    names: list[str] = []
+    frames = 0
+    for name in ("C", "YrA", "S"):
+        node = estimates.get(name)
+        if not isinstance(node, h5py.Dataset) or node.ndim != 2 or node.dtype.kind not in "biuf":
+            continue
+        if node.shape[0] != n or (frames and node.shape[1] != frames) or node.shape[1] < 2:
+            logger.warning(
+                "%s: ignoring estimates/%s of shape %s (A has %d components)",
+                path, name, node.shape, n,
+            )  # fmt: skip
+            continue
+        if name == "C" or names:
+            names.append(name)
+            frames = int(node.shape[1])
+    return tuple(names), frames
 
 
 def _read(path: str, *, locking: bool) -> ResultFile:
