@@ -315,6 +315,10 @@ class _Engine:
         return cls(_fold_batch_norm(weights, "stem"), blocks, dense)
 
     def logits(self, patches: np.ndarray) -> np.ndarray:
+        return self.pooled(patches) @ self.dense[0] + self.dense[1]
+
+    def pooled(self, patches: np.ndarray) -> np.ndarray:
+        """The globally pooled features the dense head reads (the network's embedding)."""
         x = patches[..., None].astype(np.float32, copy=False)
         x = np.maximum(_conv2d(x, *self.stem, 2), 0)
         for stride, conv_a, conv_b, skip in self.blocks:
@@ -322,8 +326,7 @@ class _Engine:
             y = _conv2d(y, *conv_b, 1)
             shortcut = x if skip is None else _conv2d(x, *skip, stride)
             x = np.maximum(y + shortcut, 0, out=y)
-        pooled = x.mean(axis=(1, 2))
-        return pooled @ self.dense[0] + self.dense[1]
+        return x.mean(axis=(1, 2))
 
     def flops_per_patch(self, patch_size: int) -> int:
         """Multiply-adds x 2 of one forward pass (convolutions and dense layer)."""
@@ -508,6 +511,45 @@ class CalcompModel:
         (N, 4) float32 ndarray
             Calibrated probabilities in ``CLASSES`` order; rows sum to 1.
         """
+        patches = self._check_patches(patches)
+        temperature = float(self.thresholds.get("temperature", 1.0))
+        return self._run(
+            patches,
+            len(CLASSES),
+            lambda batch: _softmax(self._engine.logits(batch) / temperature),
+            batch_size,
+            threads,
+        )
+
+    def embed(
+        self, patches: np.ndarray, *, batch_size: int = 128, threads: int | None = None
+    ) -> np.ndarray:
+        """The network's embedding of patches: its globally pooled last-layer features.
+
+        Parameters
+        ----------
+        patches : (N, P, P) float ndarray
+            As for :meth:`predict`.
+        batch_size, threads
+            As for :meth:`predict`.
+
+        Returns
+        -------
+        (N, D) float32 ndarray
+            ``D`` is the width of the last block (96 for the bundled network); the
+            class logits are an affine function of it.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> CalcompModel.load().embed(np.zeros((2, 50, 50), np.float32)).shape
+        (2, 96)
+        """
+        patches = self._check_patches(patches)
+        width = int(self._engine.dense[0].shape[0])
+        return self._run(patches, width, self._engine.pooled, batch_size, threads)
+
+    def _check_patches(self, patches) -> np.ndarray:
         patches = np.asarray(patches, dtype=np.float32)
         size = self.patch_size
         if patches.ndim != 3 or patches.shape[1:] != (size, size):
@@ -515,14 +557,18 @@ class CalcompModel:
                 f"patches must have shape (N, {size}, {size}), got {patches.shape}; "
                 f"make them with extract_patches."
             )
-        temperature = float(self.thresholds.get("temperature", 1.0))
-        out = np.empty((len(patches), len(CLASSES)), dtype=np.float32)
+        return patches
+
+    @staticmethod
+    def _run(patches, width: int, forward, batch_size: int, threads: int | None) -> np.ndarray:
+        """``forward`` over batches of ``patches`` into one (N, width) float32 array."""
+        out = np.empty((len(patches), width), dtype=np.float32)
         batch_size = max(1, int(batch_size))
         starts = range(0, len(patches), batch_size)
 
         def run(start: int) -> None:
             batch = patches[start : start + batch_size]
-            out[start : start + len(batch)] = _softmax(self._engine.logits(batch) / temperature)
+            out[start : start + len(batch)] = forward(batch)
 
         # small matrix products run best on one BLAS thread each, in parallel batches
         workers = min(len(starts), available_cpus())
