@@ -10,8 +10,9 @@ import scipy.sparse
 
 from ._checks import CLASSES, check_footprints
 from .evidence import Evidence
+from .features import evidence_features
 from .model import CalcompModel
-from .patches import _extract_checked, project_footprints, resolve_gsig
+from .patches import crop_checked, crop_scale, estimate_gsig, project_checked
 
 logger = logging.getLogger(__name__)
 
@@ -127,24 +128,16 @@ def classify_footprints(
     >>> probs.shape, bool(np.isclose(probs.sum(), 1))
     ((1, 4), True)
     """
-    model = CalcompModel.load() if model is None else model
-    flat, flat_dims = project_footprints(A, dims)
-    gsig = resolve_gsig(flat, flat_dims, gSig)
-    n = flat.shape[1]
-    probs = np.empty((n, len(CLASSES)), dtype=np.float32)
-    for start in range(0, n, _COMPONENTS_PER_CHUNK):
-        part = flat[:, start : start + _COMPONENTS_PER_CHUNK]
-        patches = _extract_checked(part, flat_dims, gsig, model.patch_size)  # checked above
-        probs[start : start + part.shape[1]] = model.predict(patches, batch_size=batch_size)
-    empty = np.diff(flat.indptr) == 0
-    probs[empty] = np.eye(len(CLASSES), dtype=np.float32)[CLASSES.index("noise")]
-    if empty.any():
-        logger.warning("%d all-zero footprint(s) classified as noise", int(empty.sum()))
-    return probs
+    evidence = Evidence.build(A, dims, gSig=gSig)
+    return classify_evidence(evidence, model, batch_size=batch_size)
 
 
 def classify_evidence(
-    evidence: Evidence, model: CalcompModel | None = None, *, batch_size: int = 128
+    evidence: Evidence,
+    model: CalcompModel | None = None,
+    *,
+    use: Sequence[str] | None = None,
+    batch_size: int = 128,
 ) -> np.ndarray:
     """Class probabilities of every component, from all the evidence the model can use.
 
@@ -155,6 +148,9 @@ def classify_evidence(
         :func:`calcomp_caiman.hdf5io.read_evidence` or another reader.
     model : CalcompModel, optional
         Default: the bundled default model.
+    use : sequence of str, optional
+        The optional kinds of evidence to use (``"neighbours"``, ``"image"``, ``"traces"``,
+        ``"metrics"``); default all that are present. For ablations and checks.
     batch_size : int
         Patches per forward pass.
 
@@ -162,6 +158,12 @@ def classify_evidence(
     -------
     (N, 4) float32 ndarray
         Probabilities in ``CLASSES`` order; an all-zero footprint is noise with probability 1.
+
+    Notes
+    -----
+    The crop window of a model v2 is sized by the footprints themselves
+    (:func:`~calcomp_caiman.patches.crop_scale`), so a component gets the same class
+    whether ``gSig`` is known or not; ``gSig`` only matters for fewer than 20 components.
 
     Examples
     --------
@@ -174,9 +176,34 @@ def classify_evidence(
     (1, 4)
     """
     model = CalcompModel.load() if model is None else model
-    return classify_footprints(
-        evidence.A, evidence.dims, model=model, gSig=evidence.gSig, batch_size=batch_size
-    )
+    flat, flat_dims = project_checked(evidence.A, evidence.dims)
+    if model.scale_rule == "footprints":
+        scale = crop_scale(flat, flat_dims, evidence.gSig)
+    else:  # models before v2: the user's gSig, else the estimate
+        scale = evidence.gSig if evidence.gSig is not None else estimate_gsig(flat, flat_dims)
+    features = None
+    if model.uses_evidence:
+        features = evidence_features(evidence, flat, flat_dims, scale, use=use)
+    n = flat.shape[1]
+    probs = np.empty((n, len(CLASSES)), dtype=np.float32)
+    for start in range(0, n, _COMPONENTS_PER_CHUNK):
+        stop = min(n, start + _COMPONENTS_PER_CHUNK)
+        patches = crop_checked(flat[:, start:stop], flat_dims, scale, model.patch_size)
+        part = None if features is None else features[start:stop]
+        probs[start:stop] = model.predict(patches, part, batch_size=batch_size)
+    empty = np.diff(flat.indptr) == 0
+    probs[empty] = np.eye(len(CLASSES), dtype=np.float32)[CLASSES.index("noise")]
+    if empty.any():
+        logger.warning("%d all-zero footprint(s) classified as noise", int(empty.sum()))
+    return probs
+
+
+def evidence_used(evidence: Evidence, model: CalcompModel, use=None) -> tuple[str, ...]:
+    """The kinds of evidence :func:`classify_evidence` used (for the provenance)."""
+    if not model.uses_evidence:
+        return ("shape",)
+    kinds = evidence.kinds
+    return tuple(k for k in kinds if k == "shape" or use is None or k in use)
 
 
 def _check_accept(accept: Sequence[str]) -> list[int]:

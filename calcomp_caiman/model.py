@@ -37,6 +37,8 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from ._checks import CLASSES, PATCH_SIZE, CalcompError
+from .features import absent_features, feature_names
+from .head import FusionHead
 
 logger = logging.getLogger(__name__)
 
@@ -357,6 +359,14 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted
 
 
+def head_inputs(shape_logits: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """The fusion head's input columns: the shape network's log-probabilities, features."""
+    z = np.asarray(shape_logits, np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return np.concatenate([log_p, np.asarray(features, np.float64)], axis=1)
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -418,6 +428,28 @@ class CalcompModel:
         object.__setattr__(
             self, "_engine", _Engine.from_weights(self.weights, self.config["architecture"])
         )
+        try:
+            head = FusionHead.from_arrays(self.weights)
+        except ValueError as err:
+            raise CalcompError(f"model {self.name!r}: {err}") from None
+        if head is not None and head.n_inputs != len(CLASSES) + len(feature_names()):
+            raise CalcompError(
+                f"model {self.name!r}: its fusion head takes {head.n_inputs} inputs, this "
+                f"version of calcomp_caiman makes {len(CLASSES) + len(feature_names())}; "
+                f"use the calcomp_caiman version that trained it."
+            )
+        object.__setattr__(self, "_head", head)
+
+    @property
+    def uses_evidence(self) -> bool:
+        """Whether the model reads the evidence features beside the patch (model v2)."""
+        return self._head is not None
+
+    @property
+    def scale_rule(self) -> str:
+        """``"footprints"``: crops sized by :func:`~calcomp_caiman.patches.crop_scale`;
+        ``"gsig"``: by the user's ``gSig`` (models before v2)."""
+        return str(self.config.get("scale_rule", "gsig"))
 
     @property
     def name(self) -> str:
@@ -489,14 +521,23 @@ class CalcompModel:
         return cls(weights, config, thresholds, digest)
 
     def predict(
-        self, patches: np.ndarray, *, batch_size: int = 128, threads: int | None = None
+        self,
+        patches: np.ndarray,
+        features: np.ndarray | None = None,
+        *,
+        batch_size: int = 128,
+        threads: int | None = None,
     ) -> np.ndarray:
-        """Class probabilities of patches.
+        """Class probabilities of patches (and, for a model v2, their evidence features).
 
         Parameters
         ----------
         patches : (N, P, P) float ndarray
             Patches from :func:`calcomp_caiman.extract_patches` (``P == patch_size``).
+        features : (N, F) ndarray, optional
+            :func:`calcomp_caiman.features.evidence_features` of the same components, for
+            a model with a fusion head (:attr:`uses_evidence`); ``None``: shape only, as
+            if no other evidence were present. Ignored by models without a head.
         batch_size : int
             Patches per forward pass; memory grows with it, not with N.
         threads : int, optional
@@ -513,13 +554,47 @@ class CalcompModel:
         """
         patches = self._check_patches(patches)
         temperature = float(self.thresholds.get("temperature", 1.0))
-        return self._run(
-            patches,
-            len(CLASSES),
-            lambda batch: _softmax(self._engine.logits(batch) / temperature),
-            batch_size,
-            threads,
-        )
+        if self._head is None:
+            return self._run(
+                patches,
+                len(CLASSES),
+                lambda batch: _softmax(self._engine.logits(batch) / temperature),
+                batch_size,
+                threads,
+            )
+        if features is None:
+            features = absent_features(len(patches))
+        features = np.asarray(features, dtype=np.float64)
+        if features.shape != (len(patches), len(feature_names())):
+            raise ValueError(
+                f"features must have shape ({len(patches)}, {len(feature_names())}), got "
+                f"{features.shape}; make them with evidence_features."
+            )
+        shape_logits = self._run(patches, len(CLASSES), self._engine.logits, batch_size, threads)
+        return self.fuse(shape_logits, features) if len(patches) else shape_logits
+
+    def fuse(self, shape_logits: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """Probabilities from the shape network's logits and the features (head models).
+
+        The step after the network, exposed so that training and refitting can reuse
+        the network's output instead of recomputing it.
+        """
+        if self._head is None:
+            raise CalcompError(f"model {self.name!r} has no fusion head.")
+        temperature = float(self.thresholds.get("temperature", 1.0))
+        inputs = head_inputs(shape_logits, features)
+        return _softmax((self._head.logits(inputs) / temperature).astype(np.float32))
+
+    @property
+    def head(self) -> FusionHead | None:
+        """The fusion head (model v2), or None."""
+        return self._head
+
+    def with_head(self, head: FusionHead, **config_changes) -> CalcompModel:
+        """A copy with this fusion head (and ``config.json`` changes), not saved yet."""
+        weights = {k: v for k, v in self.weights.items() if not k.startswith("head/")}
+        weights.update({k: v.astype(np.float32) for k, v in head.to_arrays().items()})
+        return CalcompModel(weights, {**self.config, **config_changes}, dict(self.thresholds))
 
     def embed(
         self, patches: np.ndarray, *, batch_size: int = 128, threads: int | None = None
