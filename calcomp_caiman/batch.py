@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import datetime
 import json
 import logging
@@ -21,11 +22,12 @@ from ._checks import CLASSES, CalcompError, InvalidFileError, check_gsig
 from ._version import __version__
 from .classify import (
     classification_fields,
-    classify_footprints,
+    classify_evidence,
+    evidence_used,
     footprint_fingerprint,
     footprint_flags,
 )
-from .hdf5io import exclusive_lock, is_classified_by, read_estimates, write_classification
+from .hdf5io import exclusive_lock, is_classified_by, read_evidence, write_classification
 from .model import CalcompModel
 
 logger = logging.getLogger(__name__)
@@ -124,25 +126,31 @@ def classify_file(
         left unchanged.
     """
     start = time.perf_counter()
-    source = read_estimates(path)
     try:
-        gsig = check_gsig(gSig if gSig is not None else source.gSig)
+        gsig = check_gsig(gSig)
     except ValueError as err:
-        where = "--gsig" if gSig is not None else "params/init/gSig"
-        raise InvalidFileError(path, f"{where}: {err}") from None
-    probs = classify_footprints(
-        source.A, source.dims, model=model, gSig=gsig, batch_size=batch_size
-    )
+        raise InvalidFileError(path, f"--gsig: {err}") from None
+    try:
+        evidence = read_evidence(path)
+    except ValueError as err:  # stored gSig out of range (files hold anything)
+        if isinstance(err, InvalidFileError) or "gSig" not in str(err):
+            raise
+        raise InvalidFileError(path, f"params/init/gSig: {err}") from None
+    if gsig is not None:
+        evidence = dataclasses.replace(evidence, gSig=gsig)
+    probs = classify_evidence(evidence, model, batch_size=batch_size)
     fields = classification_fields(
         probs,
-        flags=footprint_flags(source.A, source.dims),
+        flags=footprint_flags(evidence.A, evidence.dims),
         accept=accept,
         min_prob=min_prob,
-        fingerprint=footprint_fingerprint(source.A),
+        fingerprint=footprint_fingerprint(evidence.A),
     )
+    provenance = _provenance(model, accept, min_prob)
+    provenance["evidence"] = json.dumps(list(evidence_used(evidence, model)))
     written = write_classification(
         path,
-        dict(fields, provenance=_provenance(model, accept, min_prob)),
+        dict(fields, provenance=provenance),
         out_path=out_path,
         overwrite=overwrite,
     )

@@ -15,11 +15,12 @@ import numpy as np
 
 from .classify import (
     classification_fields,
-    classify_footprints,
+    classify_evidence,
+    crop_scale_of,
     footprint_fingerprint,
     footprint_flags,
 )
-from .evidence import params_value
+from .evidence import Evidence, params_value
 from .model import CalcompModel
 
 logger = logging.getLogger(__name__)
@@ -224,6 +225,7 @@ def evaluate_components_4class(
     min_prob: float | None = None,
     *,
     use_metrics: bool = False,
+    image=None,
     batch_size: int = 128,
 ):
     """Classify every component of a CNMF result as neuron, process, noise or doubtful.
@@ -249,6 +251,9 @@ def evaluate_components_4class(
         Also require CaImAn's trace-quality test on the stored ``SNR_comp`` and
         ``r_values`` (``SNR >= min_SNR or r >= rval_thr``, and neither below
         ``SNR_lowest`` / ``rval_lowest``, thresholds from ``params.quality``).
+    image : (H, W) ndarray, optional
+        A mean or max image of the movie (the correlation image ``estimates.Cn`` is
+        used when present).
     batch_size : int
         Patches per forward pass.
 
@@ -298,19 +303,10 @@ def evaluate_components_4class(
     >>> est.class_probs.shape == (session.A.shape[1], 4)
     True
     """
-    A = getattr(estimates, "A", None)
-    if A is None:
-        raise TypeError(
-            f"estimates must have the footprint matrix A (pixels x components); "
-            f"{type(estimates).__name__} has none. Pass cnm.estimates after cnm.fit."
-        )
-    dims = getattr(estimates, "dims", None)
-    if dims is None:
-        dims = params_value(params, "data", "dims")
-    if dims is None:
-        raise ValueError("estimates.dims is missing; set it or pass params with data.dims.")
-    gsig = params_value(params, "init", "gSig")
-    probs = classify_footprints(A, dims, model=model, gSig=gsig, batch_size=batch_size)
+    evidence = Evidence.from_estimates(estimates, params, image=image)
+    A, dims = evidence.A, evidence.dims
+    model = CalcompModel.load() if model is None else model
+    probs = classify_evidence(evidence, model, batch_size=batch_size)
     keep = _metrics_rule(estimates, params) if use_metrics else None
     if keep is not None and len(keep) != len(probs):
         raise ValueError(
@@ -322,9 +318,11 @@ def evaluate_components_4class(
         accept=accept,
         min_prob=min_prob,
         keep=keep,
-        fingerprint=footprint_fingerprint(A),
+        fingerprint=footprint_fingerprint(estimates.A),
     )
-    discarded = _classify_discarded(estimates, dims, model, gsig, batch_size)
+    discarded = _classify_discarded(
+        estimates, params, dims, model, crop_scale_of(evidence, model), batch_size
+    )
     for name, value in fields.items():
         setattr(estimates, name, value)
     for name, value in discarded.items():
@@ -336,7 +334,7 @@ def evaluate_components_4class(
     return estimates
 
 
-def _classify_discarded(estimates, dims, model, gsig, batch_size) -> dict[str, np.ndarray]:
+def _classify_discarded(estimates, params, dims, model, scale, batch_size) -> dict:
     """Our fields for components an earlier ``select_components`` set aside.
 
     So that ``restore_discarded_components`` brings back one row per restored column.
@@ -345,7 +343,9 @@ def _classify_discarded(estimates, dims, model, gsig, batch_size) -> dict[str, n
     A = getattr(discarded, "A", None)
     if A is None or isinstance(A, (str, bytes)) or A.shape[-1] == 0:
         return {}
-    probs = classify_footprints(A, dims, model=model, gSig=gsig, batch_size=batch_size)
+    evidence = Evidence.from_estimates(discarded, params, dims=dims)
+    # cropped at the scale of the kept components: they are the same cells' file
+    probs = classify_evidence(evidence, model, scale=scale, batch_size=batch_size)
     fields = classification_fields(
         probs, flags=footprint_flags(A, dims), fingerprint=footprint_fingerprint(A)
     )

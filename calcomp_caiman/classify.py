@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "classify_footprints",
     "classify_evidence",
+    "crop_scale_of",
+    "evidence_used",
     "classification_fields",
     "accept_components",
     "footprint_flags",
@@ -137,6 +139,7 @@ def classify_evidence(
     model: CalcompModel | None = None,
     *,
     use: Sequence[str] | None = None,
+    scale: float | None = None,
     batch_size: int = 128,
 ) -> np.ndarray:
     """Class probabilities of every component, from all the evidence the model can use.
@@ -151,6 +154,9 @@ def classify_evidence(
     use : sequence of str, optional
         The optional kinds of evidence to use (``"neighbours"``, ``"image"``, ``"traces"``,
         ``"metrics"``); default all that are present. For ablations and checks.
+    scale : float, optional
+        Crop scale in px (default: :func:`crop_scale_of`), e.g. that of another set of
+        components of the same field of view.
     batch_size : int
         Patches per forward pass.
 
@@ -177,10 +183,8 @@ def classify_evidence(
     """
     model = CalcompModel.load() if model is None else model
     flat, flat_dims = project_checked(evidence.A, evidence.dims)
-    if model.scale_rule == "footprints":
-        scale = crop_scale(flat, flat_dims, evidence.gSig)
-    else:  # models before v2: the user's gSig, else the estimate
-        scale = evidence.gSig if evidence.gSig is not None else estimate_gsig(flat, flat_dims)
+    if scale is None:
+        scale = _scale(flat, flat_dims, evidence.gSig, model)
     features = None
     if model.uses_evidence:
         features = evidence_features(evidence, flat, flat_dims, scale, use=use)
@@ -196,6 +200,20 @@ def classify_evidence(
     if empty.any():
         logger.warning("%d all-zero footprint(s) classified as noise", int(empty.sum()))
     return probs
+
+
+def _scale(flat, flat_dims, gsig, model: CalcompModel) -> float:
+    if model.scale_rule == "footprints":
+        return crop_scale(flat, flat_dims, gsig)
+    # models before v2: the user's gSig, else the estimate
+    return gsig if gsig is not None else estimate_gsig(flat, flat_dims)
+
+
+def crop_scale_of(evidence: Evidence, model: CalcompModel | None = None) -> float:
+    """The crop scale (px) :func:`classify_evidence` uses for this evidence and model."""
+    model = CalcompModel.load() if model is None else model
+    flat, flat_dims = project_checked(evidence.A, evidence.dims)
+    return _scale(flat, flat_dims, evidence.gSig, model)
 
 
 def evidence_used(evidence: Evidence, model: CalcompModel, use=None) -> tuple[str, ...]:

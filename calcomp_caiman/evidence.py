@@ -13,13 +13,16 @@ with 50,000 components and 10,000 frames is never read into memory at once.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse
 
-from ._checks import check_footprints, check_gsig
+from ._checks import check_dims, check_footprints, check_gsig
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["EVIDENCE_KINDS", "Evidence", "Traces", "params_value"]
 
@@ -119,6 +122,24 @@ class Traces:
                 rows[name].append(np.asarray(part[name], dtype=np.float64))
         picked = {name: np.concatenate(rows[name])[np.argsort(order)] for name in self.names}
         return Traces.from_arrays(**picked)
+
+
+def _fitting(value, n: int | None, name: str):
+    """``value`` when it has one row per component (or is absent); else None, with a warning.
+
+    An ``Estimates`` may carry fields that no longer fit ``A`` (OnACID's buffers, a
+    partial selection); the classifier uses what fits and never requires the rest.
+    """
+    if value is None or isinstance(value, (str, bytes)) or n is None:
+        return None if isinstance(value, (str, bytes)) else value
+    shape = np.shape(value)
+    if not shape or shape[0] != n or np.size(value) == 0:
+        if np.size(value):
+            logger.warning(
+                "ignoring estimates.%s of shape %s (A has %d components)", name, shape, n
+            )
+        return None
+    return value
 
 
 def _optional_vector(value, n: int, name: str) -> np.ndarray | None:
@@ -272,7 +293,7 @@ class Evidence:
         )
 
     @classmethod
-    def from_estimates(cls, estimates, params=None, *, image=None) -> Evidence:
+    def from_estimates(cls, estimates, params=None, *, image=None, dims=None) -> Evidence:
         """The evidence a CaImAn ``Estimates`` (CNMF or OnACID) holds.
 
         Parameters
@@ -283,6 +304,9 @@ class Evidence:
             ``estimates.dims`` is missing.
         image : (H, W) ndarray, optional
             A mean or max image of the movie.
+        dims : tuple of int, optional
+            The field of view, when ``estimates`` lacks ``dims`` (e.g. the
+            ``discarded_components`` of a selection).
         """
         A = getattr(estimates, "A", None)
         if A is None:
@@ -290,15 +314,29 @@ class Evidence:
                 f"estimates must have the footprint matrix A (pixels x components); "
                 f"{type(estimates).__name__} has none. Pass cnm.estimates after cnm.fit."
             )
-        dims = getattr(estimates, "dims", None)
+        dims = getattr(estimates, "dims", None) if dims is None else dims
         if dims is None:
             dims = params_value(params, "data", "dims")
         if dims is None:
             raise ValueError("estimates.dims is missing; set it or pass params with data.dims.")
+        n = int(A.shape[1]) if hasattr(A, "shape") and len(A.shape) == 2 else None
         fields = {
-            name: getattr(estimates, name, None)
-            for name in ("C", "YrA", "S", "g", "neurons_sn", "Cn", "SNR_comp", "r_values")
+            name: _fitting(getattr(estimates, name, None), n, name)
+            for name in ("C", "YrA", "S", "g", "neurons_sn", "SNR_comp", "r_values")
         }
+        fields["Cn"] = getattr(estimates, "Cn", None)
+        if fields["C"] is None:
+            fields.update(YrA=None, S=None)
+        for name in ("YrA", "S"):
+            value = fields[name]
+            if value is not None and np.shape(value) != np.shape(fields["C"]):
+                logger.warning("ignoring estimates.%s: its shape differs from C's", name)
+                fields[name] = None
+        try:
+            _optional_image(fields["Cn"], check_dims(dims), "Cn")
+        except ValueError as err:
+            logger.warning("ignoring estimates.Cn: %s", err)
+            fields["Cn"] = None
         return cls.build(
             A,
             dims,
