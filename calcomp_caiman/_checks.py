@@ -205,3 +205,26 @@ def class_codes(labels: Sequence) -> np.ndarray:
             raise ValueError(f"label code {label!r} at position {i} is not in 1-4.")
         out[i] = int(key)
     return out
+
+
+def label_masks(labels: Sequence) -> np.ndarray:
+    """Allowed classes of each label, as (N, 4) float32 rows of 0/1.
+
+    Codes 1-4 allow their class; 0 (``non_neuron``) allows process and noise.
+
+    Examples
+    --------
+    >>> label_masks([1, 0]).tolist()
+    [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 1.0, 0.0]]
+    """
+    codes = (
+        class_codes(labels)
+        if len(labels) and not np.issubdtype(np.asarray(labels).dtype, np.integer)
+        else np.asarray(labels, dtype=np.int64)
+    )
+    table = np.zeros((5, len(CLASSES)), dtype=np.float32)
+    table[0, [1, 2]] = 1.0
+    table[1:, :] = np.eye(len(CLASSES), dtype=np.float32)
+    if codes.size and (codes.min() < 0 or codes.max() > len(CLASSES)):
+        raise ValueError(f"label codes must be 0-4, got values in [{codes.min()}, {codes.max()}].")
+    return table[codes]

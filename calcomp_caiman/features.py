@@ -46,6 +46,7 @@ __all__ = [
     "absent_features",
     "evidence_features",
     "feature_names",
+    "group_columns",
 ]
 
 FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
@@ -77,6 +78,24 @@ def feature_names() -> list[str]:
     """All feature columns of :func:`evidence_features`, presence columns last."""
     names = [name for group in FEATURE_GROUPS.values() for name in group]
     return names + [f"has_{group}" for group in OPTIONAL_GROUPS]
+
+
+def group_columns() -> dict[str, np.ndarray]:
+    """Column indices of each group's features, its ``has_<group>`` column included.
+
+    Examples
+    --------
+    >>> group_columns()["metrics"].tolist()
+    [18, 19, 23]
+    """
+    names = feature_names()
+    columns = {}
+    for group, members in FEATURE_GROUPS.items():
+        index = [names.index(m) for m in members]
+        if group in OPTIONAL_GROUPS:
+            index.append(names.index(f"has_{group}"))
+        columns[group] = np.array(index)
+    return columns
 
 
 def absent_features(n: int) -> np.ndarray:

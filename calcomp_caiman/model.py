@@ -570,8 +570,15 @@ class CalcompModel:
                 f"features must have shape ({len(patches)}, {len(feature_names())}), got "
                 f"{features.shape}; make them with evidence_features."
             )
-        shape_logits = self._run(patches, len(CLASSES), self._engine.logits, batch_size, threads)
+        shape_logits = self.shape_logits(patches, batch_size=batch_size, threads=threads)
         return self.fuse(shape_logits, features) if len(patches) else shape_logits
+
+    def shape_logits(
+        self, patches: np.ndarray, *, batch_size: int = 128, threads: int | None = None
+    ) -> np.ndarray:
+        """The shape network's raw class logits (before any head or temperature)."""
+        patches = self._check_patches(patches)
+        return self._run(patches, len(CLASSES), self._engine.logits, batch_size, threads)
 
     def fuse(self, shape_logits: np.ndarray, features: np.ndarray) -> np.ndarray:
         """Probabilities from the shape network's logits and the features (head models).

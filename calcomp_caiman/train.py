@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.ndimage
 
-from ._checks import CLASSES, PATCH_SIZE, class_codes
+from ._checks import CLASSES, PATCH_SIZE, class_codes, label_masks
 from ._version import __version__
 from .datasets import LabelledFootprints
 from .hdf5io import read_estimates
@@ -37,29 +37,6 @@ __all__ = [
     "fine_tune",
     "calibrate_temperature",
 ]
-
-
-def label_masks(labels: Sequence) -> np.ndarray:
-    """Allowed classes of each label, as (N, 4) float32 rows of 0/1.
-
-    Codes 1-4 allow their class; 0 (``non_neuron``) allows process and noise.
-
-    Examples
-    --------
-    >>> label_masks([1, 0]).tolist()
-    [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 1.0, 0.0]]
-    """
-    codes = (
-        class_codes(labels)
-        if len(labels) and not np.issubdtype(np.asarray(labels).dtype, np.integer)
-        else np.asarray(labels, dtype=np.int64)
-    )
-    table = np.zeros((5, len(CLASSES)), dtype=np.float32)
-    table[0, [1, 2]] = 1.0
-    table[1:, :] = np.eye(len(CLASSES), dtype=np.float32)
-    if codes.size and (codes.min() < 0 or codes.max() > len(CLASSES)):
-        raise ValueError(f"label codes must be 0-4, got values in [{codes.min()}, {codes.max()}].")
-    return table[codes]
 
 
 def balanced_weights(labels: np.ndarray) -> np.ndarray:

@@ -1,0 +1,247 @@
+"""Training data and fitting of model v2: the shape network plus a fusion head over evidence.
+
+Labelled results come from two sources:
+
+* simulated movies run through real CaImAn (``recipes/build_caiman_sim_data.py``): every
+  component of every CNMF / OnACID result, with its traces, ``Cn`` and CaImAn's metrics,
+  labelled by :func:`calcomp_caiman.research.gt_labels.label_components`;
+* the real labelled masks of ``../shared/data/real_rois`` (shape and neighbours only;
+  labels neuron / doubtful / non_neuron).
+
+The shape network's logits and the evidence features are computed once per result
+(:func:`result_inputs`), exactly as :func:`calcomp_caiman.classify.classify_evidence`
+computes them at run time. Missing-evidence training duplicates the simulated results
+with optional groups removed, so that every subset of evidence is a trained condition.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .._checks import CLASSES, label_masks
+from ..datasets import load_roi_archive
+from ..evidence import Evidence
+from ..features import OPTIONAL_GROUPS, group_columns
+from ..hdf5io import read_evidence
+from ..head import FusionHead, fit_head, fit_temperature
+from ..model import CalcompModel, head_inputs
+from ..refit import labelled_inputs
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "LabelledResult",
+    "load_simulated",
+    "load_real_masks",
+    "result_inputs",
+    "drop_groups",
+    "training_rows",
+    "fit_v2_head",
+    "fit_min_prob",
+]
+
+METHODS = ("cnmf", "onacid")
+
+
+@dataclass
+class LabelledResult:
+    """One result (file) with a label per component.
+
+    Attributes
+    ----------
+    evidence : Evidence
+    labels : (N,) int64 ndarray
+        Codes 1-4, or 0 for ``non_neuron``.
+    group : str
+        The movie / video (whole groups are held out together).
+    source : str
+        ``"simulated"`` or ``"real"``.
+    setting : str
+        The simulator preset, or the real dataset.
+    held_out : bool
+        Whether the setting is one never used for training or tuning.
+    method : str
+        ``"cnmf"``, ``"onacid"``, or the real archive's method.
+    caiman_accepted : (N,) bool ndarray, optional
+        CaImAn's own ``idx_components`` (its SNR / r-value rule), when stored.
+    """
+
+    evidence: Evidence
+    labels: np.ndarray
+    group: str
+    source: str
+    setting: str
+    held_out: bool
+    method: str
+    caiman_accepted: np.ndarray | None = None
+
+
+def load_simulated(folder: str | Path, *, methods: Sequence[str] = METHODS) -> list[LabelledResult]:
+    """Every labelled CaImAn result of a ``build_caiman_sim_data.py`` output folder."""
+    folder = Path(folder)
+    manifest = json.loads((folder / "MANIFEST.json").read_text())
+    held_out = set(manifest.get("held_out_presets", []))
+    items = []
+    for labels_path in sorted(folder.glob("*/*_labels.npz")):
+        preset = labels_path.parent.name
+        movie = labels_path.name[: -len("_labels.npz")]
+        with np.load(labels_path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+        for method in methods:
+            path = labels_path.parent / f"{movie}_{method}.hdf5"
+            if f"{method}_labels" not in arrays or not path.exists():
+                continue
+            try:
+                evidence = read_evidence(path)
+            except Exception as err:  # a result CaImAn could not finish: report, go on
+                logger.warning("skipping %s: %s", path, err)
+                continue
+            labels = arrays[f"{method}_labels"].astype(np.int64)
+            if len(labels) != evidence.n:
+                logger.warning(
+                    "skipping %s: %d labels, %d components", path, len(labels), evidence.n
+                )
+                continue
+            accepted = arrays.get(f"{method}_caiman_accepted")
+            items.append(
+                LabelledResult(
+                    evidence,
+                    labels,
+                    f"{preset}/{movie}",
+                    "simulated",
+                    preset,
+                    preset in held_out,
+                    method,
+                    accepted,
+                )  # fmt: skip
+            )
+    logger.info("loaded %d simulated results from %s", len(items), folder)
+    return items
+
+
+def load_real_masks(folder: str | Path, held_out_videos: set[str]) -> list[LabelledResult]:
+    """The real labelled masks (one result per archive; shape and neighbours only)."""
+    items = []
+    for path in sorted(Path(folder).glob("*.npz")):
+        with np.load(path, allow_pickle=False) as data:
+            dataset = str(data["dataset"]) if "dataset" in data.files else ""
+        source = load_roi_archive(path)
+        video = f"{dataset}/{source.video}" if dataset else source.video
+        evidence = Evidence.build(source.A, source.dims, source=str(path))
+        items.append(
+            LabelledResult(
+                evidence,
+                source.labels.astype(np.int64),
+                video,
+                "real",
+                dataset or "real",
+                video in held_out_videos,
+                source.method or path.stem,
+            )  # fmt: skip
+        )
+    return items
+
+
+def result_inputs(model: CalcompModel, item: LabelledResult) -> tuple[np.ndarray, np.ndarray]:
+    """Shape logits and features of every component of one result (run-time pipeline)."""
+    return labelled_inputs(model, item.evidence, np.arange(item.evidence.n))
+
+
+def drop_groups(features: np.ndarray, groups: Sequence[str]) -> np.ndarray:
+    """``features`` as if the optional ``groups`` were absent (their columns zeroed)."""
+    out = np.array(features, copy=True)
+    columns = group_columns()
+    for group in groups:
+        out[:, columns[group]] = 0.0
+    return out
+
+
+def training_rows(
+    logits: Sequence[np.ndarray],
+    features: Sequence[np.ndarray],
+    items: Sequence[LabelledResult],
+    *,
+    copies: int = 3,
+    p_drop: float = 0.5,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Head inputs, allowed classes and weights, with missing-evidence copies.
+
+    Every result appears once with all its evidence; results with optional evidence
+    appear ``copies`` more times, each time with every present optional group dropped
+    with probability ``p_drop`` (independently per copy and component). Classes are
+    balanced within each source, and the two sources (simulated, real) get equal weight.
+    """
+    rng = np.random.default_rng(seed)
+    columns = group_columns()
+    rows, allowed, weights, sources = [], [], [], []
+    for z, f, item in zip(logits, features, items):
+        variants = [f]
+        present = [g for g in OPTIONAL_GROUPS if f.shape[0] and f[0, columns[g][-1]] > 0]
+        if present:
+            for _ in range(copies):
+                g = f.copy()
+                for group in present:
+                    drop = rng.random(len(g)) < p_drop
+                    g[np.ix_(drop, columns[group])] = 0.0
+                variants.append(g)
+        for g in variants:
+            rows.append(head_inputs(z, g))
+            allowed.append(label_masks(item.labels).astype(bool))
+            weights.append(np.full(len(g), 1.0 / len(variants)))
+            sources.append(np.full(len(g), item.source, dtype=object))
+    rows, allowed = np.concatenate(rows), np.concatenate(allowed)
+    weights, sources = np.concatenate(weights), np.concatenate(sources)
+    label_key = allowed.astype(np.int64) @ (1 << np.arange(allowed.shape[1]))  # a code per label
+    balanced = np.zeros(len(rows))
+    for source in np.unique(sources):
+        in_source = sources == source
+        keys = np.unique(label_key[in_source])
+        for key in keys:
+            members = in_source & (label_key == key)
+            balanced[members] = weights[members] / weights[members].sum() / len(keys)
+    return rows, allowed, balanced / balanced.mean()
+
+
+def fit_v2_head(
+    rows: np.ndarray, allowed: np.ndarray, weights: np.ndarray, *, hidden: int = 32, l2: float = 3e-4,
+    seed: int = 0, max_iter: int = 600,
+) -> FusionHead:  # fmt: skip
+    """The fusion head of model v2 (see :func:`calcomp_caiman.head.fit_head`)."""
+    return fit_head(rows, allowed, sample_weight=weights, hidden=hidden, l2=l2, seed=seed,
+                    max_iter=max_iter)  # fmt: skip
+
+
+def calibrate(model: CalcompModel, logits, features, items) -> float:
+    """Temperature of the head's logits on validation results (set NLL)."""
+    z = np.concatenate(
+        [model.with_thresholds(temperature=1.0).head.logits(head_inputs(a, b))
+         for a, b in zip(logits, features)]
+    )  # fmt: skip
+    allowed = np.concatenate([label_masks(item.labels).astype(bool) for item in items])
+    return fit_temperature(z, allowed)
+
+
+def fit_min_prob(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """The P(neuron) cut that maximises the F1 of the accepted set (neurons vs the rest).
+
+    Returns the cut and its F1 on these (validation) components.
+    """
+    p = probs[:, CLASSES.index("neuron")]
+    positive = labels == 1
+    best = (0.5, -1.0)
+    for cut in np.linspace(0.05, 0.95, 91):
+        accepted = p >= cut
+        tp = np.sum(accepted & positive)
+        precision = tp / max(accepted.sum(), 1)
+        recall = tp / max(positive.sum(), 1)
+        f1 = 2 * precision * recall / max(precision + recall, 1e-12)
+        if f1 > best[1] + 1e-9:
+            best = (float(round(cut, 2)), float(f1))
+    return best
