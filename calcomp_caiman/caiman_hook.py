@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .classify import (
+    acceptance_rule,
     classification_fields,
     classify_evidence,
     crop_scale_of,
@@ -221,8 +222,8 @@ def evaluate_components_4class(
     estimates,
     params=None,
     model: CalcompModel | None = None,
-    accept: Sequence[str] = ("neuron",),
-    min_prob: float | None = None,
+    accept: Sequence[str] | None = None,
+    min_prob: float | str | None = None,
     *,
     use_metrics: bool = False,
     image=None,
@@ -241,12 +242,13 @@ def evaluate_components_4class(
         ``params.quality``. Without it, ``gSig`` is estimated from the footprints.
     model : CalcompModel, optional
         Default: the bundled model.
-    accept : sequence of str
+    accept : sequence of str, optional
         Classes that count as accepted (``idx_components``), e.g. ``("neuron",)`` or
-        ``("neuron", "doubtful")``.
-    min_prob : float, optional
+        ``("neuron", "doubtful")``; default: the model folder's ``thresholds.json``.
+    min_prob : float or "argmax", optional
         Accept when the summed probability of the ``accept`` classes is at least this;
-        default: when the most probable class is in ``accept``.
+        ``"argmax"``: when the most probable class is in ``accept``; default: the model
+        folder's ``thresholds.json`` (fitted on validation data).
     use_metrics : bool
         Also require CaImAn's trace-quality test on the stored ``SNR_comp`` and
         ``r_values`` (``SNR >= min_SNR or r >= rval_thr``, and neither below
@@ -306,6 +308,7 @@ def evaluate_components_4class(
     evidence = Evidence.from_estimates(estimates, params, image=image)
     A, dims = evidence.A, evidence.dims
     model = CalcompModel.load() if model is None else model
+    accept, min_prob = acceptance_rule(model, accept, min_prob)
     probs = classify_evidence(evidence, model, batch_size=batch_size)
     keep = _metrics_rule(estimates, params) if use_metrics else None
     if keep is not None and len(keep) != len(probs):

@@ -23,6 +23,8 @@ __all__ = [
     "evidence_used",
     "classification_fields",
     "accept_components",
+    "acceptance_rule",
+    "ARGMAX",
     "footprint_flags",
     "footprint_fingerprint",
     "FLAG_EMPTY",
@@ -230,6 +232,56 @@ def _check_accept(accept: Sequence[str]) -> list[int]:
     if unknown or not names:
         raise ValueError(f"accept must name classes from {CLASSES}, got {accept!r}.")
     return [CLASSES.index(name) for name in names]
+
+
+ARGMAX = "argmax"
+"""``min_prob`` value that accepts a component when its most probable class is accepted."""
+
+
+def acceptance_rule(
+    model: CalcompModel, accept: Sequence[str] | None = None, min_prob=None
+) -> tuple[tuple[str, ...], float | None]:
+    """The acceptance rule to apply: the values given, else the model folder's defaults.
+
+    Parameters
+    ----------
+    model : CalcompModel
+        Its ``thresholds.json`` holds ``accept`` and ``min_prob``, fitted on validation
+        data when the model was trained (or refitted from a lab's labels).
+    accept : sequence of str, optional
+        Classes to accept; default ``thresholds.json``'s ``accept`` (else ``neuron``).
+    min_prob : float or "argmax", optional
+        Cut on the summed probability of the ``accept`` classes; ``"argmax"``: accept when
+        the most probable class is accepted; default ``thresholds.json``'s ``min_prob``.
+
+    Returns
+    -------
+    accept : tuple of str
+    min_prob : float or None
+        ``None`` means the most-probable-class rule.
+
+    Examples
+    --------
+    >>> from calcomp_caiman import CalcompModel
+    >>> acceptance_rule(CalcompModel.load("calcomp_resnet_v1"), min_prob="argmax")
+    (('neuron',), None)
+    """
+    defaults = model.thresholds
+    if accept is None:
+        accept = defaults.get("accept") or ("neuron",)
+    accept = (accept,) if isinstance(accept, str) else tuple(accept)
+    _check_accept(accept)
+    if min_prob is None:
+        min_prob = defaults.get("min_prob")
+    if isinstance(min_prob, str):
+        if min_prob != ARGMAX:
+            raise ValueError(f"min_prob must be a probability or {ARGMAX!r}, got {min_prob!r}.")
+        min_prob = None
+    if min_prob is not None:
+        min_prob = float(min_prob)
+        if not 0.0 <= min_prob <= 1.0:
+            raise ValueError(f"min_prob must be in [0, 1], got {min_prob!r}.")
+    return accept, min_prob
 
 
 def accept_components(

@@ -17,8 +17,9 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from ._checks import CLASSES, CalcompError
+from ._checks import CalcompError
 from .batch import FileResult, _process_one, _target, find_result_files
+from .classify import acceptance_rule
 from .model import CalcompModel
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def _failure(file: Path, target: Path, err: BaseException) -> FileResult:
     )
 
 
-def _check_arguments(model, scheduler, workers, accept, retries) -> None:
+def _check_arguments(model, scheduler, workers, retries) -> None:
     if not isinstance(model, CalcompModel):
         raise TypeError(
             f"model must be a CalcompModel (CalcompModel.load(...)), got {type(model).__name__}."
@@ -63,9 +64,6 @@ def _check_arguments(model, scheduler, workers, accept, retries) -> None:
         raise ValueError(f"workers must be a positive integer or None, got {workers!r}.")
     if isinstance(retries, bool) or int(retries) != retries or retries < 0:
         raise ValueError(f"retries must be an integer >= 0, got {retries!r}.")
-    unknown = [name for name in accept if name not in CLASSES]
-    if unknown:
-        raise ValueError(f"accept has unknown classes {unknown}; use names from {CLASSES}.")
 
 
 def reprocess_dask(
@@ -77,8 +75,8 @@ def reprocess_dask(
     out_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
     resume: bool = True,
-    accept: Sequence[str] = ("neuron",),
-    min_prob: float | None = None,
+    accept: Sequence[str] | None = None,
+    min_prob: float | str | None = None,
     retries: int = 2,
 ) -> Iterator[FileResult]:
     """Classify many CaImAn result files on Dask; yield one :class:`FileResult` per file.
@@ -110,10 +108,12 @@ def reprocess_dask(
         Replace existing outputs in ``out_dir`` that were not made by this model.
     resume : bool
         Skip files whose output is already classified by this model (same SHA256).
-    accept : sequence of str
+    accept : sequence of str, optional
         Classes kept as accepted components (``idx_components``).
-    min_prob : float, optional
-        Accept when P(accepted classes) >= this; ``None``: the most probable class.
+    min_prob : float or "argmax", optional
+        Accept when P(accepted classes) >= this; ``"argmax"``: the most probable class.
+        Both default to the model folder's ``thresholds.json``
+        (:func:`calcomp_caiman.classify.acceptance_rule`).
     retries : int
         Extra runs of a file's task after an unexpected error in it. On the local cluster
         it is also the number of worker deaths a task survives (the scheduler's
@@ -155,7 +155,8 @@ def reprocess_dask(
     ...                              scheduler="tcp://10.0.0.5:8786"):  # doctest: +SKIP
     ...     print(result.file, result.status)
     """
-    _check_arguments(model, scheduler, workers, accept, retries)
+    _check_arguments(model, scheduler, workers, retries)
+    accept, min_prob = acceptance_rule(model, accept, min_prob)
     files = find_result_files(paths)
     if not files:
         logger.info("no .hdf5 result files found")
@@ -174,7 +175,7 @@ def reprocess_dask(
     options = {
         "resume": resume,
         "overwrite": overwrite,
-        "accept": tuple(accept),
+        "accept": accept,
         "min_prob": min_prob,
     }
     tasks = [(file, _target(relative, file, out), out is None) for file, relative in files]
