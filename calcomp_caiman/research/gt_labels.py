@@ -1,0 +1,282 @@
+"""Ground-truth class of each CaImAn component of a simulated movie, by matching.
+
+Pure NumPy/SciPy: runs with or without CaImAn.
+
+The rule
+--------
+For component ``i`` (footprint ``a_i``, column of ``A``; trace ``c_i``, row of ``C``) and each
+ground-truth object ``k`` (footprint ``g_k``, trace ``gt.C[k]``):
+
+* **spatial score** ``s_ik``: for somatic objects (soma, donut_soma, out_of_focus, border_cut,
+  dim) the cosine between ``a_i`` and ``g_k`` over the whole field. For processes (dendrite,
+  axon), which CaImAn finds in pieces, the *local* cosine: ``g_k`` restricted to the
+  component's support dilated by ``LOCAL_DILATION`` px, so a good piece of a long dendrite
+  scores high.
+* **temporal score** ``t_ik``: Pearson correlation of ``c_i`` with the object's calcium, over
+  the frames from ``c_i``'s first non-zero value on (OnACID adds components late; their trace
+  is 0 before).
+* **energy shares**: ``a_i`` is fitted by non-negative least squares with the footprints of its
+  candidate objects (cosine >= 0.05, at most ``MAX_CANDIDATES``); ``share_ik = w_k g_k . a_i /
+  |a_i|^2`` is the fraction of the component's energy explained by object ``k`` (the shares add
+  up to the fit's R^2 <= 1).
+
+Then, in this order:
+
+1. **merge** -> doubtful: two or more somatic objects each explain >= ``MERGE_SHARE`` of the
+   component's energy.
+2. the best match ``k*`` maximises ``s_ik * max(t_ik, 0)`` (shape and activity must agree; a
+   component on a soma whose dendrite crosses a neighbour matches the soma).
+3. by the best match's kind:
+
+   * soma / donut_soma: ``s >= NEURON_SPATIAL`` and ``t >= NEURON_TEMPORAL`` -> neuron;
+     otherwise ``s >= PARTIAL_SPATIAL`` and ``t >= PARTIAL_TEMPORAL`` -> doubtful (a partial,
+     shifted or poorly demixed soma); otherwise noise;
+   * out_of_focus / border_cut / dim: ``s >= PARTIAL_SPATIAL`` and ``t >= PARTIAL_TEMPORAL`` ->
+     doubtful; otherwise noise;
+   * dendrite / axon: local ``s >= PROCESS_SPATIAL`` and ``t >= PARTIAL_TEMPORAL`` -> process;
+     otherwise noise;
+   * no object with positive score -> noise (neuropil, background, noise fragments).
+
+4. **duplicates** -> doubtful: when several components are labelled neuron on the same object,
+   the one with the highest ``s * t`` stays neuron; the others become doubtful (a duplicate looks
+   like a neuron, so "noise" would teach the classifier a contradiction; CaImAn's
+   ``remove_duplicates`` is the tool for them). Their ``duplicate_of`` names the kept component.
+
+Every component gets a reason string saying which branch fired.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.ndimage
+import scipy.optimize
+import scipy.sparse
+
+from .._checks import CLASSES
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["label_components", "LABEL_RULE"]
+
+NEURON_SPATIAL = 0.6
+NEURON_TEMPORAL = 0.5
+PARTIAL_SPATIAL = 0.4
+PARTIAL_TEMPORAL = 0.3
+PROCESS_SPATIAL = 0.5
+MERGE_SHARE = 0.2
+LOCAL_DILATION = 2
+MAX_CANDIDATES = 12
+SUPPORT_FRACTION = 0.05  # a pixel is in a component's support above this fraction of its max
+
+SOMATIC = ("soma", "donut_soma", "out_of_focus", "border_cut", "dim")
+PROCESSES = ("dendrite", "axon")
+
+LABEL_RULE = {
+    "neuron_spatial": NEURON_SPATIAL,
+    "neuron_temporal": NEURON_TEMPORAL,
+    "partial_spatial": PARTIAL_SPATIAL,
+    "partial_temporal": PARTIAL_TEMPORAL,
+    "process_spatial": PROCESS_SPATIAL,
+    "merge_share": MERGE_SHARE,
+    "local_dilation": LOCAL_DILATION,
+    "duplicates": "doubtful",
+    "version": "1.0",
+}
+"""The thresholds of the rule (stored with the labels for provenance)."""
+
+_CODE = {name: i + 1 for i, name in enumerate(CLASSES)}
+
+
+def _get(gt, name):
+    return gt[name] if isinstance(gt, dict) else getattr(gt, name)
+
+
+def _dense_columns(A) -> np.ndarray:
+    if scipy.sparse.issparse(A):
+        return np.asarray(A.toarray(), dtype=np.float64)
+    return np.asarray(A, dtype=np.float64)
+
+
+def _zscore_rows(C: np.ndarray) -> np.ndarray:
+    C = np.asarray(C, dtype=np.float64)
+    C = C - C.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(C, axis=1, keepdims=True)
+    return np.divide(C, norm, out=np.zeros_like(C), where=norm > 1e-12)
+
+
+def _temporal_scores(C: np.ndarray, C_gt: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each trace with each GT trace, over the frames from the trace's
+    first non-zero value on (OnACID components found late are 0 before their detection)."""
+    nonzero = np.abs(C) > 0
+    first = np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), C.shape[1])
+    out = np.zeros((C.shape[0], C_gt.shape[0]))
+    for start in np.unique(first):
+        rows = np.flatnonzero(first == start)
+        if C.shape[1] - start < 3:
+            continue
+        out[rows] = _zscore_rows(C[rows, start:]) @ _zscore_rows(C_gt[:, start:]).T
+    return out
+
+
+def label_components(A, C, dims: Sequence[int], gt) -> dict:
+    """Class code of every CaImAn component, by matching to the simulation's ground truth.
+
+    Parameters
+    ----------
+    A : (rows * cols, N) sparse or dense array
+        CaImAn's ``estimates.A`` (pixels in Fortran order).
+    C : (N, T) array
+        CaImAn's ``estimates.C``.
+    dims : (rows, cols)
+        Field of view.
+    gt : SimulatedMovie or dict
+        Ground truth with ``A`` (pixels x K), ``C`` (K x T) and ``gt_kind`` (K kinds).
+
+    Returns
+    -------
+    dict of arrays, one entry per component:
+        ``labels`` (N,) int8 class codes 1-4 (order of ``CLASSES``); ``matched`` (N,) int GT index
+        or -1; ``spatial`` and ``temporal`` (N,) float32 scores of the match (0 when none);
+        ``share`` (N,) float32 energy share of the matched object; ``duplicate_of`` (N,) int
+        (-1 unless a duplicate); ``reason`` (N,) str.
+
+    Raises
+    ------
+    ValueError
+        If shapes disagree.
+
+    Examples
+    --------
+    >>> g = np.zeros((10, 10)); g[3:6, 3:6] = 1
+    >>> gt = {"A": g.reshape(-1, 1, order="F"), "C": np.sin(np.arange(50.0))[None],
+    ...       "gt_kind": ("soma",)}
+    >>> out = label_components(gt["A"], gt["C"], (10, 10), gt)
+    >>> int(out["labels"][0]), str(out["reason"][0])
+    (1, 'neuron: soma 0')
+    """
+    dims = tuple(int(d) for d in dims)
+    n_pixels = dims[0] * dims[1]
+    A = _dense_columns(A)
+    C = np.asarray(C, dtype=np.float64)
+    G = _dense_columns(_get(gt, "A"))
+    C_gt = np.asarray(_get(gt, "C"), dtype=np.float64)
+    kinds = tuple(_get(gt, "gt_kind"))
+    if A.ndim != 2 or A.shape[0] != n_pixels:
+        raise ValueError(f"A has shape {A.shape}; expected ({n_pixels}, N) for dims={dims}")
+    n = A.shape[1]
+    if C.shape[0] != n:
+        raise ValueError(f"C has {C.shape[0]} rows but A has {n} components")
+    if G.shape[0] != n_pixels or G.shape[1] != len(kinds) or C_gt.shape[0] != len(kinds):
+        raise ValueError(
+            f"ground truth: A {G.shape}, C {C_gt.shape}, {len(kinds)} kinds do not agree "
+            f"with dims={dims}"
+        )
+    if C_gt.shape[1] != C.shape[1]:
+        raise ValueError(f"C has {C.shape[1]} frames, ground truth {C_gt.shape[1]}")
+    n_gt = G.shape[1]
+    out = {
+        "labels": np.full(n, _CODE["noise"], np.int8),
+        "matched": np.full(n, -1, int),
+        "spatial": np.zeros(n, np.float32),
+        "temporal": np.zeros(n, np.float32),
+        "share": np.zeros(n, np.float32),
+        "duplicate_of": np.full(n, -1, int),
+        "reason": np.array(["noise: no ground-truth object"] * n, dtype=object),
+    }
+    if n == 0 or n_gt == 0:
+        out["reason"] = out["reason"].astype(str)
+        return out
+
+    somatic = np.array([k in SOMATIC for k in kinds])
+    process = np.array([k in PROCESSES for k in kinds])
+    a_norm = np.linalg.norm(A, axis=0)
+    g_norm = np.linalg.norm(G, axis=0)
+    dot = A.T @ G  # (N, K)
+    cos = dot / np.maximum(np.outer(a_norm, g_norm), 1e-12)
+
+    # local cosine for processes: g restricted to the dilated support of each component
+    support = A > SUPPORT_FRACTION * np.maximum(A.max(axis=0, keepdims=True), 1e-12)
+    structure = np.ones((2 * LOCAL_DILATION + 1,) * 2, bool)
+    masks = np.stack(
+        [
+            scipy.ndimage.binary_dilation(support[:, i].reshape(dims, order="F"), structure).ravel(
+                order="F"
+            )
+            for i in range(n)
+        ],
+        axis=1,
+    ).astype(np.float64)
+    local_norm = np.sqrt(np.maximum(masks.T @ (G**2), 0))  # (N, K)
+    local_cos = dot / np.maximum(a_norm[:, None] * local_norm, 1e-12)
+    spatial = np.where(process[None, :], np.minimum(local_cos, 1.0), cos)
+
+    temporal = _temporal_scores(C, C_gt)  # (N, K)
+    combined = spatial * np.clip(temporal, 0, None)
+
+    for i in range(n):
+        if a_norm[i] <= 0:
+            out["reason"][i] = "noise: empty footprint"
+            continue
+        candidates = np.flatnonzero(cos[i] >= 0.05)
+        shares = np.zeros(n_gt)
+        if len(candidates):
+            candidates = candidates[np.argsort(-cos[i, candidates])][:MAX_CANDIDATES]
+            rows = np.flatnonzero(masks[:, i])
+            w, _ = scipy.optimize.nnls(G[np.ix_(rows, candidates)], A[rows, i])
+            shares[candidates] = w * dot[i, candidates] / a_norm[i] ** 2
+        merged = np.flatnonzero(somatic & (shares >= MERGE_SHARE))
+        if len(merged) >= 2:
+            k = merged[np.argmax(shares[merged])]
+            out["labels"][i] = _CODE["doubtful"]
+            out["reason"][i] = "doubtful: merge of " + " + ".join(
+                f"{kinds[j]} {j} ({shares[j]:.2f})" for j in merged
+            )
+            out["matched"][i] = k
+            out["spatial"][i], out["temporal"][i] = spatial[i, k], temporal[i, k]
+            out["share"][i] = shares[k]
+            continue
+        k = int(np.argmax(combined[i]))
+        if combined[i, k] <= 0:
+            continue
+        s, t = spatial[i, k], temporal[i, k]
+        out["matched"][i] = k
+        out["spatial"][i], out["temporal"][i], out["share"][i] = s, t, shares[k]
+        kind = kinds[k]
+        if kind in ("soma", "donut_soma"):
+            if s >= NEURON_SPATIAL and t >= NEURON_TEMPORAL:
+                label, why = "neuron", f"{kind} {k}"
+            elif s >= PARTIAL_SPATIAL and t >= PARTIAL_TEMPORAL:
+                label, why = "doubtful", f"partial or poorly demixed {kind} {k}"
+            else:
+                label, why = "noise", f"weak match to {kind} {k}"
+        elif kind in PROCESSES:
+            if s >= PROCESS_SPATIAL and t >= PARTIAL_TEMPORAL:
+                label, why = "process", f"{kind} {k}"
+            else:
+                label, why = "noise", f"weak match to {kind} {k}"
+        else:
+            if s >= PARTIAL_SPATIAL and t >= PARTIAL_TEMPORAL:
+                label, why = "doubtful", f"{kind} {k}"
+            else:
+                label, why = "noise", f"weak match to {kind} {k}"
+        out["labels"][i] = _CODE[label]
+        out["reason"][i] = f"{label}: {why} (s={s:.2f}, t={t:.2f})"
+        if label == "neuron":
+            out["reason"][i] = f"neuron: {kind} {k}"
+
+    # duplicates: keep the best neuron per object
+    neuron = np.flatnonzero(out["labels"] == _CODE["neuron"])
+    for k in np.unique(out["matched"][neuron]):
+        same = neuron[out["matched"][neuron] == k]
+        if len(same) < 2:
+            continue
+        best = same[np.argmax(combined[same, k])]
+        for i in same[same != best]:
+            out["labels"][i] = _CODE["doubtful"]
+            out["duplicate_of"][i] = best
+            out["reason"][i] = f"doubtful: duplicate of component {best} on {kinds[k]} {k}"
+    out["reason"] = out["reason"].astype(str)
+    return out
