@@ -145,8 +145,10 @@ def label_arrays(sim, paths: dict) -> dict:
         if not path.exists():
             continue
         result, C = read_result(path)
-        if C.shape[1] != sim.C.shape[1]:
-            C = np.zeros((result.A.shape[1], sim.C.shape[1]))
+        frames = sim.C.shape[1]
+        if result.A.shape[1] and C.shape[1] < frames:
+            raise ValueError(f"{path}: C has {C.shape[1]} frames, the movie {frames}")
+        C = C[:, :frames] if C.shape[1] else np.zeros((result.A.shape[1], frames))
         out = label_components(result.A, C, result.dims, sim)
         for key, value in out.items():
             arrays[f"{method}_{key}"] = value
@@ -215,6 +217,42 @@ def build_one(preset: str, seed: int, out: str, methods: tuple, refit: bool) -> 
     }
     return {"preset": preset, "seed": seed, "skipped": False, "timings": timings,
             "counts": counts, "user": user}  # fmt: skip
+
+
+def relabel_one(preset: str, seed: int, out: str) -> dict:
+    """Recompute ``<id>_labels.npz`` from the saved CaImAn results (after a change of the label
+    rule): the movie is regenerated from its seed, CaImAn is not rerun."""
+    from calcomp_caiman.research.movies import PRESETS, simulate_movie
+
+    folder = Path(out).resolve() / preset
+    movie_id = f"s{seed:05d}"
+    labels_path = folder / f"{movie_id}_labels.npz"
+    paths = {m: folder / f"{movie_id}_{m}.hdf5" for m in METHODS}
+    paths = {m: p for m, p in paths.items() if p.exists()}
+    if not paths:
+        return {"preset": preset, "seed": seed, "skipped": True}
+    timings = "{}"
+    if labels_path.exists():
+        with np.load(labels_path) as old:
+            timings = str(old["timings_json"]) if "timings_json" in old else timings
+    sim = simulate_movie(PRESETS[preset], seed)
+    arrays = label_arrays(sim, paths)
+    arrays["timings_json"] = np.array(timings)
+    _atomic_npz(labels_path, **arrays)
+    counts = {m: np.bincount(arrays[f"{m}_labels"], minlength=5)[1:].tolist() for m in paths}
+    return {"preset": preset, "seed": seed, "skipped": False, "counts": counts,
+            "timings": json.loads(timings)}  # fmt: skip
+
+
+def completed_movies(out: Path, plan: list) -> dict:
+    """Per preset, the planned movies whose labels exist, with the methods that ran."""
+    done = {}
+    for preset, seed, _ in plan:
+        movie_id = f"s{seed:05d}"
+        if (out / preset / f"{movie_id}_labels.npz").exists():
+            methods = [m for m in METHODS if (out / preset / f"{movie_id}_{m}.hdf5").exists()]
+            done.setdefault(preset, []).append({"id": movie_id, "seed": seed, "methods": methods})
+    return done
 
 
 def write_manifest(out: Path, plan: list, args, methods, *, completed=None) -> None:
@@ -359,6 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="one movie of the first preset (smoke test)"
     )
     parser.add_argument(
+        "--manifest-only", action="store_true",
+        help="only rewrite MANIFEST.json from what exists (after an interrupted build)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--relabel", action="store_true",
+        help="only recompute the labels of movies already built (after a label-rule change)",
+    )  # fmt: skip
+    parser.add_argument(
         "--demo", metavar="FOLDER", default=None,
         help="only write the packaged demo file and its labels into FOLDER "
         "(calcomp_caiman/data)",
@@ -391,6 +437,11 @@ def main(argv=None) -> int:
         for p in presets:
             if i < counts[p]:
                 plan.append((p, SEED_BASE[p] + i, i))
+    if args.manifest_only:
+        write_manifest(
+            out, [(p, s) for p, s, _ in plan], args, METHODS, completed=completed_movies(out, plan)
+        )
+        return 0
     write_manifest(out, [(p, s) for p, s, _ in plan], args, METHODS)
     logger.info("%d movies planned in %s with %d jobs", len(plan), out, args.jobs)
     progress = out / "PROGRESS.txt"
@@ -398,13 +449,18 @@ def main(argv=None) -> int:
     failures = 0
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-        futures = {
-            pool.submit(
-                build_one, p, seed, str(out),
-                METHODS if i % args.onacid_every == 0 else ("cnmf",), not args.no_refit,
-            ): (p, seed)
-            for p, seed, i in plan
-        }  # fmt: skip
+        if args.relabel:
+            futures = {
+                pool.submit(relabel_one, p, seed, str(out)): (p, seed) for p, seed, _ in plan
+            }
+        else:
+            futures = {
+                pool.submit(
+                    build_one, p, seed, str(out),
+                    METHODS if i % args.onacid_every == 0 else ("cnmf",), not args.no_refit,
+                ): (p, seed)
+                for p, seed, i in plan
+            }  # fmt: skip
         done = 0
         for future in concurrent.futures.as_completed(futures):
             preset, seed = futures[future]
@@ -428,11 +484,9 @@ def main(argv=None) -> int:
             with open(progress, "a") as handle:
                 handle.write(line + "\n")
     total = time.perf_counter() - t0
-    completed = {
-        p: [s for q, s, _ in plan if q == p and (out / p / f"s{s:05d}_labels.npz").exists()]
-        for p in presets
-    }
-    write_manifest(out, [(p, s) for p, s, _ in plan], args, METHODS, completed=completed)
+    write_manifest(
+        out, [(p, s) for p, s, _ in plan], args, METHODS, completed=completed_movies(out, plan)
+    )
     with open(progress, "a") as handle:
         handle.write(f"{time.strftime('%H:%M:%S')} DONE {len(plan)} movies, {failures} failed, "
                      f"{total:.0f} s\n")  # fmt: skip

@@ -174,3 +174,35 @@ def test_shape_errors(gt):
         label_components(np.zeros((DIMS[0] * DIMS[1], 2)), np.zeros((1, T)), DIMS, gt)
     with pytest.raises(ValueError, match="frames"):
         label_components(np.zeros((DIMS[0] * DIMS[1], 1)), np.zeros((1, T + 1)), DIMS, gt)
+
+
+def test_packaged_demo_labels_match_its_file():
+    """The demo CaImAn result in calcomp_caiman/data and its ground-truth labels agree."""
+    from importlib.resources import files
+
+    import h5py
+
+    from calcomp_caiman.hdf5io import read_estimates
+
+    data = files("calcomp_caiman") / "data"
+    path = data / "demo_caiman_sim.hdf5"
+    result = read_estimates(str(path))
+    with np.load(str(data / "demo_caiman_sim_labels.npz")) as saved:
+        saved = dict(saved)
+    with h5py.File(str(path), "r") as handle:
+        C = handle["estimates/C"][()]
+        Cn = handle["estimates/Cn"][()]
+    n = result.A.shape[1]
+    assert result.dims == (96, 96) and Cn.shape == (96, 96) and n == len(saved["cnmf_labels"])
+    gt = {
+        "A": scipy.sparse.csc_matrix(
+            (saved["gt_A_data"], saved["gt_A_indices"], saved["gt_A_indptr"]),
+            shape=tuple(saved["gt_A_shape"]),
+        ),
+        "C": saved["gt_C"].astype(float),
+        "gt_kind": tuple(saved["gt_kind"]),
+    }
+    again = label_components(result.A, C, result.dims, gt)
+    agree = np.mean(again["labels"] == saved["cnmf_labels"])
+    assert agree >= 0.9  # gt_C is stored as float16: a borderline score may cross a threshold
+    assert set(np.unique(saved["cnmf_labels"])) == {1, 2, 3, 4}
