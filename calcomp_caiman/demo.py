@@ -1,70 +1,95 @@
-"""The built-in example: simulate a field of view, save it as CaImAn would, classify it."""
+"""The built-in example: classify a real CaImAn result of a simulated movie, shipped with us.
+
+``calcomp_caiman/data/demo_caiman_sim.hdf5`` is what CaImAn 1.12.1's batch CNMF saved for
+a small simulated movie (footprints, traces, the correlation image and CaImAn's own
+metrics); ``demo_caiman_sim_labels.npz`` holds the simulator's ground truth for each of
+its components (provenance in ``calcomp_caiman/data/README.md``). CaImAn is not needed.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from ._checks import CLASSES
 from .batch import classify_file, write_component_csv
-from .hdf5io import write_caiman_file
+from .classify import crop_scale_of
+from .hdf5io import read_estimates, read_evidence
 from .model import CalcompModel
-from .patches import extract_patches
+from .patches import crop_checked, project_checked
 from .plots import plot_montage
-from .simulate import simulate_session
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "demo_files"]
+
+_DATA = "calcomp_caiman.data"
+_RESULT = "demo_caiman_sim.hdf5"
+_LABELS = "demo_caiman_sim_labels.npz"
 
 
-def run_demo(
-    out_dir: str | os.PathLike, *, model: CalcompModel | None = None, seed: int = 0
-) -> str:
-    """Run the whole job on a simulated session and return a text summary.
+def demo_files() -> tuple[Path, Path]:
+    """The shipped demo result file and its ground-truth labels (read-only; copy first)."""
+    root = resources.files(_DATA)
+    return Path(str(root.joinpath(_RESULT))), Path(str(root.joinpath(_LABELS)))
 
-    Writes to ``out_dir``: ``demo_cnmf.hdf5`` (the simulated CNMF result in CaImAn's
-    ``cnm.save`` layout), ``demo_classified.hdf5`` (the same with the classification),
-    ``demo_components.csv`` (one row per component) and ``demo_montage.png``.
+
+def _truth(path: Path, n: int) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as data:
+        key = "labels" if "labels" in data.files else "cnmf_labels"
+        labels = np.asarray(data[key], dtype=np.int64)
+    if len(labels) != n:
+        raise ValueError(f"{path}: {len(labels)} labels for {n} components")
+    return labels
+
+
+def run_demo(out_dir: str | os.PathLike, *, model: CalcompModel | None = None) -> str:
+    """Classify the shipped CaImAn result and return a text summary.
+
+    Writes to ``out_dir``: ``demo_cnmf.hdf5`` (a copy of the shipped CaImAn result),
+    ``demo_classified.hdf5`` (the same with the classification), ``demo_components.csv``
+    (one row per component) and ``demo_montage.png``.
 
     Parameters
     ----------
     out_dir : path-like
         Created if missing; existing demo files in it are replaced.
     model : CalcompModel, optional
-        Default: the bundled model.
-    seed : int
-        Seed of the simulation.
+        Default: the bundled default model.
 
     Returns
     -------
     str
-        Counts per class, agreement with the simulated ground truth, and the files written.
+        The evidence used, counts per class against the simulator's ground truth, what
+        CaImAn's own SNR / r-value rule kept, and the files written.
     """
     model = CalcompModel.load() if model is None else model
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    session = simulate_session(seed=seed)
+    shipped, labels_path = demo_files()
     source = out / "demo_cnmf.hdf5"
-    if source.exists():
-        source.unlink()
-    write_caiman_file(
-        source, A=session.A, C=session.C, dims=session.dims, gSig=(session.gSig, session.gSig),
-        b=session.b, f=session.f,
-    )  # fmt: skip
+    shutil.copyfile(shipped, source)
+    os.chmod(source, 0o644)
     result, fields = classify_file(
         source, model=model, out_path=out / "demo_classified.hdf5", overwrite=True
     )
+    evidence = read_evidence(source)
+    truth = _truth(labels_path, evidence.n)
     table = write_component_csv(fields, out / "demo_components.csv")
-    patches = extract_patches(session.A, session.dims, session.gSig)
+    flat, dims = project_checked(evidence.A, evidence.dims)
+    patches = crop_checked(flat, dims, crop_scale_of(evidence, model), model.patch_size)
     montage = plot_montage(
         patches, fields["class_probs"], out / "demo_montage.png", title="calcomp demo"
     )
-    truth = np.asarray(session.labels)
     predicted = fields["class_labels"].astype(np.int64)
+    accepted = np.zeros(evidence.n, bool)
+    accepted[fields["idx_components"]] = True
     lines = [
-        f"calcomp demo: {result.components} simulated CNMF components on a "
-        f"{session.dims[0]}x{session.dims[1]} FOV, model {model.name}",
+        f"calcomp demo: {result.components} components that CaImAn 1.12.1 (batch CNMF) found "
+        f"in a simulated {evidence.dims[0]}x{evidence.dims[1]} movie; model {model.name}, "
+        f"evidence: {', '.join(evidence.kinds)}",
         f"{'class':<10}{'true':>6}{'predicted':>11}{'correct':>9}",
     ]
     for code, name in enumerate(CLASSES, start=1):
@@ -72,8 +97,26 @@ def run_demo(
             f"{name:<10}{int(np.sum(truth == code)):>6}{int(np.sum(predicted == code)):>11}"
             f"{int(np.sum((truth == code) & (predicted == code))):>9}"
         )
-    lines += [
-        f"accuracy {np.mean(truth == predicted):.1%}; accepted (neuron): {result.accepted}",
-        f"wrote {source}, {result.output}, {table}, {montage}",
-    ]
+    neurons = truth == 1
+    lines.append(
+        f"accuracy {np.mean(truth == predicted):.1%}; accepted {int(accepted.sum())}, of which "
+        f"{int(np.sum(accepted & neurons))} true neurons (of {int(neurons.sum())})"
+    )
+    stored = _caiman_selection(shipped, evidence.n)
+    if stored is not None:
+        lines.append(
+            f"CaImAn's own SNR/r-value rule kept {int(stored.sum())}, of which "
+            f"{int(np.sum(stored & neurons))} true neurons"
+        )
+    lines.append(f"wrote {source}, {result.output}, {table}, {montage}")
     return "\n".join(lines)
+
+
+def _caiman_selection(path: Path, n: int) -> np.ndarray | None:
+    """CaImAn's ``idx_components`` of the shipped file as a mask (None if not stored)."""
+    index = read_estimates(path).idx_components
+    if index is None:
+        return None
+    mask = np.zeros(n, bool)
+    mask[np.asarray(index, dtype=np.int64)] = True
+    return mask

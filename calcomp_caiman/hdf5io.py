@@ -235,7 +235,7 @@ def read_evidence(path: str | os.PathLike, *, image=None) -> Evidence:
             continue
         ok = (len(value) == n) if name != "Cn" else value.shape[:2] == tuple(source.dims[:2])
         if not ok:
-            logger.warning("%s: ignoring estimates/%s of shape %s", path, name, value.shape)
+            logger.debug("%s: ignoring estimates/%s of shape %s", path, name, value.shape)
             extra.pop(name)
     return Evidence.build(
         source.A,

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.optimize
 
+from ._blas import single_threaded_blas
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["FusionHead", "fit_head", "fit_temperature", "set_nll"]
@@ -211,9 +213,10 @@ def fit_head(
             grad += 2 * anchor * (flat - origin)
         return value, grad
 
-    result = scipy.optimize.minimize(
-        loss, origin, jac=True, method="L-BFGS-B", options={"maxiter": int(max_iter)}
-    )
+    with single_threaded_blas():
+        result = scipy.optimize.minimize(
+            loss, origin, jac=True, method="L-BFGS-B", options={"maxiter": int(max_iter)}
+        )
     logger.debug("fusion head: loss %.4f after %d iterations", result.fun, result.nit)
     return start._unpack(result.x)
 

@@ -108,7 +108,7 @@ def main() -> None:
         "name": "calcomp_v2",
         "scale_rule": "footprints",
         "shape_network": f"calcomp_resnet_v1 ({v1.sha256[:12]}), unchanged",
-        "head": {"hidden": int(head.w1.shape[1]), "inputs": ["log_p_" + c for c in v1.config["classes"]] + feature_names()},
+        "fusion_head": {"hidden": int(head.w1.shape[1]), "inputs": ["log_p_" + c for c in v1.config["classes"]] + feature_names()},
         "feature_groups": FEATURE_GROUPS,
         "trained": datetime.date.today().isoformat(),
         "calcomp_version": __version__,
