@@ -17,7 +17,7 @@ import numpy as np
 
 from ._checks import CLASSES
 from .batch import classify_file, write_component_csv
-from .classify import crop_scale_of
+from .classify import crop_scale_of, evidence_used
 from .hdf5io import read_estimates, read_evidence
 from .model import CalcompModel
 from .patches import crop_checked, project_checked
@@ -89,7 +89,7 @@ def run_demo(out_dir: str | os.PathLike, *, model: CalcompModel | None = None) -
     lines = [
         f"calcomp demo: {result.components} components that CaImAn 1.12.1 (batch CNMF) found "
         f"in a simulated {evidence.dims[0]}x{evidence.dims[1]} movie; model {model.name}, "
-        f"evidence: {', '.join(evidence.kinds)}",
+        f"evidence used: {', '.join(evidence_used(evidence, model))}",
         f"{'class':<10}{'true':>6}{'predicted':>11}{'correct':>9}",
     ]
     for code, name in enumerate(CLASSES, start=1):
