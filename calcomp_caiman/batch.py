@@ -27,7 +27,8 @@ from .classify import (
     footprint_fingerprint,
     footprint_flags,
 )
-from .hdf5io import exclusive_lock, is_classified_by, read_evidence, write_classification
+from .formats import find_inputs, get_format
+from .hdf5io import exclusive_lock
 from .model import CalcompModel
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,9 @@ __all__ = [
 ]
 
 SUMMARY_COLUMNS = (
-    ["file", "output", "status", "components"] + list(CLASSES) + ["accepted", "seconds", "error"]
+    ["file", "format", "output", "status", "components"]
+    + list(CLASSES)
+    + ["accepted", "seconds", "error"]
 )
 
 
@@ -63,6 +66,7 @@ class FileResult:
     accepted: int = 0
     seconds: float = 0.0
     error: str = ""
+    format: str = ""
 
     def row(self) -> dict:
         """The summary-CSV row."""
@@ -94,8 +98,14 @@ def classify_file(
     min_prob: float | None = None,
     gSig=None,
     batch_size: int = 128,
+    format: str = "auto",
+    plane: str | None = None,
+    replace_iscell: bool = False,
 ) -> tuple[FileResult, dict]:
     """Classify the components of one CaImAn result file and write the answer into it.
+
+    Other pipelines' outputs (NWB, a Suite2p plane folder, mask files) go through the same
+    engine and record with their own reader and writer (:mod:`calcomp_caiman.formats`).
 
     Parameters
     ----------
@@ -111,6 +121,12 @@ def classify_file(
     gSig : float, optional
         Overrides the ``params/init/gSig`` stored in the file.
     batch_size : int
+    format : str
+        ``"auto"`` (from the path), ``"caiman"``, ``"nwb"``, ``"suite2p"`` or ``"masks"``.
+    plane : str, optional
+        NWB only: the ``PlaneSegmentation`` to classify (needed when there are several).
+    replace_iscell : bool
+        Suite2p only: also write ``iscell.npy`` (Suite2p's own kept as ``iscell_suite2p.npy``).
 
     Returns
     -------
@@ -130,8 +146,13 @@ def classify_file(
         gsig = check_gsig(gSig)
     except ValueError as err:
         raise InvalidFileError(path, f"--gsig: {err}") from None
+    kind = get_format(format, path)
+    read_options = {"plane": plane} if "plane" in kind.read_options else {}
+    write_options = dict(read_options)
+    if replace_iscell and "replace_iscell" in kind.write_options:
+        write_options["replace_iscell"] = True
     try:
-        evidence = read_evidence(path)
+        evidence = kind.read_evidence(path, **read_options)
     except ValueError as err:  # stored gSig out of range (files hold anything)
         if isinstance(err, InvalidFileError) or "gSig" not in str(err):
             raise
@@ -148,11 +169,12 @@ def classify_file(
     )
     provenance = _provenance(model, accept, min_prob)
     provenance["evidence"] = json.dumps(list(evidence_used(evidence, model)))
-    written = write_classification(
+    written = kind.write_classification(
         path,
         dict(fields, provenance=provenance),
         out_path=out_path,
         overwrite=overwrite,
+        **write_options,
     )
     counts = np.bincount(fields["class_labels"].astype(np.int64), minlength=len(CLASSES) + 1)
     result = FileResult(
@@ -163,12 +185,19 @@ def classify_file(
         counts={name: int(counts[i + 1]) for i, name in enumerate(CLASSES)},
         accepted=len(fields["idx_components"]),
         seconds=time.perf_counter() - start,
+        format=kind.name,
     )
     return result, fields
 
 
-def find_result_files(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, Path]]:
+def find_result_files(
+    paths: Iterable[str | os.PathLike], *, format: str = "auto"
+) -> list[tuple[Path, Path]]:
     """Every ``.hdf5`` file named or found (recursively) under the folders named.
+
+    With ``format`` other than ``"caiman"``, folders are searched for that format's inputs
+    (:func:`calcomp_caiman.formats.find_inputs`: ``auto`` finds ``.hdf5``, ``.nwb`` and
+    Suite2p plane folders); a Suite2p plane folder named directly is one input.
 
     Returns
     -------
@@ -183,10 +212,11 @@ def find_result_files(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, Pa
     """
     found: dict[Path, Path] = {}
     for entry in map(Path, paths):
-        if entry.is_dir():
-            for file in sorted(entry.rglob("*.hdf5")):
-                if not file.name.startswith("."):
-                    found.setdefault(file.resolve(), file.relative_to(entry))
+        if entry.is_dir() and format in ("auto", "suite2p") and (entry / "stat.npy").is_file():
+            found.setdefault(entry.resolve(), Path(entry.resolve().name))
+        elif entry.is_dir():
+            for file in find_inputs(entry, format):
+                found.setdefault(file.resolve(), file.relative_to(entry))
         elif entry.is_file():
             found.setdefault(entry.resolve(), Path(entry.name))
         else:
@@ -214,9 +244,17 @@ def _failure(file: Path, target: Path, err: BaseException | str) -> FileResult:
 
 def _process_one(file: Path, target: Path, in_place: bool, options: dict) -> FileResult:
     model = options["model"]
+    formats = {"format": options.get("format", "auto"), "plane": options.get("plane"),
+               "replace_iscell": options.get("replace_iscell", False)}  # fmt: skip
     try:
-        if options["resume"] and target.exists() and is_classified_by(target, model.sha256):
-            return FileResult(str(file), str(target), "skipped")
+        kind = get_format(formats["format"], file)
+        seen = {"plane": formats["plane"]} if "plane" in kind.read_options else {}
+        if (
+            options["resume"]
+            and target.exists()
+            and kind.is_classified_by(target, model.sha256, **seen)
+        ):
+            return FileResult(str(file), str(target), "skipped", format=kind.name)
         if not in_place:
             target.parent.mkdir(parents=True, exist_ok=True)
         result, _ = classify_file(
@@ -226,6 +264,7 @@ def _process_one(file: Path, target: Path, in_place: bool, options: dict) -> Fil
             overwrite=options["overwrite"],
             accept=options["accept"],
             min_prob=options["min_prob"],
+            **formats,
         )
         return result
     except (CalcompError, OSError, ValueError) as err:
@@ -362,6 +401,9 @@ def reprocess(
     resume: bool = True,
     accept: Sequence[str] = ("neuron",),
     min_prob: float | None = None,
+    format: str = "auto",
+    plane: str | None = None,
+    replace_iscell: bool = False,
 ) -> Iterator[FileResult]:
     """Classify many CaImAn result files; yield one :class:`FileResult` per file.
 
@@ -383,6 +425,9 @@ def reprocess(
         Skip files whose output is already classified by this model (same SHA256).
     accept, min_prob
         Acceptance rule.
+    format, plane, replace_iscell
+        As in :func:`classify_file`; ``format`` also says what folders are searched for
+        (:func:`find_result_files`).
 
     Yields
     ------
@@ -393,7 +438,7 @@ def reprocess(
         level, or that its worker process died twice) and left unchanged; the others go
         on. ``KeyboardInterrupt`` stops the batch.
     """
-    files = find_result_files(paths)
+    files = find_result_files(paths, format=format)
     out = None if out_dir is None else Path(out_dir)
     options = {
         "model": model,
@@ -401,6 +446,9 @@ def reprocess(
         "overwrite": overwrite,
         "accept": tuple(accept),
         "min_prob": min_prob,
+        "format": format,
+        "plane": plane,
+        "replace_iscell": replace_iscell,
     }
     tasks = [(file, _target(relative, file, out), out is None) for file, relative in files]
     if jobs <= 1 or len(tasks) <= 1:

@@ -50,12 +50,33 @@ def _accept_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _format_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("other pipelines' outputs")
+    group.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto", "caiman", "nwb", "suite2p", "masks"),
+        help="input format (auto: .hdf5/.h5 CaImAn, .nwb, Suite2p plane folder, "
+        ".tif/.tiff/.npy masks)",
+    )
+    group.add_argument("--plane", help="NWB: the PlaneSegmentation to classify (if several)")
+    group.add_argument(
+        "--replace-iscell",
+        action="store_true",
+        help="Suite2p: also write iscell.npy (Suite2p's kept as iscell_suite2p.npy)",
+    )
+
+
+def _format_options(args) -> dict:
+    return {"format": args.format, "plane": args.plane, "replace_iscell": args.replace_iscell}
+
+
 def _cmd_classify(args) -> int:
     from .batch import classify_file, write_component_csv
 
     if args.out is None and not args.in_place:
         raise CalcompError("give --out OUT.hdf5 or --in-place")
-    if not args.input.is_file():
+    if not args.input.exists():
         raise FileNotFoundError(f"{args.input}: no such file")
     model = _load_model(args.model)
     result, fields = classify_file(
@@ -66,6 +87,7 @@ def _cmd_classify(args) -> int:
         accept=args.accept,
         min_prob=args.min_prob,
         gSig=args.gsig,
+        **_format_options(args),
     )
     if args.csv:
         write_component_csv(fields, args.csv)
@@ -82,7 +104,7 @@ def _cmd_reprocess(args) -> int:
     if args.out_dir is None and not args.in_place:
         raise CalcompError("give --out-dir DIR or --in-place")
     model = _load_model(args.model)
-    total = len(find_result_files(args.paths))
+    total = len(find_result_files(args.paths, format=args.format))
     options = dict(
         model=model,
         out_dir=None if args.in_place else args.out_dir,
@@ -94,9 +116,11 @@ def _cmd_reprocess(args) -> int:
     if args.scheduler or args.dask:
         from .distributed import reprocess_dask
 
+        if args.format != "auto" or args.plane or args.replace_iscell:
+            raise CalcompError("--format, --plane and --replace-iscell do not work with Dask yet")
         stream = reprocess_dask(args.paths, scheduler=args.scheduler, workers=args.jobs, **options)
     else:
-        stream = reprocess(args.paths, jobs=args.jobs or 1, **options)
+        stream = reprocess(args.paths, jobs=args.jobs or 1, **options, **_format_options(args))
     results = []
     with tqdm(total=total, unit="file", disable=args.quiet > 0, file=sys.stderr) as bar:
         for result in stream:
@@ -115,6 +139,14 @@ def _cmd_reprocess(args) -> int:
     skipped = sum(r.status == "skipped" for r in results)
     print(f"{done} classified, {skipped} skipped, {failed} failed; summary: {summary}")
     return 1 if failed else 0
+
+
+def _cmd_export_bioimageio(args) -> int:
+    from .export_bioimageio import export_bioimageio
+
+    path = export_bioimageio(_load_model(args.model), args.out, overwrite=args.overwrite)
+    print(f"bioimage.io package: {path}")
+    return 0
 
 
 def _cmd_montage(args) -> int:
@@ -268,7 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", default="default", help="bundled model name or model folder")
 
     p = sub.add_parser("classify", help="classify one CaImAn result file")
-    p.add_argument("input", type=Path, help="CaImAn .hdf5 result file")
+    p.add_argument(
+        "input", type=Path, help="CaImAn .hdf5 result file (or .nwb, Suite2p plane folder, masks)"
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument("--out", type=Path, help="write an updated copy here")
     where.add_argument("--in-place", action="store_true", help="update the file (atomically)")
@@ -277,10 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gsig", type=float, help="override params/init/gSig (px)")
     model_arg(p)
     _accept_args(p)
+    _format_args(p)
     p.set_defaults(handler=_cmd_classify)
 
     p = sub.add_parser("reprocess", help="classify many result files (folders recursive)")
-    p.add_argument("paths", nargs="+", help="files and folders (*.hdf5 found recursively)")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        help="files and folders (*.hdf5, *.nwb, Suite2p planes found recursively)",
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument("--out-dir", type=Path, help="write updated copies under this folder")
     where.add_argument("--in-place", action="store_true", help="update the files (atomically)")
@@ -294,7 +333,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", type=Path, help="summary CSV (default: in --out-dir or here)")
     model_arg(p)
     _accept_args(p)
+    _format_args(p)
     p.set_defaults(handler=_cmd_reprocess)
+
+    p = sub.add_parser(
+        "export-bioimageio",
+        help="write the shape CNN as a bioimage.io model package (ONNX; Fiji/deepImageJ)",
+        description="Write the model's shape CNN as a bioimage.io model package: rdf.yaml, "
+        "ONNX weights (softmax with the calibration temperature included), test tensors, "
+        "cover, model card. Needs pip install 'calcomp_caiman[bioimageio]'.",
+        epilog="example: calcomp export-bioimageio --model default --out calcomp_resnet.zip",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", type=Path, required=True, help="package to write (.zip)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    model_arg(p)
+    p.set_defaults(handler=_cmd_export_bioimageio)
 
     p = sub.add_parser("montage", help="PNG of the components grouped by predicted class")
     p.add_argument("input", type=Path, help="CaImAn .hdf5 result file")

@@ -1,0 +1,552 @@
+"""NWB files: ROIs of a ``PlaneSegmentation`` in, the classification as new columns out.
+
+Needs ``pynwb`` (``pip install "calcomp_caiman[nwb]"``), imported inside the functions.
+
+What becomes :class:`~calcomp_caiman.evidence.Evidence`:
+
+* footprints from the ``image_mask`` column (``(N, H, W)``, or ``(N, H, W, D)``), or else
+  from ``pixel_mask`` (``x, y, weight`` per pixel) / ``voxel_mask``. NWB's ``x`` is the first
+  axis of ``image_mask``, as pynwb's ``pixel_to_image`` has it, and is taken as the row:
+  pixel ``(x, y)`` is row ``x + y * H`` of ``A`` (CaImAn's Fortran order; CaImAn's own NWB
+  export writes ``image_mask = A[:, k].reshape(dims, order="F")``, so its files round-trip
+  exactly). For ``pixel_mask`` the image size comes from the imaging plane's
+  ``TwoPhotonSeries`` when the file has one (else from the ROIs' extent, with a warning);
+* traces: ``C`` from a ``RoiResponseSeries`` over this table (one in a ``Fluorescence``
+  container first, else one in ``DfOverF``), read in row chunks. NWB stores the traces
+  (frames, ROIs) and says nothing about denoising: there is no ``YrA`` or ``S``.
+
+No image and no ``gSig`` are read (``gSig`` is estimated from the footprints unless given).
+
+The classification is written as new columns of the same ``PlaneSegmentation``:
+``class_probs`` ((N, 4) float32), ``class_labels`` (int8 codes 1-4), ``class_flags``
+(uint8) and ``accepted`` (bool), named and typed as in
+:func:`calcomp_caiman.classify.classification_fields`; the provenance (model, its SHA256,
+version, date, accept rule) is JSON at the end of the description of ``class_probs``. The
+file is copied to a temporary file beside the destination, the columns are added there with
+pynwb (without rewriting the cached specifications), and the copy replaces the destination
+in one ``os.replace``: every object already in the file keeps its content; only the table's
+``colnames`` attribute gains the new names. Writing again overwrites our columns' values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse
+
+from ._checks import CLASSES, InvalidFileError
+from .evidence import Evidence, Traces
+from .hdf5io import _atomic_replace, exclusive_lock  # the one temp + fsync + rename helper
+from .records import accepted_mask, check_result
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "NWB_COLUMNS",
+    "is_classified_by",
+    "list_planes",
+    "read_classification",
+    "read_evidence",
+    "write_classification",
+]
+
+_MARK = "calcomp_caiman"
+_PROVENANCE = "; provenance: "
+NWB_COLUMNS = {
+    "class_probs": f"{_MARK}: probabilities of the classes {', '.join(CLASSES)} (columns in that order)",
+    "class_labels": f"{_MARK}: most probable class, codes 1 neuron, 2 process, 3 noise, 4 doubtful",
+    "class_flags": f"{_MARK}: bit flags, 1 = empty footprint (classified noise), 2 = negative values clipped",
+    "accepted": f"{_MARK}: accepted by the rule in the provenance of class_probs",
+}
+"""Columns written into the ``PlaneSegmentation`` and their descriptions."""
+
+_ROWS_PER_CHUNK = 256  # image masks read at once: 256 x 512 x 512 x 8 B = 512 MB at most
+
+
+def _pynwb():
+    try:
+        import pynwb
+    except ImportError:
+        raise ImportError(
+            "reading NWB files needs pynwb: pip install 'calcomp_caiman[nwb]'"
+        ) from None
+    return pynwb
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise InvalidFileError(path, "is a folder, not an NWB file (.nwb).")
+    import h5py
+
+    try:
+        ok = h5py.is_hdf5(path)
+    except OSError as err:
+        raise InvalidFileError(path, f"cannot be opened ({err}).") from None
+    if not ok:
+        raise InvalidFileError(path, "is not an HDF5-based NWB file (.nwb written by pynwb).")
+
+
+@contextlib.contextmanager
+def _open(path: Path, mode: str = "r", *, locking: bool = True) -> Iterator[Any]:
+    """Open with pynwb; errors become one-line :class:`InvalidFileError`."""
+    import h5py
+
+    pynwb = _pynwb()
+    try:
+        handle = h5py.File(path, mode, locking=locking)
+    except OSError as err:
+        if "lock" in str(err):
+            raise InvalidFileError(path, "is locked by another program; try again later.") from None
+        raise InvalidFileError(path, f"cannot be opened ({err}).") from None
+    try:
+        try:
+            io = pynwb.NWBHDF5IO(file=handle, mode=mode, load_namespaces=True)
+            nwbfile = io.read()
+        except Exception as err:  # pynwb/hdmf raise many kinds on a non-NWB file
+            text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise InvalidFileError(path, f"cannot be read as NWB ({text}).") from None
+        try:
+            yield io, nwbfile
+        finally:
+            io.close()
+    finally:
+        handle.close()
+
+
+def _planes(nwbfile) -> dict[str, Any]:
+    from pynwb.ophys import PlaneSegmentation
+
+    found = {}
+    for obj in nwbfile.objects.values():
+        if isinstance(obj, PlaneSegmentation):
+            found[_plane_path(obj)] = obj
+    return dict(sorted(found.items()))
+
+
+def _plane_path(plane) -> str:
+    names = []
+    node = plane
+    while node is not None and node.parent is not None:
+        names.append(node.name)
+        node = node.parent
+    return "/".join(reversed(names))
+
+
+def _choose(planes: dict[str, Any], plane: str | None, path: Path):
+    if not planes:
+        raise InvalidFileError(
+            path,
+            "holds no ImageSegmentation/PlaneSegmentation (no ROIs): nothing to classify.",
+        )
+    if plane is None:
+        if len(planes) > 1:
+            raise InvalidFileError(
+                path,
+                f"holds {len(planes)} PlaneSegmentations ({', '.join(planes)}); choose one with "
+                "--plane NAME (plane=NAME).",
+            )
+        return next(iter(planes.items()))
+    matches = [(key, ps) for key, ps in planes.items() if plane in (key, ps.name)]
+    if len(matches) != 1:
+        what = "no" if not matches else "more than one"
+        raise InvalidFileError(
+            path, f"has {what} PlaneSegmentation named {plane!r}; it holds: {', '.join(planes)}."
+        )
+    return matches[0]
+
+
+def list_planes(path: str | os.PathLike) -> list[str]:
+    """The ``PlaneSegmentation`` tables of an NWB file, as ``module/container/name`` paths.
+
+    Raises
+    ------
+    FileNotFoundError, InvalidFileError, ImportError
+        No such file; not an NWB file; pynwb missing.
+    """
+    path = Path(path)
+    _check_file(path)
+    with _open(path) as (_, nwbfile):
+        return list(_planes(nwbfile))
+
+
+def _to_columns(chunk: np.ndarray) -> scipy.sparse.csc_matrix:
+    """(n, H, W[, D]) masks -> (pixels, n) sparse, Fortran pixel order."""
+    n = chunk.shape[0]
+    order = (0, *reversed(range(1, chunk.ndim)))
+    flat = np.ascontiguousarray(chunk.transpose(order)).reshape(n, -1)
+    return scipy.sparse.csr_matrix(flat.astype(np.float32)).T.tocsc()
+
+
+def _image_mask_footprints(plane, path: Path) -> tuple[scipy.sparse.csc_matrix, tuple[int, ...]]:
+    data = plane["image_mask"].data
+    if len(data.shape) not in (3, 4):
+        raise InvalidFileError(
+            path,
+            f"image_mask of {plane.name} has shape {tuple(data.shape)}; expected (ROIs, H, W) "
+            "or (ROIs, H, W, D).",
+        )
+    n = data.shape[0]
+    dims = tuple(int(d) for d in data.shape[1:])
+    parts = [_to_columns(np.asarray(data[start : start + _ROWS_PER_CHUNK]))
+             for start in range(0, n, _ROWS_PER_CHUNK)]  # fmt: skip
+    A = scipy.sparse.hstack(parts, format="csc") if parts else scipy.sparse.csc_matrix((0, 0))
+    return A, dims
+
+
+def _series_dims(nwbfile, plane) -> tuple[int, ...] | None:
+    from pynwb.ophys import TwoPhotonSeries
+
+    for obj in nwbfile.objects.values():
+        if isinstance(obj, TwoPhotonSeries) and obj.imaging_plane is plane.imaging_plane:
+            if obj.data is not None and len(obj.data.shape) >= 3:
+                return tuple(int(d) for d in obj.data.shape[1:])
+            if obj.dimension is not None:
+                return tuple(int(d) for d in np.ravel(obj.dimension))
+    return None
+
+
+def _pixel_mask_footprints(
+    nwbfile, plane, path: Path
+) -> tuple[scipy.sparse.csc_matrix, tuple[int, ...]]:
+    column = "pixel_mask" if "pixel_mask" in plane.colnames else "voxel_mask"
+    target = getattr(plane, column)
+    index = getattr(plane, f"{column}_index")
+    records = np.asarray(target.data[:])
+    ends = np.asarray(index.data[:], dtype=np.int64)
+    coords = ("x", "y") if column == "pixel_mask" else ("x", "y", "z")
+    try:
+        points = np.column_stack([np.asarray(records[name]) for name in coords])
+        weights = np.asarray(records["weight"], dtype=np.float64)
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise InvalidFileError(
+            path, f"{column} of {plane.name} is not a table of ({', '.join(coords)}, weight)."
+        ) from None
+    if points.size and (np.any(points < 0) or np.any(points != np.round(points))):
+        raise InvalidFileError(
+            path, f"{column} of {plane.name} has negative or fractional coordinates."
+        )
+    points = points.astype(np.int64)
+    extent = tuple(int(v) + 1 for v in points.max(axis=0)) if len(points) else (1,) * len(coords)
+    dims = _series_dims(nwbfile, plane)
+    if dims is None or len(dims) != len(coords):
+        logger.warning(
+            "%s: no TwoPhotonSeries gives the image size of %s; using the ROIs' extent %s",
+            path, plane.name, extent,
+        )  # fmt: skip
+        dims = extent
+    if any(e > d for e, d in zip(extent, dims)):
+        raise InvalidFileError(
+            path,
+            f"{column} of {plane.name} has pixels up to {extent}, outside the {dims} image of "
+            "its TwoPhotonSeries.",
+        )
+    n = len(ends)
+    if n and (np.any(np.diff(ends) < 0) or ends[-1] != len(records)):
+        raise InvalidFileError(
+            path, f"{column}_index of {plane.name} is inconsistent with {column}."
+        )
+    columns = np.repeat(np.arange(n), np.diff(np.concatenate([[0], ends])))
+    pixels = np.ravel_multi_index(tuple(points.T), dims, order="F") if len(points) else points[:, 0]
+    A = scipy.sparse.csc_matrix(
+        (weights.astype(np.float32), (pixels, columns)), shape=(int(np.prod(dims)), n)
+    )
+    return A, tuple(dims)
+
+
+def _footprints(nwbfile, plane, path: Path) -> tuple[scipy.sparse.csc_matrix, tuple[int, ...]]:
+    if "image_mask" in plane.colnames:
+        A, dims = _image_mask_footprints(plane, path)
+    elif "pixel_mask" in plane.colnames or "voxel_mask" in plane.colnames:
+        A, dims = _pixel_mask_footprints(nwbfile, plane, path)
+    else:
+        raise InvalidFileError(
+            path, f"PlaneSegmentation {plane.name} has no image_mask, pixel_mask or voxel_mask."
+        )
+    if A.shape[1] == 0:
+        raise InvalidFileError(
+            path, f"PlaneSegmentation {plane.name} has no ROI: nothing to classify."
+        )
+    if A.nnz and not np.all(np.isfinite(A.data)):
+        raise InvalidFileError(path, f"the masks of {plane.name} hold NaN or Inf values.")
+    return A, dims
+
+
+def _traces(nwbfile, plane, n: int, path: Path) -> Traces | None:
+    from pynwb.ophys import DfOverF, Fluorescence, RoiResponseSeries
+
+    candidates = []
+    for obj in nwbfile.objects.values():
+        if isinstance(obj, RoiResponseSeries) and obj.rois.table is plane:
+            rank = (
+                0
+                if isinstance(obj.parent, Fluorescence)
+                else 1
+                if isinstance(obj.parent, DfOverF)
+                else 2
+            )
+            candidates.append((rank, obj.name, obj))
+    for _, _, series in sorted(candidates, key=lambda item: item[:2]):
+        rows = np.asarray(series.rois.data[:], dtype=np.int64)
+        shape = tuple(series.data.shape)
+        if len(shape) != 2 or shape[1] != len(rows) or shape[0] < 2:
+            logger.warning("%s: ignoring %s of shape %s", path, series.name, shape)
+            continue
+        if len(rows) != n or not np.array_equal(np.sort(rows), np.arange(n)):
+            logger.warning("%s: ignoring %s: it does not cover each ROI once", path, series.name)
+            continue
+        if not hasattr(series.data, "name"):  # not an HDF5 dataset (should not happen on read)
+            continue
+        column_of_row = np.argsort(rows)
+        dataset_name = series.data.name
+        frames = shape[0]
+
+        def read(
+            start: int, stop: int, name=dataset_name, col=column_of_row, frames=frames
+        ) -> dict:
+            import h5py
+
+            wanted = col[start:stop]
+            if len(wanted) == 0:
+                return {"C": np.zeros((0, frames))}
+            low, high = int(wanted.min()), int(wanted.max()) + 1
+            with h5py.File(path, "r") as handle:
+                block = handle[name][:, low:high]
+            return {"C": np.asarray(block[:, wanted - low], dtype=np.float64).T}
+
+        logger.debug("%s: traces from %s", path, series.name)
+        return Traces(n, frames, read, ("C",))
+    return None
+
+
+def read_evidence(
+    path: str | os.PathLike, *, plane: str | None = None, gSig: float | None = None
+) -> Evidence:
+    """Footprints and traces of the ROIs of one ``PlaneSegmentation`` of an NWB file.
+
+    Parameters
+    ----------
+    path : path-like
+        An ``.nwb`` file (HDF5).
+    plane : str, optional
+        Name (or ``module/container/name`` path, see :func:`list_planes`) of the
+        ``PlaneSegmentation``; needed when the file has several.
+    gSig : float, optional
+        Typical neuron half-size in px; estimated from the footprints when omitted.
+
+    Returns
+    -------
+    Evidence
+        Footprints; ``C`` from a ``RoiResponseSeries`` over the table when there is one.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    InvalidFileError
+        Not an NWB file; no ``PlaneSegmentation``, several and no ``plane``, or no such
+        ``plane``; masks missing, of the wrong shape, out of the image or not finite.
+    ImportError
+        pynwb is not installed.
+    """
+    path = Path(path)
+    _check_file(path)
+    with _open(path) as (_, nwbfile):
+        key, table = _choose(_planes(nwbfile), plane, path)
+        A, dims = _footprints(nwbfile, table, path)
+        traces = _traces(nwbfile, table, A.shape[1], path)
+    logger.debug("%s: %d ROIs from %s", path, A.shape[1], key)
+    return Evidence.build(A, dims, traces=traces, gSig=gSig, source=str(path))
+
+
+def _column_values(fields: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    return {
+        "class_probs": fields["class_probs"],
+        "class_labels": fields["class_labels"],
+        "class_flags": fields["class_flags"],
+        "accepted": accepted_mask(fields, n),
+    }
+
+
+def _check_destination(destination: Path, *, in_place: bool, overwrite: bool) -> None:
+    if destination.is_dir():
+        raise InvalidFileError(destination, "is a folder; give a file name for the output.")
+    if not in_place and destination.exists() and not overwrite:
+        raise InvalidFileError(
+            destination, "already exists; use --overwrite (overwrite=True) to replace it."
+        )
+    folder = destination.resolve().parent
+    if not folder.is_dir():
+        raise InvalidFileError(destination, f"cannot be written: no folder {folder}.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InvalidFileError(
+            destination, f"cannot be written: the folder {folder} is read-only; write elsewhere."
+        )
+
+
+def _add_columns(tmp: str, source: Path, plane: str | None, result: Mapping[str, Any]) -> None:
+    """Add or overwrite our columns in the copy ``tmp`` of ``source``."""
+    import h5py
+
+    with _open(Path(tmp), "a", locking=False) as (io, nwbfile):
+        key, table = _choose(_planes(nwbfile), plane, source)
+        n = len(table.id)
+        fields = check_result(result, n, str(source))
+        values = _column_values(fields, n)
+        descriptions = dict(NWB_COLUMNS)
+        provenance = json.dumps(dict(result.get("provenance", {})), sort_keys=True)
+        descriptions["class_probs"] += _PROVENANCE + provenance
+        existing = {}
+        for name in values:
+            if name in table.colnames:
+                description = str(table[name].description)
+                if not description.startswith(_MARK):
+                    raise InvalidFileError(
+                        source,
+                        f"PlaneSegmentation {table.name} already has a column {name!r} that "
+                        "calcomp did not write; rename it before classifying.",
+                    )
+                existing[name] = table[name].data.name
+            else:
+                table.add_column(name=name, description=descriptions[name], data=values[name])
+        group = table.id.data.parent.name
+        if len(existing) < len(values):
+            io.write(nwbfile, cache_spec=False)
+    if existing:
+        with h5py.File(tmp, "r+", locking=False) as handle:
+            for name, dataset_name in existing.items():
+                dataset = handle[dataset_name]
+                new = np.asarray(values[name]).astype(dataset.dtype)
+                if dataset.shape != new.shape:
+                    raise ValueError(
+                        f"{group}/{name} has shape {dataset.shape}, expected {new.shape}"
+                    )
+                dataset[...] = new
+                dataset.attrs["description"] = descriptions[name]
+
+
+def write_classification(
+    path: str | os.PathLike,
+    result: Mapping[str, Any],
+    *,
+    out_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    plane: str | None = None,
+) -> str:
+    """Write the classification as columns of the ``PlaneSegmentation``, atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        The NWB file that was classified.
+    result : mapping
+        :func:`calcomp_caiman.classify.classification_fields`, optionally with
+        ``provenance``.
+    out_path : path-like, optional
+        Write an updated copy here; ``None`` updates ``path`` in place.
+    overwrite : bool
+        Allow replacing an existing ``out_path``.
+    plane : str, optional
+        As in :func:`read_evidence`.
+
+    Returns
+    -------
+    str
+        The path written.
+
+    Raises
+    ------
+    FileNotFoundError, InvalidFileError, ImportError
+        As :func:`read_evidence`; ``out_path`` exists and ``overwrite`` is False; the table
+        has a column of our names that we did not write; writing failed. The destination
+        is then as before.
+    FileBusyError
+        Another calcomp process is writing ``path``.
+    ValueError
+        ``result`` does not have one row per ROI.
+    """
+    source = Path(path)
+    _check_file(source)
+    target = source if out_path is None else Path(out_path)
+    in_place = out_path is None or (target.exists() and os.path.samefile(source, target))
+    destination = Path(os.path.realpath(target)) if in_place else target
+    _check_destination(destination, in_place=in_place, overwrite=overwrite)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(exclusive_lock(str(source)))
+        if not in_place and destination.exists():
+            stack.enter_context(exclusive_lock(str(destination)))
+
+        def build(tmp: str) -> None:
+            shutil.copyfile(source, tmp)
+            _add_columns(tmp, source, plane, result)
+
+        try:
+            _atomic_replace(
+                str(destination),
+                build,
+                mode=os.stat(source).st_mode & 0o7777,
+                original=str(source),
+                label=str(target),
+            )
+        except InvalidFileError as err:
+            cause = err.__cause__
+            if isinstance(cause, (InvalidFileError, ValueError)):  # our own check, said plainly
+                raise (cause if isinstance(cause, InvalidFileError) else InvalidFileError(source, str(cause))) from None  # fmt: skip
+            raise
+    logger.info("wrote the classification to %s", target)
+    return str(target)
+
+
+def read_classification(
+    path: str | os.PathLike, *, plane: str | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """Our columns and provenance from an NWB file, or None if it has none.
+
+    Returns
+    -------
+    (columns, provenance) or None
+        ``columns``: ``class_probs``, ``class_labels``, ``class_flags``, ``accepted`` arrays.
+
+    Raises
+    ------
+    FileNotFoundError, InvalidFileError, ImportError
+        As :func:`read_evidence`.
+    """
+    path = Path(path)
+    _check_file(path)
+    with _open(path) as (_, nwbfile):
+        _, table = _choose(_planes(nwbfile), plane, path)
+        if "class_probs" not in table.colnames:
+            return None
+        columns = {
+            name: np.asarray(table[name].data[:]) for name in NWB_COLUMNS if name in table.colnames
+        }
+        description = str(table["class_probs"].description)
+    text = description.split(_PROVENANCE, 1)[1] if _PROVENANCE in description else "{}"
+    return columns, json.loads(text)
+
+
+def is_classified_by(
+    path: str | os.PathLike, model_sha256: str, *, plane: str | None = None
+) -> bool:
+    """Whether the ``PlaneSegmentation`` holds our columns from the model ``model_sha256``.
+
+    Examples
+    --------
+    >>> is_classified_by("no/such/file.nwb", "0" * 64)
+    False
+    """
+    try:
+        found = read_classification(path, plane=plane)
+    except (OSError, ValueError, ImportError):
+        return False
+    return found is not None and str(found[1].get("model_sha256")) == str(model_sha256)
