@@ -92,3 +92,31 @@ def test_cli_export_and_refuse_overwrite(tmp_path, capsys):
     before = out.read_bytes()
     assert main(["export-bioimageio", "--out", str(out), "-q"]) == 1
     assert "already exists" in capsys.readouterr().err and out.read_bytes() == before
+
+
+def test_model_v2_exports_its_shape_network_only(tmp_path, model):
+    from calcomp_caiman.features import feature_names
+    from calcomp_caiman.head import FusionHead
+
+    rng = np.random.default_rng(0)
+    width = 4 + len(feature_names())
+    head = FusionHead(np.zeros(width), np.ones(width), rng.normal(size=(width, 8)), np.zeros(8),
+                      rng.normal(size=(8, 4)), np.zeros(4))  # fmt: skip
+    v2 = model.with_head(head, name="v2_test")
+    v2 = CalcompModel(v2.weights, v2.config, {**v2.thresholds, "temperature": 3.0,
+                                               "shape_temperature": 1.5})  # fmt: skip
+    package = export_bioimageio(v2, tmp_path / "v2.zip")
+    descr = spec.load_description(package)
+    config = descr.config.model_dump()["calcomp_caiman"]
+    assert "fusion head is not exported" in config["exported"] and config["temperature"] == 1.5
+    with zipfile.ZipFile(package) as archive:
+        session = onnxruntime.InferenceSession(archive.read("weights.onnx"))
+        archive.extractall(tmp_path / "v2")
+    crops = np.load(tmp_path / "v2" / "test_input.npy")
+    patches = np.sqrt(crops[:, 0])
+    patches /= np.linalg.norm(patches, axis=(1, 2), keepdims=True)
+    logits = v2.shape_logits(patches) / 1.5  # the shape network alone, its own temperature
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    got = session.run(["probs"], {"patches": crops})[0]
+    assert np.abs(got - expected).max() < 1e-4
