@@ -242,6 +242,24 @@ class _Engine:
 
     @classmethod
     def from_weights(cls, weights: dict[str, np.ndarray], architecture: dict) -> _Engine:
+        """Fold the network's weights; weights the architecture does not use are an error."""
+        layers = ["stem"] + [
+            f"{prefix}_{part}"
+            for prefix, _, _ in _layer_names(architecture)
+            for part in ("a", "b", "skip")
+        ]
+        known = {"probs/kernel", "probs/bias"} | {
+            f"{layer}{suffix}"
+            for layer in layers
+            for suffix in ("_conv/kernel", "_conv/bias", "_bn/gamma", "_bn/beta",
+                           "_bn/moving_mean", "_bn/moving_variance")
+        }  # fmt: skip
+        unexpected = sorted(k for k in weights if k not in known and not k.startswith("head/"))
+        if unexpected:
+            raise KeyError(
+                f"weights not used by the {architecture.get('widths')} network: "
+                f"{', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}"
+            )
         blocks = []
         for prefix, _, stride in _layer_names(architecture):
             skip = None
@@ -332,7 +350,7 @@ def bundled_models() -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CalcompModel:
     """A trained classifier: Keras weights plus the settings needed to use them.
 
@@ -350,6 +368,9 @@ class CalcompModel:
         ``thresholds.json``: ``accept`` (class names), ``min_prob`` and ``temperature``.
     sha256 : str
         SHA256 of the saved ``weights.npz`` (empty for a model not saved yet).
+
+    Models compare and hash by identity (``eq=False``): two loads of one folder are two
+    objects; compare ``sha256`` to tell whether two models have the same weights.
 
     Examples
     --------
@@ -370,9 +391,11 @@ class CalcompModel:
             raise CalcompError(
                 f"model {self.name!r} predicts classes {classes}, expected {CLASSES}."
             )
-        object.__setattr__(
-            self, "_engine", _Engine.from_weights(self.weights, self.config["architecture"])
-        )
+        try:
+            engine = _Engine.from_weights(self.weights, self.config["architecture"])
+        except KeyError as err:
+            raise CalcompError(f"model {self.name!r}: {err.args[0]}") from None
+        object.__setattr__(self, "_engine", engine)
         try:
             head = FusionHead.from_arrays(self.weights)
         except ValueError as err:

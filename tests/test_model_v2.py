@@ -227,3 +227,11 @@ def test_evidence_from_estimates_ignores_fields_that_do_not_fit(session, caplog)
     ev = Evidence.from_estimates(est)
     assert ev.traces is None and ev.Cn is None and ev.kinds == ("shape", "neighbours", "metrics")
     assert all(group in OPTIONAL_GROUPS for group in ev.kinds[1:])
+
+
+def test_model_rejects_unexpected_weights_and_compares_by_identity(v1):
+    weights = dict(v1.weights, **{"extra/kernel": np.zeros(3, np.float32)})
+    with pytest.raises(CalcompError, match="extra/kernel"):
+        CalcompModel(weights, v1.config, {})
+    again = CalcompModel.load("calcomp_resnet_v1")
+    assert again != v1 and again.sha256 == v1.sha256 and len({again, v1}) == 2
