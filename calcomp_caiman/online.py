@@ -231,22 +231,29 @@ class CandidateScreen:
         dims = tuple(int(d) for d in estimates.dims)
         residual = np.asarray(estimates.Yres_buf)  # (frames, pixels), Fortran pixel order
         near = caiman_crop_half_width(self.gSig)
+        offsets = np.arange(-near, near + 1)
+        centre = np.asarray(centres, dtype=np.int64)
+        rows = centre[:, 0, None, None] + offsets[None, :, None]  # (n, side, 1)
+        cols = centre[:, 1, None, None] + offsets[None, None, :]  # (n, 1, side)
+        inside = (rows >= 0) & (rows < dims[0]) & (cols >= 0) & (cols < dims[1])
+        pixels = np.clip(rows, 0, dims[0] - 1) + np.clip(cols, 0, dims[1] - 1) * dims[0]
+        # (n, window pixels, frames); pixels outside the FOV are 0 and stay 0
+        windows = residual[:, pixels.reshape(len(centres), -1)].astype(np.float32)
+        windows = np.ascontiguousarray(windows.transpose(1, 2, 0))
+        if not inside.all():
+            windows *= inside.reshape(len(centres), -1, 1)
+        footprints = _rank1_nmf(windows)
+        # like a CNMF footprint: no floor of clipped noise, no faint skirt
+        footprints = np.maximum(footprints - np.median(footprints, axis=1, keepdims=True), 0)
+        footprints[footprints < _FOOTPRINT_FLOOR * footprints.max(axis=1, keepdims=True)] = 0
         half = self._half_window
         side = 2 * half + 1
-        canvas = np.zeros((side, side, len(centres)), dtype=np.float32)
-        for k, (row, col) in enumerate(centres):
-            r0, r1 = max(row - near, 0), min(row + near + 1, dims[0])
-            c0, c1 = max(col - near, 0), min(col + near + 1, dims[1])
-            rows, cols = np.meshgrid(np.arange(r0, r1), np.arange(c0, c1), indexing="ij")
-            pixels = residual[:, (rows + cols * dims[0]).ravel()].T.astype(np.float64)
-            footprint = _rank1_nmf(pixels)
-            # like a CNMF footprint: no floor of clipped noise, no faint skirt
-            footprint = np.maximum(footprint - np.median(footprint), 0)
-            footprint[footprint < _FOOTPRINT_FLOOR * footprint.max(initial=0)] = 0
-            canvas[r0 - row + half : r1 - row + half, c0 - col + half : c1 - col + half, k] = (
-                footprint.reshape(rows.shape)
-            )
-        A = canvas.reshape(side * side, len(centres), order="F")
+        canvas = np.zeros((len(centres), side, side), dtype=np.float32)
+        window = 2 * near + 1
+        canvas[:, half - near : half + near + 1, half - near : half + near + 1] = (
+            footprints.reshape(len(centres), window, window)
+        )
+        A = canvas.transpose(0, 2, 1).reshape(len(centres), -1).T  # Fortran pixel order
         return extract_patches(A, (side, side), gSig=self.gSig, patch_size=self.model.patch_size)
 
     def __repr__(self) -> str:
@@ -271,16 +278,18 @@ def _check_crops(X) -> np.ndarray:
 
 
 def _rank1_nmf(pixels: np.ndarray) -> np.ndarray:
-    """Spatial factor (pixels,) of a rank-1 NMF of (pixels, frames), unit norm or zero."""
-    footprint = np.maximum(pixels, 0).mean(axis=1)
+    """Spatial factors (n, pixels) of rank-1 NMFs of (n, pixels, frames); unit norm or 0.
+
+    Element-wise products and sums (no BLAS): these matrices are tiny, and a
+    multi-threaded BLAS would spend more time waking threads than multiplying.
+    """
+    footprints = np.maximum(pixels, 0).mean(axis=2)
     for _ in range(_NMF_ITERATIONS):
-        trace = np.maximum(footprint @ pixels, 0)
-        footprint = np.maximum(pixels @ trace, 0)
-        norm = np.linalg.norm(footprint)
-        if norm == 0:
-            return footprint
-        footprint /= norm
-    return footprint
+        traces = np.maximum(np.einsum("np,npt->nt", footprints, pixels), 0)
+        footprints = np.maximum(np.einsum("npt,nt->np", pixels, traces), 0)
+        norms = np.sqrt(np.einsum("np,np->n", footprints, footprints))
+        footprints /= np.where(norms > 0, norms, 1.0)[:, None]
+    return footprints
 
 
 def _find_candidates(onacid, X: np.ndarray) -> list[tuple[int, int]] | None:
@@ -288,7 +297,8 @@ def _find_candidates(onacid, X: np.ndarray) -> list[tuple[int, int]] | None:
 
     Repeats ``get_candidate_components``' search (CaImAn 1.12: peaks of the residual
     energy ``sv`` after its Gaussian-minus-box filter, or its maximum) and keeps the
-    result only if CaImAn's own crops computed at those positions equal ``X``.
+    result only if CaImAn's own crops computed at those positions equal ``X`` (or its
+    first ``len(X)`` ones: the screen may be handed the first few candidates alone).
     """
     params = onacid.params
     estimates = onacid.estimates
@@ -353,10 +363,13 @@ def _find_candidates(onacid, X: np.ndarray) -> list[tuple[int, int]] | None:
         normalised = ((flat - np.median(flat)) / std).reshape(crop.shape, order="F")
         expected.append(cv2.resize(normalised, (_CAIMAN_PATCH, _CAIMAN_PATCH)))
         centres.append((int(peak[0]), int(peak[1])))
-    if len(expected) != len(X) or not np.allclose(np.stack(expected), X, atol=1e-3, rtol=1e-3):
+    # CaImAn's candidates in CaImAn's order (a prefix of them when X was cut short)
+    if len(expected) < len(X) or not np.allclose(
+        np.stack(expected[: len(X)]), X, atol=1e-3, rtol=1e-3
+    ):
         logger.debug("could not find %d OnACID candidates again: remapping their crops", len(X))
         return None
-    return centres
+    return centres[: len(X)]
 
 
 def _check_model(model) -> CalcompModel:
