@@ -20,7 +20,9 @@ import numpy as np
 
 from ._checks import CLASSES, CalcompError, InvalidFileError, check_gsig
 from ._version import __version__
+from .atomic import remove_stale_temps
 from .classify import (
+    acceptance_rule,
     classification_fields,
     classify_evidence,
     evidence_used,
@@ -28,7 +30,6 @@ from .classify import (
     footprint_flags,
 )
 from .formats import find_inputs, get_format
-from .hdf5io import exclusive_lock
 from .model import CalcompModel
 
 logger = logging.getLogger(__name__)
@@ -94,8 +95,8 @@ def classify_file(
     model: CalcompModel,
     out_path: str | os.PathLike | None = None,
     overwrite: bool = False,
-    accept: Sequence[str] = ("neuron",),
-    min_prob: float | None = None,
+    accept: Sequence[str] | None = None,
+    min_prob: float | str | None = None,
     gSig=None,
     batch_size: int = 128,
     format: str = "auto",
@@ -117,7 +118,8 @@ def classify_file(
     overwrite : bool
         Allow replacing an existing ``out_path``.
     accept, min_prob
-        Acceptance rule (:func:`calcomp_caiman.accept_components`).
+        Acceptance rule (:func:`calcomp_caiman.classify.acceptance_rule`); default: the
+        model folder's ``thresholds.json``.
     gSig : float, optional
         Overrides the ``params/init/gSig`` stored in the file.
     batch_size : int
@@ -142,6 +144,7 @@ def classify_file(
         left unchanged.
     """
     start = time.perf_counter()
+    accept, min_prob = acceptance_rule(model, accept, min_prob)
     try:
         gsig = check_gsig(gSig)
     except ValueError as err:
@@ -284,33 +287,6 @@ _WORKER_DIED = (
 )
 
 
-def _remove_stale_temps(file: Path, target: Path) -> None:
-    """Delete the temporary files a killed worker left beside ``target``.
-
-    A worker killed while writing (and the others, which a broken pool terminates) leaves
-    its ``.<name>.calcomp-tmp-<random>`` behind; the original is intact. They are removed
-    only while this process holds the lock on ``file``, which every calcomp process
-    writing ``target`` from it holds, so no live writer's file is touched.
-    """
-    prefix = f".{target.name}.calcomp-tmp-"
-    try:
-        if not any(name.startswith(prefix) for name in os.listdir(target.parent)):
-            return
-        with exclusive_lock(str(file)):
-            for name in os.listdir(target.parent):
-                if name.startswith(prefix):
-                    os.remove(target.parent / name)
-                    logger.debug("removed %s, left by a worker process that died", name)
-    except (CalcompError, OSError) as err:
-        logger.warning(
-            "%s: could not remove the temporary files a dead worker left (%s); delete %s* "
-            "when no calcomp process is running",
-            target,
-            err,
-            target.parent / prefix,
-        )
-
-
 def _collect(futures: dict, suspects: list[tuple]) -> Iterator[FileResult]:
     """Yield the results of ``futures`` (future -> task) as they finish.
 
@@ -367,7 +343,7 @@ def _in_processes(tasks: list[tuple], jobs: int, options: dict) -> Iterator[File
         else:
             idle_deaths = 0
         for file, target, _ in suspects:
-            _remove_stale_temps(file, target)
+            remove_stale_temps(file, target)
         if suspects:
             logger.info(
                 "a worker process died; retrying %d file(s) each in its own process",
@@ -387,7 +363,7 @@ def _isolated(tasks: list[tuple], options: dict) -> Iterator[FileResult]:
         yield from _collect(futures, died)
     for file, target, _ in died:
         logger.debug("the worker process classifying %s died twice", file)
-        _remove_stale_temps(file, target)
+        remove_stale_temps(file, target)
         yield _failure(file, target, _WORKER_DIED)
 
 
@@ -399,8 +375,8 @@ def reprocess(
     jobs: int = 1,
     overwrite: bool = False,
     resume: bool = True,
-    accept: Sequence[str] = ("neuron",),
-    min_prob: float | None = None,
+    accept: Sequence[str] | None = None,
+    min_prob: float | str | None = None,
     format: str = "auto",
     plane: str | None = None,
     replace_iscell: bool = False,
@@ -424,7 +400,7 @@ def reprocess(
     resume : bool
         Skip files whose output is already classified by this model (same SHA256).
     accept, min_prob
-        Acceptance rule.
+        Acceptance rule; default: the model folder's ``thresholds.json``.
     format, plane, replace_iscell
         As in :func:`classify_file`; ``format`` also says what folders are searched for
         (:func:`find_result_files`).
@@ -438,13 +414,14 @@ def reprocess(
         level, or that its worker process died twice) and left unchanged; the others go
         on. ``KeyboardInterrupt`` stops the batch.
     """
+    accept, min_prob = acceptance_rule(model, accept, min_prob)  # checked before any work
     files = find_result_files(paths, format=format)
     out = None if out_dir is None else Path(out_dir)
     options = {
         "model": model,
         "resume": resume,
         "overwrite": overwrite,
-        "accept": tuple(accept),
+        "accept": accept,
         "min_prob": min_prob,
         "format": format,
         "plane": plane,

@@ -37,17 +37,34 @@ def _accept_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--accept",
         nargs="+",
-        default=["neuron"],
+        default=None,
         choices=CLASSES,
         metavar="CLASS",
-        help="classes kept as accepted components (default: neuron)",
+        help="classes kept as accepted components (default: the model's thresholds.json, "
+        "neuron for the bundled model)",
     )
     group.add_argument(
         "--min-prob",
-        type=float,
+        type=_probability_or_argmax,
         default=None,
-        help="accept when P(accepted classes) >= this (default: most probable class)",
+        metavar="P|argmax",
+        help="accept when P(accepted classes) >= P; 'argmax': when the most probable class "
+        "is accepted (default: the model's thresholds.json)",
     )
+
+
+def _probability_or_argmax(text: str):
+    if text == "argmax":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a probability or 'argmax', got {text!r}"
+        ) from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
+    return value
 
 
 def _format_args(parser: argparse.ArgumentParser) -> None:
@@ -169,7 +186,7 @@ def _cmd_montage(args) -> int:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    summary = run_demo(args.out, model=_load_model(args.model), seed=args.seed)
+    summary = run_demo(args.out, model=_load_model(args.model))
     print(summary)
     return 0
 
@@ -220,7 +237,55 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _curation_table(paths) -> dict:
+    """``{file: (components, codes)}`` from CaImAn's accepted_list / rejected_list."""
+    import numpy as np
+
+    from .hdf5io import read_estimates
+
+    table = {}
+    for path in paths:
+        source = read_estimates(path)
+        accepted = np.asarray([] if source.accepted_list is None else source.accepted_list, int)
+        rejected = np.asarray([] if source.rejected_list is None else source.rejected_list, int)
+        if accepted.size + rejected.size == 0:
+            raise CalcompError(f"{path}: no accepted_list / rejected_list (no manual curation).")
+        table[Path(path).resolve()] = (
+            np.concatenate([accepted, rejected]),
+            np.r_[np.ones(accepted.size, int), np.zeros(rejected.size, int)],
+        )
+    return table
+
+
 def _cmd_finetune(args) -> int:
+    if not args.labels and not args.curation:
+        raise CalcompError("give --labels LABELS.csv and/or --curation RESULT.hdf5 ...")
+    base = _load_model(args.model)
+    if not base.uses_evidence:
+        return _finetune_network(args, base)
+    from .hdf5io import read_evidence
+    from .refit import read_label_table, refit
+
+    table = {}
+    if args.labels:
+        table.update(read_label_table(args.labels))
+    if args.curation:
+        table.update(_curation_table(args.curation))
+    evidences = [read_evidence(path) for path in table]
+    components = [index for index, _ in table.values()]
+    labels = [codes for _, codes in table.values()]
+    model, report = refit(base, evidences, labels, components, seed=args.seed, name=args.name)
+    model.save(args.out)
+    print(
+        f"refitted {base.name} on {report['labels']} labels from {len(table)} file(s) in "
+        f"{report['seconds']:.1f} s: held-out accuracy {report['before']:.3f} -> "
+        f"{report['after']:.3f} ({report['held_out']} labels held out); saved to {args.out}"
+    )
+    return 0
+
+
+def _finetune_network(args, base) -> int:
+    """Models without a fusion head (v1): fine-tune the network itself (Keras)."""
     from .train import TrainingSet, curation_labels, fine_tune, labels_from_csv
 
     parts = []
@@ -228,10 +293,7 @@ def _cmd_finetune(args) -> int:
         parts.append(labels_from_csv(args.labels))
     if args.curation:
         parts.append(curation_labels(args.curation))
-    if not parts:
-        raise CalcompError("give --labels LABELS.csv and/or --curation RESULT.hdf5 ...")
     data = TrainingSet.concatenate(parts)
-    base = _load_model("default" if args.base == "bundled" else args.base)
     model, history = fine_tune(
         base,
         data.patches,
@@ -269,6 +331,27 @@ def _cmd_evaluate(args) -> int:
         seed=args.seed,
     )
     print(f"report: {json_path} and {png_path}")
+    return 0
+
+
+def _cmd_curate(args) -> int:
+    try:
+        from .curate import serve
+    except ImportError as err:
+        raise CalcompError(
+            f'calcomp curate needs Flask: pip install "calcomp_caiman[curate]" ({err})'
+        ) from None
+    server = serve(
+        args.inputs,
+        labels=args.labels,
+        model=args.model,
+        model_out=args.model_out,
+        port=args.port,
+        open_browser=args.open,
+    )
+    print(f"calcomp curate: {server.url} (labels: {server.session.store.path}; Ctrl-C stops)",
+          flush=True)  # fmt: skip
+    server.wait()
     return 0
 
 
@@ -358,9 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
     model_arg(p)
     p.set_defaults(handler=_cmd_montage)
 
-    p = sub.add_parser("demo", help="simulate a small FOV, classify it, write montage and CSV")
+    p = sub.add_parser(
+        "demo", help="classify a shipped CaImAn result of a simulated movie; montage and CSV"
+    )
     p.add_argument("--out", type=Path, default=Path("calcomp_demo"), help="output folder")
-    p.add_argument("--seed", type=int, default=0)
     model_arg(p)
     p.set_defaults(handler=_cmd_demo)
 
@@ -368,19 +452,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", required=True, help="training .npz archives or folders")
     p.add_argument("--val-data", nargs="+", required=True, help="held-out videos' archives")
     p.add_argument("--simulated", type=int, default=0, help="simulated footprints per class")
-    p.add_argument("--base", help="start from this model (name or folder)")
+    p.add_argument("--model", "--base", dest="base", help="start from this model (name or folder)")
     p.add_argument("--name", default="custom", help="name of the new model")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="model folder to write")
     p.set_defaults(handler=_cmd_train)
 
-    p = sub.add_parser("finetune", help="adapt a model to a lab's own labels (needs Keras 3)")
-    p.add_argument("--base", default="bundled", help="'bundled' or a model folder")
+    p = sub.add_parser(
+        "finetune",
+        help="adapt a model to a lab's own labels (model v2: its head, in seconds; "
+        "older models: the network, needs Keras 3)",
+    )
+    p.add_argument(
+        "--model", "--base", dest="model", default="default",
+        help="the model to adapt: 'default', a bundled name or a model folder",
+    )  # fmt: skip
     p.add_argument("--labels", type=Path, help="CSV with columns file, component, label")
     p.add_argument("--curation", nargs="+", type=Path,
                    help="CaImAn files with accepted_list / rejected_list")  # fmt: skip
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=15, help="network fine-tuning only (v1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", help="name of the new model")
     p.add_argument("--out", type=Path, required=True, help="model folder to write")
@@ -402,6 +493,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     model_arg(p)
     p.set_defaults(handler=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "curate",
+        help="label components in the browser where the model is unsure; refit; apply",
+        description="Serve a local page (127.0.0.1) with one card per component, most "
+        "uncertain first. Keys 1-4 label neuron/process/noise/doubtful, n not a neuron, "
+        "u skip, z undo. Labels are saved as you go to the --labels CSV (the format "
+        "`calcomp finetune --labels` reads). Refit adapts the model to them; Apply writes "
+        "the classification into the files (as classify --in-place) and saves the model.",
+        epilog="example: calcomp curate session1/cnm.hdf5 session2/cnm.hdf5 "
+        "--labels labels.csv --open",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", type=Path, help="CaImAn .hdf5 result files")
+    p.add_argument("--labels", type=Path,
+                   help="labels CSV (default: curate_labels.csv beside the first file)")  # fmt: skip
+    p.add_argument("--model-out", type=Path,
+                   help="model folder Apply writes (default: calcomp_curated_model beside "
+                   "the labels)")  # fmt: skip
+    p.add_argument("--port", type=int, default=8765, help="TCP port on 127.0.0.1 (0: any free)")
+    p.add_argument("--open", action="store_true", help="open the page in the browser")
+    model_arg(p)
+    p.set_defaults(handler=_cmd_curate)
     return parser
 
 

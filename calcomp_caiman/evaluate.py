@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 import zipfile
 from collections.abc import Collection, Mapping, Sequence
@@ -29,6 +28,7 @@ import numpy as np
 
 from ._checks import CLASSES, PATCH_SIZE, InvalidFileError
 from ._version import __version__
+from .atomic import atomic_replace, atomic_write_text
 from .baselines import SHAPE_FEATURES, ShapeBaseline, shape_features, train_caiman_cnn_baseline
 from .datasets import load_roi_archive
 from .metrics import evaluation_metrics
@@ -174,18 +174,6 @@ def evaluate_model(
 # ------------------------------------------------------------------------ report
 
 
-def _atomic_write(path: Path, write) -> None:
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False)
-    handle.close()
-    try:
-        write(handle.name)
-        os.chmod(handle.name, 0o644)  # temporary files are private; a report is not
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-
-
 def write_report(report: dict, out_prefix: str | os.PathLike) -> tuple[Path, Path]:
     """Write a report as ``<out_prefix>.json`` and a summary figure ``<out_prefix>.png``.
 
@@ -224,9 +212,14 @@ def write_report(report: dict, out_prefix: str | os.PathLike) -> tuple[Path, Pat
         raise ValueError(
             f"report cannot be written as JSON ({err}); build it with evaluate_model."
         ) from err
-    _atomic_write(json_path, lambda name: Path(name).write_text(text + "\n"))
+    atomic_write_text(json_path, text + "\n")
     figure = _report_figure(report)
-    _atomic_write(png_path, lambda name: figure.savefig(name, format="png", dpi=110))
+    atomic_replace(
+        str(png_path),
+        lambda name: figure.savefig(name, format="png", dpi=110),
+        mode=0o644,
+        original=str(png_path) if png_path.exists() else None,
+    )
     logger.info("wrote %s and %s", json_path, png_path)
     return json_path, png_path
 

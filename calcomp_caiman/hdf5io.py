@@ -13,28 +13,23 @@ Only numpy, scipy and h5py are used here; neither keras nor caiman is imported.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import math
 import os
-import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import h5py
 import numpy as np
 import scipy.sparse
 
 from ._checks import CLASSES, CalcompError, FileBusyError, InvalidFileError, check_dims
+from .atomic import atomic_replace, exclusive_lock, reason
 from .evidence import Evidence, Traces
 
-try:  # POSIX; on Windows files are written atomically but not locked
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
 logger = logging.getLogger(__name__)
+_atomic_replace = atomic_replace  # moved to calcomp_caiman.atomic
 
 __all__ = [
     "ResultFile",
@@ -215,7 +210,7 @@ def read_evidence(path: str | os.PathLike, *, image=None) -> Evidence:
             try:
                 value = _optional_array(estimates, name)
             except (OSError, ValueError, TypeError) as err:
-                logger.warning("%s: ignoring estimates/%s (%s)", path, name, _reason(err))
+                logger.warning("%s: ignoring estimates/%s (%s)", path, name, reason(err))
                 value = None
             if value is not None and value.dtype.kind in "biuf":
                 extra[name] = value
@@ -292,7 +287,7 @@ def _read(path: str, *, locking: bool) -> ResultFile:
             ) from err
         raise InvalidFileError(
             path,
-            f"cannot be read as HDF5 ({_reason(err)}); the file may be truncated or corrupt. "
+            f"cannot be read as HDF5 ({reason(err)}); the file may be truncated or corrupt. "
             "Re-save it from CaImAn (cnm.save) or restore a copy.",
         ) from err
     A = _footprints(raw, path)
@@ -326,7 +321,7 @@ def _check_hdf5(path: str) -> None:
     try:
         is_hdf5 = h5py.is_hdf5(path)
     except OSError as err:
-        raise InvalidFileError(path, f"cannot be opened ({_reason(err)}).") from err
+        raise InvalidFileError(path, f"cannot be opened ({reason(err)}).") from err
     if not is_hdf5:
         raise InvalidFileError(
             path,
@@ -407,7 +402,7 @@ def _footprints(raw: dict, path: str) -> scipy.sparse.csc_matrix:
             A.check_format(full_check=True)
         except (ValueError, TypeError) as err:
             raise InvalidFileError(
-                path, f"estimates/A is not a valid sparse (CSC) matrix: {_reason(err)}"
+                path, f"estimates/A is not a valid sparse (CSC) matrix: {reason(err)}"
             ) from None
         if not A.has_sorted_indices:  # some CaImAn files store unsorted row indices
             A.sort_indices()
@@ -667,7 +662,7 @@ def write_classification(
         if too_large:
             raise ValueError(f"result {too_large} hold indices >= {n} (components of {source}).")
         mode = os.stat(source).st_mode & 0o7777
-        _atomic_replace(
+        atomic_replace(
             destination,
             lambda tmp: _repack(source, tmp, fields, provenance),
             mode=mode,
@@ -787,132 +782,6 @@ def _check_destination(destination: str, *, in_place: bool, overwrite: bool, lab
                 "is read-only; make it writable (chmod u+w) or write a copy (--out, or --out-dir). "
                 "The file is unchanged.",
             )
-
-
-@contextlib.contextmanager
-def exclusive_lock(path: str) -> Iterator[None]:
-    """Hold an exclusive, non-blocking ``flock`` on ``path`` (opened read-only).
-
-    Every calcomp process that writes a result from ``path`` holds it; a second one gets
-    :class:`FileBusyError`.
-    """
-    if fcntl is None:  # pragma: no cover - Windows
-        yield
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    except OSError as err:
-        raise InvalidFileError(path, f"cannot be opened ({_reason(err)}).") from err
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise FileBusyError(
-                path,
-                "is locked: another calcomp process is writing it (or a program has it open "
-                "with HDF5 file locking); try again when it has finished.",
-            ) from None
-        except OSError as err:
-            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                raise InvalidFileError(path, f"cannot be locked ({_reason(err)}).") from err
-            logger.warning("%s: file locking unsupported here (%s); writing unlocked", path, err)
-        held, now = os.fstat(fd), _stat_or_none(path)
-        if now is None or (now.st_ino, now.st_dev) != (held.st_ino, held.st_dev):
-            raise FileBusyError(
-                path, "was replaced by another process while this one opened it; try again."
-            )
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _stat_or_none(path: str) -> os.stat_result | None:
-    try:
-        return os.stat(path)
-    except OSError:
-        return None
-
-
-def _atomic_replace(
-    destination: str,
-    build: Callable[[str], None],
-    *,
-    mode: int | None,
-    original: str | None,
-    label: str | None = None,
-) -> None:
-    """Build a temporary file beside ``destination`` with ``build(tmp)``, then swap it in."""
-    folder = os.path.dirname(os.path.abspath(destination))
-    tmp = None
-    try:
-        tmp = _new_temp(folder, os.path.basename(destination))
-        build(tmp)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        _fsync(tmp)
-        os.replace(tmp, destination)
-        tmp = None
-    except Exception as err:
-        if tmp is not None:
-            _remove_quietly(tmp)
-        unchanged = "the original is unchanged" if original else "nothing was written"
-        raise InvalidFileError(
-            label or destination, f"could not write: {_reason(err)}; {unchanged}."
-        ) from err
-    except BaseException:
-        if tmp is not None:
-            _remove_quietly(tmp)
-        raise
-    _fsync_folder(folder)
-
-
-def _new_temp(folder: str, name: str) -> str:
-    for _ in range(100):
-        tmp = os.path.join(folder, f".{name}.calcomp-tmp-{secrets.token_hex(4)}")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return tmp
-    raise FileExistsError(errno.EEXIST, "no free temporary file name", folder)
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDWR)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_folder(folder: str) -> None:
-    if not hasattr(os, "O_DIRECTORY"):  # pragma: no cover - Windows
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as err:  # some file systems cannot fsync a folder; the rename is done
-        logger.debug("could not fsync folder %s: %s", folder, err)
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError as err:
-        logger.warning("could not remove the temporary file %s: %s", path, err)
-
-
-def _reason(err: BaseException) -> str:
-    if isinstance(err, OSError) and err.errno:
-        return os.strerror(err.errno)
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]
 
 
 def _repack(source: str, tmp: str, fields: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
@@ -1104,7 +973,7 @@ def write_caiman_file(
             init = handle.create_group("params/init")
             init["gSig"] = _NONE if gSig is None else gSig
 
-    _atomic_replace(destination, build, mode=None, original=None)
+    atomic_replace(destination, build, mode=None, original=None)
     logger.info("wrote %d components in CaImAn's layout to %s", n, destination)
     return destination
 

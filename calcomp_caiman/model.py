@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import numpy as np
 
 from ._blas import single_threaded_blas
 from ._checks import CLASSES, PATCH_SIZE, CalcompError
+from .atomic import atomic_replace, atomic_write_text
 from .features import absent_features, feature_names
 from .head import FusionHead
 
@@ -641,15 +641,16 @@ class CalcompModel:
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, suffix=".npz", delete=False) as handle:
-            np.savez_compressed(handle, **self.weights)
-        os.chmod(handle.name, 0o644)  # NamedTemporaryFile is private; a model is shareable
-        os.replace(handle.name, folder / "weights.npz")
-        config = dict(self.config, weights_sha256=_sha256(folder / "weights.npz"))
+        weights_path = folder / "weights.npz"
+
+        def write_weights(tmp: str) -> None:
+            with open(tmp, "wb") as handle:
+                np.savez_compressed(handle, **self.weights)
+
+        atomic_replace(str(weights_path), write_weights, mode=0o644, original=None)
+        config = dict(self.config, weights_sha256=_sha256(weights_path))
         for name, content in (("config.json", config), ("thresholds.json", self.thresholds)):
-            tmp = folder / f".{name}.tmp"
-            tmp.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, folder / name)
+            atomic_write_text(folder / name, json.dumps(content, indent=2, sort_keys=True) + "\n")
         return folder
 
     def to_keras(self):

@@ -26,6 +26,7 @@ from test_reliability import (
 )
 
 from calcomp_caiman import batch
+from calcomp_caiman.atomic import remove_stale_temps
 from calcomp_caiman.cli import main
 
 SHARED_NAMES = ("synthetic_cnmf.hdf5", "synthetic_seeded_cnmf.hdf5", "real_mouse2p_cnmf.hdf5")
@@ -180,9 +181,9 @@ def test_stale_temporary_of_a_live_writer_is_kept(tmp_path):
     stale.write_bytes(b"")
     with contextlib.ExitStack() as stack:
         hold_lock(source, stack)  # another calcomp process is writing it
-        batch._remove_stale_temps(source, source)
+        remove_stale_temps(source, source)
         assert stale.exists()
-    batch._remove_stale_temps(source, source)
+    remove_stale_temps(source, source)
     assert not stale.exists()
     assert temp_files(tmp_path) == []
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from calcomp_caiman import hdf5io
+from calcomp_caiman import atomic, hdf5io
 from calcomp_caiman._checks import FileBusyError, InvalidFileError
 from calcomp_caiman.hdf5io import (
     BACKUP_FIELDS,
@@ -460,15 +460,15 @@ def test_locked_file_is_busy(tmp_path):
     assert read_estimates(path).classification is not None
 
 
-@pytest.mark.parametrize("where", ["_write_fields", "_fsync"])
-def test_disk_full_leaves_original(where, tmp_path, monkeypatch):
+@pytest.mark.parametrize("module, where", [(hdf5io, "_write_fields"), (atomic, "_fsync")])
+def test_disk_full_leaves_original(module, where, tmp_path, monkeypatch):
     path = writable_copy("synthetic_seeded_cnmf.hdf5", tmp_path)
     before = sha256(path)
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(hdf5io, where, full)
+    monkeypatch.setattr(module, where, full)
     with pytest.raises(InvalidFileError, match="No space left on device.*original is unchanged"):
         write_classification(path, fake_result(34))
     assert sha256(path) == before
