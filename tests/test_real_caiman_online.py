@@ -243,3 +243,27 @@ def test_bundled_name_unknown_lists_known(caiman, movie):
     onacid = onacid_for(caiman, movie[0])
     with pytest.raises(FileNotFoundError, match="bundled models: .*calcomp_resnet_v1"):
         use_calcomp_screening(onacid, model="calcomp_resnet_v9")
+
+
+def test_example_onacid_pipeline_end_to_end(caiman, movie, tmp_path):
+    """The README's online script (example_pipelines/caiman_onacid_pipeline.py)."""
+    import importlib.util
+
+    from caiman.source_extraction.cnmf.online_cnmf import load_OnlineCNMF
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "caiman_onacid_pipeline", root / "example_pipelines" / "caiman_onacid_pipeline.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "online.hdf5"
+    onacid = module.run_pipeline(
+        movie[0], out, gsig=GSIG, fr=30.0, decay_time=0.3, init_batch=100, motion_correct=False
+    )
+    est = onacid.estimates
+    assert onacid.loaded_model.calls > 0
+    assert est.A.shape[1] > 0 and np.all(est.class_labels == 1)  # neurons selected
+    loaded = load_OnlineCNMF(str(out))
+    attach_classes(loaded.estimates)
+    np.testing.assert_array_equal(loaded.estimates.class_probs, est.class_probs)
