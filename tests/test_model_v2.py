@@ -235,3 +235,29 @@ def test_model_rejects_unexpected_weights_and_compares_by_identity(v1):
         CalcompModel(weights, v1.config, {})
     again = CalcompModel.load("calcomp_resnet_v1")
     assert again != v1 and again.sha256 == v1.sha256 and len({again, v1}) == 2
+
+
+def test_finetune_cli_refits_a_v2_head_from_labelled_files(tmp_path, v1, session, capsys):
+    from calcomp_caiman.cli import main
+
+    ev = _evidence(session)
+    model_dir = _tiny_v2(v1, ev, session.labels).save(tmp_path / "v2")
+    files = []
+    for seed in (3, 4):
+        other = simulate_session(n_components=(20, 5, 8, 4), n_frames=300, seed=seed)
+        files.append(
+            write_caiman_file(
+                tmp_path / f"s{seed}.hdf5", A=other.A, C=other.C, dims=other.dims, gSig=(4, 4)
+            )  # fmt: skip
+        )
+        rows = [f"s{seed}.hdf5,{i},{label}" for i, label in enumerate(other.labels)]
+        mode = "w" if seed == 3 else "a"
+        with open(tmp_path / "labels.csv", mode) as handle:
+            handle.write("file,component,label\n" * (mode == "w") + "\n".join(rows) + "\n")
+    out = tmp_path / "refitted"
+    assert main(["finetune", "--model", str(model_dir), "--labels", str(tmp_path / "labels.csv"),
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert "held-out accuracy" in capsys.readouterr().out
+    refitted = CalcompModel.load(out)
+    assert refitted.uses_evidence and refitted.config["refit_labels"] == 74
+    assert classify_evidence(read_evidence(files[0]), refitted).shape == (37, 4)
