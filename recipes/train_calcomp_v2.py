@@ -14,8 +14,8 @@ Inputs: the simulated movies run through real CaImAn by ``recipes/build_caiman_s
    (``train_v2.training_rows``), the temperature and the acceptance cut ``min_prob`` on
    validation only;
 4. the model folder is written, then every method is scored on the test sets and the
-   report is written to ``evaluation.json`` in the model folder (test sets are never
-   used before this step).
+   report is written to ``evaluation.json`` (and as tables to ``evaluation.md``) in the
+   model folder (test sets are never used before this step).
 
 Usage::
 
@@ -34,47 +34,15 @@ from pathlib import Path
 import numpy as np
 
 from calcomp_caiman import __version__
-from calcomp_caiman.baselines import ShapeBaseline, shape_features, train_caiman_cnn_baseline
-from calcomp_caiman.classify import classify_evidence, crop_scale_of
+from calcomp_caiman.atomic import atomic_write_text
 from calcomp_caiman.evaluate import TEST_VIDEOS, VALIDATION_VIDEOS
 from calcomp_caiman.features import FEATURE_GROUPS, feature_names
 from calcomp_caiman.model import CalcompModel
-from calcomp_caiman.patches import crop_checked, project_checked
 from calcomp_caiman.research import evaluate_v2, train_v2
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "calcomp_caiman" / "models" / "calcomp_v2"
 log = logging.getLogger("train_calcomp_v2")
-
-
-def split(items):
-    """train / validation / test lists (see the module docstring)."""
-    last_seed = {}
-    for item in items:
-        if item.source == "simulated" and not item.held_out:
-            last_seed[item.setting] = max(last_seed.get(item.setting, ""), item.group)
-    train, val, test = [], [], []
-    for item in items:
-        if item.source == "simulated":
-            if item.held_out:
-                test.append(item)
-            elif item.group == last_seed[item.setting]:
-                val.append(item)
-            else:
-                train.append(item)
-        elif item.group in TEST_VIDEOS:
-            test.append(item)
-        elif item.group in VALIDATION_VIDEOS:
-            val.append(item)
-        else:
-            train.append(item)
-    return train, val, test
-
-
-def patches_and_shape(model, item):
-    flat, dims = project_checked(item.evidence.A, item.evidence.dims)
-    scale = crop_scale_of(item.evidence, model)
-    return crop_checked(flat, dims, scale, model.patch_size), shape_features(flat, dims, gSig=scale)
 
 
 def main() -> None:
@@ -91,7 +59,7 @@ def main() -> None:
     v1 = CalcompModel.load("calcomp_resnet_v1")
     sim = train_v2.load_simulated(args.sim)
     real = train_v2.load_real_masks(args.real, set(TEST_VIDEOS))
-    train, val, test = split(sim + real)
+    train, val, test = train_v2.split(sim + real, VALIDATION_VIDEOS, TEST_VIDEOS)
     log.info("train %d results, validation %d, test %d", len(train), len(val), len(test))
     # the v2 crop rule from the start: a head-less v2 shell over v1's network
     shell = CalcompModel(v1.weights, {**v1.config, "scale_rule": "footprints"}, dict(v1.thresholds))
@@ -139,60 +107,15 @@ def main() -> None:
     model = CalcompModel.load(args.out)
 
     # ------------------------------------------------------------------ evaluation
-    sets = {
-        "simulated_heldout_cnmf": [i for i in test if i.source == "simulated" and i.method == "cnmf"],
-        "simulated_heldout_onacid": [i for i in test if i.source == "simulated" and i.method == "onacid"],
-        "simulated_heldout": [i for i in test if i.source == "simulated"],
-        "simulated_validation": val_sim,
-        "real_test_masks": [i for i in test if i.source == "real"],
-    }  # fmt: skip
-    shape_train = {id(i): patches_and_shape(shell, i) for i in train + val + test}
-    shape_model = ShapeBaseline().fit(
-        np.concatenate([shape_train[id(i)][1] for i in train]),
-        np.concatenate([i.labels for i in train]),
-    )
-    cnn = None
-    if not args.no_cnn_baseline:
-        cnn = train_caiman_cnn_baseline(
-            np.concatenate([shape_train[id(i)][0] for i in train]),
-            np.concatenate([i.labels for i in train]),
-            val_patches=np.concatenate([shape_train[id(i)][0] for i in val]),
-            val_labels=np.concatenate([i.labels for i in val]),
-            seed=args.seed,
-        )
-    min_rule = model.thresholds.get("min_prob")
-    report = {"model": model.name, "sha256": model.sha256, "min_prob": min_rule,
-              "temperature": temperature, "sets": {}}  # fmt: skip
-    for name, items in sets.items():
-        if not items:
-            continue
-        logits = [inputs[id(i)][0] for i in items]
-        features = [inputs[id(i)][1] for i in items]
-        methods = dict(evaluate_v2.ablations(model, logits, features))
-        methods["v1"] = [classify_evidence(i.evidence, v1) for i in items]
-        methods["shape-features"] = [shape_model.predict_proba(shape_train[id(i)][1]) for i in items]
-        if cnn is not None:
-            methods["caiman-cnn"] = [cnn.predict(shape_train[id(i)][0]) for i in items]
-        rule = [evaluate_v2.caiman_rule_probs(i) for i in items]
-        if all(r is not None for r in rule):
-            methods["caiman-rule"] = rule
-        rows_out = {}
-        for method, probs in methods.items():
-            if method.startswith("v2") and min_rule is not None:
-                accept = lambda p: p[:, 0] >= min_rule  # noqa: E731
-            else:
-                accept = lambda p: p.argmax(axis=1) == 0  # noqa: E731
-            rows_out[method] = evaluate_v2.score_method(probs, items, accept)
-        report["sets"][name] = {"results": len(items), "components": int(sum(i.evidence.n for i in items)),
-                                "methods": rows_out}  # fmt: skip
-        log.info("%s (%d components)", name, report["sets"][name]["components"])
-        for method, r in rows_out.items():
-            log.info("  %-18s macroF1 %.3f  AUC %.3f  ECE %.3f  noise-rej %s  acc-F1 %.3f", method,
-                     r["four_class"]["macro_f1"], r["auc_neuron_vs_rest"] or float("nan"),
-                     r["calibration"]["ece"], r["selection"]["noise_rejected"],
-                     r["selection"]["accepted_f1"])  # fmt: skip
+    report = evaluate_v2.run_report(
+        model, v1, train, val, test, inputs=inputs, cnn_baseline=not args.no_cnn_baseline,
+        seed=args.seed,
+    )  # fmt: skip
     report["seconds"] = time.perf_counter() - started
-    (Path(args.out) / "evaluation.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    atomic_write_text(
+        Path(args.out) / "evaluation.json", json.dumps(report, indent=1, default=float) + "\n"
+    )
+    atomic_write_text(Path(args.out) / "evaluation.md", evaluate_v2.summary_table(report))
     log.info("done after %.0f s", report["seconds"])
 
 

@@ -27,7 +27,15 @@ from .train_v2 import LabelledResult, drop_groups
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["selection_scores", "score_method", "ablations"]
+__all__ = [
+    "ablations",
+    "caiman_rule_probs",
+    "run_report",
+    "score_method",
+    "selection_scores",
+    "summary_table",
+    "test_sets",
+]
 
 _NEURON = CLASSES.index("neuron")
 
@@ -92,3 +100,129 @@ def caiman_rule_probs(item: LabelledResult) -> np.ndarray | None:
     probs[accepted, _NEURON] = 1.0
     probs[~accepted, CLASSES.index("noise")] = 1.0
     return probs
+
+
+def _patches_and_shape(model: CalcompModel, item: LabelledResult):
+    """Patches at the model's crop scale, and the shape features of the baseline."""
+    from ..baselines import shape_features
+    from ..classify import crop_scale_of
+    from ..patches import crop_checked, project_checked
+
+    flat, dims = project_checked(item.evidence.A, item.evidence.dims)
+    scale = crop_scale_of(item.evidence, model)
+    return crop_checked(flat, dims, scale, model.patch_size), shape_features(flat, dims, gSig=scale)
+
+
+def test_sets(val, test) -> dict[str, list[LabelledResult]]:
+    """The report's test sets (and the validation set, for reference)."""
+    simulated = [i for i in test if i.source == "simulated"]
+    return {
+        "simulated_heldout_cnmf": [i for i in simulated if i.method == "cnmf"],
+        "simulated_heldout_onacid": [i for i in simulated if i.method == "onacid"],
+        "simulated_heldout": simulated,
+        "simulated_validation": [i for i in val if i.source == "simulated"],
+        "real_test_masks": [i for i in test if i.source == "real"],
+    }
+
+
+def run_report(
+    model: CalcompModel,
+    v1: CalcompModel,
+    train: Sequence[LabelledResult],
+    val: Sequence[LabelledResult],
+    test: Sequence[LabelledResult],
+    *,
+    inputs: Mapping[int, tuple] | None = None,
+    cnn_baseline: bool = True,
+    seed: int = 0,
+) -> dict:
+    """Score v2, its ablations, v1 and the baselines on every test set (a JSON-ready dict).
+
+    The shape-feature baseline and CaImAn's CNN architecture are trained here on ``train``
+    (the CNN early-stopped on ``val``), at the same crops as v2.
+    """
+    from ..baselines import ShapeBaseline, train_caiman_cnn_baseline
+    from ..classify import classify_evidence
+    from .train_v2 import result_inputs
+
+    everything = [*train, *val, *test]
+    inputs = dict(inputs or {})
+    for item in everything:
+        if id(item) not in inputs:
+            inputs[id(item)] = result_inputs(model, item)
+    shape = {id(i): _patches_and_shape(model, i) for i in everything}
+    shape_model = ShapeBaseline().fit(
+        np.concatenate([shape[id(i)][1] for i in train]), np.concatenate([i.labels for i in train])
+    )
+    cnn = None
+    if cnn_baseline:
+        cnn = train_caiman_cnn_baseline(
+            np.concatenate([shape[id(i)][0] for i in train]),
+            np.concatenate([i.labels for i in train]),
+            val_patches=np.concatenate([shape[id(i)][0] for i in val]),
+            val_labels=np.concatenate([i.labels for i in val]),
+            seed=seed,
+        )
+    min_prob = model.thresholds.get("min_prob")
+    report = {"model": model.name, "sha256": model.sha256, "min_prob": min_prob,
+              "temperature": model.thresholds.get("temperature"), "sets": {}}  # fmt: skip
+    for name, items in test_sets(val, test).items():
+        if not items:
+            continue
+        logits = [inputs[id(i)][0] for i in items]
+        features = [inputs[id(i)][1] for i in items]
+        methods = dict(ablations(model, logits, features))
+        methods["v1"] = [classify_evidence(i.evidence, v1) for i in items]
+        methods["shape-features"] = [shape_model.predict_proba(shape[id(i)][1]) for i in items]
+        if cnn is not None:
+            methods["caiman-cnn"] = [cnn.predict(shape[id(i)][0]) for i in items]
+        rule = [caiman_rule_probs(i) for i in items]
+        if all(r is not None for r in rule):
+            methods["caiman-rule"] = rule
+        rows = {}
+        for method, probs in methods.items():
+            if method.startswith("v2") and min_prob is not None:
+                cut = float(min_prob)
+                accept = lambda p, cut=cut: p[:, _NEURON] >= cut  # noqa: E731
+            else:
+                accept = lambda p: p.argmax(axis=1) == _NEURON  # noqa: E731
+            rows[method] = score_method(probs, items, accept)
+        report["sets"][name] = {
+            "results": len(items),
+            "components": int(sum(i.evidence.n for i in items)),
+            "settings": sorted({i.setting for i in items}),
+            "methods": rows,
+        }
+        logger.info("%s (%d components)", name, report["sets"][name]["components"])
+        for method, r in rows.items():
+            logger.info(
+                "  %-18s macro-F1 %.3f  AUC %.3f  ECE %.3f  noise rejected %s  accepted-F1 %.3f",
+                method, r["four_class"]["macro_f1"], r["auc_neuron_vs_rest"] or float("nan"),
+                r["calibration"]["ece"], r["selection"]["noise_rejected"],
+                r["selection"]["accepted_f1"],
+            )  # fmt: skip
+    return report
+
+
+def summary_table(report: dict) -> str:
+    """The report as a Markdown table per test set (for the model card)."""
+    lines = []
+    for name, entry in report["sets"].items():
+        lines += [
+            f"**{name}** ({entry['components']} components, {entry['results']} results)",
+            "",
+            "| method | 4-class macro-F1 | neuron-vs-rest AUC | ECE | noise rejected "
+            "| accepted-set F1 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for method, r in entry["methods"].items():
+            noise = r["selection"]["noise_rejected"]
+            auc = r["auc_neuron_vs_rest"]
+            lines.append(
+                f"| {method} | {r['four_class']['macro_f1']:.3f} | "
+                f"{'n/a' if auc is None else f'{auc:.3f}'} | {r['calibration']['ece']:.3f} | "
+                f"{'n/a' if noise is None else f'{noise:.3f}'} | "
+                f"{r['selection']['accepted_f1']:.3f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)

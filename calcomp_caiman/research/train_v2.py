@@ -44,6 +44,7 @@ __all__ = [
     "training_rows",
     "fit_v2_head",
     "fit_min_prob",
+    "split",
 ]
 
 METHODS = ("cnmf", "onacid")
@@ -245,3 +246,28 @@ def fit_min_prob(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
         if f1 > best[1] + 1e-9:
             best = (float(round(cut, 2)), float(f1))
     return best
+
+
+def split(items: Sequence[LabelledResult], validation_videos, test_videos):
+    """Train, validation and test results: whole movies and videos, never components.
+
+    Simulated: presets marked held out are the test set; in every other preset the movie
+    with the highest seed is validation, the rest training. Real: ``test_videos`` and
+    ``validation_videos`` (as for v1), the rest training.
+    """
+    last = {}
+    for item in items:
+        if item.source == "simulated" and not item.held_out:
+            last[item.setting] = max(last.get(item.setting, ""), item.group)
+    train, val, test = [], [], []
+    for item in items:
+        if item.source == "simulated":
+            target = test if item.held_out else val if item.group == last[item.setting] else train
+        elif item.group in test_videos:
+            target = test
+        elif item.group in validation_videos:
+            target = val
+        else:
+            target = train
+        target.append(item)
+    return train, val, test
