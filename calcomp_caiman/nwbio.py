@@ -7,21 +7,29 @@ What becomes :class:`~calcomp_caiman.evidence.Evidence`:
 * footprints from the ``image_mask`` column (``(N, H, W)``, or ``(N, H, W, D)``), or else
   from ``pixel_mask`` (``x, y, weight`` per pixel) / ``voxel_mask``. NWB's ``x`` is the first
   axis of ``image_mask``, as pynwb's ``pixel_to_image`` has it, and is taken as the row:
-  pixel ``(x, y)`` is row ``x + y * H`` of ``A`` (CaImAn's Fortran order; CaImAn's own NWB
-  export writes ``image_mask = A[:, k].reshape(dims, order="F")``, so its files round-trip
-  exactly). For ``pixel_mask`` the image size comes from the imaging plane's
-  ``TwoPhotonSeries`` when the file has one (else from the ROIs' extent, with a warning);
+  pixel ``(x, y)`` is row ``x + y * H`` of ``A`` (CaImAn's Fortran order; Suite2p's NWB
+  export writes ``pixel_mask = (ypix, xpix, lam)``, so its ROIs come out as Suite2p has them).
+  For ``pixel_mask`` the image size comes from the imaging plane's ``TwoPhotonSeries`` when
+  the file has one (else from the ROIs' extent, with a warning);
 * traces: ``C`` from a ``RoiResponseSeries`` over this table (one in a ``Fluorescence``
   container first, else one in ``DfOverF``), read in row chunks. NWB stores the traces
-  (frames, ROIs) and says nothing about denoising: there is no ``YrA`` or ``S``.
+  (frames, ROIs) and says nothing about denoising: there is no ``YrA`` or ``S``;
+* a file written by CaImAn's own ``Estimates.save_NWB`` (1.12: table description
+  ``CNMF_ROIs``, columns ``r``, ``snr``, ``accepted``, ``rejected``) is read as CaImAn's
+  ``load_CNMF`` reads it: ``image_mask`` is ``A[:, k].reshape(dims)`` in C order (so it is
+  flattened back in C order, not read as an image), the background components CaImAn
+  appends to the table are left out, ``YrA`` comes from the ``residuals`` series and
+  ``SNR_comp`` / ``r_values`` from the ``snr`` / ``r`` columns.
 
 No image and no ``gSig`` are read (``gSig`` is estimated from the footprints unless given).
 
 The classification is written as new columns of the same ``PlaneSegmentation``:
 ``class_probs`` ((N, 4) float32), ``class_labels`` (int8 codes 1-4), ``class_flags``
-(uint8) and ``accepted`` (bool), named and typed as in
-:func:`calcomp_caiman.classify.classification_fields`; the provenance (model, its SHA256,
-version, date, accept rule) is JSON at the end of the description of ``class_probs``. The
+(uint8) and ``class_accepted`` (bool), named and typed as in
+:func:`calcomp_caiman.classify.classification_fields` (rows that are not components, such
+as CaImAn's background rows, get NaN probabilities, label 0 and are not accepted); the
+provenance (model, its SHA256, version, date, accept rule) is JSON at the end of the
+description of ``class_probs``. The
 file is copied to a temporary file beside the destination, the columns are added there with
 pynwb (without rewriting the cached specifications), and the copy replaces the destination
 in one ``os.replace``: every object already in the file keeps its content; only the table's
@@ -64,7 +72,7 @@ NWB_COLUMNS = {
     "class_probs": f"{_MARK}: probabilities of the classes {', '.join(CLASSES)} (columns in that order)",
     "class_labels": f"{_MARK}: most probable class, codes 1 neuron, 2 process, 3 noise, 4 doubtful",
     "class_flags": f"{_MARK}: bit flags, 1 = empty footprint (classified noise), 2 = negative values clipped",
-    "accepted": f"{_MARK}: accepted by the rule in the provenance of class_probs",
+    "class_accepted": f"{_MARK}: accepted by the rule in the provenance of class_probs",
 }
 """Columns written into the ``PlaneSegmentation`` and their descriptions."""
 
@@ -179,15 +187,56 @@ def list_planes(path: str | os.PathLike) -> list[str]:
         return list(_planes(nwbfile))
 
 
-def _to_columns(chunk: np.ndarray) -> scipy.sparse.csc_matrix:
-    """(n, H, W[, D]) masks -> (pixels, n) sparse, Fortran pixel order."""
+def _to_columns(chunk: np.ndarray, caiman: bool) -> scipy.sparse.csc_matrix:
+    """(n, H, W[, D]) masks -> (pixels, n) sparse, Fortran pixel order.
+
+    ``caiman``: the masks are CaImAn's ``A[:, k].reshape(dims)`` (C order of a Fortran-order
+    column), so flattening them in C order gives ``A`` back.
+    """
     n = chunk.shape[0]
-    order = (0, *reversed(range(1, chunk.ndim)))
-    flat = np.ascontiguousarray(chunk.transpose(order)).reshape(n, -1)
+    if caiman:
+        flat = chunk.reshape(n, -1)
+    else:
+        order = (0, *reversed(range(1, chunk.ndim)))
+        flat = np.ascontiguousarray(chunk.transpose(order)).reshape(n, -1)
     return scipy.sparse.csr_matrix(flat.astype(np.float32)).T.tocsc()
 
 
-def _image_mask_footprints(plane, path: Path) -> tuple[scipy.sparse.csc_matrix, tuple[int, ...]]:
+def _caiman_layout(nwbfile, plane) -> dict | None:
+    """What CaImAn's ``Estimates.save_NWB`` (1.12) wrote, or None for another writer.
+
+    CaImAn names the table's description ``CNMF_ROIs``, adds the columns ``r``, ``snr``,
+    ``accepted`` and ``rejected``, appends the background components (``b``) as more rows,
+    and stores ``C`` as ``Fluorescence/RoiResponseSeries`` over the component rows,
+    ``f`` as ``Background_Fluorescence_Response`` and ``YrA`` as the ``TimeSeries``
+    ``residuals`` of the same module.
+    """
+    from pynwb.base import TimeSeries
+    from pynwb.ophys import RoiResponseSeries
+
+    if str(plane.description) != "CNMF_ROIs" or not {"r", "snr", "accepted", "rejected"} <= set(
+        plane.colnames
+    ):
+        return None
+    n = len(plane.id)
+    layout = {"rows": np.arange(n), "series": None, "residuals": None}
+    for obj in nwbfile.objects.values():
+        if isinstance(obj, RoiResponseSeries) and obj.rois.table is plane:
+            if obj.name == "RoiResponseSeries":
+                layout["series"] = obj
+                layout["rows"] = np.asarray(obj.rois.data[:], dtype=np.int64)
+    module = plane.parent.parent if plane.parent is not None else None
+    residuals = None
+    if module is not None and hasattr(module, "data_interfaces"):
+        residuals = module.data_interfaces.get("residuals")
+    if isinstance(residuals, TimeSeries) and not isinstance(residuals, RoiResponseSeries):
+        layout["residuals"] = residuals
+    return layout
+
+
+def _image_mask_footprints(
+    plane, path: Path, caiman: bool = False
+) -> tuple[scipy.sparse.csc_matrix, tuple[int, ...]]:
     data = plane["image_mask"].data
     if len(data.shape) not in (3, 4):
         raise InvalidFileError(
@@ -197,7 +246,7 @@ def _image_mask_footprints(plane, path: Path) -> tuple[scipy.sparse.csc_matrix, 
         )
     n = data.shape[0]
     dims = tuple(int(d) for d in data.shape[1:])
-    parts = [_to_columns(np.asarray(data[start : start + _ROWS_PER_CHUNK]))
+    parts = [_to_columns(np.asarray(data[start : start + _ROWS_PER_CHUNK]), caiman)
              for start in range(0, n, _ROWS_PER_CHUNK)]  # fmt: skip
     A = scipy.sparse.hstack(parts, format="csc") if parts else scipy.sparse.csc_matrix((0, 0))
     return A, dims
@@ -263,9 +312,12 @@ def _pixel_mask_footprints(
     return A, tuple(dims)
 
 
-def _footprints(nwbfile, plane, path: Path) -> tuple[scipy.sparse.csc_matrix, tuple[int, ...]]:
+def _footprints(
+    nwbfile, plane, path: Path, layout: dict | None
+) -> tuple[scipy.sparse.csc_matrix, tuple[int, ...]]:
+    """Footprints of every row of ``plane``."""
     if "image_mask" in plane.colnames:
-        A, dims = _image_mask_footprints(plane, path)
+        A, dims = _image_mask_footprints(plane, path, caiman=layout is not None)
     elif "pixel_mask" in plane.colnames or "voxel_mask" in plane.colnames:
         A, dims = _pixel_mask_footprints(nwbfile, plane, path)
     else:
@@ -281,51 +333,85 @@ def _footprints(nwbfile, plane, path: Path) -> tuple[scipy.sparse.csc_matrix, tu
     return A, dims
 
 
-def _traces(nwbfile, plane, n: int, path: Path) -> Traces | None:
+def _columns_of(series, rows: np.ndarray) -> np.ndarray | None:
+    """Column of ``series.data`` holding each of ``rows`` (None unless each is there once)."""
+    covered = np.asarray(series.rois.data[:], dtype=np.int64)
+    if len(covered) != len(rows) or not np.array_equal(np.sort(covered), np.sort(rows)):
+        return None
+    if len(np.unique(covered)) != len(covered):
+        return None
+    position = {int(row): column for column, row in enumerate(covered)}
+    return np.array([position[int(row)] for row in rows], dtype=np.int64)
+
+
+def _usable(series, n_columns: int, path: Path) -> bool:
+    shape = tuple(series.data.shape)
+    if len(shape) != 2 or shape[1] != n_columns or shape[0] < 2 or not hasattr(series.data, "name"):
+        logger.warning("%s: ignoring %s of shape %s", path, series.name, shape)
+        return False
+    return True
+
+
+def _traces(nwbfile, plane, rows: np.ndarray, path: Path, layout: dict | None) -> Traces | None:
+    """``C`` (and, in CaImAn's layout, ``YrA``) of the components ``rows`` of ``plane``."""
     from pynwb.ophys import DfOverF, Fluorescence, RoiResponseSeries
 
-    candidates = []
-    for obj in nwbfile.objects.values():
-        if isinstance(obj, RoiResponseSeries) and obj.rois.table is plane:
-            rank = (
-                0
-                if isinstance(obj.parent, Fluorescence)
-                else 1
-                if isinstance(obj.parent, DfOverF)
-                else 2
-            )
-            candidates.append((rank, obj.name, obj))
+    if layout is not None and layout["series"] is not None:
+        candidates = [(0, "", layout["series"])]
+    else:
+        candidates = []
+        for obj in nwbfile.objects.values():
+            if isinstance(obj, RoiResponseSeries) and obj.rois.table is plane:
+                parent = obj.parent
+                rank = 0 if isinstance(parent, Fluorescence) else 1 if isinstance(parent, DfOverF) else 2  # fmt: skip
+                candidates.append((rank, obj.name, obj))
     for _, _, series in sorted(candidates, key=lambda item: item[:2]):
-        rows = np.asarray(series.rois.data[:], dtype=np.int64)
-        shape = tuple(series.data.shape)
-        if len(shape) != 2 or shape[1] != len(rows) or shape[0] < 2:
-            logger.warning("%s: ignoring %s of shape %s", path, series.name, shape)
-            continue
-        if len(rows) != n or not np.array_equal(np.sort(rows), np.arange(n)):
+        columns = _columns_of(series, rows)
+        if columns is None:
             logger.warning("%s: ignoring %s: it does not cover each ROI once", path, series.name)
             continue
-        if not hasattr(series.data, "name"):  # not an HDF5 dataset (should not happen on read)
+        if not _usable(series, len(columns), path):
             continue
-        column_of_row = np.argsort(rows)
-        dataset_name = series.data.name
-        frames = shape[0]
+        names = {"C": series.data.name}
+        residuals = None if layout is None else layout["residuals"]
+        if residuals is not None and tuple(residuals.data.shape) == tuple(series.data.shape):
+            names["YrA"] = residuals.data.name
+        frames = int(series.data.shape[0])
 
-        def read(
-            start: int, stop: int, name=dataset_name, col=column_of_row, frames=frames
-        ) -> dict:
+        def read(start: int, stop: int, names=names, columns=columns, frames=frames) -> dict:
             import h5py
 
-            wanted = col[start:stop]
+            wanted = columns[start:stop]
             if len(wanted) == 0:
-                return {"C": np.zeros((0, frames))}
+                return {name: np.zeros((0, frames)) for name in names}
             low, high = int(wanted.min()), int(wanted.max()) + 1
+            out = {}
             with h5py.File(path, "r") as handle:
-                block = handle[name][:, low:high]
-            return {"C": np.asarray(block[:, wanted - low], dtype=np.float64).T}
+                for name, dataset in names.items():
+                    block = handle[dataset][:, low:high]
+                    out[name] = np.asarray(block[:, wanted - low], dtype=np.float64).T
+            return out
 
         logger.debug("%s: traces from %s", path, series.name)
-        return Traces(n, frames, read, ("C",))
+        return Traces(len(rows), frames, read, tuple(names))
     return None
+
+
+def _metric(plane, name: str, rows: np.ndarray) -> np.ndarray | None:
+    try:
+        values = np.asarray(plane[name].data[:], dtype=np.float64)[rows]
+    except (KeyError, ValueError, TypeError, IndexError):
+        return None
+    return values if values.size and np.all(np.isfinite(values)) else None
+
+
+def _components(nwbfile, table, path: Path) -> tuple[np.ndarray, dict | None]:
+    """Rows of ``table`` that are components (CaImAn's background rows left out)."""
+    layout = _caiman_layout(nwbfile, table)
+    rows = np.arange(len(table.id)) if layout is None else np.sort(layout["rows"])
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(table.id)):
+        raise InvalidFileError(path, f"RoiResponseSeries refers to rows outside {table.name}.")
+    return rows, layout
 
 
 def read_evidence(
@@ -347,6 +433,9 @@ def read_evidence(
     -------
     Evidence
         Footprints; ``C`` from a ``RoiResponseSeries`` over the table when there is one.
+        For a file written by CaImAn's ``Estimates.save_NWB``: its components only (not the
+        background rows), in CaImAn's pixel order, with ``YrA`` from ``residuals`` and
+        ``SNR_comp`` / ``r_values`` from the ``snr`` / ``r`` columns.
 
     Raises
     ------
@@ -362,19 +451,35 @@ def read_evidence(
     _check_file(path)
     with _open(path) as (_, nwbfile):
         key, table = _choose(_planes(nwbfile), plane, path)
-        A, dims = _footprints(nwbfile, table, path)
-        traces = _traces(nwbfile, table, A.shape[1], path)
+        rows, layout = _components(nwbfile, table, path)
+        A, dims = _footprints(nwbfile, table, path, layout)
+        A = A[:, rows] if layout is not None else A
+        if A.shape[1] == 0:
+            raise InvalidFileError(path, f"PlaneSegmentation {table.name} has no component.")
+        traces = _traces(nwbfile, table, rows, path, layout)
+        metrics = {}
+        if layout is not None:
+            metrics = {
+                "SNR_comp": _metric(table, "snr", rows),
+                "r_values": _metric(table, "r", rows),
+            }
     logger.debug("%s: %d ROIs from %s", path, A.shape[1], key)
-    return Evidence.build(A, dims, traces=traces, gSig=gSig, source=str(path))
+    return Evidence.build(A, dims, traces=traces, gSig=gSig, source=str(path), **metrics)
 
 
-def _column_values(fields: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
-    return {
-        "class_probs": fields["class_probs"],
-        "class_labels": fields["class_labels"],
-        "class_flags": fields["class_flags"],
-        "accepted": accepted_mask(fields, n),
-    }
+def _column_values(fields: Mapping[str, np.ndarray], rows: np.ndarray, n_rows: int) -> dict:
+    """Our columns over all ``n_rows`` rows; rows that are not components are unclassified
+    (``class_probs`` NaN, ``class_labels`` 0, ``class_flags`` 0, not accepted)."""
+    probs = np.full((n_rows, len(CLASSES)), np.nan, np.float32)
+    labels = np.zeros(n_rows, np.int8)
+    flags = np.zeros(n_rows, np.uint8)
+    accepted = np.zeros(n_rows, bool)
+    probs[rows] = fields["class_probs"]
+    labels[rows] = fields["class_labels"]
+    flags[rows] = fields["class_flags"]
+    accepted[rows] = accepted_mask(fields, len(rows))
+    return {"class_probs": probs, "class_labels": labels, "class_flags": flags,
+            "class_accepted": accepted}  # fmt: skip
 
 
 def _check_destination(destination: Path, *, in_place: bool, overwrite: bool) -> None:
@@ -399,9 +504,9 @@ def _add_columns(tmp: str, source: Path, plane: str | None, result: Mapping[str,
 
     with _open(Path(tmp), "a", locking=False) as (io, nwbfile):
         key, table = _choose(_planes(nwbfile), plane, source)
-        n = len(table.id)
-        fields = check_result(result, n, str(source))
-        values = _column_values(fields, n)
+        rows, _ = _components(nwbfile, table, source)
+        fields = check_result(result, len(rows), str(source))
+        values = _column_values(fields, rows, len(table.id))
         descriptions = dict(NWB_COLUMNS)
         provenance = json.dumps(dict(result.get("provenance", {})), sort_keys=True)
         descriptions["class_probs"] += _PROVENANCE + provenance
@@ -514,7 +619,8 @@ def read_classification(
     Returns
     -------
     (columns, provenance) or None
-        ``columns``: ``class_probs``, ``class_labels``, ``class_flags``, ``accepted`` arrays.
+        ``columns``: ``class_probs``, ``class_labels``, ``class_flags``, ``class_accepted``
+        arrays, one row per row of the table.
 
     Raises
     ------

@@ -60,3 +60,71 @@ def disk_footprints(dims=(64, 80), centres=((30, 40),), radius=5.0, dtype=np.flo
         for r, c in centres
     ]
     return np.stack(columns, axis=1) if columns else np.zeros((dims[0] * dims[1], 0), dtype)
+
+
+def write_caiman_nwb(path, A, dims, C, b, f, YrA, *, snr=None, r=None):
+    """An NWB file in the layout of CaImAn 1.12.1's ``Estimates.save_NWB`` (estimates.py),
+    written with pynwb (CaImAn's own writer needs pynwb < 3): table description ``CNMF_ROIs``,
+    ``image_mask = A[:, k].reshape(dims)`` in C order, the backgrounds ``b`` appended as rows,
+    columns ``r``/``snr``/``accepted``/``rejected``, ``C`` and ``f`` as RoiResponseSeries of
+    ``Fluorescence``, ``YrA`` as the TimeSeries ``residuals``, the movie as an external
+    ``TwoPhotonSeries`` ImageSeries (CaImAn's ``load_CNMF`` requires it)."""
+    import datetime
+
+    import scipy.sparse
+    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.base import TimeSeries
+    from pynwb.ophys import Fluorescence, ImageSegmentation, OpticalChannel
+
+    nwbfile = NWBFile(
+        session_description="calcomp test", identifier="caiman-layout",
+        session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+    )  # fmt: skip
+    from pynwb.image import ImageSeries
+
+    nwbfile.add_acquisition(ImageSeries(name="TwoPhotonSeries", external_file=["movie.tif"],
+                                        format="external", rate=30.0, starting_frame=[0],
+                                        num_samples=np.asarray(C).shape[1]))  # fmt: skip
+    device = nwbfile.create_device(name="imaging_device")
+    channel = OpticalChannel(
+        name="OpticalChannel", description="main optical channel", emission_lambda=520.0
+    )
+    plane = nwbfile.create_imaging_plane(
+        name="ImagingPlane", optical_channel=channel, description="plane", device=device,
+        excitation_lambda=488.0, imaging_rate=30.0, indicator="OGB-1", location="brain",
+    )  # fmt: skip
+    module = nwbfile.create_processing_module("ophys", "contains caiman estimates")
+    segmentation = ImageSegmentation()
+    module.add(segmentation)
+    fluorescence = Fluorescence()
+    module.add(fluorescence)
+    table = segmentation.create_plane_segmentation(
+        name="PlaneSegmentation", description="CNMF_ROIs", imaging_plane=plane
+    )
+    for name, doc in (("r", "description of r values"), ("snr", "signal to noise ratio"),
+                      ("accepted", "in accepted list"), ("rejected", "in rejected list")):  # fmt: skip
+        table.add_column(name, doc)
+    A = scipy.sparse.csc_matrix(A)
+    n = A.shape[1]
+    snr = np.full(n, np.nan) if snr is None else np.asarray(snr, float)
+    r = np.full(n, np.nan) if r is None else np.asarray(r, float)
+    for k in range(n):
+        table.add_roi(image_mask=A[:, k].toarray().reshape(dims), r=r[k], snr=snr[k],
+                      accepted=False, rejected=False)  # fmt: skip
+    b = np.asarray(b)
+    for bg in b.T:
+        table.add_roi(image_mask=bg.reshape(dims), r=np.nan, snr=np.nan, accepted=False,
+                      rejected=False)  # fmt: skip
+    rois = table.create_roi_table_region("ROIs", region=list(range(n)))
+    background = table.create_roi_table_region("Background", region=list(range(n, n + b.shape[1])))
+    timestamps = np.arange(np.asarray(C).shape[1]) / 30.0
+    fluorescence.create_roi_response_series(name="RoiResponseSeries", data=np.asarray(C).T,
+                                            rois=rois, unit="lumens", timestamps=timestamps)  # fmt: skip
+    fluorescence.create_roi_response_series(name="Background_Fluorescence_Response",
+                                            data=np.asarray(f).T, rois=background, unit="lumens",
+                                            timestamps=timestamps)  # fmt: skip
+    module.add(TimeSeries(name="residuals", description="residuals", data=np.asarray(YrA).T,
+                          timestamps=timestamps, unit="NA"))  # fmt: skip
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwbfile)
+    return path

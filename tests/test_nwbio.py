@@ -8,7 +8,7 @@ import hashlib
 import h5py
 import numpy as np
 import pytest
-from conftest import REAL_ROIS, require
+from conftest import REAL_ROIS, require, write_caiman_nwb
 
 from calcomp_caiman import CLASSES, CalcompModel, InvalidFileError
 from calcomp_caiman.batch import classify_file
@@ -135,7 +135,8 @@ def test_classify_in_place_adds_columns_and_keeps_everything_else(tmp_path, sess
     table = "processing/ophys/ImageSegmentation/PlaneSegmentation"
     new = sorted(set(after) - set(before))
     assert new == [
-        f"{table}/{name}" for name in ("accepted", "class_flags", "class_labels", "class_probs")
+        f"{table}/{name}"
+        for name in ("class_accepted", "class_flags", "class_labels", "class_probs")
     ]
     changed = [name for name in before if before[name] != after[name]]
     assert changed == [table]  # only its colnames attribute
@@ -146,13 +147,18 @@ def test_classify_in_place_adds_columns_and_keeps_everything_else(tmp_path, sess
         plane = io.read().processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]
         np.testing.assert_array_equal(plane["class_probs"].data[:], fields["class_probs"])
         np.testing.assert_array_equal(plane["class_labels"].data[:], fields["class_labels"])
-        accepted = np.asarray(plane["accepted"].data[:], dtype=bool)
+        accepted = np.asarray(plane["class_accepted"].data[:], dtype=bool)
         frame = plane.to_dataframe()
     np.testing.assert_array_equal(np.flatnonzero(accepted), fields["idx_components"])
-    assert list(frame.columns[-4:]) == ["class_probs", "class_labels", "class_flags", "accepted"]
+    assert list(frame.columns[-4:]) == [
+        "class_probs",
+        "class_labels",
+        "class_flags",
+        "class_accepted",
+    ]
     columns, provenance = read_classification(path)
     assert provenance["model_sha256"] == model.sha256 and is_classified_by(path, model.sha256)
-    assert set(columns) == {"class_probs", "class_labels", "class_flags", "accepted"}
+    assert set(columns) == {"class_probs", "class_labels", "class_flags", "class_accepted"}
     assert [CLASSES[c - 1] for c in columns["class_labels"]] == [
         CLASSES[i] for i in fields["class_probs"].argmax(1)
     ]
@@ -167,7 +173,7 @@ def test_classify_twice_overwrites_values(tmp_path, session, model):
     with NWBHDF5IO(str(path), "r") as io:
         plane = io.read().processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]
         assert list(plane.colnames).count("class_probs") == 1
-        accepted = np.asarray(plane["accepted"].data[:], dtype=bool)
+        accepted = np.asarray(plane["class_accepted"].data[:], dtype=bool)
     labels = first["processing/ophys/ImageSegmentation/PlaneSegmentation/class_labels"][1]
     assert accepted.sum() == np.isin(np.frombuffer(labels, np.int8), (1, 2, 4)).sum()
     assert read_classification(path)[1]["accept"] == '["neuron", "doubtful", "process"]'
@@ -228,3 +234,27 @@ def test_wrong_mask_shape_untouched(tmp_path, session, model):
     with pytest.raises(InvalidFileError, match=r"expected \(ROIs, H, W\)") as err:
         classify_file(path, model=model, format="nwb")
     assert "\n" not in str(err.value) and digest(path) == before
+
+
+def test_caiman_save_nwb_layout(tmp_path, session, model):
+    rng = np.random.default_rng(0)
+    yra, snr = rng.normal(size=session.C.shape), np.linspace(1, 5, session.A.shape[1])
+    path = write_caiman_nwb(tmp_path / "caiman.nwb", session.A, session.dims, session.C,
+                            session.b, session.f, yra, snr=snr)  # fmt: skip
+    ev = read_evidence(path)
+    n = session.A.shape[1]
+    assert ev.n == n and abs(ev.A - session.A).max() < 1e-7  # C order undone, background left out
+    (_, chunk), *_ = list(ev.traces.chunks(100))
+    np.testing.assert_allclose(chunk["C"], session.C, rtol=1e-6)
+    np.testing.assert_allclose(chunk["YrA"], yra)
+    np.testing.assert_allclose(ev.SNR_comp, snr)
+    assert "metrics" in ev.kinds
+    result, fields = classify_file(path, model=model)
+    assert result.components == n
+    columns, _ = read_classification(path)
+    np.testing.assert_array_equal(columns["class_probs"][:n], fields["class_probs"])
+    assert np.isnan(columns["class_probs"][n]).all() and columns["class_labels"][n] == 0
+    assert not columns["class_accepted"][n]
+    with NWBHDF5IO(str(path), "r") as io:  # CaImAn's own 'accepted' column is untouched
+        plane = io.read().processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]
+        assert not np.any(plane["accepted"].data[:])
