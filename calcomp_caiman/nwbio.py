@@ -76,7 +76,7 @@ NWB_COLUMNS = {
 }
 """Columns written into the ``PlaneSegmentation`` and their descriptions."""
 
-_ROWS_PER_CHUNK = 256  # image masks read at once: 256 x 512 x 512 x 8 B = 512 MB at most
+_CHUNK_BYTES = 64 << 20  # dense image masks read at once: 64 MB (32 masks of 512 x 512 float64)
 
 
 def _pynwb():
@@ -246,8 +246,9 @@ def _image_mask_footprints(
         )
     n = data.shape[0]
     dims = tuple(int(d) for d in data.shape[1:])
-    parts = [_to_columns(np.asarray(data[start : start + _ROWS_PER_CHUNK]), caiman)
-             for start in range(0, n, _ROWS_PER_CHUNK)]  # fmt: skip
+    rows = max(1, _CHUNK_BYTES // max(1, int(np.prod(dims)) * data.dtype.itemsize))
+    parts = [_to_columns(np.asarray(data[start : start + rows]), caiman)
+             for start in range(0, n, rows)]  # fmt: skip
     A = scipy.sparse.hstack(parts, format="csc") if parts else scipy.sparse.csc_matrix((0, 0))
     return A, dims
 
