@@ -552,13 +552,20 @@ class CalcompModel:
         """Probabilities from the shape network's logits and the features (head models).
 
         The step after the network, exposed so that training and refitting can reuse
-        the network's output instead of recomputing it.
+        the network's output instead of recomputing it. Components without traces are
+        calibrated with ``thresholds.json``'s ``temperature_without_traces`` when present
+        (masks from other pipelines), the others with ``temperature``.
         """
         if self._head is None:
             raise CalcompError(f"model {self.name!r} has no fusion head.")
-        temperature = float(self.thresholds.get("temperature", 1.0))
-        inputs = head_inputs(shape_logits, features)
-        return _softmax((self._head.logits(inputs) / temperature).astype(np.float32))
+        features = np.asarray(features, np.float64)
+        temperature = np.full(len(features), float(self.thresholds.get("temperature", 1.0)))
+        without = self.thresholds.get("temperature_without_traces")
+        if without is not None and len(features):
+            has_traces = features[:, feature_names().index("has_traces")] > 0
+            temperature[~has_traces] = float(without)
+        logits = self._head.logits(head_inputs(shape_logits, features))
+        return _softmax((logits / temperature[:, None]).astype(np.float32))
 
     @property
     def head(self) -> FusionHead | None:

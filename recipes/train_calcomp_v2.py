@@ -70,13 +70,27 @@ def main() -> None:
         [inputs[id(i)][0] for i in train], [inputs[id(i)][1] for i in train], train,
         seed=args.seed,
     )  # fmt: skip
-    head = train_v2.fit_v2_head(rows, allowed, weights, seed=args.seed)
+    # head size and penalty chosen on validation (set NLL, simulated and real equally)
+    val_z = [inputs[id(i)][0] for i in val]
+    val_f = [inputs[id(i)][1] for i in val]
+    best = None
+    for hidden, l2 in ((16, 1e-3), (32, 3e-4), (32, 1e-3), (32, 3e-3)):
+        candidate = train_v2.fit_v2_head(rows, allowed, weights, hidden=hidden, l2=l2,
+                                         seed=args.seed)  # fmt: skip
+        trial = shell.with_head(candidate).with_thresholds(temperature=1.0)
+        trial = trial.with_thresholds(**train_v2.calibrate(trial, val_z, val_f, val))
+        score = train_v2.validation_nll(trial, val_z, val_f, val)
+        log.info("head hidden=%d l2=%g: validation set-NLL %.4f", hidden, l2, score)
+        if best is None or score < best[0]:
+            best = (score, candidate, hidden, l2)
+    _, head, hidden, l2 = best
+    log.info("chosen: hidden=%d l2=%g", hidden, l2)
     config = {
         **{k: v for k, v in v1.config.items() if k not in ("weights_sha256",)},
         "name": "calcomp_v2",
         "scale_rule": "footprints",
         "shape_network": f"calcomp_resnet_v1 ({v1.sha256[:12]}), unchanged",
-        "fusion_head": {"hidden": int(head.w1.shape[1]), "inputs": ["log_p_" + c for c in v1.config["classes"]] + feature_names()},
+        "fusion_head": {"hidden": hidden, "l2": l2, "inputs": ["log_p_" + c for c in v1.config["classes"]] + feature_names()},
         "feature_groups": FEATURE_GROUPS,
         "trained": datetime.date.today().isoformat(),
         "calcomp_version": __version__,
@@ -92,15 +106,16 @@ def main() -> None:
         },
     }  # fmt: skip
     model = shell.with_head(head, **config).with_thresholds(temperature=1.0)
-    temperature = train_v2.calibrate(
+    temperatures = train_v2.calibrate(
         model, [inputs[id(i)][0] for i in val], [inputs[id(i)][1] for i in val], val
     )
-    model = model.with_thresholds(temperature=temperature)
+    model = model.with_thresholds(**temperatures)
+    temperature = temperatures["temperature"]
     val_sim = [i for i in val if i.source == "simulated"]
     val_probs = np.concatenate([model.fuse(*inputs[id(i)]) for i in val_sim])
     val_labels = np.concatenate([i.labels for i in val_sim])
     min_prob, val_f1 = train_v2.fit_min_prob(val_probs, val_labels)
-    model = model.with_thresholds(accept=["neuron"], min_prob=min_prob, temperature=temperature)
+    model = model.with_thresholds(accept=["neuron"], min_prob=min_prob)
     model.save(args.out)
     log.info("saved %s (T=%.3f, min_prob=%.2f, val accepted-F1 %.3f)", args.out, temperature,
              min_prob, val_f1)  # fmt: skip

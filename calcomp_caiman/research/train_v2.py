@@ -45,6 +45,7 @@ __all__ = [
     "fit_v2_head",
     "fit_min_prob",
     "split",
+    "validation_nll",
 ]
 
 METHODS = ("cnmf", "onacid")
@@ -219,14 +220,23 @@ def fit_v2_head(
                     max_iter=max_iter)  # fmt: skip
 
 
-def calibrate(model: CalcompModel, logits, features, items) -> float:
-    """Temperature of the head's logits on validation results (set NLL)."""
-    z = np.concatenate(
-        [model.with_thresholds(temperature=1.0).head.logits(head_inputs(a, b))
-         for a, b in zip(logits, features)]
-    )  # fmt: skip
+def calibrate(model: CalcompModel, logits, features, items) -> dict[str, float]:
+    """Temperatures of the head's logits on validation results (set NLL).
+
+    ``temperature`` from the results with traces, ``temperature_without_traces`` from
+    those without (masks; the real videos), as :meth:`CalcompModel.fuse` applies them.
+    """
+    from ..features import feature_names
+
+    column = feature_names().index("has_traces")
+    z = np.concatenate([model.head.logits(head_inputs(a, b)) for a, b in zip(logits, features)])
+    has = np.concatenate([b[:, column] > 0 for b in features])
     allowed = np.concatenate([label_masks(item.labels).astype(bool) for item in items])
-    return fit_temperature(z, allowed)
+    out = {}
+    for key, rows in (("temperature", has), ("temperature_without_traces", ~has)):
+        if rows.any():
+            out[key] = fit_temperature(z[rows], allowed[rows])
+    return out
 
 
 def fit_min_prob(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -271,3 +281,15 @@ def split(items: Sequence[LabelledResult], validation_videos, test_videos):
             target = train
         target.append(item)
     return train, val, test
+
+
+def validation_nll(model: CalcompModel, logits, features, items) -> float:
+    """Mean set NLL of ``model`` on validation results, simulated and real weighted equally."""
+    from ..head import set_nll
+
+    by_source: dict[str, list[float]] = {}
+    for z, f, item in zip(logits, features, items):
+        probs = np.clip(model.fuse(z, f).astype(np.float64), 1e-12, 1.0)
+        value = set_nll(np.log(probs), label_masks(item.labels).astype(bool))
+        by_source.setdefault(item.source, []).extend([value] * len(item.labels))
+    return float(np.mean([np.mean(values) for values in by_source.values()]))
