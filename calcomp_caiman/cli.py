@@ -315,6 +315,8 @@ def _finetune_network(args, base) -> int:
 def _cmd_evaluate(args) -> int:
     from .evaluate import TEST_VIDEOS, run_evaluation
 
+    if args.simulated_caiman:
+        return _evaluate_with_evidence(args)
     if args.baselines and not args.train_data:
         raise CalcompError("--baselines needs --train-data (labelled archives to train them on)")
     _, json_path, png_path = run_evaluation(
@@ -331,6 +333,34 @@ def _cmd_evaluate(args) -> int:
         seed=args.seed,
     )
     print(f"report: {json_path} and {png_path}")
+    return 0
+
+
+def _evaluate_with_evidence(args) -> int:
+    """The model v2 report: CaImAn results of simulated movies and real masks, all rows."""
+    import json
+
+    from .atomic import atomic_write_text
+    from .evaluate import TEST_VIDEOS, VALIDATION_VIDEOS
+    from .model import CalcompModel
+    from .research import evaluate_v2, train_v2
+
+    model = _load_model(args.model)
+    if not model.uses_evidence:
+        raise CalcompError(f"--simulated-caiman evaluates a model v2; {model.name} has no head")
+    items = train_v2.load_simulated(args.simulated_caiman)
+    for folder in args.data:
+        items += train_v2.load_real_masks(folder, set(TEST_VIDEOS))
+    train, val, test = train_v2.split(items, VALIDATION_VIDEOS, TEST_VIDEOS)
+    report = evaluate_v2.run_report(
+        model, CalcompModel.load("calcomp_resnet_v1"), train, val, test,
+        cnn_baseline=args.baselines, seed=args.seed,
+    )  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = Path(f"{args.out}.json"), Path(f"{args.out}.md")
+    atomic_write_text(json_path, json.dumps(report, indent=1, default=float) + "\n")
+    atomic_write_text(md_path, evaluate_v2.summary_table(report))
+    print(f"report: {json_path} and {md_path}")
     return 0
 
 
@@ -490,6 +520,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-simulated", action="store_true", help="skip the simulated test set")
     p.add_argument("--simulated-settings", choices=("train", "shifted"), default="shifted",
                    help="simulator settings of the simulated test set")  # fmt: skip
+    p.add_argument(
+        "--simulated-caiman", type=Path, metavar="DIR",
+        help="model v2 report: CaImAn results of simulated movies "
+        "(recipes/build_caiman_sim_data.py), with the real archives given as DATA; "
+        "--baselines adds CaImAn's CNN architecture trained on the same data",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     model_arg(p)
     p.set_defaults(handler=_cmd_evaluate)
