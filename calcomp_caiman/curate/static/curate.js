@@ -1,0 +1,307 @@
+// calcomp curate: one card per component, labels saved as you go, refit and apply.
+"use strict";
+(function () {
+  const KEYS = { "1": "neuron", "2": "process", "3": "noise", "4": "doubtful", "n": "non_neuron" };
+  const SVG = "http://www.w3.org/2000/svg";
+  const page = { state: null, items: [], focus: 0, undo: [], cards: new Map(), version: -1 };
+  const $ = (id) => document.getElementById(id);
+
+  function message(text) { $("message").textContent = text || ""; }
+
+  async function api(path, body) {
+    const options = body === undefined ? {} : {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    };
+    const response = await fetch(path, options);
+    const data = await response.json();
+    if (!response.ok) throw new Error(data.error || response.statusText);
+    return data;
+  }
+
+  function el(tag, attrs, parent, ns) {
+    const node = ns ? document.createElementNS(SVG, tag) : document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "text") node.textContent = v; else node.setAttribute(k, v);
+    }
+    if (parent) parent.appendChild(node);
+    return node;
+  }
+
+  function key(item) { return item.file + ":" + item.component; }
+
+  function contradicts(label, predicted) {
+    if (!label) return false;
+    if (label === "non_neuron") return predicted === "neuron" || predicted === "doubtful";
+    return label !== predicted;
+  }
+
+  // ------------------------------------------------------------------ state and list
+
+  async function loadState() {
+    const state = await api("/api/state");
+    page.state = state;
+    $("model").textContent = "model " + state.model + (state.refitted ? " (refitted)" : "");
+    $("labels-path").textContent = state.labels_path;
+    const ood = $("ood");
+    ood.innerHTML = "";
+    for (const f of state.files) {
+      if (f.ood) {
+        el("div", { class: "warning", text:
+          `${f.name}: out of distribution (score ${f.ood_score.toFixed(3)} > ${state.ood_threshold.toFixed(3)}): ` +
+          `the classes may be unreliable here; label ~${f.advice} components with \`calcomp curate\` and refit.` }, ood);
+      } else if (f.ood_score === null && state.ood_threshold === null) {
+        el("div", { class: "ok", text: `${f.name}: no out-of-distribution reference for this model` }, ood);
+      }
+    }
+    showRefit(state.refit);
+    return state;
+  }
+
+  function fillFilters(state) {
+    const cls = $("filter-class");
+    for (const name of state.classes) el("option", { value: name, text: name }, cls);
+    const files = $("filter-file");
+    for (const f of state.files) el("option", { value: f.index, text: `${f.name} (${f.components})` }, files);
+  }
+
+  async function loadList() {
+    const params = new URLSearchParams();
+    if ($("filter-class").value) params.set("predicted", $("filter-class").value);
+    if ($("filter-file").value !== "") params.set("file", $("filter-file").value);
+    if ($("filter-disagree").checked) params.set("disagreements", "1");
+    const current = page.items[page.focus];
+    const data = await api("/api/components?" + params.toString());
+    page.items = data.items;
+    page.version = data.version;
+    const at = current ? page.items.findIndex((it) => key(it) === key(current)) : -1;
+    page.focus = at >= 0 ? at : 0;
+    render();
+  }
+
+  const observer = new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      if (entry.isIntersecting) { observer.unobserve(entry.target); loadCard(entry.target); }
+    }
+  }, { rootMargin: "400px" });
+
+  function render() {
+    const root = $("cards");
+    root.innerHTML = "";
+    page.cards.clear();
+    page.items.forEach((item, i) => {
+      const card = makeCard(item, i);
+      root.appendChild(card);
+      page.cards.set(key(item), card);
+      observer.observe(card);
+    });
+    $("count").textContent = `${page.items.length} components`;
+    setFocus(page.focus, false);
+  }
+
+  function makeCard(item, i) {
+    const name = page.state.files[item.file].name;
+    const card = el("div", { class: "card", "data-file": item.file, "data-component": item.component,
+                              "data-index": i, "data-predicted": item.predicted });
+    const head = el("div", { class: "head" }, card);
+    el("span", { text: `${name} #${item.component}` }, head);
+    el("span", { class: "pred", text: item.predicted }, head);
+    el("span", { text: `uncertainty ${item.uncertainty.toFixed(2)}` }, head);
+    const images = el("div", { class: "images" }, card);
+    el("svg", { class: "panel footprint", viewBox: "0 0 1 1" }, images, true);
+    el("svg", { class: "panel local", viewBox: "0 0 1 1" }, images, true);
+    el("svg", { class: "trace", viewBox: "0 0 332 70", preserveAspectRatio: "none" }, card, true);
+    const probs = el("div", { class: "probs" }, card);
+    const top = item.probs.indexOf(Math.max(...item.probs));
+    page.state.classes.forEach((cls, c) => {
+      el("span", { text: cls }, probs);
+      const bar = el("div", { class: "bar" }, probs);
+      el("span", { class: c === top ? "top" : "", style: `width:${(100 * item.probs[c]).toFixed(1)}%` }, bar);
+      el("span", { text: item.probs[c].toFixed(2) }, probs);
+    });
+    el("div", { class: "label" }, card);
+    const buttons = el("div", { class: "buttons" }, card);
+    for (const [k, label] of Object.entries(KEYS)) {
+      const b = el("button", { title: label, "data-label": label, text: `${k} ${label === "non_neuron" ? "not neuron" : label}` }, buttons);
+      b.addEventListener("click", (ev) => { ev.stopPropagation(); setFocus(i); label_(label); });
+    }
+    card.addEventListener("click", () => setFocus(i));
+    showLabel(card, item);
+    return card;
+  }
+
+  function showLabel(card, item) {
+    const text = card.querySelector(".label");
+    text.textContent = item.label ? "label: " + item.label : "";
+    if (item.label) card.setAttribute("data-label", item.label); else card.removeAttribute("data-label");
+    card.classList.toggle("disagree", contradicts(item.label, item.predicted));
+  }
+
+  async function loadCard(card) {
+    const data = await api(`/api/card/${card.dataset.file}/${card.dataset.component}`);
+    const s = data.size;
+    for (const [cls, png, outlines] of [["footprint", data.footprint_png, []], ["local", data.image_png, data.neighbours]]) {
+      const svg = card.querySelector("svg." + cls);
+      svg.setAttribute("viewBox", `-0.5 -0.5 ${s} ${s}`);
+      el("image", { href: png, x: -0.5, y: -0.5, width: s, height: s }, svg, true);
+      for (const line of outlines) polyline(svg, line, "#3cf", 0.35, "1 0.6");
+      for (const line of data.outline) polyline(svg, line, cls === "local" ? "#f33" : "#fc3", 0.45, "");
+      if (cls === "local") el("title", { text: data.image_name + ": red = this component, blue = neighbours" }, svg, true);
+    }
+    const trace = card.querySelector("svg.trace");
+    if (data.traces) {
+      drawTrace(trace, data.traces.raw, "#999", data.traces);
+      drawTrace(trace, data.traces.C, "#e67e22", data.traces);
+      el("title", { text: `raw (C + YrA) grey, denoised C orange; ${data.traces.frames} frames` }, trace, true);
+    } else {
+      el("text", { x: 6, y: 40, "font-size": 12, fill: "#999", text: "no traces in this file" }, trace, true);
+    }
+    card.classList.add("loaded");
+  }
+
+  function polyline(svg, line, colour, width, dash) {
+    el("polyline", { points: line.map((p) => p.join(",")).join(" "), fill: "none", stroke: colour,
+                     "stroke-width": width, "stroke-dasharray": dash }, svg, true);
+  }
+
+  function drawTrace(svg, values, colour, traces) {
+    const all = traces.raw.concat(traces.C);
+    const low = Math.min(...all), high = Math.max(...all), span = high - low || 1;
+    const step = 332 / Math.max(values.length - 1, 1);
+    const points = values.map((v, i) => `${(i * step).toFixed(1)},${(66 - 62 * (v - low) / span).toFixed(1)}`);
+    el("polyline", { points: points.join(" "), fill: "none", stroke: colour, "stroke-width": 1 }, svg, true);
+  }
+
+  // ------------------------------------------------------------------ focus and labels
+
+  function setFocus(i, scroll = true) {
+    if (!page.items.length) return;
+    page.focus = Math.max(0, Math.min(page.items.length - 1, i));
+    for (const card of document.querySelectorAll(".card.focus")) card.classList.remove("focus");
+    const card = page.cards.get(key(page.items[page.focus]));
+    if (card) {
+      card.classList.add("focus");
+      if (scroll) card.scrollIntoView({ block: "nearest" });
+    }
+  }
+
+  // labels are sent one after the other, in the order they were typed
+  let chain = Promise.resolve();
+
+  function send(item, label) {
+    const job = chain.then(async () => {
+      const reply = await api("/api/label", { file: item.file, component: item.component, label: label });
+      item.label = label;
+      const card = page.cards.get(key(item));
+      if (card) showLabel(card, item);
+      return reply.previous;
+    });
+    chain = job.catch(() => undefined);
+    return job;
+  }
+
+  function label_(label) {
+    const item = page.items[page.focus];
+    if (!item) return;
+    setFocus(page.focus + 1);  // at once: the next key press is for the next card
+    send(item, label)
+      .then((previous) => { page.undo.push({ item: item, previous: previous }); message(""); })
+      .catch((err) => { message(`not saved (${page.state.files[item.file].name} #${item.component}): ` + err.message); });
+  }
+
+  function undo() {
+    chain.then(() => {
+      const last = page.undo.pop();
+      if (!last) { message("nothing to undo"); return; }
+      const at = page.items.indexOf(last.item);
+      if (at >= 0) setFocus(at);
+      return send(last.item, last.previous)
+        .then(() => message(`undone: ${page.state.files[last.item.file].name} #${last.item.component}`))
+        .catch((err) => { page.undo.push(last); message("undo failed: " + err.message); });
+    });
+  }
+
+  document.addEventListener("keydown", (ev) => {
+    if (ev.target.closest && ev.target.closest("select, input, textarea")) return;
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const k = ev.key.toLowerCase();
+    if (k in KEYS) label_(KEYS[k]);
+    else if (k === "u" || ev.key === "ArrowRight" || ev.key === "ArrowDown") setFocus(page.focus + 1);
+    else if (ev.key === "ArrowLeft" || ev.key === "ArrowUp") setFocus(page.focus - 1);
+    else if (k === "z") undo();
+    else return;
+    ev.preventDefault();
+  });
+
+  // ------------------------------------------------------------------ refit and apply
+
+  function fmt(value) {
+    if (typeof value === "number") return value.toFixed(3);
+    if (value && typeof value === "object") {
+      if (typeof value.accuracy === "number") return value.accuracy.toFixed(3);
+      return JSON.stringify(value);
+    }
+    return String(value);
+  }
+
+  function showRefit(status) {
+    const bar = $("refit-progress"), text = $("refit-status");
+    if (!status) { bar.hidden = true; text.textContent = ""; return; }
+    bar.hidden = !(status.state === "starting" || status.state === "running");
+    bar.value = status.progress || 0;
+    if (status.state === "done" && status.report) {
+      text.textContent = `refitted on ${status.labels} labels: held-out accuracy ${fmt(status.report.before)} \u2192 ${fmt(status.report.after)}`;
+    } else if (status.state === "failed") {
+      text.textContent = "refit failed: " + status.error;
+    } else {
+      text.textContent = `refitting on ${status.labels} labels\u2026 ${Math.round(100 * (status.progress || 0))}%`;
+    }
+    $("refit").disabled = !bar.hidden;
+  }
+
+  async function refit() {
+    try {
+      showRefit(await api("/api/refit", {}));
+      message("");
+    } catch (err) { message(err.message); return; }
+    const timer = setInterval(async () => {
+      try {
+        const status = await api("/api/refit");
+        showRefit(status);
+        if (status.state === "done" || status.state === "failed") {
+          clearInterval(timer);
+          if (status.state === "done") { await loadState(); await loadList(); setFocus(0); }
+        }
+      } catch (err) { clearInterval(timer); message(err.message); }
+    }, 500);
+  }
+
+  async function apply() {
+    $("apply").disabled = true;
+    $("apply-status").textContent = "writing\u2026";
+    try {
+      const result = await api("/api/apply", {});
+      const cut = result.threshold && result.threshold.min_prob !== undefined
+        ? ` min_prob ${result.threshold.min_prob} (cross-validated agreement ${fmt(result.threshold.cv_agreement)})`
+        : "";
+      $("apply-status").textContent = `written to ${result.files.length} file(s); model saved to ${result.model_folder};${cut}`;
+    } catch (err) {
+      $("apply-status").textContent = "";
+      message("apply failed: " + err.message);
+    } finally { $("apply").disabled = false; }
+  }
+
+  $("refit").addEventListener("click", refit);
+  $("apply").addEventListener("click", apply);
+  for (const id of ["filter-class", "filter-file", "filter-disagree"]) $(id).addEventListener("change", () => loadList().then(() => { setFocus(0); $(id).blur(); }));
+
+  window.curate = {
+    order: () => page.items.map(key),
+    focused: () => (page.items[page.focus] ? key(page.items[page.focus]) : null),
+    version: () => page.version,
+    settled: () => chain.then(() => true),
+  };
+
+  loadState().then((state) => { fillFilters(state); return loadList(); })
+    .then(() => document.body.setAttribute("data-ready", "1"))
+    .catch((err) => message(err.message));
+})();

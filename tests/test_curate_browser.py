@@ -1,0 +1,206 @@
+"""`calcomp curate` driven in a real headless Chromium: label by keyboard and mouse, refit,
+apply, two tabs, a killed server. Needs Debian's chromium (`.ci/run` installs it)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+pytest.importorskip("flask")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from calcomp_caiman import CalcompModel  # noqa: E402
+from calcomp_caiman._checks import label_masks  # noqa: E402
+from calcomp_caiman.curate import serve  # noqa: E402
+from calcomp_caiman.curate.session import contradicts  # noqa: E402
+from calcomp_caiman.evidence import Evidence  # noqa: E402
+from calcomp_caiman.head import fit_head  # noqa: E402
+from calcomp_caiman.model import head_inputs  # noqa: E402
+from calcomp_caiman.refit import labelled_inputs  # noqa: E402
+from calcomp_caiman.simulate import simulate_session  # noqa: E402
+from calcomp_caiman.train import labels_from_csv  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium chromium-driver)"
+)
+REJECTED = {17, 20, 51}  # CaImAn's idx_components_bad in real_mouse2p_cnmf.hdf5
+
+
+@pytest.fixture(scope="module")
+def tiny_v2(tmp_path_factory) -> Path:
+    """A model v2 folder whose small head is fitted on one simulated session (seconds)."""
+    v1 = CalcompModel.load("calcomp_resnet_v1")
+    session = simulate_session(n_components=(20, 5, 8, 4), n_frames=300, seed=3)
+    residual = np.random.default_rng(0).normal(0, 0.05, session.C.shape)
+    evidence = Evidence.build(session.A, session.dims, C=session.C, YrA=residual)
+    shell = CalcompModel(v1.weights, {**v1.config, "scale_rule": "footprints"}, {})
+    logits, features = labelled_inputs(shell, evidence, np.arange(evidence.n))
+    allowed = label_masks(session.labels).astype(bool)
+    head = fit_head(head_inputs(logits, features), allowed, hidden=8, seed=0)
+    return shell.with_head(head, name="tiny_v2").save(tmp_path_factory.mktemp("tiny_v2"))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield chromium
+        chromium.close()
+
+
+def _open(browser, url: str):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='1']", timeout=20_000)
+    return page
+
+
+def _press(page, *keys: str) -> None:
+    for key in keys:
+        page.keyboard.press(key)
+    page.evaluate("curate.settled()")  # every label sent has been answered
+
+
+def _csv(path: Path) -> dict[tuple[str, int], str]:
+    with open(path, newline="") as handle:
+        return {(Path(r["file"]).name, int(r["component"])): r["label"] for r in csv.DictReader(handle)}  # fmt: skip
+
+
+def _component(key: str) -> int:
+    return int(key.split(":")[1])
+
+
+def test_label_refit_and_apply_in_the_browser(tmp_path, caiman_copy, tiny_v2, browser):
+    path = caiman_copy("real_mouse2p_cnmf.hdf5")
+    labels = tmp_path / "labels.csv"
+    server = serve([path], labels=labels, model=tiny_v2, model_out=tmp_path / "refitted", port=0)
+    try:
+        page = _open(browser, server.url)
+        order = page.evaluate("curate.order()")
+        expected = server.session.components()
+        assert order == [f"{i['file']}:{i['component']}" for i in expected] and len(order) == 59
+        scores = [i["uncertainty"] for i in expected]
+        assert scores == sorted(scores, reverse=True)  # most uncertain first
+        first = page.locator(".card").first
+        first.locator("svg.local polyline").first.wait_for()  # drawn: image, outlines, traces
+        assert first.locator("svg.local image").count() == 1
+        assert first.locator("svg.trace polyline").count() == 2  # raw C + YrA, and C
+
+        # keyboard: 1 neuron, 3 noise, n not a neuron, u skip, 2 process, then z undoes it
+        _press(page, "1", "3", "n", "u", "2")
+        name = path.name
+        got = _csv(labels)
+        assert got == {(name, _component(order[0])): "neuron", (name, _component(order[1])): "noise",
+                       (name, _component(order[2])): "non_neuron",
+                       (name, _component(order[4])): "process"}  # fmt: skip
+        _press(page, "z")
+        page.wait_for_function("curate.settled()")
+        assert (name, _component(order[4])) not in _csv(labels)
+        assert page.evaluate("curate.focused()") == order[4]
+        # the mouse: a card's "doubtful" button
+        page.locator(".card").nth(5).locator("button[data-label='doubtful']").click()
+        page.evaluate("curate.settled()")
+        assert _csv(labels)[(name, _component(order[5]))] == "doubtful"
+        for _ in range(14):  # CaImAn's own decisions, by keyboard
+            component = _component(page.evaluate("curate.focused()"))
+            _press(page, "n" if component in REJECTED else "1")
+        assert len(_csv(labels)) == 18
+        assert len(labels_from_csv(labels).labels) == 18  # what `calcomp finetune` reads
+
+        # disagreements: only labelled cards whose label contradicts the prediction
+        page.check("#filter-disagree")
+        page.wait_for_function("curate.order().length < 59")
+        for card in page.locator(".card").all():
+            assert contradicts(card.get_attribute("data-label"), ["neuron", "process", "noise",
+                               "doubtful"].index(card.get_attribute("data-predicted")) + 1)  # fmt: skip
+        page.uncheck("#filter-disagree")
+        page.wait_for_function("curate.order().length == 59")
+
+        # refit in the background: progress bar, before/after accuracy, re-sorted
+        page.click("#refit")
+        page.wait_for_selector("#refit-progress:not([hidden])", timeout=5_000)
+        _press(page, "1")  # labelling goes on while it runs
+        page.wait_for_function("curate.version() === 1", timeout=60_000)
+        status = page.inner_text("#refit-status")
+        assert re.search(r"held-out accuracy \d\.\d{3} \u2192 \d\.\d{3}", status), status
+        assert page.is_hidden("#refit-progress")
+        new_order = page.evaluate("curate.order()")
+        assert sorted(new_order) == sorted(order) and new_order != order
+        assert "(refitted)" in page.inner_text("#model")
+
+        # apply: the files get the refitted classification, the model folder is saved
+        page.click("#apply")
+        page.wait_for_function(
+            "document.querySelector('#apply-status').textContent.includes('written to 1 file')",
+            timeout=60_000,
+        )
+        with h5py.File(path, "r") as handle:
+            probs = handle["estimates/class_probs"][()]
+            assert handle["estimates/class_labels"].shape == (59,)
+            model_name = handle["estimates/class_probs"].attrs["calcomp_model"]
+        assert probs.shape == (59, 4) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+        assert model_name == "tiny_v2-refit"
+        assert np.allclose(probs, server.session.files[0].probs, atol=1e-5)
+        thresholds = json.loads((tmp_path / "refitted" / "thresholds.json").read_text())
+        assert 0.0 <= thresholds["min_prob"] <= 1.0
+        assert thresholds["min_prob_fit"]["labels"] >= 18
+        assert (tmp_path / "refitted" / "ood.npz").is_file()
+        assert CalcompModel.load(tmp_path / "refitted").name == "tiny_v2-refit"
+    finally:
+        server.stop()
+
+
+def _start(args: list[str]) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "calcomp_caiman", "curate", *args, "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    line = process.stdout.readline()
+    match = re.search(r"http://127\.0\.0\.1:\d+/", line)
+    assert match, f"no URL in {line!r}"
+    return process, match.group(0)
+
+
+def test_two_tabs_and_a_killed_server_lose_no_label(tmp_path, caiman_copy, tiny_v2, browser):
+    files = [str(caiman_copy("real_mouse2p_cnmf.hdf5")), str(caiman_copy("real_mouse2p_onacid.hdf5"))]  # fmt: skip
+    labels = tmp_path / "labels.csv"
+    args = [*files, "--labels", str(labels), "--model", str(tiny_v2)]
+    process, url = _start(args)
+    try:
+        tab1, tab2 = _open(browser, url), _open(browser, url)
+        banner = tab1.inner_text("#ood")
+        assert "real_mouse2p_onacid.hdf5: out of distribution" in banner
+        assert "label ~30 components with `calcomp curate` and refit" in banner
+        assert "real_mouse2p_cnmf.hdf5" not in banner
+        order = tab1.evaluate("curate.order()")
+        _press(tab1, "1", "4")
+        _press(tab2, *["ArrowRight"] * 5, "3", "n")
+        os.kill(process.pid, signal.SIGKILL)  # no shutdown, no flush
+        process.wait(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    expected = {order[0]: "neuron", order[1]: "doubtful", order[5]: "noise", order[6]: "non_neuron"}
+    assert len(_csv(labels)) == 4
+    process, url = _start(args)
+    try:
+        page = _open(browser, url)
+        for key, label in expected.items():
+            file, component = key.split(":")
+            card = page.locator(f".card[data-file='{file}'][data-component='{component}']")
+            assert card.get_attribute("data-label") == label
+    finally:
+        process.terminate()
+        process.wait(10)
