@@ -13,7 +13,10 @@ time of the real ``predict`` calls and their share of OnACID's per-frame time; t
 per-frame time of each run against the baseline (ratio), all from the same process; and
 the per-call time by number of candidates: on every 10th warm call, the screen is also
 called on the first 1, 2, ..., n of that frame's candidates alone (median and 95th
-percentile; this extra time is not counted in the frame times).
+percentile; this extra time is not counted in the frame times). Every time is given as
+wall-clock time and, in brackets, as CPU time of the thread running OnACID
+(``time.thread_time``; everything here runs in that thread), which other processes on a
+busy machine inflate much less.
 
 Examples
 --------
@@ -50,24 +53,25 @@ def timed_run(path, movie, crop):
     from calcomp_caiman.online import use_calcomp_screening
 
     onacid = onacid_for(path, movie, min_num_trial=10)
-    calls, sweeps, excluded = [], [], [0.0]
+    calls, sweeps, excluded = [], [], [0.0, 0.0]
     if crop is not None:
         screen = use_calcomp_screening(onacid, crop=crop)
         predict = screen.predict
 
         def timed_predict(X, batch_size=None, verbose=0):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             out = predict(X, batch_size=batch_size, verbose=verbose)
-            calls.append((len(X), time.perf_counter() - start))
+            calls.append((len(X), time.perf_counter() - start, time.thread_time() - cpu))
             if len(calls) > _WARMUP_CALLS and len(calls) % _SWEEP_EVERY == 0:
                 # the first k of this frame's candidates alone, k = 1 .. len(X); not
                 # counted in the frame's time
-                sweep_start = time.perf_counter()
+                sweep_start, sweep_cpu = time.perf_counter(), time.thread_time()
                 for k in range(1, len(X) + 1):
-                    begin = time.perf_counter()
+                    begin, cpu = time.perf_counter(), time.thread_time()
                     predict(X[:k], batch_size=batch_size, verbose=verbose)
-                    sweeps.append((k, time.perf_counter() - begin))
+                    sweeps.append((k, time.perf_counter() - begin, time.thread_time() - cpu))
                 excluded[0] += time.perf_counter() - sweep_start
+                excluded[1] += time.thread_time() - sweep_cpu
             return out
 
         screen.predict = timed_predict  # this instance only
@@ -75,10 +79,12 @@ def timed_run(path, movie, crop):
     fit_next = onacid.fit_next
 
     def timed_fit_next(*args, **kwargs):
-        excluded[0] = 0.0
-        start = time.perf_counter()
+        excluded[0] = excluded[1] = 0.0
+        start, cpu = time.perf_counter(), time.thread_time()
         out = fit_next(*args, **kwargs)
-        frames.append(time.perf_counter() - start - excluded[0])
+        frames.append(
+            (time.perf_counter() - start - excluded[0], time.thread_time() - cpu - excluded[1])
+        )
         return out
 
     onacid.fit_next = timed_fit_next  # instance attribute: fit_online calls it per frame
@@ -94,32 +100,34 @@ def timed_run(path, movie, crop):
     }
 
 
-def summarise(name, run, baseline_ms):
-    frame_ms = 1e3 * float(np.mean(run["frames"]))
+def summarise(name, run, baseline):
+    frames = np.asarray(run["frames"])  # (frames, 2): wall, CPU seconds
     out = {
         "run": name,
-        "frames": len(run["frames"]),
+        "frames": len(frames),
         "components": run["components"],
-        "frame_ms_mean": frame_ms,
-        "frame_ms_median": 1e3 * float(np.median(run["frames"])),
-        "ratio_to_baseline": frame_ms / baseline_ms if baseline_ms else 1.0,
+        "frame_ms": 1e3 * frames.mean(axis=0),  # wall, CPU
+        "frame_ms_median": 1e3 * float(np.median(frames[:, 0])),
+        "ratio_to_baseline": (frames.mean(axis=0) / baseline) if baseline is not None else None,
     }
-    calls = run["calls"][_WARMUP_CALLS:]
-    if calls:
+    calls = np.asarray(run["calls"][_WARMUP_CALLS:]).reshape(-1, 3)
+    if len(calls):
         by_size = defaultdict(list)
-        for n, seconds in run["sweeps"]:
-            by_size[n].append(1e3 * seconds)
+        for n, wall, cpu in run["sweeps"]:
+            by_size[int(n)].append((1e3 * wall, 1e3 * cpu))
         out["predict_ms"] = {
             n: {
                 "calls": len(v),
-                "median": float(np.median(v)),
-                "p95": float(np.percentile(v, 95)),
+                "median": float(np.median(np.asarray(v)[:, 0])),
+                "p95": float(np.percentile(np.asarray(v)[:, 0], 95)),
+                "cpu_median": float(np.median(np.asarray(v)[:, 1])),
             }
             for n, v in sorted(by_size.items())
         }
-        screen_s = sum(seconds for _, seconds in run["calls"])
-        out["predict_ms_per_call"] = 1e3 * float(np.mean([s for _, s in calls]))
-        out["share_of_frame_time"] = screen_s / sum(run["frames"])
+        everything = np.asarray(run["calls"]).reshape(-1, 3)
+        out["candidates_per_call"] = float(calls[:, 0].mean())
+        out["predict_ms_per_call"] = 1e3 * calls[:, 1:].mean(axis=0)  # wall, CPU
+        out["share_of_frame_time"] = everything[:, 1:].sum(axis=0) / frames.sum(axis=0)
     return out
 
 
@@ -141,35 +149,46 @@ def main(argv=None) -> int:
             "calcomp (own crop)": timed_run(path, movie, "calcomp"),
             "calcomp remap": timed_run(path, movie, "remap"),
         }
-    baseline_ms = 1e3 * float(np.mean(runs["caiman rval (sniper_mode=False)"]["frames"]))
-    results = [summarise(name, run, baseline_ms) for name, run in runs.items()]
+    baseline = np.asarray(runs["caiman rval (sniper_mode=False)"]["frames"]).mean(axis=0)
+    results = [summarise(name, run, baseline) for name, run in runs.items()]
 
     print(
         f"\n{args.dims[0]}x{args.dims[1]} px, {args.frames} frames ({movie.source}), "
-        f"min_num_trial 10; one process, same movie\n"
+        f"min_num_trial 10; one process, same movie; wall (CPU of the OnACID thread)\n"
     )
     print(
-        "| run | components | ms per frame (mean / median) | vs baseline | predict ms per call | share of frame time |"
+        "| run | components | ms per frame | vs baseline | candidates per call "
+        "| predict ms per call | share of frame time |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
-        per_call = f"{r['predict_ms_per_call']:.2f}" if "predict_ms_per_call" in r else "-"
-        share = f"{100 * r['share_of_frame_time']:.0f} %" if "share_of_frame_time" in r else "-"
+        wall, cpu = r["frame_ms"]
+        ratio = "{:.2f}x ({:.2f}x)".format(*r["ratio_to_baseline"])
+        if "predict_ms_per_call" in r:
+            per_call = "{:.2f} ({:.2f})".format(*r["predict_ms_per_call"])
+            share = "{:.0f} % ({:.0f} %)".format(*(100 * r["share_of_frame_time"]))
+            candidates = f"{r['candidates_per_call']:.1f}"
+        else:
+            per_call = share = candidates = "-"
         print(
-            f"| {r['run']} | {r['components']} | {r['frame_ms_mean']:.2f} / "
-            f"{r['frame_ms_median']:.2f} | {r['ratio_to_baseline']:.2f}x | {per_call} | {share} |"
+            f"| {r['run']} | {r['components']} | {wall:.2f} ({cpu:.2f}) | {ratio} | "
+            f"{candidates} | {per_call} | {share} |"
         )
     for r in results:
         if "predict_ms" not in r:
             continue
         print(f"\n{r['run']}: predict per call by number of candidates (warm, in the loop)\n")
-        print("| candidates | calls | median ms | p95 ms |")
-        print("|---|---|---|---|")
+        print("| candidates | calls | median ms | p95 ms | median CPU ms |")
+        print("|---|---|---|---|---|")
         for n, v in r["predict_ms"].items():
-            print(f"| {n} | {v['calls']} | {v['median']:.2f} | {v['p95']:.2f} |")
+            print(
+                f"| {n} | {v['calls']} | {v['median']:.2f} | {v['p95']:.2f} | {v['cpu_median']:.2f} |"
+            )
     print(f"\nload average at end: {os.getloadavg()}", file=sys.stderr)
     if args.json:
-        args.json.write_text(json.dumps({"args": str(vars(args)), "results": results}, indent=2))
+        args.json.write_text(
+            json.dumps({"args": str(vars(args)), "results": results}, indent=2, default=list)
+        )
     return 0
 
 

@@ -21,7 +21,10 @@ What becomes :class:`~calcomp_caiman.evidence.Evidence`:
   appends to the table are left out, ``YrA`` comes from the ``residuals`` series and
   ``SNR_comp`` / ``r_values`` from the ``snr`` / ``r`` columns.
 
-No image and no ``gSig`` are read (``gSig`` is estimated from the footprints unless given).
+Images: ``Cn`` and a mean image from ``Images`` containers of the same processing module
+(CaImAn's ``summary_images/local_correlations``, Suite2p's ``meanImg``), when they have the
+field of view's shape. ``gSig`` is not stored by either: it is estimated from the footprints
+unless given.
 
 The classification is written as new columns of the same ``PlaneSegmentation``:
 ``class_probs`` ((N, 4) float32), ``class_labels`` (int8 codes 1-4), ``class_flags``
@@ -406,6 +409,36 @@ def _metric(plane, name: str, rows: np.ndarray) -> np.ndarray | None:
     return values if values.size and np.all(np.isfinite(values)) else None
 
 
+_CORRELATION_IMAGES = ("local_correlations", "Cn", "correlation", "Vcorr")
+_MEAN_IMAGES = ("meanImg", "mean", "mean_image", "average", "max_proj", "max")
+
+
+def _summary_images(plane, dims: tuple[int, ...]) -> dict:
+    """``Cn`` and ``image`` from the ``Images`` containers of the table's processing module.
+
+    CaImAn's ``save_NWB`` writes ``summary_images/local_correlations`` (its ``Cn``); Suite2p's
+    NWB export writes ``meanImg`` (and ``Vcorr``, ``max_proj`` cropped to its valid range,
+    which do not fit and are left out). Only images of the field of view's shape are used.
+    """
+    from pynwb.base import Images
+
+    found: dict = {}
+    module = plane.parent.parent if plane.parent is not None else None
+    interfaces = getattr(module, "data_interfaces", {}) or {}
+    for container in interfaces.values():
+        if not isinstance(container, Images):
+            continue
+        for name, image in container.images.items():
+            data = np.asarray(image.data)
+            if data.shape != tuple(dims[:2]) or data.dtype.kind not in "biuf":
+                continue
+            if name in _CORRELATION_IMAGES:
+                found.setdefault("Cn", data)
+            elif name in _MEAN_IMAGES:
+                found.setdefault("image", data)
+    return found
+
+
 def _components(nwbfile, table, path: Path) -> tuple[np.ndarray, dict | None]:
     """Rows of ``table`` that are components (CaImAn's background rows left out)."""
     layout = _caiman_layout(nwbfile, table)
@@ -458,12 +491,10 @@ def read_evidence(
         if A.shape[1] == 0:
             raise InvalidFileError(path, f"PlaneSegmentation {table.name} has no component.")
         traces = _traces(nwbfile, table, rows, path, layout)
-        metrics = {}
+        metrics = _summary_images(table, dims)
         if layout is not None:
-            metrics = {
-                "SNR_comp": _metric(table, "snr", rows),
-                "r_values": _metric(table, "r", rows),
-            }
+            metrics["SNR_comp"] = _metric(table, "snr", rows)
+            metrics["r_values"] = _metric(table, "r", rows)
     logger.debug("%s: %d ROIs from %s", path, A.shape[1], key)
     return Evidence.build(A, dims, traces=traces, gSig=gSig, source=str(path), **metrics)
 

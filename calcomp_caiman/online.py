@@ -237,11 +237,10 @@ class CandidateScreen:
         cols = centre[:, 1, None, None] + offsets[None, None, :]  # (n, 1, side)
         inside = (rows >= 0) & (rows < dims[0]) & (cols >= 0) & (cols < dims[1])
         pixels = np.clip(rows, 0, dims[0] - 1) + np.clip(cols, 0, dims[1] - 1) * dims[0]
-        # (n, window pixels, frames); pixels outside the FOV are 0 and stay 0
-        windows = residual[:, pixels.reshape(len(centres), -1)].astype(np.float32)
-        windows = np.ascontiguousarray(windows.transpose(1, 2, 0))
+        # (frames, n, window pixels), gathered row by row; pixels outside the FOV are 0
+        windows = residual[:, pixels.reshape(len(centres), -1)].astype(np.float32, copy=False)
         if not inside.all():
-            windows *= inside.reshape(len(centres), -1, 1)
+            windows = windows * inside.reshape(1, len(centres), -1)
         footprints = _rank1_nmf(windows)
         # like a CNMF footprint: no floor of clipped noise, no faint skirt
         footprints = np.maximum(footprints - np.median(footprints, axis=1, keepdims=True), 0)
@@ -277,16 +276,17 @@ def _check_crops(X) -> np.ndarray:
     return X
 
 
-def _rank1_nmf(pixels: np.ndarray) -> np.ndarray:
-    """Spatial factors (n, pixels) of rank-1 NMFs of (n, pixels, frames); unit norm or 0.
+def _rank1_nmf(windows: np.ndarray) -> np.ndarray:
+    """Spatial factors (n, pixels) of rank-1 NMFs of (frames, n, pixels); unit norm or 0.
 
-    Element-wise products and sums (no BLAS): these matrices are tiny, and a
-    multi-threaded BLAS would spend more time waking threads than multiplying.
+    CaImAn's ``rank1nmf`` (10 alternating non-negative updates) for all candidates at
+    once, with element-wise products and sums (no BLAS: these matrices are tiny, and a
+    multi-threaded BLAS would spend more time waking threads than multiplying).
     """
-    footprints = np.maximum(pixels, 0).mean(axis=2)
+    footprints = np.maximum(windows, 0).mean(axis=0)
     for _ in range(_NMF_ITERATIONS):
-        traces = np.maximum(np.einsum("np,npt->nt", footprints, pixels), 0)
-        footprints = np.maximum(np.einsum("npt,nt->np", pixels, traces), 0)
+        traces = np.maximum(np.einsum("np,tnp->tn", footprints, windows), 0)
+        footprints = np.maximum(np.einsum("tnp,tn->np", windows, traces), 0)
         norms = np.sqrt(np.einsum("np,np->n", footprints, footprints))
         footprints /= np.where(norms > 0, norms, 1.0)[:, None]
     return footprints
@@ -341,6 +341,8 @@ def _find_candidates(onacid, X: np.ndarray) -> list[tuple[int, int]] | None:
     half_cnn = [caiman_crop_half_width(g) for g in gsig]
     centres, expected = [], []
     for peak in peaks:
+        if len(centres) == len(X):
+            break  # X may hold only the first candidates
         ij = [min(max(int(v), g), d - g - 1) for v, g, d in zip(peak, g_half, dims)]
         near = np.maximum(
             mean_image[
@@ -364,12 +366,10 @@ def _find_candidates(onacid, X: np.ndarray) -> list[tuple[int, int]] | None:
         expected.append(cv2.resize(normalised, (_CAIMAN_PATCH, _CAIMAN_PATCH)))
         centres.append((int(peak[0]), int(peak[1])))
     # CaImAn's candidates in CaImAn's order (a prefix of them when X was cut short)
-    if len(expected) < len(X) or not np.allclose(
-        np.stack(expected[: len(X)]), X, atol=1e-3, rtol=1e-3
-    ):
+    if len(expected) != len(X) or not np.allclose(np.stack(expected), X, atol=1e-3, rtol=1e-3):
         logger.debug("could not find %d OnACID candidates again: remapping their crops", len(X))
         return None
-    return centres[: len(X)]
+    return centres
 
 
 def _check_model(model) -> CalcompModel:

@@ -62,13 +62,14 @@ def disk_footprints(dims=(64, 80), centres=((30, 40),), radius=5.0, dtype=np.flo
     return np.stack(columns, axis=1) if columns else np.zeros((dims[0] * dims[1], 0), dtype)
 
 
-def write_caiman_nwb(path, A, dims, C, b, f, YrA, *, snr=None, r=None):
+def write_caiman_nwb(path, A, dims, C, b, f, YrA, *, snr=None, r=None, Cn=None):
     """An NWB file in the layout of CaImAn 1.12.1's ``Estimates.save_NWB`` (estimates.py),
     written with pynwb (CaImAn's own writer needs pynwb < 3): table description ``CNMF_ROIs``,
     ``image_mask = A[:, k].reshape(dims)`` in C order, the backgrounds ``b`` appended as rows,
     columns ``r``/``snr``/``accepted``/``rejected``, ``C`` and ``f`` as RoiResponseSeries of
-    ``Fluorescence``, ``YrA`` as the TimeSeries ``residuals``, the movie as an external
-    ``TwoPhotonSeries`` ImageSeries (CaImAn's ``load_CNMF`` requires it)."""
+    ``Fluorescence``, ``YrA`` as the TimeSeries ``residuals``, ``Cn`` as
+    ``summary_images/local_correlations``, the movie as an external ``TwoPhotonSeries``
+    ImageSeries (CaImAn's ``load_CNMF`` requires it)."""
     import datetime
 
     import scipy.sparse
@@ -125,6 +126,13 @@ def write_caiman_nwb(path, A, dims, C, b, f, YrA, *, snr=None, r=None):
                                             timestamps=timestamps)  # fmt: skip
     module.add(TimeSeries(name="residuals", description="residuals", data=np.asarray(YrA).T,
                           timestamps=timestamps, unit="NA"))  # fmt: skip
+    if Cn is not None:
+        from pynwb.base import Images
+        from pynwb.image import GrayscaleImage
+
+        images = Images(name="summary_images")
+        images.add_image(GrayscaleImage(name="local_correlations", data=np.asarray(Cn)))
+        module.add(images)
     with NWBHDF5IO(str(path), "w") as io:
         io.write(nwbfile)
     return path

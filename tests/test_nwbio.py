@@ -239,8 +239,9 @@ def test_wrong_mask_shape_untouched(tmp_path, session, model):
 def test_caiman_save_nwb_layout(tmp_path, session, model):
     rng = np.random.default_rng(0)
     yra, snr = rng.normal(size=session.C.shape), np.linspace(1, 5, session.A.shape[1])
+    cn = rng.random(session.dims)
     path = write_caiman_nwb(tmp_path / "caiman.nwb", session.A, session.dims, session.C,
-                            session.b, session.f, yra, snr=snr)  # fmt: skip
+                            session.b, session.f, yra, snr=snr, Cn=cn)  # fmt: skip
     ev = read_evidence(path)
     n = session.A.shape[1]
     assert ev.n == n and abs(ev.A - session.A).max() < 1e-7  # C order undone, background left out
@@ -248,7 +249,8 @@ def test_caiman_save_nwb_layout(tmp_path, session, model):
     np.testing.assert_allclose(chunk["C"], session.C, rtol=1e-6)
     np.testing.assert_allclose(chunk["YrA"], yra)
     np.testing.assert_allclose(ev.SNR_comp, snr)
-    assert "metrics" in ev.kinds
+    np.testing.assert_array_equal(ev.Cn, cn)  # an image: not reshaped like image_mask
+    assert "metrics" in ev.kinds and "image" in ev.kinds
     result, fields = classify_file(path, model=model)
     assert result.components == n
     columns, _ = read_classification(path)
