@@ -13,6 +13,16 @@ and write, under ``--out``::
     PROGRESS.txt                 one line per finished movie
     build.log                    (when redirected there)
 
+Keys of ``<id>_labels.npz`` (``M`` = ``cnmf`` or ``onacid``; N components, K GT objects):
+``M_labels`` (N,) class codes 1-4 in the order of ``CLASSES`` (neuron, process, noise,
+doubtful), ``M_matched`` GT index or -1, ``M_spatial``, ``M_temporal``, ``M_share``,
+``M_duplicate_of``, ``M_reason``, ``M_n_components``, ``cnmf_caiman_accepted`` (CaImAn's
+``idx_components``; OnACID computes none); ``gt_kind``, ``gt_class``, ``gt_parent`` (K,),
+``gt_A_data/indices/indptr/shape`` (sparse GT footprints, Fortran pixel order), ``gt_C``
+(K, T) float16 calcium, ``gt_S`` spikes; ``dims``, ``seed``, ``settings_json``,
+``user_settings_json`` (gSig, fr, decay_time, K, rf, stride given to CaImAn),
+``label_rule_json``, ``generator_version``, ``timings_json``.
+
 Cached: a movie whose outputs all exist is skipped; every file is written to a temporary
 name and moved into place (``os.replace``), so an interrupted build resumes cleanly. The
 movies themselves are not kept (regenerate them with ``simulate_movie(PRESETS[preset], seed)``,
