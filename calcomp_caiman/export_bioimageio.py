@@ -391,7 +391,7 @@ def export_bioimageio(
     """
     onnx = _require("onnx")
     spec = _require("bioimageio.spec")
-    from .records import write_atomically
+    from .sidecar import write_atomically
 
     out = Path(out)
     if out.exists() and not overwrite:

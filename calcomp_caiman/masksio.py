@@ -31,7 +31,7 @@ import scipy.sparse
 
 from ._checks import InvalidFileError
 from .evidence import Evidence
-from .records import check_result, record_model_sha256, write_component_table, write_record
+from .sidecar import check_result, record_model_sha256, write_component_table, write_record
 
 logger = logging.getLogger(__name__)
 

@@ -54,9 +54,9 @@ import numpy as np
 import scipy.sparse
 
 from ._checks import CLASSES, InvalidFileError
+from .atomic import atomic_replace, exclusive_lock
 from .evidence import Evidence, Traces
-from .hdf5io import _atomic_replace, exclusive_lock  # the one temp + fsync + rename helper
-from .records import accepted_mask, check_result
+from .sidecar import accepted_mask, check_result
 
 logger = logging.getLogger(__name__)
 
@@ -627,7 +627,7 @@ def write_classification(
             _add_columns(tmp, source, plane, result)
 
         try:
-            _atomic_replace(
+            atomic_replace(
                 str(destination),
                 build,
                 mode=os.stat(source).st_mode & 0o7777,

@@ -43,7 +43,7 @@ import scipy.sparse
 
 from ._checks import InvalidFileError
 from .evidence import Evidence, Traces
-from .records import (
+from .sidecar import (
     accepted_mask,
     check_result,
     record_model_sha256,

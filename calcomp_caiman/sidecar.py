@@ -1,4 +1,4 @@
-"""The classification record as files beside another pipeline's output (NumPy archive, CSV).
+"""Sidecar files: the classification record beside another pipeline's output (npz, CSV).
 
 CaImAn result files and NWB files take the classification inside them. Suite2p folders and
 mask files do not have a place for it, so their writers put it beside them: one
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ._checks import CLASSES, InvalidFileError
-from .hdf5io import _atomic_replace  # the one temp-file + fsync + os.replace helper
+from .atomic import atomic_replace
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def write_atomically(path: str | os.PathLike, data: bytes, *, label: str | None 
 
     existing = os.path.exists(path)
     mode = os.stat(path).st_mode & 0o7777 if existing else None
-    _atomic_replace(path, build, mode=mode, original=path if existing else None, label=label)
+    atomic_replace(path, build, mode=mode, original=path if existing else None, label=label)
     return path
 
 
