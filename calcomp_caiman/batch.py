@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import datetime
-import json
 import logging
 import os
 import time
@@ -19,18 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from ._checks import CLASSES, CalcompError, InvalidFileError, check_gsig
-from ._version import __version__
 from .atomic import remove_stale_temps
-from .classify import (
-    acceptance_rule,
-    classification_fields,
-    classify_evidence,
-    evidence_used,
-    footprint_fingerprint,
-    footprint_flags,
-)
+from .classify import acceptance_rule
 from .formats import find_inputs, get_format
 from .model import CalcompModel
+from .record import classify
 
 logger = logging.getLogger(__name__)
 
@@ -75,18 +66,6 @@ class FileResult:
         row.update({name: self.counts.get(name, "") for name in CLASSES})
         row["seconds"] = f"{self.seconds:.2f}"
         return row
-
-
-def _provenance(model: CalcompModel, accept: Sequence[str], min_prob: float | None) -> dict:
-    return {
-        "model": model.name,
-        "model_sha256": model.sha256,
-        "version": __version__,
-        "classes": json.dumps(list(CLASSES)),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "accept": json.dumps(list(accept)),
-        "min_prob": "none" if min_prob is None else float(min_prob),
-    }
 
 
 def classify_file(
@@ -144,7 +123,7 @@ def classify_file(
         left unchanged.
     """
     start = time.perf_counter()
-    accept, min_prob = acceptance_rule(model, accept, min_prob)
+    acceptance_rule(model, accept, min_prob)  # a bad rule fails before the file is read
     try:
         gsig = check_gsig(gSig)
     except ValueError as err:
@@ -162,30 +141,17 @@ def classify_file(
         raise InvalidFileError(path, f"params/init/gSig: {err}") from None
     if gsig is not None:
         evidence = dataclasses.replace(evidence, gSig=gsig)
-    probs = classify_evidence(evidence, model, batch_size=batch_size)
-    fields = classification_fields(
-        probs,
-        flags=footprint_flags(evidence.A, evidence.dims),
-        accept=accept,
-        min_prob=min_prob,
-        fingerprint=footprint_fingerprint(evidence.A),
-    )
-    provenance = _provenance(model, accept, min_prob)
-    provenance["evidence"] = json.dumps(list(evidence_used(evidence, model)))
+    record = classify(evidence, model, accept=accept, min_prob=min_prob, batch_size=batch_size)
     written = kind.write_classification(
-        path,
-        dict(fields, provenance=provenance),
-        out_path=out_path,
-        overwrite=overwrite,
-        **write_options,
+        path, record.as_result(), out_path=out_path, overwrite=overwrite, **write_options
     )
-    counts = np.bincount(fields["class_labels"].astype(np.int64), minlength=len(CLASSES) + 1)
+    fields = record.fields
     result = FileResult(
         file=str(path),
         output=str(written),
         status="classified",
-        components=len(probs),
-        counts={name: int(counts[i + 1]) for i, name in enumerate(CLASSES)},
+        components=record.n,
+        counts=record.counts(),
         accepted=len(fields["idx_components"]),
         seconds=time.perf_counter() - start,
         format=kind.name,

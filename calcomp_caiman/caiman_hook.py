@@ -15,20 +15,18 @@ import numpy as np
 
 from .classify import (
     acceptance_rule,
-    classification_fields,
-    classify_evidence,
     crop_scale_of,
     footprint_fingerprint,
-    footprint_flags,
 )
 from .evidence import Evidence, params_value
 from .model import CalcompModel
+from .record import SELECTION_FIELDS, classify
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["evaluate_components_4class", "attach_classes", "FOUR_CLASS_FIELDS"]
 
-FOUR_CLASS_FIELDS = ("class_probs", "class_labels", "class_flags", "class_fingerprint")
+FOUR_CLASS_FIELDS = SELECTION_FIELDS
 """Per-component fields this package adds; they follow ``select_components``."""
 
 
@@ -306,34 +304,29 @@ def evaluate_components_4class(
     True
     """
     evidence = Evidence.from_estimates(estimates, params, image=image)
-    A, dims = evidence.A, evidence.dims
     model = CalcompModel.load() if model is None else model
-    accept, min_prob = acceptance_rule(model, accept, min_prob)
-    probs = classify_evidence(evidence, model, batch_size=batch_size)
+    acceptance_rule(model, accept, min_prob)  # a bad rule fails before any work
     keep = _metrics_rule(estimates, params) if use_metrics else None
-    if keep is not None and len(keep) != len(probs):
+    if keep is not None and len(keep) != evidence.n:
         raise ValueError(
-            f"SNR_comp/r_values have {len(keep)} entries but A has {len(probs)} components."
+            f"SNR_comp/r_values have {len(keep)} entries but A has {evidence.n} components."
         )
-    fields = classification_fields(
-        probs,
-        flags=footprint_flags(A, dims),
-        accept=accept,
-        min_prob=min_prob,
-        keep=keep,
-        fingerprint=footprint_fingerprint(estimates.A),
-    )
-    discarded = _classify_discarded(
-        estimates, params, dims, model, crop_scale_of(evidence, model), batch_size
-    )
-    for name, value in fields.items():
+    scale = crop_scale_of(evidence, model)
+    record = classify(
+        evidence, model, accept=accept, min_prob=min_prob, keep=keep, scale=scale,
+        fingerprint=footprint_fingerprint(estimates.A), batch_size=batch_size,
+    )  # fmt: skip
+    discarded = _classify_discarded(estimates, params, evidence.dims, model, scale, batch_size)
+    for name, value in record.fields.items():
         setattr(estimates, name, value)
     for name, value in discarded.items():
         setattr(estimates.discarded_components, name, value)
     _make_selection_aware(estimates)
     logger.info(
-        "%d components: %d accepted (%s)", len(probs), len(fields["idx_components"]), accept
-    )
+        "%d components: %d accepted (%s; evidence: %s)", record.n,
+        len(record.fields["idx_components"]), record.provenance["accept"],
+        record.provenance["evidence"],
+    )  # fmt: skip
     return estimates
 
 
@@ -348,8 +341,6 @@ def _classify_discarded(estimates, params, dims, model, scale, batch_size) -> di
         return {}
     evidence = Evidence.from_estimates(discarded, params, dims=dims)
     # cropped at the scale of the kept components: they are the same cells' file
-    probs = classify_evidence(evidence, model, scale=scale, batch_size=batch_size)
-    fields = classification_fields(
-        probs, flags=footprint_flags(A, dims), fingerprint=footprint_fingerprint(A)
-    )
-    return {name: fields[name] for name in FOUR_CLASS_FIELDS}
+    record = classify(evidence, model, scale=scale, fingerprint=footprint_fingerprint(A),
+                      batch_size=batch_size)  # fmt: skip
+    return {name: record.fields[name] for name in FOUR_CLASS_FIELDS}

@@ -27,6 +27,7 @@ import scipy.sparse
 from ._checks import CLASSES, CalcompError, FileBusyError, InvalidFileError, check_dims
 from .atomic import atomic_replace, exclusive_lock, reason
 from .evidence import Evidence, Traces
+from .record import FIELDS
 
 logger = logging.getLogger(__name__)
 _atomic_replace = atomic_replace  # moved to calcomp_caiman.atomic
@@ -44,15 +45,7 @@ __all__ = [
     "exclusive_lock",
 ]
 
-CLASSIFICATION_FIELDS = (
-    "class_probs",
-    "class_labels",
-    "class_flags",
-    "cnn_preds",
-    "idx_components",
-    "idx_components_bad",
-    "class_fingerprint",
-)
+CLASSIFICATION_FIELDS = tuple(FIELDS)
 """Datasets that :func:`write_classification` writes under ``/estimates``."""
 
 BACKUP_FIELDS = {name: "caiman_" + name for name in ("cnn_preds", "idx_components",

@@ -1,0 +1,169 @@
+"""One classification as one record: the output schema, and evidence -> record.
+
+:func:`classify` is the single path from evidence to what every writer stores
+(``Estimates``, CaImAn HDF5, CSV, NWB, Suite2p): probabilities, labels, flags, the
+accepted set under a stated rule, a fingerprint of ``A`` and the provenance. The names,
+dtypes and shapes of the stored arrays are defined here, once (:data:`FIELDS`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._checks import CLASSES
+from ._version import __version__
+from .classify import (
+    acceptance_rule,
+    classification_fields,
+    classify_evidence,
+    evidence_used,
+    footprint_fingerprint,
+    footprint_flags,
+)
+from .evidence import Evidence
+from .model import CalcompModel
+
+__all__ = ["FIELDS", "SELECTION_FIELDS", "Classification", "classify", "provenance"]
+
+FIELDS: dict[str, tuple[type, tuple[int, ...] | None, str]] = {
+    "class_probs": (np.float32, (len(CLASSES),), "P(neuron), P(process), P(noise), P(doubtful)"),
+    "class_labels": (np.int8, (), "most probable class: 1 neuron, 2 process, 3 noise, 4 doubtful"),
+    "class_flags": (np.uint8, (), "bit 1: empty footprint (noise); bit 2: negative values clipped"),
+    "cnn_preds": (np.float32, (), "P(neuron), where CaImAn keeps its CNN score"),
+    "idx_components": (np.int64, None, "accepted components, sorted"),
+    "idx_components_bad": (np.int64, None, "the other components, sorted"),
+    "class_fingerprint": (np.float64, (3,), "per column of A: nnz, sum, sum of value x (row+1)"),
+}
+"""Stored arrays: name -> (dtype, shape per component or None for an index list, meaning)."""
+
+SELECTION_FIELDS = tuple(
+    name
+    for name, (_, shape, _) in FIELDS.items()
+    if shape is not None and name.startswith("class_")
+)
+"""Our per-component fields, which must follow CaImAn's ``select_components``
+(``cnn_preds`` is CaImAn's own field, which CaImAn slices itself)."""
+
+
+def provenance(
+    model: CalcompModel, accept: Sequence[str], min_prob: float | None, evidence: Sequence[str]
+) -> dict[str, str | float]:
+    """What produced a classification (stored with it; strings and numbers only)."""
+    return {
+        "model": model.name,
+        "model_sha256": model.sha256,
+        "version": __version__,
+        "classes": json.dumps(list(CLASSES)),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "accept": json.dumps(list(accept)),
+        "min_prob": "none" if min_prob is None else float(min_prob),
+        "evidence": json.dumps(list(evidence)),
+    }
+
+
+@dataclass(frozen=True, eq=False)
+class Classification:
+    """The classification of N components.
+
+    Attributes
+    ----------
+    fields : dict of str to ndarray
+        The stored arrays (:data:`FIELDS`).
+    provenance : dict
+        :func:`provenance`: model, its SHA256, version, date, rule, evidence used.
+    """
+
+    fields: dict[str, np.ndarray]
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        """Number of components."""
+        return int(len(self.fields["class_probs"]))
+
+    @property
+    def probs(self) -> np.ndarray:
+        """(N, 4) class probabilities."""
+        return self.fields["class_probs"]
+
+    @property
+    def accepted(self) -> np.ndarray:
+        """(N,) bool: accepted under the rule in the provenance."""
+        mask = np.zeros(self.n, dtype=bool)
+        mask[self.fields["idx_components"]] = True
+        return mask
+
+    def counts(self) -> dict[str, int]:
+        """Components per predicted class."""
+        labels = self.fields["class_labels"].astype(np.int64)
+        counts = np.bincount(labels, minlength=len(CLASSES) + 1)
+        return {name: int(counts[i + 1]) for i, name in enumerate(CLASSES)}
+
+    def as_result(self) -> dict:
+        """The arrays plus ``provenance``: what the file writers take."""
+        return dict(self.fields, provenance=dict(self.provenance))
+
+
+def classify(
+    evidence: Evidence,
+    model: CalcompModel | None = None,
+    *,
+    accept: Sequence[str] | None = None,
+    min_prob=None,
+    keep: np.ndarray | None = None,
+    scale: float | None = None,
+    fingerprint: np.ndarray | None = None,
+    batch_size: int = 128,
+) -> Classification:
+    """Classify every component of ``evidence`` into one record.
+
+    Parameters
+    ----------
+    evidence : Evidence
+    model : CalcompModel, optional
+        Default: the bundled default model.
+    accept, min_prob
+        The acceptance rule (:func:`~calcomp_caiman.classify.acceptance_rule`; default:
+        the model folder's ``thresholds.json``).
+    keep : (N,) bool ndarray, optional
+        An extra condition ANDed with the class rule (CaImAn's SNR / r-value test).
+    scale : float, optional
+        Crop scale (default: measured from the footprints).
+    fingerprint : (N, 3) ndarray, optional
+        :func:`~calcomp_caiman.classify.footprint_fingerprint` of ``A`` as the caller holds
+        it (default: of ``evidence.A``).
+    batch_size : int
+
+    Returns
+    -------
+    Classification
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rr, cc = np.mgrid[:64, :64]
+    >>> cell = ((rr - 30) ** 2 + (cc - 30) ** 2 <= 25).astype(np.float32)
+    >>> record = classify(Evidence.build(cell.reshape(-1, 1, order="F"), (64, 64), gSig=5))
+    >>> record.n, sorted(record.fields) == sorted(FIELDS)
+    (1, True)
+    """
+    model = CalcompModel.load() if model is None else model
+    accept, min_prob = acceptance_rule(model, accept, min_prob)
+    probs = classify_evidence(evidence, model, scale=scale, batch_size=batch_size)
+    if keep is not None and len(keep) != len(probs):
+        raise ValueError(f"keep has {len(keep)} entries but A has {len(probs)} components.")
+    fields = classification_fields(
+        probs,
+        flags=footprint_flags(evidence.A, evidence.dims),
+        accept=accept,
+        min_prob=min_prob,
+        keep=keep,
+        fingerprint=footprint_fingerprint(evidence.A) if fingerprint is None else fingerprint,
+    )
+    used = evidence_used(evidence, model)
+    return Classification(fields, provenance(model, accept, min_prob, used))
