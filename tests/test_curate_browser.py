@@ -87,6 +87,12 @@ def test_label_refit_and_apply_in_the_browser(tmp_path, caiman_copy, tiny_v2, br
     labels = tmp_path / "labels.csv"
     server = serve([path], labels=labels, model=tiny_v2, model_out=tmp_path / "refitted", port=0)
     try:
+        notebook = browser.new_page()  # what a Jupyter cell displays: the page in an IFrame
+        notebook.set_content(server._repr_html_())
+        frame = notebook.frame_locator("iframe")
+        frame.locator("body[data-ready='1']").wait_for(timeout=20_000)
+        assert frame.locator(".card").count() == 59
+        notebook.close()
         page = _open(browser, server.url)
         order = page.evaluate("curate.order()")
         expected = server.session.components()
@@ -185,6 +191,17 @@ def test_two_tabs_and_a_killed_server_lose_no_label(tmp_path, caiman_copy, tiny_
         assert "label ~30 components with `calcomp curate` and refit" in banner
         assert "real_mouse2p_cnmf.hdf5" not in banner
         order = tab1.evaluate("curate.order()")
+        tab2.select_option("#filter-file", "1")  # filters: by file, by predicted class
+        tab2.wait_for_function("curate.order().every((k) => k.startsWith('1:'))")
+        assert len(tab2.evaluate("curate.order()")) == 64
+        tab2.select_option("#filter-file", "")
+        tab2.select_option("#filter-class", "doubtful")
+        tab2.wait_for_function("curate.order().length < 123")
+        assert {c.get_attribute("data-predicted") for c in tab2.locator(".card").all()} == {
+            "doubtful"
+        }
+        tab2.select_option("#filter-class", "")
+        tab2.wait_for_function("curate.order().length === 123")
         _press(tab1, "1", "4")
         _press(tab2, *["ArrowRight"] * 5, "3", "n")
         os.kill(process.pid, signal.SIGKILL)  # no shutdown, no flush
@@ -204,3 +221,23 @@ def test_two_tabs_and_a_killed_server_lose_no_label(tmp_path, caiman_copy, tiny_
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_a_large_file_is_shown_in_batches(tmp_path, tiny_v2, browser):
+    from calcomp_caiman.hdf5io import write_caiman_file
+
+    sim = simulate_session(dims=(200, 200), n_components=(200, 40, 40, 20), n_frames=100, seed=1)
+    path = write_caiman_file(tmp_path / "big.hdf5", A=sim.A, C=sim.C, dims=sim.dims,
+                             gSig=(sim.gSig, sim.gSig))  # fmt: skip
+    server = serve([path], labels=tmp_path / "labels.csv", model=tiny_v2, port=0)
+    try:
+        page = _open(browser, server.url)
+        assert len(page.evaluate("curate.order()")) == 300
+        assert page.locator(".card").count() == 150  # the first batch
+        page.locator(".card").nth(149).click()
+        _press(page, "ArrowRight", "3")  # the keyboard walks past the batch
+        assert page.locator(".card").count() == 300
+        order = page.evaluate("curate.order()")
+        assert _csv(tmp_path / "labels.csv") == {("big.hdf5", _component(order[150])): "noise"}
+    finally:
+        server.stop()

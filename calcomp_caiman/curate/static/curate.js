@@ -3,7 +3,7 @@
 (function () {
   const KEYS = { "1": "neuron", "2": "process", "3": "noise", "4": "doubtful", "n": "non_neuron" };
   const SVG = "http://www.w3.org/2000/svg";
-  const page = { state: null, items: [], focus: 0, undo: [], cards: new Map(), version: -1 };
+  const page = { state: null, items: [], focus: 0, undo: [], cards: new Map(), version: -1, request: 0, shown: 0, sentinel: null };
   const $ = (id) => document.getElementById(id);
 
   function message(text) { $("message").textContent = text || ""; }
@@ -70,7 +70,9 @@
     if ($("filter-file").value !== "") params.set("file", $("filter-file").value);
     if ($("filter-disagree").checked) params.set("disagreements", "1");
     const current = page.items[page.focus];
+    const request = ++page.request;
     const data = await api("/api/components?" + params.toString());
+    if (request !== page.request) return;  // a newer filter was chosen meanwhile
     page.items = data.items;
     page.version = data.version;
     const at = current ? page.items.findIndex((it) => key(it) === key(current)) : -1;
@@ -84,18 +86,32 @@
     }
   }, { rootMargin: "400px" });
 
+  const BATCH = 150;  // cards are added to the page as you get near the end
+  const more = new IntersectionObserver((entries) => {
+    if (entries.some((e) => e.isIntersecting)) showUpTo(page.shown + BATCH);
+  }, { rootMargin: "800px" });
+
   function render() {
     const root = $("cards");
     root.innerHTML = "";
     page.cards.clear();
-    page.items.forEach((item, i) => {
-      const card = makeCard(item, i);
-      root.appendChild(card);
-      page.cards.set(key(item), card);
-      observer.observe(card);
-    });
+    page.shown = 0;
+    page.sentinel = el("div", { class: "sentinel" }, root);
+    more.observe(page.sentinel);
+    showUpTo(Math.max(BATCH, page.focus + 1));
     $("count").textContent = `${page.items.length} components`;
     setFocus(page.focus, false);
+  }
+
+  function showUpTo(n) {
+    const root = $("cards");
+    for (let i = page.shown; i < Math.min(n, page.items.length); i++) {
+      const card = makeCard(page.items[i], i);
+      root.insertBefore(card, page.sentinel);
+      page.cards.set(key(page.items[i]), card);
+      observer.observe(card);
+    }
+    page.shown = Math.max(page.shown, Math.min(n, page.items.length));
   }
 
   function makeCard(item, i) {
@@ -176,6 +192,7 @@
   function setFocus(i, scroll = true) {
     if (!page.items.length) return;
     page.focus = Math.max(0, Math.min(page.items.length - 1, i));
+    if (page.focus >= page.shown) showUpTo(page.focus + BATCH);
     for (const card of document.querySelectorAll(".card.focus")) card.classList.remove("focus");
     const card = page.cards.get(key(page.items[page.focus]));
     if (card) {
