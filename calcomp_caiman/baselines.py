@@ -21,8 +21,8 @@ import scipy.optimize
 import scipy.spatial
 
 from ._checks import CLASSES, PATCH_SIZE
-from .metrics import _check_probs_labels
-from .model import _softmax
+from .head import softmax
+from .metrics import check_probs_labels
 from .patches import project_footprints, resolve_gsig
 from .train import balanced_weights, fit_network, label_masks
 
@@ -279,7 +279,7 @@ class ShapeBaseline:
             Wrong shapes, non-finite features, labels outside 0-4, or no samples.
         """
         features = self._check(features)
-        codes = _check_probs_labels(np.zeros((len(features), len(CLASSES))), labels)[1]
+        codes = check_probs_labels(np.zeros((len(features), len(CLASSES))), labels)[1]
         if len(features) == 0:
             raise ValueError("ShapeBaseline.fit needs at least one labelled sample.")
         mean = features.mean(axis=0)
@@ -299,7 +299,7 @@ class ShapeBaseline:
 
         def loss_and_grad(theta):
             coef = theta.reshape(shape)
-            probs = _softmax(design @ coef)
+            probs = softmax(design @ coef)
             allowed = np.maximum((probs * masks).sum(axis=1), 1e-300)
             loss = -np.sum(weights * np.log(allowed)) + self.l2 * np.sum(penalty * coef**2)
             target = probs * masks / allowed[:, None]
@@ -338,7 +338,7 @@ class ShapeBaseline:
             )
         if len(features) == 0:
             return np.zeros((0, len(CLASSES)), np.float32)
-        return _softmax(self._design(features) @ self.coef_).astype(np.float32)
+        return softmax(self._design(features) @ self.coef_).astype(np.float32)
 
 
 def _nonzero_std(values: np.ndarray) -> np.ndarray:

@@ -193,7 +193,7 @@ def find_result_files(
     return list(found.items())
 
 
-def _target(relative: Path, file: Path, out_dir: Path | None) -> Path:
+def target_path(relative: Path, file: Path, out_dir: Path | None) -> Path:
     return file if out_dir is None else out_dir / relative
 
 
@@ -211,7 +211,7 @@ def _failure(file: Path, target: Path, err: BaseException | str) -> FileResult:
     return FileResult(str(file), str(target), "failed", error=f"{file}: {lines[0]}")
 
 
-def _process_one(file: Path, target: Path, in_place: bool, options: dict) -> FileResult:
+def process_one(file: Path, target: Path, in_place: bool, options: dict) -> FileResult:
     model = options["model"]
     formats = {"format": options.get("format", "auto"), "plane": options.get("plane"),
                "replace_iscell": options.get("replace_iscell", False)}  # fmt: skip
@@ -289,7 +289,7 @@ def _in_processes(tasks: list[tuple], jobs: int, options: dict) -> Iterator[File
             while running or (pending and not broken):
                 while pending and len(running) < jobs and not broken:
                     try:
-                        future = pool.submit(_process_one, *pending[-1], options)
+                        future = pool.submit(process_one, *pending[-1], options)
                     except BrokenProcessPool:  # an idle worker died: go on in a fresh pool
                         broken = True
                         break
@@ -324,7 +324,7 @@ def _isolated(tasks: list[tuple], options: dict) -> Iterator[FileResult]:
         futures = {}
         for task in tasks:
             pool = stack.enter_context(ProcessPoolExecutor(max_workers=1))
-            futures[pool.submit(_process_one, *task, options)] = task
+            futures[pool.submit(process_one, *task, options)] = task
         died: list[tuple] = []
         yield from _collect(futures, died)
     for file, target, _ in died:
@@ -393,10 +393,10 @@ def reprocess(
         "plane": plane,
         "replace_iscell": replace_iscell,
     }
-    tasks = [(file, _target(relative, file, out), out is None) for file, relative in files]
+    tasks = [(file, target_path(relative, file, out), out is None) for file, relative in files]
     if jobs <= 1 or len(tasks) <= 1:
         for file, target, in_place in tasks:
-            yield _process_one(file, target, in_place, options)
+            yield process_one(file, target, in_place, options)
         return
     # the model (a few hundred kB of weights) travels with each task
     yield from _in_processes(tasks, int(jobs), options)

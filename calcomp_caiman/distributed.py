@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from ._checks import CalcompError
-from .batch import FileResult, _process_one, _target, find_result_files
+from .batch import FileResult, find_result_files, process_one, target_path
 from .classify import acceptance_rule
 from .model import CalcompModel
 
@@ -30,12 +30,12 @@ __all__ = ["reprocess_dask"]
 def _classify_task(
     file: Path, target: Path, in_place: bool, model: CalcompModel, options: dict
 ) -> FileResult:
-    """Worker side of one file: :func:`calcomp_caiman.batch._process_one`.
+    """Worker side of one file: :func:`calcomp_caiman.batch.process_one`.
 
     ``model`` arrives as the worker's own copy of the scattered model (Dask resolves the
     future given as a top-level argument), so it is deserialized once per worker.
     """
-    return _process_one(file, target, in_place, dict(options, model=model))
+    return process_one(file, target, in_place, dict(options, model=model))
 
 
 def _failure(file: Path, target: Path, err: BaseException) -> FileResult:
@@ -178,7 +178,7 @@ def reprocess_dask(
         "accept": accept,
         "min_prob": min_prob,
     }
-    tasks = [(file, _target(relative, file, out), out is None) for file, relative in files]
+    tasks = [(file, target_path(relative, file, out), out is None) for file, relative in files]
 
     cluster = None
     client = None

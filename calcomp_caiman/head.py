@@ -19,10 +19,18 @@ from ._blas import single_threaded_blas
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FusionHead", "fit_head", "fit_temperature", "set_nll"]
+__all__ = ["FusionHead", "fit_head", "fit_temperature", "set_nll", "softmax"]
 
 _PREFIX = "head/"
 _PARTS = ("mean", "scale", "w1", "b1", "w2", "b2")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax (in place on a copy of float input; float32 stays float32)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=1, keepdims=True)
+    return shifted
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:

@@ -20,10 +20,16 @@ from __future__ import annotations
 import numpy as np
 import scipy.stats
 
-from ._checks import CLASSES, class_codes
-from .train import _set_nll, label_masks
+from ._checks import CLASSES, class_codes, label_masks
 
-__all__ = ["ECE_BINS", "THREE_WAY_CLASSES", "evaluation_metrics", "roc_auc"]
+__all__ = [
+    "ECE_BINS",
+    "THREE_WAY_CLASSES",
+    "check_probs_labels",
+    "evaluation_metrics",
+    "roc_auc",
+    "set_nll_of_probs",
+]
 
 THREE_WAY_CLASSES = ("neuron", "doubtful", "non_neuron")
 """Classes of the 3-way view: ``non_neuron`` = process or noise (``P = P(process) + P(noise)``)."""
@@ -36,7 +42,7 @@ _DOUBTFUL = CLASSES.index("doubtful")
 _ROC_POINTS = 201  # ROC curves stored in reports are thinned to at most this many points
 
 
-def _check_probs_labels(probs, labels) -> tuple[np.ndarray, np.ndarray]:
+def check_probs_labels(probs, labels) -> tuple[np.ndarray, np.ndarray]:
     """``(N, 4)`` float64 probabilities and ``(N,)`` int64 codes 0-4 (names accepted), checked."""
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] != len(CLASSES):
@@ -59,6 +65,19 @@ def _check_probs_labels(probs, labels) -> tuple[np.ndarray, np.ndarray]:
     if len(codes) != len(probs):
         raise ValueError(f"{len(probs)} rows of probs but {len(codes)} labels; pass one each.")
     return probs, codes
+
+
+def set_nll_of_probs(probs: np.ndarray, labels) -> float:
+    """Mean ``-log P(label set)`` of probabilities (``non_neuron`` allows process or noise).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> round(set_nll_of_probs(np.array([[0.5, 0.25, 0.25, 0.0]]), [0]), 4)
+    0.6931
+    """
+    allowed = np.sum(np.asarray(probs) * label_masks(labels), axis=1)
+    return float(-np.mean(np.log(np.clip(allowed, 1e-7, 1.0))))
 
 
 def roc_auc(scores, positive) -> float | None:
@@ -260,7 +279,7 @@ def evaluation_metrics(probs, labels, *, min_recall: float = 0.9) -> dict:
     >>> m["auc_neuron_vs_non_neuron"], m["three_way"]["confusion"]
     (1.0, [[1, 0, 0], [0, 0, 0], [1, 0, 1]])
     """
-    probs, codes = _check_probs_labels(probs, labels)
+    probs, codes = check_probs_labels(probs, labels)
     counts = {name: int(np.sum(codes == i + 1)) for i, name in enumerate(CLASSES)}
     counts["non_neuron"] = int(np.sum(codes == 0))
     counts["total"] = int(codes.size)
@@ -277,7 +296,7 @@ def evaluation_metrics(probs, labels, *, min_recall: float = 0.9) -> dict:
 
     if len(codes):
         set_accuracy = float(np.mean(_top_class_allowed(probs, codes)))
-        set_nll = _set_nll(probs, codes)
+        set_nll = set_nll_of_probs(probs, codes)
     else:
         set_accuracy = set_nll = None
 

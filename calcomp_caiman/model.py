@@ -36,7 +36,7 @@ from ._blas import single_threaded_blas
 from ._checks import CLASSES, PATCH_SIZE, CalcompError
 from .atomic import atomic_replace, atomic_write_text
 from .features import absent_features, feature_names
-from .head import FusionHead
+from .head import FusionHead, softmax
 
 logger = logging.getLogger(__name__)
 
@@ -315,13 +315,6 @@ def _variable_name(variable) -> str:
     return str(getattr(variable, "path", variable.name)).split("/")[-1].split(":")[0]
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    np.exp(shifted, out=shifted)
-    shifted /= shifted.sum(axis=1, keepdims=True)
-    return shifted
-
-
 def head_inputs(shape_logits: np.ndarray, features: np.ndarray) -> np.ndarray:
     """The fusion head's input columns: the shape network's log-probabilities, features."""
     z = np.asarray(shape_logits, np.float64)
@@ -526,7 +519,7 @@ class CalcompModel:
             return self._run(
                 patches,
                 len(CLASSES),
-                lambda batch: _softmax(self._engine.logits(batch) / temperature),
+                lambda batch: softmax(self._engine.logits(batch) / temperature),
                 batch_size,
                 threads,
             )
@@ -565,7 +558,7 @@ class CalcompModel:
             has_traces = features[:, feature_names().index("has_traces")] > 0
             temperature[~has_traces] = float(without)
         logits = self._head.logits(head_inputs(shape_logits, features))
-        return _softmax((logits / temperature[:, None]).astype(np.float32))
+        return softmax((logits / temperature[:, None]).astype(np.float32))
 
     @property
     def head(self) -> FusionHead | None:

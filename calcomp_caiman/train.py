@@ -21,6 +21,7 @@ from ._checks import CLASSES, PATCH_SIZE, class_codes, label_masks
 from ._version import __version__
 from .datasets import LabelledFootprints
 from .hdf5io import read_estimates
+from .metrics import set_nll_of_probs
 from .model import DEFAULT_ARCHITECTURE, CalcompModel, build_resnet
 from .patches import extract_patches, resolve_gsig
 
@@ -178,11 +179,6 @@ def _set_cross_entropy(y_true, y_pred):
     return -ops.log(ops.clip(allowed, 1e-7, 1.0))
 
 
-def _set_nll(probs: np.ndarray, labels: np.ndarray) -> float:
-    allowed = np.sum(probs * label_masks(labels), axis=1)
-    return float(-np.mean(np.log(np.clip(allowed, 1e-7, 1.0))))
-
-
 def calibrate_temperature(model: CalcompModel, patches: np.ndarray, labels: np.ndarray) -> float:
     """Temperature that minimises the set cross-entropy of ``model`` on held-out data.
 
@@ -199,7 +195,7 @@ def calibrate_temperature(model: CalcompModel, patches: np.ndarray, labels: np.n
         scaled -= scaled.max(axis=1, keepdims=True)
         probs = np.exp(scaled)
         probs /= probs.sum(axis=1, keepdims=True)
-        return _set_nll(probs, labels)
+        return set_nll_of_probs(probs, labels)
 
     result = scipy.optimize.minimize_scalar(
         loss, bounds=(np.log(0.25), np.log(8.0)), method="bounded"
@@ -279,7 +275,7 @@ def fit_network(
             verbose=0,
         )
         val_probs = np.asarray(net.predict(val_x, batch_size=256, verbose=0))
-        val_loss = _set_nll(val_probs, val_labels)
+        val_loss = set_nll_of_probs(val_probs, val_labels)
         top = val_probs.argmax(axis=1)
         val_accuracy = float(np.mean(val_allowed[np.arange(len(top)), top]))
         history["loss"].append(float(fit.history["loss"][-1]))
