@@ -216,7 +216,13 @@ class CandidateScreen:
             centres = _find_candidates(self._onacid, X)
         if centres is None:
             patches = self.to_patches(X)
-            self.remapped += len(X) if self.crop == "calcomp" else 0
+            if self.crop == "calcomp":
+                if not self.remapped and self._onacid is not None:
+                    logger.warning(
+                        "could not find OnACID's candidates again (CaImAn's candidate search "
+                        "differs from 1.12's?): screening CaImAn's crops, remapped, instead"
+                    )
+                self.remapped += len(X)
         else:
             patches = self._residual_patches(centres)
         probs = self.model.predict(patches, batch_size=max(1, int(batch_size or 128)), threads=1)
@@ -359,10 +365,11 @@ def _find_candidates(onacid, X: np.ndarray) -> list[tuple[int, int]] | None:
             max(ij[1] - half_cnn[1], 0) : ij[1] + half_cnn[1] + 1,
         ].astype(np.float32)
         flat = crop.ravel()
-        std = np.std(flat - np.median(flat))
+        flat = flat - np.median(flat)
+        std = np.std(flat)
         if std == 0:
             return None
-        normalised = ((flat - np.median(flat)) / std).reshape(crop.shape, order="F")
+        normalised = (flat / std).reshape(crop.shape, order="F")
         expected.append(cv2.resize(normalised, (_CAIMAN_PATCH, _CAIMAN_PATCH)))
         centres.append((int(peak[0]), int(peak[1])))
     # CaImAn's candidates in CaImAn's order (a prefix of them when X was cut short)
@@ -451,9 +458,9 @@ def use_calcomp_screening(
     """Make an OnACID object screen its new candidate components with our model, in place.
 
     Call it after building ``OnACID(params=...)`` and before ``fit_online`` (or before
-    ``initialize_online`` when you drive ``fit_next`` yourself; calling it on an object
-    already initialised takes effect from the next frame). The model is loaded and run
-    on a test patch here, so a missing or broken model fails at this call, not mid-stream.
+    ``initialize_online`` when you drive ``fit_next`` yourself). The model is loaded and
+    run on a test patch here, so a missing or broken model fails at this call, not
+    mid-stream.
 
     Parameters
     ----------
@@ -502,7 +509,18 @@ def use_calcomp_screening(
     trace test (``thresh_fitness_*``) and the overlap test still follow. The screen is not
     saved by ``OnACID.save`` (CaImAn skips ``loaded_model``); call this again after
     ``load_OnlineCNMF`` to continue screening. Classify the final components with
-    :func:`~calcomp_caiman.evaluate_components_4class` as for batch results.
+    :func:`~calcomp_caiman.evaluate_components_4class` as for batch results, and after
+    ``load_OnlineCNMF`` re-attach them with :func:`~calcomp_caiman.attach_classes`.
+
+    CaImAn 1.12.1's ``select_components`` fails on OnACID results with its default
+    ``save_discarded_components=True`` (OnACID's initialisation leaves discarded
+    components whose traces cover the init batch only; ``load_OnlineCNMF`` turns them
+    into a dict), with or without this package: select with
+    ``save_discarded_components=False``.
+
+    The default crop repeats CaImAn 1.12's candidate search; where it cannot find the
+    candidates again (another CaImAn version, ``use_corr_img``), those candidates get the
+    ``"remap"`` crop, counted in ``CandidateScreen.remapped`` and logged once.
 
     Examples
     --------
@@ -517,7 +535,7 @@ def use_calcomp_screening(
         use_calcomp_screening(onacid)                 # candidates screened by our model
         onacid.fit_online()
         evaluate_components_4class(onacid.estimates, onacid.params)
-        onacid.estimates.select_components(use_object=True)
+        onacid.estimates.select_components(use_object=True, save_discarded_components=False)
     """
     params = getattr(onacid, "params", None)
     if not callable(getattr(type(onacid), "_prepare_object", None)) or not callable(
