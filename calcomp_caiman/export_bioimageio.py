@@ -52,7 +52,7 @@ def _require(module: str):
 
 def _engine(model: CalcompModel):
     # the folded parameters of the NumPy engine: the same numbers predict() multiplies
-    return model._engine
+    return model.engine
 
 
 def _temperature(model: CalcompModel) -> float:

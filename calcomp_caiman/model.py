@@ -561,6 +561,12 @@ class CalcompModel:
         return softmax((logits / temperature[:, None]).astype(np.float32))
 
     @property
+    def engine(self) -> _Engine:
+        """The NumPy network, batch norm folded into its convolutions (``stem``, ``blocks``,
+        ``dense``): the numbers :meth:`predict` multiplies, e.g. for an ONNX export."""
+        return self._engine
+
+    @property
     def head(self) -> FusionHead | None:
         """The fusion head (model v2), or None."""
         return self._head

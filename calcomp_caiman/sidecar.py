@@ -22,6 +22,7 @@ import numpy as np
 
 from ._checks import CLASSES, InvalidFileError
 from .atomic import atomic_replace
+from .record import FIELDS
 
 logger = logging.getLogger(__name__)
 
@@ -36,15 +37,7 @@ __all__ = [
     "write_record",
 ]
 
-RECORD_FIELDS = (
-    "class_probs",
-    "class_labels",
-    "class_flags",
-    "cnn_preds",
-    "idx_components",
-    "idx_components_bad",
-    "class_fingerprint",
-)
+RECORD_FIELDS = tuple(FIELDS)
 """Arrays of :func:`~calcomp_caiman.classify.classification_fields`, in the order stored."""
 
 
@@ -99,15 +92,7 @@ def check_result(result: Mapping[str, Any], n: int, label: str) -> dict[str, np.
             f"result['class_probs'] has shape {probs.shape} but {label} has {n} components; "
             f"expected ({n}, {len(CLASSES)}): classify this file's components."
         )
-    dtypes = {
-        "class_probs": np.float32,
-        "class_labels": np.int8,
-        "class_flags": np.uint8,
-        "cnn_preds": np.float32,
-        "idx_components": np.int64,
-        "idx_components_bad": np.int64,
-        "class_fingerprint": np.float64,
-    }
+    dtypes = {name: dtype for name, (dtype, _, _) in FIELDS.items()}
     fields = {}
     for name in RECORD_FIELDS:
         if name in result:

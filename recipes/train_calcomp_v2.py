@@ -115,7 +115,10 @@ def main() -> None:
     val_probs = np.concatenate([model.fuse(*inputs[id(i)]) for i in val_sim])
     val_labels = np.concatenate([i.labels for i in val_sim])
     min_prob, val_f1 = train_v2.fit_min_prob(val_probs, val_labels)
-    model = model.with_thresholds(accept=["neuron"], min_prob=min_prob)
+    # the shape network alone (bioimage.io export) keeps v1's calibration
+    model = model.with_thresholds(
+        accept=["neuron"], min_prob=min_prob, shape_temperature=v1.thresholds["temperature"]
+    )
     model.save(args.out)
     log.info("saved %s (T=%.3f, min_prob=%.2f, val accepted-F1 %.3f)", args.out, temperature,
              min_prob, val_f1)  # fmt: skip
