@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("flask")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from calcomp_caiman import CalcompModel  # noqa: E402
+from calcomp_caiman import CLASSES, CalcompModel  # noqa: E402
 from calcomp_caiman._checks import label_masks  # noqa: E402
 from calcomp_caiman.curate import serve  # noqa: E402
 from calcomp_caiman.curate.session import contradicts  # noqa: E402
@@ -128,9 +128,13 @@ def test_label_refit_and_apply_in_the_browser(tmp_path, caiman_copy, tiny_v2, br
         # disagreements: only labelled cards whose label contradicts the prediction
         page.check("#filter-disagree")
         page.wait_for_function("curate.order().length < 59")
-        for card in page.locator(".card").all():
-            assert contradicts(card.get_attribute("data-label"), ["neuron", "process", "noise",
-                               "doubtful"].index(card.get_attribute("data-predicted")) + 1)  # fmt: skip
+        cards = page.evaluate(
+            "Array.from(document.querySelectorAll('.card')).map((c) => [c.dataset.label, "
+            "c.dataset.predicted])"
+        )
+        assert cards and len(cards) == len(page.evaluate("curate.order()"))
+        for label, predicted in cards:
+            assert contradicts(label, CLASSES.index(predicted) + 1)
         page.uncheck("#filter-disagree")
         page.wait_for_function("curate.order().length == 59")
 
@@ -196,10 +200,9 @@ def test_two_tabs_and_a_killed_server_lose_no_label(tmp_path, caiman_copy, tiny_
         assert len(tab2.evaluate("curate.order()")) == 64
         tab2.select_option("#filter-file", "")
         tab2.select_option("#filter-class", "doubtful")
-        tab2.wait_for_function("curate.order().length < 123")
-        assert {c.get_attribute("data-predicted") for c in tab2.locator(".card").all()} == {
-            "doubtful"
-        }
+        shown = "Array.from(document.querySelectorAll('.card')).map((c) => c.dataset.predicted)"
+        tab2.wait_for_function(f"(() => {{ const p = {shown}; return p.length > 0 && "
+                               "p.length < 123 && p.every((c) => c === 'doubtful'); })()")  # fmt: skip
         tab2.select_option("#filter-class", "")
         tab2.wait_for_function("curate.order().length === 123")
         _press(tab1, "1", "4")

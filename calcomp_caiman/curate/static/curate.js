@@ -266,7 +266,8 @@
     bar.hidden = !(status.state === "starting" || status.state === "running");
     bar.value = status.progress || 0;
     if (status.state === "done" && status.report) {
-      text.textContent = `refitted on ${status.labels} labels: held-out accuracy ${fmt(status.report.before)} \u2192 ${fmt(status.report.after)}`;
+      const held = status.report.held_out ? ` (${status.report.held_out} labels held out)` : "";
+      text.textContent = `refitted on ${status.labels} labels: held-out accuracy ${fmt(status.report.before)} \u2192 ${fmt(status.report.after)}${held}`;
     } else if (status.state === "failed") {
       text.textContent = "refit failed: " + status.error;
     } else {
