@@ -79,6 +79,7 @@ def test_a_failed_refit_is_reported_and_the_model_kept(tmp_path, caiman_copy):
 
     path = caiman_copy("real_mouse2p_cnmf.hdf5")
     session = CurationSession([path], labels=tmp_path / "labels.csv", model="calcomp_resnet_v1")
+    assert session.state()["can_refit"] is False  # the page disables its Refit button
     with pytest.raises(CalcompError, match="label some components"):
         session.start_refit()
     for k in range(10):

@@ -208,6 +208,7 @@ class CurationSession:
             "refit": self.refit_status(),
             "threshold": self.threshold,
             "refitted": self.refitted,
+            "can_refit": self.model.uses_evidence,
         }
 
     def components(

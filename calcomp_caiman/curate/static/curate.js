@@ -54,6 +54,11 @@
       }
     }
     showRefit(state.refit);
+    if (!state.can_refit) {
+      $("refit").disabled = true;
+      $("refit").title = `model ${state.model} has no fusion head to refit (a model v2 has one); ` +
+        "fine-tune it on the labels CSV with `calcomp finetune --labels` instead";
+    }
     return state;
   }
 
@@ -273,7 +278,7 @@
     } else {
       text.textContent = `refitting on ${status.labels} labels\u2026 ${Math.round(100 * (status.progress || 0))}%`;
     }
-    $("refit").disabled = !bar.hidden;
+    $("refit").disabled = !bar.hidden || (page.state && !page.state.can_refit);
   }
 
   async function refit() {
