@@ -38,7 +38,7 @@ __all__ = [
 SUMMARY_COLUMNS = (
     ["file", "format", "output", "status", "components"]
     + list(CLASSES)
-    + ["accepted", "seconds", "error"]
+    + ["accepted", "ood_score", "ood", "seconds", "error"]
 )
 
 
@@ -59,12 +59,16 @@ class FileResult:
     seconds: float = 0.0
     error: str = ""
     format: str = ""
+    ood_score: float | None = None
+    ood: bool | None = None
 
     def row(self) -> dict:
         """The summary-CSV row."""
         row = {k: v for k, v in asdict(self).items() if k != "counts"}
         row.update({name: self.counts.get(name, "") for name in CLASSES})
         row["seconds"] = f"{self.seconds:.2f}"
+        row["ood_score"] = "" if self.ood_score is None else f"{self.ood_score:.3f}"
+        row["ood"] = "" if self.ood is None else ("yes" if self.ood else "no")
         return row
 
 
@@ -155,6 +159,8 @@ def classify_file(
         accepted=len(fields["idx_components"]),
         seconds=time.perf_counter() - start,
         format=kind.name,
+        ood_score=record.ood_score,
+        ood=record.ood,
     )
     return result, fields
 

@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "classify_footprints",
     "classify_evidence",
+    "classify_with_embedding",
     "crop_scale_of",
     "evidence_used",
     "classification_fields",
@@ -184,6 +185,27 @@ def classify_evidence(
     (1, 4)
     """
     model = CalcompModel.load() if model is None else model
+    probs, _ = classify_with_embedding(
+        evidence, model, use=use, scale=scale, batch_size=batch_size, embed=False
+    )
+    return probs
+
+
+def classify_with_embedding(
+    evidence: Evidence,
+    model: CalcompModel,
+    *,
+    use: Sequence[str] | None = None,
+    scale: float | None = None,
+    batch_size: int = 128,
+    embed: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`classify_evidence`, plus the network's embedding of every component.
+
+    The embedding (:meth:`CalcompModel.embed`) comes from the same pass through the
+    network (it feeds the out-of-distribution score). Returns ``(probs, embedding)``;
+    ``embedding`` is None with ``embed=False``.
+    """
     flat, flat_dims = project_checked(evidence.A, evidence.dims)
     if scale is None:
         scale = _scale(flat, flat_dims, evidence.gSig, model)
@@ -192,16 +214,22 @@ def classify_evidence(
         features = evidence_features(evidence, flat, flat_dims, scale, use=use)
     n = flat.shape[1]
     probs = np.empty((n, len(CLASSES)), dtype=np.float32)
+    embedding = np.empty((n, model.engine.dense[0].shape[0]), np.float32) if embed else None
     for start in range(0, n, _COMPONENTS_PER_CHUNK):
         stop = min(n, start + _COMPONENTS_PER_CHUNK)
         patches = crop_checked(flat[:, start:stop], flat_dims, scale, model.patch_size)
         part = None if features is None else features[start:stop]
-        probs[start:stop] = model.predict(patches, part, batch_size=batch_size)
+        if embed:
+            probs[start:stop], embedding[start:stop] = model.predict_with_embedding(
+                patches, part, batch_size=batch_size
+            )
+        else:
+            probs[start:stop] = model.predict(patches, part, batch_size=batch_size)
     empty = np.diff(flat.indptr) == 0
     probs[empty] = np.eye(len(CLASSES), dtype=np.float32)[CLASSES.index("noise")]
     if empty.any():
         logger.warning("%d all-zero footprint(s) classified as noise", int(empty.sum()))
-    return probs
+    return probs, embedding
 
 
 def _scale(flat, flat_dims, gsig, model: CalcompModel) -> float:

@@ -109,7 +109,15 @@ def _cmd_classify(args) -> int:
     if args.csv:
         write_component_csv(fields, args.csv)
     counts = ", ".join(f"{result.counts[name]} {name}" for name in CLASSES)
-    print(f"{result.output}: {result.components} components ({counts}); {result.accepted} accepted")
+    ood = ""
+    if result.ood_score is not None:
+        ood = f"; OOD score {result.ood_score:.2f}" + (
+            " (out of distribution)" if result.ood else ""
+        )
+    print(
+        f"{result.output}: {result.components} components ({counts}); {result.accepted} "
+        f"accepted{ood}"
+    )
     return 0
 
 

@@ -534,6 +534,32 @@ class CalcompModel:
         shape_logits = self.shape_logits(patches, batch_size=batch_size, threads=threads)
         return self.fuse(shape_logits, features) if len(patches) else shape_logits
 
+    def predict_with_embedding(
+        self,
+        patches: np.ndarray,
+        features: np.ndarray | None = None,
+        *,
+        batch_size: int = 128,
+        threads: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict` and :meth:`embed` from one pass through the network.
+
+        Returns
+        -------
+        probs : (N, 4) float32 ndarray
+        embedding : (N, D) float32 ndarray
+        """
+        patches = self._check_patches(patches)
+        width = int(self._engine.dense[0].shape[0])
+        embedding = self._run(patches, width, self._engine.pooled, batch_size, threads)
+        logits = embedding @ self._engine.dense[0] + self._engine.dense[1]
+        if self._head is None:
+            temperature = float(self.thresholds.get("temperature", 1.0))
+            return softmax(logits / temperature), embedding
+        if features is None:
+            features = absent_features(len(patches))
+        return self.fuse(logits, features), embedding
+
     def shape_logits(
         self, patches: np.ndarray, *, batch_size: int = 128, threads: int | None = None
     ) -> np.ndarray:

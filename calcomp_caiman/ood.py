@@ -285,6 +285,7 @@ def ood_score(
     model: CalcompModel,
     *,
     reference: OodReference | str | os.PathLike | None = None,
+    embedding: np.ndarray | None = None,
 ) -> tuple[float, bool]:
     """How unlike the model's training data the components of one file are.
 
@@ -297,6 +298,9 @@ def ood_score(
         The reference, or a model folder (or ``ood.npz``) holding it. Default: the
         ``ood.npz`` of the bundled model with ``model``'s weights
         (:func:`find_ood_reference`).
+    embedding : (N, D) ndarray, optional
+        :meth:`CalcompModel.embed` of every component of ``evidence`` when already at hand
+        (:func:`calcomp_caiman.classify.classify_with_embedding`); computed otherwise.
 
     Returns
     -------
@@ -340,7 +344,12 @@ def ood_score(
             f"the {OOD_FILE} reference was computed for network {reference.network_sha256[:12]}, "
             f"not that of model {model.name!r} ({network[:12]}); recompute it."
         )
-    score = file_score(evidence_distances(evidence, model, reference))
+    if embedding is None:
+        distances = evidence_distances(evidence, model, reference)
+    else:
+        nonempty = np.diff(evidence.A.indptr) > 0
+        distances = component_distances(np.asarray(embedding)[nonempty], reference)
+    score = file_score(distances)
     is_ood = bool(np.isfinite(score) and score > reference.threshold)
     if is_ood:
         warnings.warn(

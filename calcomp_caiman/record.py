@@ -20,13 +20,14 @@ from ._version import __version__
 from .classify import (
     acceptance_rule,
     classification_fields,
-    classify_evidence,
+    classify_with_embedding,
     evidence_used,
     footprint_fingerprint,
     footprint_flags,
 )
 from .evidence import Evidence
 from .model import CalcompModel
+from .ood import find_ood_reference, ood_score
 
 __all__ = ["FIELDS", "SELECTION_FIELDS", "Classification", "classify", "provenance"]
 
@@ -75,11 +76,18 @@ class Classification:
     fields : dict of str to ndarray
         The stored arrays (:data:`FIELDS`).
     provenance : dict
-        :func:`provenance`: model, its SHA256, version, date, rule, evidence used.
+        :func:`provenance`: model, its SHA256, version, date, rule, evidence used (and the
+        out-of-distribution score when there is one).
+    ood_score, ood : float and bool, or None
+        How unlike the model's training data these components are, and whether that is
+        above the model's calibrated threshold (:mod:`calcomp_caiman.ood`); None when the
+        model has no reference.
     """
 
     fields: dict[str, np.ndarray]
     provenance: dict = field(default_factory=dict)
+    ood_score: float | None = None
+    ood: bool | None = None
 
     @property
     def n(self) -> int:
@@ -118,6 +126,7 @@ def classify(
     keep: np.ndarray | None = None,
     scale: float | None = None,
     fingerprint: np.ndarray | None = None,
+    ood: bool = True,
     batch_size: int = 128,
 ) -> Classification:
     """Classify every component of ``evidence`` into one record.
@@ -137,6 +146,10 @@ def classify(
     fingerprint : (N, 3) ndarray, optional
         :func:`~calcomp_caiman.classify.footprint_fingerprint` of ``A`` as the caller holds
         it (default: of ``evidence.A``).
+    ood : bool
+        Also score how unlike the training data the components are, when the model has an
+        out-of-distribution reference (one pass through the network serves both); a file
+        above the threshold gets a ``UserWarning`` with advice, never an error.
     batch_size : int
 
     Returns
@@ -154,7 +167,10 @@ def classify(
     """
     model = CalcompModel.load() if model is None else model
     accept, min_prob = acceptance_rule(model, accept, min_prob)
-    probs = classify_evidence(evidence, model, scale=scale, batch_size=batch_size)
+    reference = find_ood_reference(model) if ood else None
+    probs, embedding = classify_with_embedding(
+        evidence, model, scale=scale, batch_size=batch_size, embed=reference is not None
+    )
     if keep is not None and len(keep) != len(probs):
         raise ValueError(f"keep has {len(keep)} entries but A has {len(probs)} components.")
     fields = classification_fields(
@@ -166,4 +182,9 @@ def classify(
         fingerprint=footprint_fingerprint(evidence.A) if fingerprint is None else fingerprint,
     )
     used = evidence_used(evidence, model)
-    return Classification(fields, provenance(model, accept, min_prob, used))
+    facts = provenance(model, accept, min_prob, used)
+    score = is_ood = None
+    if reference is not None:
+        score, is_ood = ood_score(evidence, model, reference=reference, embedding=embedding)
+        facts["ood_score"] = round(score, 4) if np.isfinite(score) else "nan"
+    return Classification(fields, facts, score, is_ood)
