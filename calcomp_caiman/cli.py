@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 from ._checks import CLASSES, CalcompError
@@ -24,6 +25,10 @@ def _configure_logging(level: int) -> None:
     root.handlers[:] = [handler]
     levels = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
     root.setLevel(levels[max(-1, min(2, level))])
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"calcomp: warning: {message}", file=sys.stderr if file is None else file)
 
 
 def _load_model(name: str):
@@ -570,7 +575,10 @@ def main(argv: list[str] | None = None) -> int:
     args.verbose, args.quiet, args.debug = args.verbose or 0, args.quiet or 0, bool(args.debug)
     _configure_logging(args.verbose - args.quiet)
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():
+            # warnings (e.g. out of distribution) as one line each, without source lines
+            warnings.showwarning = _show_warning
+            return args.handler(args)
     except (CalcompError, OSError, ValueError, ImportError, TimeoutError) as err:
         if args.debug:
             raise
