@@ -30,7 +30,6 @@ from .evidence import Evidence, Traces
 from .record import FIELDS
 
 logger = logging.getLogger(__name__)
-_atomic_replace = atomic_replace  # moved to calcomp_caiman.atomic
 
 __all__ = [
     "ResultFile",
