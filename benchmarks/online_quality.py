@@ -9,7 +9,9 @@ simulator where installed, else the built-in one) once per screening variant:
 * ``calcomp``: ``use_calcomp_screening(onacid)``, our own crop of the residual buffer;
 * ``calcomp remap``: CaImAn's crop remapped to our window scale;
 * ``calcomp as-is``: CaImAn's crop stretched over the patch (no remap);
-* ``calcomp + rval``: our screen OR CaImAn's correlation test (``test_both=True``).
+* ``calcomp + rval``: our screen OR CaImAn's correlation test (``test_both=True``);
+* ``calcomp neuron only``: our screen with ``accept=("neuron",)`` (P(neuron) alone
+  against the threshold; the others use the default, P(neuron) + P(doubtful)).
 
 Every found component is matched to the ground truth by footprint cosine similarity
 (>= 0.5). Counted over all movies: components found, distinct true neurons found
@@ -42,17 +44,23 @@ VARIANTS = {
     "calcomp remap": {"crop": "remap"},
     "calcomp as-is": {"crop": "caiman"},
     "calcomp + rval": {"crop": "calcomp", "test_both": True},
+    "calcomp neuron only": {"crop": "calcomp", "accept": ("neuron",)},
 }
 
 
 def run_variant(path, movie, setting, threshold):
     from calcomp_caiman import evaluate_components_4class
-    from calcomp_caiman.online import use_calcomp_screening
+    from calcomp_caiman.online import SCREEN_ACCEPT, use_calcomp_screening
 
     online = {"test_both": True} if setting and setting.get("test_both") else {}
     onacid = onacid_for(path, movie, **online)
     if setting is not None:
-        use_calcomp_screening(onacid, threshold=threshold, crop=setting["crop"])
+        use_calcomp_screening(
+            onacid,
+            threshold=threshold,
+            crop=setting["crop"],
+            accept=setting.get("accept", SCREEN_ACCEPT),
+        )
     start = time.perf_counter()
     onacid.fit_online()
     seconds = time.perf_counter() - start

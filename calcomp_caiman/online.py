@@ -28,10 +28,13 @@ from .patches import crop_half_width, extract_patches
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["use_calcomp_screening", "CandidateScreen", "caiman_crop_half_width"]
+__all__ = ["use_calcomp_screening", "CandidateScreen", "caiman_crop_half_width", "SCREEN_ACCEPT"]
 
 _CAIMAN_PATCH = 50  # get_candidate_components resizes every crop to 50 x 50
 _CROPS = ("calcomp", "remap", "caiman")
+
+SCREEN_ACCEPT = ("neuron", "doubtful")
+"""Classes whose summed probability a new OnACID candidate must have (against the threshold)."""
 _NMF_ITERATIONS = 10  # as CaImAn's rank1nmf
 _FOOTPRINT_FLOOR = 0.2  # footprint values below this fraction of its peak are set to 0
 
@@ -126,7 +129,7 @@ class CandidateScreen:
         self,
         model: CalcompModel,
         gSig: float,
-        accept: Sequence[str] = ("neuron",),
+        accept: Sequence[str] = SCREEN_ACCEPT,
         *,
         crop: str = "calcomp",
         onacid=None,
@@ -452,7 +455,7 @@ def use_calcomp_screening(
     model: CalcompModel | str | os.PathLike = "default",
     threshold: float | None = None,
     *,
-    accept: Sequence[str] = ("neuron",),
+    accept: Sequence[str] = SCREEN_ACCEPT,
     crop: str = "calcomp",
 ):
     """Make an OnACID object screen its new candidate components with our model, in place.
@@ -476,8 +479,12 @@ def use_calcomp_screening(
         this; written to ``params.online['thresh_CNN_noisy']``. Default: the value
         already there (CaImAn's default 0.5).
     accept : sequence of str
-        Classes that count as a new component (``("neuron",)``; ``("neuron",
-        "doubtful")`` admits more).
+        Classes that count as a new component. Default ``("neuron", "doubtful")``
+        (:data:`SCREEN_ACCEPT`): more lenient than the final acceptance of
+        :func:`~calcomp_caiman.evaluate_components_4class`, which cleans up afterwards;
+        on simulated movies it finds more neurons than ``("neuron",)`` with little
+        junk, and after the four-class evaluation more neurons and no more junk
+        (``benchmarks/online_quality.py``).
     crop : {"calcomp", "remap", "caiman"}
         What the model sees of a candidate (see :class:`CandidateScreen`): our own
         crop of the residual buffer (the default), or CaImAn's crop remapped to our

@@ -61,7 +61,8 @@ def run_pipeline(
         }
     )
     onacid = online_cnmf.OnACID(params=opts)
-    # new candidates: kept when P(neuron) > threshold (replaces CaImAn's correlation test)
+    # new candidates: kept when P(neuron) + P(doubtful) > threshold (instead of CaImAn's
+    # correlation test); the four-class evaluation below decides which to accept
     use_calcomp_screening(onacid, threshold=threshold)
     onacid.fit_online()
 
@@ -81,7 +82,9 @@ def main() -> None:
     parser.add_argument("--fr", type=float, default=30.0, help="frame rate, Hz")
     parser.add_argument("--decay-time", type=float, default=0.4, help="transient decay, s")
     parser.add_argument("--init-batch", type=int, default=200, help="frames to initialise on")
-    parser.add_argument("--threshold", type=float, default=0.5, help="P(neuron) to add")
+    parser.add_argument(
+        "--threshold", type=float, default=0.5, help="P(neuron) + P(doubtful) to add a candidate"
+    )
     parser.add_argument("--no-motion-correction", action="store_true")
     parser.add_argument("--out", default="onacid_4class_results.hdf5")
     args = parser.parse_args()

@@ -167,3 +167,12 @@ def test_online_module_imports_without_caiman_or_keras():
         "sys.exit(1 if bad else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_default_screen_accepts_neurons_and_doubtful_cells(model):
+    """New candidates are screened leniently; evaluate_components_4class decides later."""
+    from calcomp_caiman.online import SCREEN_ACCEPT
+
+    assert SCREEN_ACCEPT == ("neuron", "doubtful")
+    assert CandidateScreen(model, 4).accept == SCREEN_ACCEPT
+    assert CandidateScreen(model, 4, "neuron").accept == ("neuron",)
