@@ -102,12 +102,12 @@ class Traces:
         return cls(n, frames, read, tuple(arrays))
 
     def chunks(self, rows: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        """Yield ``(start, {name: (rows, frames) float64 array})`` over all components."""
+        """Yield ``(start, {name: (rows, frames) float32 array})`` over all components."""
         rows = max(1, int(rows))
         for start in range(0, self.n, rows):
             stop = min(self.n, start + rows)
             part = self._read(start, stop)
-            yield start, {name: np.asarray(part[name], dtype=np.float64) for name in part}
+            yield start, {name: np.asarray(part[name], dtype=np.float32) for name in part}
 
     def take(self, index) -> Traces:
         """The traces of the components ``index`` (read eagerly: meant for small subsets)."""

@@ -238,18 +238,31 @@ def _image_features(evidence, A, dims, scale) -> np.ndarray:
     return np.column_stack([inside, contrast, peak, corr])
 
 
+def _row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", a, b, dtype=np.float64)
+
+
 def _skew(x: np.ndarray) -> np.ndarray:
+    """Skewness of each row (products, not ``**``: float32 powers are slow in NumPy)."""
     centred = x - x.mean(axis=1, keepdims=True)
-    var = (centred**2).mean(axis=1)
-    third = (centred**3).mean(axis=1)
+    squared = centred * centred
+    frames = x.shape[1]
+    var = squared.sum(axis=1, dtype=np.float64) / frames
+    third = _row_dot(squared, centred) / frames
     return np.where(var > 1e-20, third / np.maximum(var, 1e-20) ** 1.5, 0.0)
 
 
 def _robust_sd(x: np.ndarray) -> np.ndarray:
     """Noise level of each row: MAD of its first differences / (0.6745 sqrt 2)."""
     diff = np.diff(x, axis=1)
-    mad = np.median(np.abs(diff - np.median(diff, axis=1, keepdims=True)), axis=1)
+    diff -= np.median(diff, axis=1, keepdims=True)
+    mad = np.median(np.abs(diff, out=diff), axis=1)
     return mad / (0.6745 * np.sqrt(2.0))
+
+
+def _correlation(a_dev: np.ndarray, b_dev: np.ndarray) -> np.ndarray:
+    denom = np.sqrt(_row_dot(a_dev, a_dev) * _row_dot(b_dev, b_dev))
+    return np.where(denom > 0, _row_dot(a_dev, b_dev) / np.where(denom > 0, denom, 1.0), 0.0)
 
 
 def _trace_features(evidence, A, dims, scale) -> np.ndarray:
@@ -257,36 +270,30 @@ def _trace_features(evidence, A, dims, scale) -> np.ndarray:
     rows = max(1, _TRACE_ELEMENTS // max(traces.frames, 1))
     out = np.zeros((traces.n, len(FEATURE_GROUPS["traces"])))
     for start, chunk in traces.chunks(rows):
-        C = chunk["C"].astype(np.float32)
-        residual = chunk.get("YrA")
-        residual = np.zeros_like(C) if residual is None else residual.astype(np.float32)
+        C = chunk["C"]
+        has_residual = chunk.get("YrA") is not None
+        residual = chunk["YrA"] if has_residual else np.zeros_like(C)
         raw = C + residual
-        base = np.median(C, axis=1, keepdims=True)
-        amplitude = np.percentile(C, 99, axis=1) - base[:, 0]
-        noise = _robust_sd(raw) if chunk.get("YrA") is not None else _robust_sd(C)
+        base, top = np.percentile(C, [50, 99], axis=1)
+        amplitude = top - base
+        noise = _robust_sd(raw if has_residual else C)
         noise = np.maximum(noise, 1e-6 * np.maximum(np.abs(amplitude), 1e-12))
-        var_raw = raw.var(axis=1)
-        share = C.var(axis=1) / np.where(var_raw > 0, var_raw, 1.0)
         c_dev = C - C.mean(axis=1, keepdims=True)
         raw_dev = raw - raw.mean(axis=1, keepdims=True)
-        denom = np.sqrt((c_dev**2).sum(axis=1) * (raw_dev**2).sum(axis=1))
-        corr = np.where(denom > 0, (c_dev * raw_dev).sum(axis=1) / np.where(denom > 0, denom, 1), 0)
-        active = ((C - base) > 0.2 * np.maximum(amplitude, 1e-12)[:, None]).mean(axis=1)
         r_dev = residual - residual.mean(axis=1, keepdims=True)
-        r_var = (r_dev**2).sum(axis=1)
-        autocorr = np.where(
-            r_var > 0, (r_dev[:, 1:] * r_dev[:, :-1]).sum(axis=1) / np.where(r_var > 0, r_var, 1), 0
-        )
+        var_raw = _row_dot(raw_dev, raw_dev)
+        share = _row_dot(c_dev, c_dev) / np.where(var_raw > 0, var_raw, 1.0)
+        active = ((C - base[:, None]) > 0.2 * np.maximum(amplitude, 1e-12)[:, None]).mean(axis=1)
         out[start : start + len(C)] = np.column_stack(
             [
                 np.log1p(np.maximum(amplitude, 0) / noise),
                 np.clip(_skew(raw), -20, 20),
                 np.clip(_skew(C), -20, 20),
                 np.clip(share, 0, 2),
-                corr,
+                _correlation(c_dev, raw_dev),
                 active,
                 np.clip(_skew(np.diff(C, axis=1)), -20, 20),
-                autocorr,
+                _correlation(r_dev[:, 1:], r_dev[:, :-1]),
             ]
         )
     return out
