@@ -137,3 +137,29 @@ def test_metrics_reject_bad_inputs():
         evaluation_metrics(np.zeros((2, 4)), [1, 7])
     with pytest.raises(ValueError, match="labels"):
         evaluation_metrics(np.zeros((2, 4)), [1])
+
+
+def test_metrics_agree_with_scikit_learn():
+    """Our NumPy metrics against sklearn.metrics on random 4-class predictions."""
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(7)
+    probs = rng.dirichlet(np.ones(4), 500)
+    labels = rng.integers(1, 5, 500)
+    ours = evaluation_metrics(probs, labels)
+    predicted = probs.argmax(axis=1) + 1
+    assert ours["four_class"]["macro_f1"] == pytest.approx(
+        sklearn_metrics.f1_score(labels, predicted, average="macro")
+    )
+    assert ours["four_class"]["accuracy"] == pytest.approx(
+        sklearn_metrics.accuracy_score(labels, predicted)
+    )
+    for i, name in enumerate(CLASSES):
+        assert ours["four_class"]["precision"][name] == pytest.approx(
+            sklearn_metrics.precision_score(labels, predicted, labels=[i + 1], average="macro")
+        )
+    assert ours["auc_neuron_vs_rest"] == pytest.approx(
+        sklearn_metrics.roc_auc_score(labels == 1, probs[:, 0])
+    )
+    assert roc_auc(probs[:, 0], labels == 1) == pytest.approx(
+        sklearn_metrics.roc_auc_score(labels == 1, probs[:, 0])
+    )
