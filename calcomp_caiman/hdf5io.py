@@ -16,7 +16,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,7 +196,7 @@ def read_evidence(path: str | os.PathLike, *, image=None) -> Evidence:
     source = read_estimates(path)
     n = source.n_components
     extra: dict[str, Any] = {}
-    with _open_hdf5(path, locking=True) as handle:
+    with _reading(path) as handle:
         estimates = handle["estimates"]
         for name in ("g", "neurons_sn", "Cn"):
             try:
@@ -211,7 +211,7 @@ def read_evidence(path: str | os.PathLike, *, image=None) -> Evidence:
     if names:
 
         def read(start: int, stop: int) -> dict[str, np.ndarray]:
-            with _open_hdf5(path, locking=True) as handle:
+            with _reading(path) as handle:
                 group = handle["estimates"]
                 return {name: group[name][start:stop] for name in names}
 
@@ -265,23 +265,8 @@ def _trace_layout(estimates: h5py.Group, n: int, path: str) -> tuple[tuple[str, 
 
 def _read(path: str, *, locking: bool) -> ResultFile:
     _check_hdf5(path)
-    try:
-        with _open_hdf5(path, locking=locking) as handle:
-            raw = _read_raw(handle, path)
-    except CalcompError:
-        raise
-    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:
-        if "unable to lock file" in str(err):
-            raise FileBusyError(
-                path,
-                "is locked: another calcomp process is writing it (or a program has it open "
-                "for writing); try again when it has finished.",
-            ) from err
-        raise InvalidFileError(
-            path,
-            f"cannot be read as HDF5 ({reason(err)}); the file may be truncated or corrupt. "
-            "Re-save it from CaImAn (cnm.save) or restore a copy.",
-        ) from err
+    with _reading(path, locking=locking) as handle:
+        raw = _read_raw(handle, path)
     A = _footprints(raw, path)
     dims = _dims(raw, path)
     n_pixels = math.prod(dims)  # Python ints: no overflow whatever dims says
@@ -319,6 +304,28 @@ def _check_hdf5(path: str) -> None:
             path,
             "is not an HDF5 file; expected a CaImAn result file saved with cnm.save() (.hdf5).",
         )
+
+
+@contextlib.contextmanager
+def _reading(path: str, *, locking: bool = True) -> Iterator[h5py.File]:
+    """The file open for reading; HDF5's errors become one-line errors naming the file."""
+    try:
+        with _open_hdf5(path, locking=locking) as handle:
+            yield handle
+    except CalcompError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:
+        if "unable to lock file" in str(err):
+            raise FileBusyError(
+                path,
+                "is locked: another calcomp process is writing it (or a program has it open "
+                "for writing); try again when it has finished.",
+            ) from err
+        raise InvalidFileError(
+            path,
+            f"cannot be read as HDF5 ({reason(err)}); the file may be truncated or corrupt. "
+            "Re-save it from CaImAn (cnm.save) or restore a copy.",
+        ) from err
 
 
 def _open_hdf5(path: str, *, locking: bool) -> h5py.File:
