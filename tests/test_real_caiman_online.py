@@ -98,26 +98,39 @@ def run(caiman, movie):
     def recording(X, batch_size=None, verbose=0):
         out = predict(X, batch_size=batch_size, verbose=verbose)
         calls.append((np.array(X), batch_size, out))
+        if len(calls) % 25 == 0 and len(X) > 1:  # the first candidate alone, same frame
+            before = screen.remapped
+            alone = predict(X[:1], batch_size=batch_size, verbose=verbose)
+            prefixes.append((out[0], alone[0], screen.remapped - before))
         return out
 
+    prefixes = []
     screen.predict = recording  # this instance only
     onacid.fit_online()
-    return onacid, screen, calls
+    return onacid, screen, calls, prefixes
 
 
 def test_run_screens_candidates_with_our_crop(run):
-    onacid, screen, calls = run
+    onacid, screen, calls, _ = run
     assert onacid.params.get("online", "sniper_mode") is True
     assert onacid.loaded_model is screen and onacid.tf_in is None
-    assert screen.calls == len(calls) > 50  # about one call per frame after init
+    assert screen.calls == len(calls) + len(run[3]) > 50  # about one per frame after init
     # every candidate was found again and cropped from the residual buffer by us
     assert screen.candidates > screen.calls and screen.remapped == 0
     n = onacid.estimates.A.shape[1]
     assert 2 < n < 40
 
 
+def test_first_candidates_alone_are_found_and_scored_alike(run):
+    prefixes = run[3]
+    assert len(prefixes) >= 3
+    for full, alone, remapped in prefixes:
+        assert remapped == 0
+        np.testing.assert_allclose(alone, full, atol=1e-5)
+
+
 def test_what_caiman_passes_and_gets_back(run):
-    onacid, _, calls = run
+    onacid, _, calls, _ = run
     trials = onacid.params.get("online", "min_num_trial")
     for X, batch_size, out in calls:
         assert X.ndim == 4 and X.shape[1:] == (50, 50, 1) and 1 <= len(X) <= trials
@@ -131,7 +144,7 @@ def test_what_caiman_passes_and_gets_back(run):
 
 
 def test_screened_run_finds_the_cells(run, movie):
-    onacid, _, _ = run
+    onacid, _, _, _ = run
     A = onacid.estimates.A.toarray()
     dims = onacid.estimates.dims
     rows, cols = np.mgrid[: dims[0], : dims[1]]
@@ -143,7 +156,7 @@ def test_screened_run_finds_the_cells(run, movie):
 
 
 def test_four_classes_and_selection_after_fit_online(run):
-    onacid, _, _ = run
+    onacid, _, _, _ = run
     est = evaluate_components_4class(onacid.estimates, onacid.params)
     n = est.A.shape[1]
     assert est.class_probs.shape == (n, len(CLASSES))
