@@ -239,17 +239,19 @@ class CandidateScreen:
         estimates = self._onacid.estimates
         dims = tuple(int(d) for d in estimates.dims)
         residual = np.asarray(estimates.Yres_buf)  # (frames, pixels), Fortran pixel order
+        movie = residual.reshape(len(residual), dims[1], dims[0])  # (frames, cols, rows) view
         near = caiman_crop_half_width(self.gSig)
-        offsets = np.arange(-near, near + 1)
-        centre = np.asarray(centres, dtype=np.int64)
-        rows = centre[:, 0, None, None] + offsets[None, :, None]  # (n, side, 1)
-        cols = centre[:, 1, None, None] + offsets[None, None, :]  # (n, 1, side)
-        inside = (rows >= 0) & (rows < dims[0]) & (cols >= 0) & (cols < dims[1])
-        pixels = np.clip(rows, 0, dims[0] - 1) + np.clip(cols, 0, dims[1] - 1) * dims[0]
-        # (frames, n, window pixels), gathered row by row; pixels outside the FOV are 0
-        windows = residual[:, pixels.reshape(len(centres), -1)].astype(np.float32, copy=False)
-        if not inside.all():
-            windows = windows * inside.reshape(1, len(centres), -1)
+        window = 2 * near + 1
+        # (frames, n, rows, cols) boxes around the centres; pixels outside the FOV are 0
+        windows = np.zeros((len(residual), len(centres), window, window), dtype=np.float32)
+        for k, (row, col) in enumerate(centres):
+            r0, r1 = max(row - near, 0), min(row + near + 1, dims[0])
+            c0, c1 = max(col - near, 0), min(col + near + 1, dims[1])
+            box = movie[:, c0:c1, r0:r1].transpose(0, 2, 1)
+            windows[:, k, r0 - row + near : r1 - row + near, c0 - col + near : c1 - col + near] = (
+                box
+            )
+        windows = windows.reshape(len(residual), len(centres), window * window)
         footprints = _rank1_nmf(windows)
         # like a CNMF footprint: no floor of clipped noise, no faint skirt
         footprints = np.maximum(footprints - np.median(footprints, axis=1, keepdims=True), 0)
@@ -257,7 +259,6 @@ class CandidateScreen:
         half = self._half_window
         side = 2 * half + 1
         canvas = np.zeros((len(centres), side, side), dtype=np.float32)
-        window = 2 * near + 1
         canvas[:, half - near : half + near + 1, half - near : half + near + 1] = (
             footprints.reshape(len(centres), window, window)
         )
