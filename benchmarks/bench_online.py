@@ -181,9 +181,8 @@ def main(argv=None) -> int:
         print("| candidates | calls | median ms | p95 ms | median CPU ms |")
         print("|---|---|---|---|---|")
         for n, v in r["predict_ms"].items():
-            print(
-                f"| {n} | {v['calls']} | {v['median']:.2f} | {v['p95']:.2f} | {v['cpu_median']:.2f} |"
-            )
+            cells = (v["calls"], f"{v['median']:.2f}", f"{v['p95']:.2f}", f"{v['cpu_median']:.2f}")
+            print(f"| {n} | " + " | ".join(map(str, cells)) + " |")
     print(f"\nload average at end: {os.getloadavg()}", file=sys.stderr)
     if args.json:
         args.json.write_text(

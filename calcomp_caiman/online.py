@@ -5,9 +5,10 @@ every frame. With ``params.online['sniper_mode']`` it crops each candidate out o
 mean residual image, normalises it, resizes it to 50 x 50 and keeps it when column 0 of
 ``loaded_model.predict(X, batch_size=..., verbose=0)`` exceeds ``thresh_CNN_noisy``.
 :func:`use_calcomp_screening` installs a :class:`CandidateScreen` there: an object with
-that ``predict`` interface that shows our model each candidate the way it was trained
-(a footprint in a ``+-(4 gSig + 1)`` window) and returns P(accepted class) in column 0. It runs in NumPy: neither Keras nor
-TensorFlow is loaded, and CaImAn's own online model (``cnn_model_online.h5``) is not needed.
+that ``predict`` interface that shows our model each candidate the way it was trained (a
+footprint in a ``+-(4 gSig + 1)`` window) and returns the summed probability of the
+accepted classes in column 0. It runs in NumPy: neither Keras nor TensorFlow is loaded,
+and CaImAn's own online model (``cnn_model_online.h5``) is not needed.
 
 CaImAn is never imported here: the functions work on the OnACID object they are given.
 """
