@@ -447,9 +447,18 @@ def _screening_class(base: type) -> type:
                 self.tf_in = None
                 self.tf_out = None
 
+        def __reduce_ex__(self, protocol):
+            # the class is made at run time: pickle CaImAn's class and rebuild ours on load
+            return _rebuild_screening, (base,), self.__dict__
+
     OnACID.__qualname__ = f"{base.__qualname__}[calcomp]"
     OnACID.__doc__ = base.__doc__
     return OnACID
+
+
+def _rebuild_screening(base: type):
+    """An empty screened OnACID object; unpickling then restores its attributes."""
+    return object.__new__(_screening_class(base))
 
 
 def use_calcomp_screening(
@@ -471,7 +480,8 @@ def use_calcomp_screening(
     ----------
     onacid : caiman ``OnACID``
         Configured (``params`` set); modified in place: its class becomes a subclass of
-        its own that keeps the screen through CaImAn's preparation, ``loaded_model`` is a
+        its own that keeps the screen through CaImAn's preparation (it still pickles and
+        deep-copies; unpickling needs this package), ``loaded_model`` is a
         :class:`CandidateScreen` and ``params.online['sniper_mode']`` is True.
     model : CalcompModel, str or path-like
         ``"default"`` (the bundled model), another bundled name, a model folder, or a

@@ -280,3 +280,15 @@ def test_example_onacid_pipeline_end_to_end(caiman, movie, tmp_path):
     loaded = load_OnlineCNMF(str(out))
     attach_classes(loaded.estimates)
     np.testing.assert_array_equal(loaded.estimates.class_probs, est.class_probs)
+
+
+def test_screened_onacid_pickles_and_still_screens(caiman, movie):
+    import pickle
+
+    onacid = onacid_for(caiman, movie[0])
+    use_calcomp_screening(onacid)
+    clone = pickle.loads(pickle.dumps(onacid))
+    assert type(clone) is type(onacid) and clone.loaded_model._onacid is clone
+    clone.fit_online()
+    assert clone.loaded_model.calls > 0 and clone.loaded_model.remapped == 0
+    assert onacid.loaded_model.calls == 0  # the original is untouched
