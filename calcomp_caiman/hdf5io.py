@@ -399,7 +399,7 @@ def _footprints(raw: dict, path: str) -> scipy.sparse.csc_matrix:
                 (data, np.asarray(value["indices"]), np.asarray(value["indptr"])), shape=shape
             )
             A.check_format(full_check=True)
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, OverflowError) as err:
             raise InvalidFileError(
                 path, f"estimates/A is not a valid sparse (CSC) matrix: {reason(err)}"
             ) from None
