@@ -36,7 +36,7 @@ _CROPS = ("calcomp", "remap", "caiman")
 
 SCREEN_ACCEPT = ("neuron", "doubtful")
 """Classes whose summed probability a new OnACID candidate must have (against the threshold)."""
-_NMF_ITERATIONS = 10  # as CaImAn's rank1nmf
+_NMF_ITERATIONS = 4  # CaImAn's rank1nmf runs 10; 4 screen the same (online_quality.py)
 _FOOTPRINT_FLOOR = 0.2  # footprint values below this fraction of its peak are set to 0
 
 
@@ -290,8 +290,9 @@ def _check_crops(X) -> np.ndarray:
 def _rank1_nmf(windows: np.ndarray) -> np.ndarray:
     """Spatial factors (n, pixels) of rank-1 NMFs of (frames, n, pixels); unit norm or 0.
 
-    CaImAn's ``rank1nmf`` (10 alternating non-negative updates) for all candidates at
-    once, with element-wise products and sums (no BLAS: these matrices are tiny, and a
+    CaImAn's ``rank1nmf`` (alternating non-negative updates, 4 instead of its 10: on
+    simulated movies the screening is the same) for all candidates at once, with
+    element-wise products and sums (no BLAS: these matrices are tiny, and a
     multi-threaded BLAS would spend more time waking threads than multiplying).
     """
     footprints = np.maximum(windows, 0).mean(axis=0)
