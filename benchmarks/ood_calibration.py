@@ -28,8 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from calcomp_caiman.datasets import load_roi_archive
-from calcomp_caiman.evaluate import TEST_VIDEOS, VALIDATION_VIDEOS
 from calcomp_caiman.evidence import Evidence
 from calcomp_caiman.hdf5io import read_evidence
 from calcomp_caiman.model import CalcompModel
@@ -41,7 +39,9 @@ from calcomp_caiman.ood import (
     save_ood_reference,
 )
 from calcomp_caiman.patches import extract_patches
-from calcomp_caiman.simulate import SHIFTED_SETTINGS, TRAIN_SETTINGS, simulate_footprints
+from calcomp_caiman.research.datasets import load_roi_archive
+from calcomp_caiman.research.evaluate import TEST_VIDEOS, VALIDATION_VIDEOS
+from calcomp_caiman.research.simulate import SHIFTED_SETTINGS, TRAIN_SETTINGS, simulate_footprints
 
 
 def video_key(path: Path) -> str:

@@ -297,7 +297,7 @@ def evaluate_components_4class(
         cnm.estimates.select_components(use_object=True)
 
     >>> from types import SimpleNamespace
-    >>> from calcomp_caiman.simulate import simulate_session
+    >>> from calcomp_caiman.research.simulate import simulate_session
     >>> session = simulate_session(seed=0)
     >>> est = evaluate_components_4class(SimpleNamespace(A=session.A, dims=session.dims))
     >>> est.class_probs.shape == (session.A.shape[1], 4)

@@ -207,9 +207,9 @@ def _cmd_demo(args) -> int:
 def _cmd_train(args) -> int:
     import numpy as np
 
-    from .datasets import load_roi_archive
-    from .simulate import TRAIN_SETTINGS, simulate_footprints
-    from .train import TrainingSet, make_training_set, train_model
+    from .research.datasets import load_roi_archive
+    from .research.simulate import TRAIN_SETTINGS, simulate_footprints
+    from .research.train import TrainingSet, make_training_set, train_model
 
     def load(paths):
         files = [p for entry in paths for p in (sorted(Path(entry).glob("*.npz"))
@@ -299,7 +299,7 @@ def _cmd_finetune(args) -> int:
 
 def _finetune_network(args, base) -> int:
     """Models without a fusion head (v1): fine-tune the network itself (Keras)."""
-    from .train import TrainingSet, curation_labels, fine_tune, labels_from_csv
+    from .research.train import TrainingSet, curation_labels, fine_tune, labels_from_csv
 
     parts = []
     if args.labels:
@@ -326,7 +326,7 @@ def _finetune_network(args, base) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluate import TEST_VIDEOS, run_evaluation
+    from .research.evaluate import TEST_VIDEOS, run_evaluation
 
     if args.simulated_caiman:
         return _evaluate_with_evidence(args)
@@ -354,9 +354,9 @@ def _evaluate_with_evidence(args) -> int:
     import json
 
     from .atomic import atomic_write_text
-    from .evaluate import TEST_VIDEOS, VALIDATION_VIDEOS
     from .model import CalcompModel
     from .research import evaluate_v2, train_v2
+    from .research.evaluate import TEST_VIDEOS, VALIDATION_VIDEOS
 
     model = _load_model(args.model)
     if not model.uses_evidence:

@@ -348,7 +348,7 @@ class CalcompModel:
     """A trained classifier: Keras weights plus the settings needed to use them.
 
     Use :meth:`load` to get the bundled model or one saved by ``calcomp train`` /
-    :func:`calcomp_caiman.train.fine_tune`, :meth:`predict` to classify patches, and
+    :func:`calcomp_caiman.research.train.fine_tune`, :meth:`predict` to classify patches, and
     :meth:`save` to write a model folder.
 
     Attributes

@@ -5,7 +5,7 @@
 
 Training data: real CaImAn Batch, CaImAn Online, Suite2p and human-drawn masks of the
 ``real_rois`` data set (provenance and licences in calcomp_caiman/models/README.md), except the held-out
-videos, plus simulated footprints of all four classes (``calcomp_caiman.simulate``,
+videos, plus simulated footprints of all four classes (``calcomp_caiman.research.simulate``,
 ``TRAIN_SETTINGS``). Validation (early stopping, calibration): the videos in VALIDATION.
 Test (reported in calcomp_caiman/models/README.md, never used for any choice): the videos in TEST.
 """
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from calcomp_caiman.datasets import load_roi_archive
-from calcomp_caiman.evaluate import TEST_VIDEOS, VALIDATION_VIDEOS
 from calcomp_caiman.model import DEFAULT_ARCHITECTURE
 from calcomp_caiman.patches import extract_patches
-from calcomp_caiman.simulate import TRAIN_SETTINGS, simulate_footprints
-from calcomp_caiman.train import TrainingSet, make_training_set, train_model
+from calcomp_caiman.research.datasets import load_roi_archive
+from calcomp_caiman.research.evaluate import TEST_VIDEOS, VALIDATION_VIDEOS
+from calcomp_caiman.research.simulate import TRAIN_SETTINGS, simulate_footprints
+from calcomp_caiman.research.train import TrainingSet, make_training_set, train_model
 
 VALIDATION = VALIDATION_VIDEOS  # early stopping and temperature calibration
 TEST = TEST_VIDEOS  # reported in calcomp_caiman/models/README.md, never used for any choice

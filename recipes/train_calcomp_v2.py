@@ -35,10 +35,10 @@ import numpy as np
 
 from calcomp_caiman import __version__
 from calcomp_caiman.atomic import atomic_write_text
-from calcomp_caiman.evaluate import TEST_VIDEOS, VALIDATION_VIDEOS
 from calcomp_caiman.features import FEATURE_GROUPS, feature_names
 from calcomp_caiman.model import CalcompModel
 from calcomp_caiman.research import evaluate_v2, train_v2
+from calcomp_caiman.research.evaluate import TEST_VIDEOS, VALIDATION_VIDEOS
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "calcomp_caiman" / "models" / "calcomp_v2"

@@ -1,4 +1,4 @@
-"""Tests of calcomp_caiman.baselines: shape features, the shape baseline, the CaImAn CNN.
+"""Tests of calcomp_caiman.research.baselines: shape features, the shape baseline, the CaImAn CNN.
 
 ``disks_and_lines_data`` and ``small_cnn_baseline`` are cached (computed once per
 session) and shared with ``test_evaluate.py``, which imports them.
@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse
 
 from calcomp_caiman import extract_patches
-from calcomp_caiman.baselines import (
+from calcomp_caiman.research.baselines import (
     SHAPE_FEATURES,
     KerasBaseline,
     ShapeBaseline,
@@ -19,7 +19,7 @@ from calcomp_caiman.baselines import (
     shape_features,
     train_caiman_cnn_baseline,
 )
-from calcomp_caiman.metrics import evaluation_metrics
+from calcomp_caiman.research.metrics import evaluation_metrics
 
 DIMS = (64, 64)
 

@@ -28,8 +28,8 @@ from calcomp_caiman.evidence import Evidence  # noqa: E402
 from calcomp_caiman.head import fit_head  # noqa: E402
 from calcomp_caiman.model import head_inputs  # noqa: E402
 from calcomp_caiman.refit import labelled_inputs  # noqa: E402
-from calcomp_caiman.simulate import simulate_session  # noqa: E402
-from calcomp_caiman.train import labels_from_csv  # noqa: E402
+from calcomp_caiman.research.simulate import simulate_session  # noqa: E402
+from calcomp_caiman.research.train import labels_from_csv  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

@@ -24,7 +24,7 @@ from calcomp_caiman.ood import (
     save_ood_reference,
 )
 from calcomp_caiman.patches import extract_patches
-from calcomp_caiman.simulate import SHIFTED_SETTINGS, TRAIN_SETTINGS, simulate_footprints
+from calcomp_caiman.research.simulate import SHIFTED_SETTINGS, TRAIN_SETTINGS, simulate_footprints
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from calcomp_caiman._checks import InvalidFileError
 from calcomp_caiman.curate.session import contradicts, uncertainty
 from calcomp_caiman.curate.store import LabelStore, label_name
 from calcomp_caiman.curate.threshold import best_cut, fit_min_prob
-from calcomp_caiman.train import labels_from_csv
+from calcomp_caiman.research.train import labels_from_csv
 
 
 def test_labels_round_trip_in_the_finetune_format(tmp_path, caiman_copy):

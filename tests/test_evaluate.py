@@ -1,4 +1,4 @@
-"""Tests of calcomp_caiman.evaluate: evaluate_model, write_report, loading data, run_evaluation."""
+"""Tests of calcomp_caiman.research.evaluate: evaluate_model, write_report, loading data, run_evaluation."""
 
 import json
 from pathlib import Path
@@ -9,8 +9,8 @@ from conftest import REAL_ROIS, require
 from test_baselines import disks_and_lines_data, small_cnn_baseline
 
 from calcomp_caiman import InvalidFileError
-from calcomp_caiman.baselines import ShapeBaseline
-from calcomp_caiman.evaluate import (
+from calcomp_caiman.research.baselines import ShapeBaseline
+from calcomp_caiman.research.evaluate import (
     evaluate_model,
     load_evaluation_data,
     run_evaluation,
@@ -79,7 +79,7 @@ def test_load_evaluation_data_names_a_bad_file(tmp_path):
 def test_run_evaluation_small(tiny_model, tmp_path, monkeypatch):
     patches, labels, features = disks_and_lines_data()
     monkeypatch.setattr(
-        "calcomp_caiman.evaluate._simulated_data",
+        "calcomp_caiman.research.evaluate._simulated_data",
         lambda fields, per_class, seed, settings: (patches, labels, features),
     )
     report, json_path, png_path = run_evaluation(

@@ -10,8 +10,8 @@ from conftest import REAL_ROIS, require
 
 from calcomp_caiman import CalcompModel, extract_patches
 from calcomp_caiman.cli import main
-from calcomp_caiman.datasets import load_roi_archive
 from calcomp_caiman.export_bioimageio import export_bioimageio
+from calcomp_caiman.research.datasets import load_roi_archive
 
 onnxruntime = pytest.importorskip("onnxruntime")
 spec = pytest.importorskip("bioimageio.spec")

@@ -5,8 +5,8 @@ import time
 import numpy as np
 
 from calcomp_caiman import CalcompModel, extract_patches
-from calcomp_caiman.simulate import SHIFTED_SETTINGS, simulate_footprints
-from calcomp_caiman.train import fine_tune
+from calcomp_caiman.research.simulate import SHIFTED_SETTINGS, simulate_footprints
+from calcomp_caiman.research.train import fine_tune
 
 
 def lab_data(n_per_class, seed):

@@ -1,4 +1,4 @@
-"""Tests of calcomp_caiman.metrics: AUC, precision at recall, F1, calibration, input checks."""
+"""Tests of calcomp_caiman.research.metrics: AUC, precision at recall, F1, calibration, input checks."""
 
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from calcomp_caiman import CLASSES
-from calcomp_caiman.metrics import evaluation_metrics, roc_auc
+from calcomp_caiman.research.metrics import evaluation_metrics, roc_auc
 
 
 def one_hot_probs(predicted, confidence=0.97):

@@ -21,7 +21,7 @@ from calcomp_caiman.head import fit_head, set_nll
 from calcomp_caiman.model import head_inputs
 from calcomp_caiman.patches import project_footprints
 from calcomp_caiman.refit import labelled_inputs, read_label_table, refit
-from calcomp_caiman.simulate import simulate_session
+from calcomp_caiman.research.simulate import simulate_session
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ from calcomp_caiman import CLASSES, CalcompModel, InvalidFileError
 from calcomp_caiman.batch import classify_file
 from calcomp_caiman.classify import classify_evidence
 from calcomp_caiman.cli import main
-from calcomp_caiman.datasets import load_roi_archive
 from calcomp_caiman.evidence import Evidence
 from calcomp_caiman.nwbio import is_classified_by, list_planes, read_classification, read_evidence
-from calcomp_caiman.simulate import simulate_session
+from calcomp_caiman.research.datasets import load_roi_archive
+from calcomp_caiman.research.simulate import simulate_session
 
 pynwb = pytest.importorskip("pynwb")
 pytestmark = pytest.mark.filterwarnings("ignore:The linked table for DynamicTableRegion")

@@ -6,7 +6,7 @@ import scipy.sparse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calcomp_caiman.simulate import (
+from calcomp_caiman.research.simulate import (
     SHIFTED_SETTINGS,
     TRAIN_SETTINGS,
     Session,

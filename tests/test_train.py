@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from calcomp_caiman import CLASSES, CalcompModel, extract_patches
-from calcomp_caiman.simulate import simulate_footprints
-from calcomp_caiman.train import (
+from calcomp_caiman.research.simulate import simulate_footprints
+from calcomp_caiman.research.train import (
     TrainingSet,
     augment_patches,
     balanced_weights,

@@ -7,7 +7,7 @@
   a :class:`KerasBaseline`.
 
 Labels are codes 1-4 (``CLASSES``) or 0 for ``non_neuron`` (process or noise); both
-baselines fit the set cross-entropy of :mod:`calcomp_caiman.train`. Keras is imported
+baselines fit the set cross-entropy of :mod:`calcomp_caiman.research.train`. Keras is imported
 only inside the CNN functions.
 """
 
@@ -20,10 +20,10 @@ import numpy as np
 import scipy.optimize
 import scipy.spatial
 
-from ._checks import CLASSES, PATCH_SIZE
-from .head import softmax
+from .._checks import CLASSES, PATCH_SIZE
+from ..head import softmax
+from ..patches import project_footprints, resolve_gsig
 from .metrics import check_probs_labels
-from .patches import project_footprints, resolve_gsig
 from .train import balanced_weights, fit_network, label_masks
 
 logger = logging.getLogger(__name__)
@@ -432,9 +432,9 @@ def train_caiman_cnn_baseline(
     """Train :func:`build_caiman_cnn` the way the calcomp model is trained.
 
     Same loss (set cross-entropy), class-balanced sample weights, augmentation
-    (:func:`~calcomp_caiman.train.augment_patches`, fresh every epoch) and optimiser
-    (Adam, halved on plateaus) as :func:`~calcomp_caiman.train.train_model` -- both use
-    :func:`~calcomp_caiman.train.fit_network` -- so the comparison is about the
+    (:func:`~calcomp_caiman.research.train.augment_patches`, fresh every epoch) and optimiser
+    (Adam, halved on plateaus) as :func:`~calcomp_caiman.research.train.train_model` -- both use
+    :func:`~calcomp_caiman.research.train.fit_network` -- so the comparison is about the
     architecture. The best epoch's weights are kept.
 
     Parameters
@@ -445,7 +445,7 @@ def train_caiman_cnn_baseline(
     val_patches, val_labels : ndarray
         Held-out videos, for early stopping.
     epochs, batch_size, learning_rate, patience, augment, seed
-        As in :func:`~calcomp_caiman.train.train_model`.
+        As in :func:`~calcomp_caiman.research.train.train_model`.
 
     Returns
     -------

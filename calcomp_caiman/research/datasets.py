@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
-from ._checks import InvalidFileError, check_footprints, class_codes
+from .._checks import InvalidFileError, check_footprints, class_codes
 
 __all__ = ["LabelledFootprints", "load_roi_archive"]
 

@@ -1,12 +1,12 @@
 """Evaluation of a classifier on held-out labelled components, against two baselines.
 
-* :func:`evaluate_model`: :func:`~calcomp_caiman.metrics.evaluation_metrics` of a
+* :func:`evaluate_model`: :func:`~calcomp_caiman.research.metrics.evaluation_metrics` of a
   model and of baselines per video and pooled by kind (real, simulated).
 * :func:`write_report`: the report as JSON and a summary figure (PNG).
 * :func:`load_evaluation_data`: patches, labels and shape features of real-ROI
   archives, one entry per video.
 * :func:`run_evaluation`: the whole job behind ``calcomp evaluate``: load the data,
-  train the baselines of :mod:`calcomp_caiman.baselines` on other videos, evaluate,
+  train the baselines of :mod:`calcomp_caiman.research.baselines` on other videos, evaluate,
   write the report.
 
 ``VALIDATION_VIDEOS`` and ``TEST_VIDEOS`` are the real videos the bundled model was
@@ -26,14 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import CLASSES, PATCH_SIZE, InvalidFileError
-from ._version import __version__
-from .atomic import atomic_replace, atomic_write_text
+from .._checks import CLASSES, PATCH_SIZE, InvalidFileError
+from .._version import __version__
+from ..atomic import atomic_replace, atomic_write_text
+from ..model import CalcompModel
+from ..patches import extract_patches, project_footprints, resolve_gsig
 from .baselines import SHAPE_FEATURES, ShapeBaseline, shape_features, train_caiman_cnn_baseline
 from .datasets import load_roi_archive
 from .metrics import evaluation_metrics
-from .model import CalcompModel
-from .patches import extract_patches, project_footprints, resolve_gsig
 
 logger = logging.getLogger(__name__)
 
@@ -90,14 +90,14 @@ def evaluate_model(
         Or any object with ``predict(patches) -> (N, 4)``.
     datasets : dict of str to (patches, labels, features)
         One entry per video (or simulated set): ``(N, 50, 50)`` patches, ``(N,)`` label
-        codes 0-4, and ``(N, F)`` :func:`~calcomp_caiman.baselines.shape_features` or
+        codes 0-4, and ``(N, F)`` :func:`~calcomp_caiman.research.baselines.shape_features` or
         ``None``. Names starting with ``"simulated"`` are pooled as simulated data, all
         others as real data.
     baselines : dict of str to object, optional
         Extra methods by name: objects with ``predict_proba(features)`` (like
-        :class:`~calcomp_caiman.baselines.ShapeBaseline`; skipped on datasets without
+        :class:`~calcomp_caiman.research.baselines.ShapeBaseline`; skipped on datasets without
         features) or ``predict(patches)`` (like
-        :class:`~calcomp_caiman.baselines.KerasBaseline`).
+        :class:`~calcomp_caiman.research.baselines.KerasBaseline`).
 
     Returns
     -------
@@ -105,7 +105,7 @@ def evaluate_model(
         ``calcomp_version``, ``created`` (ISO date and time), ``model`` (``name``,
         ``sha256``), ``classes``, ``methods`` (``["model", *baselines]``),
         ``datasets`` (by name: ``kind``, ``n``, ``metrics`` by method, each an
-        :func:`~calcomp_caiman.metrics.evaluation_metrics` dict) and ``pooled`` (by kind,
+        :func:`~calcomp_caiman.research.metrics.evaluation_metrics` dict) and ``pooled`` (by kind,
         ``"real"`` and/or ``"simulated"``: ``datasets`` (names), ``metrics`` by method
         over the concatenated components of that kind's datasets).
 
@@ -385,11 +385,11 @@ def load_evaluation_data(
     Parameters
     ----------
     paths : path-like or sequence of path-likes
-        Labelled-footprint archives (``.npz``, :func:`~calcomp_caiman.datasets.load_roi_archive`)
+        Labelled-footprint archives (``.npz``, :func:`~calcomp_caiman.research.datasets.load_roi_archive`)
         or folders of them (every ``*.npz`` inside).
     gSig : float, optional
         Typical neuron half-size in px; by default estimated per file from its footprints,
-        as :func:`~calcomp_caiman.train.make_training_set` does for training.
+        as :func:`~calcomp_caiman.research.train.make_training_set` does for training.
     videos : collection of str, optional
         Keep only these video keys (e.g. ``TEST_VIDEOS``).
     exclude_videos : collection of str
@@ -404,7 +404,7 @@ def load_evaluation_data(
     dict of str to (patches, labels, features)
         ``(N, 50, 50)`` float32 patches, ``(N,)`` int64 codes (1 neuron, 4 doubtful,
         0 non_neuron), ``(N, 10)`` float64
-        :func:`~calcomp_caiman.baselines.shape_features`; sorted by key.
+        :func:`~calcomp_caiman.research.baselines.shape_features`; sorted by key.
 
     Raises
     ------
@@ -515,8 +515,8 @@ def run_evaluation(
     group_by, gSig
         As in :func:`load_evaluation_data`.
     baselines : bool
-        Train and evaluate :class:`~calcomp_caiman.baselines.ShapeBaseline` and the
-        CaImAn CNN (:func:`~calcomp_caiman.baselines.train_caiman_cnn_baseline`).
+        Train and evaluate :class:`~calcomp_caiman.research.baselines.ShapeBaseline` and the
+        CaImAn CNN (:func:`~calcomp_caiman.research.baselines.train_caiman_cnn_baseline`).
     training_paths : path-like or sequence, optional
         Real-ROI archives or folders the baselines are trained on (required when
         ``baselines``). Videos in ``TEST_VIDEOS`` or among the evaluated ones are dropped;
@@ -533,7 +533,7 @@ def run_evaluation(
     simulated : bool
         Also evaluate on a simulated set: ``simulated_fields`` fields of view of
         ``simulated_per_class`` footprints per class from
-        :func:`~calcomp_caiman.simulate.simulate_footprints` with seeds 900000 and up
+        :func:`~calcomp_caiman.research.simulate.simulate_footprints` with seeds 900000 and up
         (never used in training). ``simulated_settings``: ``"train"``
         (``TRAIN_SETTINGS``, the default), ``"shifted"`` (``SHIFTED_SETTINGS``) or a
         ``SimulationSettings``. The dataset is named ``"simulated/<settings name>"``

@@ -2,7 +2,7 @@
 
 On each test set (held-out simulator settings through real CaImAn, CNMF and OnACID; the
 real test masks), every method's probabilities are scored with
-:func:`calcomp_caiman.metrics.evaluation_metrics` plus the two numbers a CaImAn user
+:func:`calcomp_caiman.research.metrics.evaluation_metrics` plus the two numbers a CaImAn user
 selects by: the share of noise rejected and the F1 of the accepted set (accepted =
 the method's acceptance rule; true = neuron).
 
@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from .._checks import CLASSES
-from ..metrics import evaluation_metrics
 from ..model import CalcompModel
+from .metrics import evaluation_metrics
 from .train_v2 import LabelledResult, drop_groups
 
 logger = logging.getLogger(__name__)
@@ -104,9 +104,9 @@ def caiman_rule_probs(item: LabelledResult) -> np.ndarray | None:
 
 def _patches_and_shape(model: CalcompModel, item: LabelledResult):
     """Patches at the model's crop scale, and the shape features of the baseline."""
-    from ..baselines import shape_features
     from ..classify import crop_scale_of
     from ..patches import crop_checked, project_checked
+    from .baselines import shape_features
 
     flat, dims = project_checked(item.evidence.A, item.evidence.dims)
     scale = crop_scale_of(item.evidence, model)
@@ -141,8 +141,8 @@ def run_report(
     The shape-feature baseline and CaImAn's CNN architecture are trained here on ``train``
     (the CNN early-stopped on ``val``), at the same crops as v2.
     """
-    from ..baselines import ShapeBaseline, train_caiman_cnn_baseline
     from ..classify import classify_evidence
+    from .baselines import ShapeBaseline, train_caiman_cnn_baseline
     from .train_v2 import result_inputs
 
     everything = [*train, *val, *test]

@@ -24,7 +24,7 @@ import scipy.ndimage
 import scipy.signal
 import scipy.sparse
 
-from ._checks import CLASSES, check_dims
+from .._checks import CLASSES, check_dims
 
 logger = logging.getLogger(__name__)
 

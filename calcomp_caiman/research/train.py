@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.ndimage
 
-from ._checks import CLASSES, PATCH_SIZE, class_codes, label_masks
-from ._version import __version__
+from .._checks import CLASSES, PATCH_SIZE, class_codes, label_masks
+from .._version import __version__
+from ..hdf5io import read_estimates
+from ..model import DEFAULT_ARCHITECTURE, CalcompModel, build_resnet
+from ..patches import extract_patches, resolve_gsig
 from .datasets import LabelledFootprints
-from .hdf5io import read_estimates
 from .metrics import set_nll_of_probs
-from .model import DEFAULT_ARCHITECTURE, CalcompModel, build_resnet
-from .patches import extract_patches, resolve_gsig
 
 logger = logging.getLogger(__name__)
 
@@ -442,7 +442,7 @@ def fine_tune(
     Examples
     --------
     >>> from calcomp_caiman import CalcompModel, extract_patches
-    >>> from calcomp_caiman.simulate import simulate_footprints
+    >>> from calcomp_caiman.research.simulate import simulate_footprints
     >>> A, dims, labels, gSig = simulate_footprints(10, seed=1)
     >>> new, history = fine_tune(CalcompModel.load(), extract_patches(A, dims, gSig),
     ...                          labels, epochs=1)  # doctest: +SKIP

@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from .._checks import CLASSES, label_masks
-from ..datasets import load_roi_archive
 from ..evidence import Evidence
 from ..features import OPTIONAL_GROUPS, group_columns
 from ..hdf5io import read_evidence
 from ..head import FusionHead, fit_head, fit_temperature
 from ..model import CalcompModel, head_inputs
 from ..refit import labelled_inputs
+from .datasets import load_roi_archive
 
 logger = logging.getLogger(__name__)
 
