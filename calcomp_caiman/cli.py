@@ -205,11 +205,14 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    import numpy as np
 
     from .research.datasets import load_roi_archive
-    from .research.simulate import TRAIN_SETTINGS, simulate_footprints
-    from .research.train import TrainingSet, make_training_set, train_model
+    from .research.train import (
+        TrainingSet,
+        make_training_set,
+        simulated_training_set,
+        train_model,
+    )
 
     def load(paths):
         files = [p for entry in paths for p in (sorted(Path(entry).glob("*.npz"))
@@ -219,14 +222,7 @@ def _cmd_train(args) -> int:
     train = load(args.data)
     val = load(args.val_data)
     if args.simulated:
-        from .patches import extract_patches
-
-        A, dims, labels, gsig = simulate_footprints(
-            args.simulated, settings=TRAIN_SETTINGS, seed=args.seed
-        )
-        sim = TrainingSet(
-            extract_patches(A, dims, gsig), labels, np.full(len(labels), "simulated", object)
-        )
+        sim = simulated_training_set(args.simulated, fields=args.simulated_fields, seed=args.seed)
         train = TrainingSet.concatenate([train, sim]) if len(train.labels) else sim
     if len(val.labels) == 0:
         raise CalcompError("--val-data must name labelled archives of held-out videos")
@@ -494,7 +490,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on labelled archives (needs Keras 3)")
     p.add_argument("--data", nargs="+", required=True, help="training .npz archives or folders")
     p.add_argument("--val-data", nargs="+", required=True, help="held-out videos' archives")
-    p.add_argument("--simulated", type=int, default=0, help="simulated footprints per class")
+    p.add_argument(
+        "--simulated",
+        type=int,
+        default=0,
+        help="simulated footprints per class in each simulated field of view",
+    )
+    p.add_argument(
+        "--simulated-fields",
+        type=int,
+        default=12,
+        help="simulated fields of view, each at its own zoom (as the recipe)",
+    )
     p.add_argument("--model", "--base", dest="base", help="start from this model (name or folder)")
     p.add_argument("--name", default="custom", help="name of the new model")
     p.add_argument("--epochs", type=int, default=40)

@@ -20,11 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from calcomp_caiman.model import DEFAULT_ARCHITECTURE
-from calcomp_caiman.patches import extract_patches
 from calcomp_caiman.research.datasets import load_roi_archive
 from calcomp_caiman.research.evaluate import TEST_VIDEOS, VALIDATION_VIDEOS
-from calcomp_caiman.research.simulate import TRAIN_SETTINGS, simulate_footprints
-from calcomp_caiman.research.train import TrainingSet, make_training_set, train_model
+from calcomp_caiman.research.train import (
+    TrainingSet,
+    make_training_set,
+    simulated_training_set,
+    train_model,
+)
 
 VALIDATION = VALIDATION_VIDEOS  # early stopping and temperature calibration
 TEST = TEST_VIDEOS  # reported in calcomp_caiman/models/README.md, never used for any choice
@@ -38,14 +41,7 @@ def video_key(path: Path) -> str:
 
 
 def simulated_set(seed: int) -> TrainingSet:
-    parts = []
-    for field in range(SIMULATED_FIELDS):
-        A, dims, labels, gsig = simulate_footprints(
-            SIMULATED_PER_CLASS, settings=TRAIN_SETTINGS, seed=seed * 1000 + field
-        )
-        patches = extract_patches(A, dims, gsig)
-        parts.append(TrainingSet(patches, labels, np.full(len(labels), f"sim{field}", object)))
-    return TrainingSet.concatenate(parts)
+    return simulated_training_set(SIMULATED_PER_CLASS, fields=SIMULATED_FIELDS, seed=seed)
 
 
 def main(argv=None) -> int:

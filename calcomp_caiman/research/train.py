@@ -37,6 +37,7 @@ __all__ = [
     "train_model",
     "fine_tune",
     "calibrate_temperature",
+    "simulated_training_set",
 ]
 
 
@@ -562,4 +563,23 @@ def curation_labels(paths) -> TrainingSet:
         labels = np.r_[np.ones(accepted.size, np.int64), np.zeros(rejected.size, np.int64)]
         parts.append(TrainingSet(_file_patches(path, components), labels,
                                  np.full(len(labels), str(path), object)))  # fmt: skip
+    return TrainingSet.concatenate(parts)
+
+
+def simulated_training_set(per_class: int, *, fields: int = 12, seed: int = 0) -> TrainingSet:
+    """Simulated footprints over several fields of view, each at its own zoom.
+
+    ``fields`` fields of view (each drawing its zoom from ``TRAIN_SETTINGS``), ``per_class``
+    footprints of every class in each, cropped at their field's ``gSig``; the groups are
+    the fields. The bundled model's recipe and ``calcomp train --simulated`` both use it.
+    """
+    from .simulate import TRAIN_SETTINGS, simulate_footprints
+
+    parts = []
+    for field in range(int(fields)):
+        A, dims, labels, gsig = simulate_footprints(
+            per_class, settings=TRAIN_SETTINGS, seed=seed * 1000 + field
+        )
+        patches = extract_patches(A, dims, gsig)
+        parts.append(TrainingSet(patches, labels, np.full(len(labels), f"sim{field}", object)))
     return TrainingSet.concatenate(parts)
