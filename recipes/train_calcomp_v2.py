@@ -37,6 +37,7 @@ from calcomp_caiman import __version__
 from calcomp_caiman.atomic import atomic_write_text
 from calcomp_caiman.features import FEATURE_GROUPS, feature_names
 from calcomp_caiman.model import CalcompModel
+from calcomp_caiman.ood import save_ood_reference
 from calcomp_caiman.research import evaluate_v2, train_v2
 from calcomp_caiman.research.evaluate import TEST_VIDEOS, VALIDATION_VIDEOS
 
@@ -129,6 +130,20 @@ def main() -> None:
         model, v1, train, val, test, inputs=inputs, cnn_baseline=not args.no_cnn_baseline,
         seed=args.seed,
     )  # fmt: skip
+    # out-of-distribution reference: training patches; threshold from half the validation
+    # results; measured on the other half and the real test videos (in distribution)
+    # against the held-out simulator settings
+    sim_val = [i for i in val if i.source == "simulated"]
+    calibration = [i for i in val if i.source == "real"] + sim_val[::2]
+    measured_in = sim_val[1::2] + [i for i in test if i.source == "real"]
+    reference, ood_report = train_v2.fit_ood(
+        model, train, calibration, measured_in, [i for i in test if i.source == "simulated"],
+        seed=args.seed,
+    )  # fmt: skip
+    save_ood_reference(reference, args.out)
+    report["ood"] = ood_report
+    log.info("OOD: threshold %.3f, ROC-AUC held-out settings vs in distribution %.3f",
+             reference.threshold, ood_report["auc_heldout_settings_vs_in_distribution"])  # fmt: skip
     report["seconds"] = time.perf_counter() - started
     atomic_write_text(
         Path(args.out) / "evaluation.json", json.dumps(report, indent=1, default=float) + "\n"

@@ -46,6 +46,8 @@ __all__ = [
     "fit_min_prob",
     "split",
     "validation_nll",
+    "fit_ood",
+    "result_patches",
 ]
 
 METHODS = ("cnmf", "onacid")
@@ -293,3 +295,56 @@ def validation_nll(model: CalcompModel, logits, features, items) -> float:
         value = set_nll(np.log(probs), label_masks(item.labels).astype(bool))
         by_source.setdefault(item.source, []).extend([value] * len(item.labels))
     return float(np.mean([np.mean(values) for values in by_source.values()]))
+
+
+def result_patches(model: CalcompModel, item: LabelledResult) -> np.ndarray:
+    """Patches of every component of one result, cropped as the model crops them."""
+    from ..classify import crop_scale_of
+    from ..patches import crop_checked, project_checked
+
+    flat, dims = project_checked(item.evidence.A, item.evidence.dims)
+    return crop_checked(flat, dims, crop_scale_of(item.evidence, model), model.patch_size)
+
+
+def fit_ood(model: CalcompModel, train, calibration, measured_in, measured_out, *, seed: int = 0):
+    """The out-of-distribution reference of a model v2, its threshold, and its ROC.
+
+    Reference: a sample of the training results' patches (groups: class x source);
+    threshold: 1.02 x the largest file score of the ``calibration`` results (validation);
+    measured on ``measured_in`` (in-distribution results used for nothing else) against
+    ``measured_out`` (the held-out simulator settings): ROC-AUC of the file scores and the
+    share of each side flagged.
+    """
+    from ..ood import calibrate_ood_threshold, fit_ood_reference, ood_score
+    from .metrics import roc_auc
+
+    rng = np.random.default_rng(seed)
+    patches, groups = [], []
+    for item in train:
+        p = result_patches(model, item)
+        keep = rng.permutation(len(p))[: max(1, min(len(p), 400))]
+        patches.append(p[keep])
+        groups.append(np.array([f"{item.source}-{c}" for c in item.labels[keep]]))
+    reference = fit_ood_reference(model, np.concatenate(patches), np.concatenate(groups))
+
+    def scores(items):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.array([ood_score(i.evidence, model, reference=reference)[0] for i in items])
+
+    reference = calibrate_ood_threshold(reference, scores(calibration))
+    inside, outside = scores(measured_in), scores(measured_out)
+    labels = np.r_[np.zeros(len(inside), bool), np.ones(len(outside), bool)]
+    report = {
+        "threshold": reference.threshold,
+        "auc_heldout_settings_vs_in_distribution": roc_auc(np.r_[inside, outside], labels),
+        "flagged_in_distribution": float(np.mean(inside > reference.threshold)) if len(inside) else None,
+        "flagged_heldout_settings": float(np.mean(outside > reference.threshold)) if len(outside) else None,
+        "n_in_distribution": int(len(inside)),
+        "n_heldout_settings": int(len(outside)),
+        "scores_in_distribution": inside.round(4).tolist(),
+        "scores_heldout_settings": outside.round(4).tolist(),
+    }  # fmt: skip
+    return reference, report
