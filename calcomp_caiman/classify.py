@@ -6,10 +6,9 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.sparse
 
 from ._checks import CLASSES, check_footprints
-from .evidence import Evidence
+from .evidence import Evidence, footprint_fingerprint
 from .features import evidence_features
 from .model import CalcompModel
 from .patches import crop_checked, crop_scale, estimate_gsig, project_checked
@@ -58,36 +57,6 @@ def footprint_flags(A, dims) -> np.ndarray:
     flags[np.asarray(positive.sum(axis=0)).ravel() == 0] |= FLAG_EMPTY
     flags[np.asarray(negative.sum(axis=0)).ravel() > 0] |= FLAG_NEGATIVE
     return flags
-
-
-def footprint_fingerprint(A) -> np.ndarray:
-    """Per-column summary of ``A`` that identifies a component after any selection.
-
-    Parameters
-    ----------
-    A : (pixels, N) scipy sparse matrix or ndarray
-        Footprints as CaImAn holds them (before any projection or clipping).
-
-    Returns
-    -------
-    (N, 3) float64 ndarray
-        Number of non-zeros, sum of values, and sum of value x (pixel index + 1) of each
-        column. CaImAn's selection, saving and loading keep a column's values, so a
-        column keeps its fingerprint; two different footprints practically never share one.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> footprint_fingerprint(np.array([[1.0, 0.0], [2.0, 3.0]])).tolist()
-    [[2.0, 3.0, 5.0], [1.0, 3.0, 6.0]]
-    """
-    A = scipy.sparse.csc_matrix(A)
-    counts = np.diff(A.indptr)
-    values = A.data.astype(np.float64)
-    columns = np.repeat(np.arange(A.shape[1]), counts)
-    sums = np.bincount(columns, weights=values, minlength=A.shape[1])
-    moments = np.bincount(columns, weights=values * (A.indices + 1.0), minlength=A.shape[1])
-    return np.column_stack([counts.astype(np.float64), sums, moments])
 
 
 def classify_footprints(

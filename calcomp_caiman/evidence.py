@@ -24,7 +24,7 @@ from ._checks import check_dims, check_footprints, check_gsig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EVIDENCE_KINDS", "Evidence", "Traces", "params_value"]
+__all__ = ["EVIDENCE_KINDS", "Evidence", "Traces", "footprint_fingerprint", "params_value"]
 
 EVIDENCE_KINDS = ("shape", "neighbours", "image", "traces", "metrics")
 """Kinds of evidence, in the order the provenance lists them.
@@ -124,6 +124,36 @@ class Traces:
         return Traces.from_arrays(**picked)
 
 
+def footprint_fingerprint(A) -> np.ndarray:
+    """Per-column summary of ``A`` that identifies a component after any selection.
+
+    Parameters
+    ----------
+    A : (pixels, N) scipy sparse matrix or ndarray
+        Footprints as CaImAn holds them (before any projection or clipping).
+
+    Returns
+    -------
+    (N, 3) float64 ndarray
+        Number of non-zeros, sum of values, and sum of value x (pixel index + 1) of each
+        column. CaImAn's selection, saving and loading keep a column's values, so a
+        column keeps its fingerprint; two different footprints practically never share one.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> footprint_fingerprint(np.array([[1.0, 0.0], [2.0, 3.0]])).tolist()
+    [[2.0, 3.0, 5.0], [1.0, 3.0, 6.0]]
+    """
+    A = scipy.sparse.csc_matrix(A)
+    counts = np.diff(A.indptr)
+    values = A.data.astype(np.float64)
+    columns = np.repeat(np.arange(A.shape[1]), counts)
+    sums = np.bincount(columns, weights=values, minlength=A.shape[1])
+    moments = np.bincount(columns, weights=values * (A.indices + 1.0), minlength=A.shape[1])
+    return np.column_stack([counts.astype(np.float64), sums, moments])
+
+
 def _fitting(value, n: int | None, name: str):
     """``value`` when it has one row per component (or is absent); else None, with a warning.
 
@@ -132,12 +162,14 @@ def _fitting(value, n: int | None, name: str):
     """
     if value is None or isinstance(value, (str, bytes)) or n is None:
         return None if isinstance(value, (str, bytes)) else value
-    shape = np.shape(value)
-    if not shape or shape[0] != n or np.size(value) == 0:
-        if np.size(value):
-            logger.warning(
-                "ignoring estimates.%s of shape %s (A has %d components)", name, shape, n
-            )
+    try:
+        shape = np.shape(value)
+        size = np.size(value)
+    except ValueError:  # a ragged list
+        return None
+    if not shape or shape[0] != n or size == 0:
+        if size:  # OnACID keeps g and neurons_sn of its first components only
+            logger.info("ignoring estimates.%s of shape %s (A has %d components)", name, shape, n)
         return None
     return value
 
@@ -145,7 +177,11 @@ def _fitting(value, n: int | None, name: str):
 def _optional_vector(value, n: int, name: str) -> np.ndarray | None:
     if value is None or isinstance(value, (str, bytes)):
         return None
-    value = np.asarray(value, dtype=np.float64)
+    try:
+        value = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):  # e.g. CaImAn's g as a ragged list of arrays
+        logger.info("ignoring %s: not a numeric array", name)
+        return None
     if value.size == 0:
         return None
     value = value.reshape(len(value), -1) if value.ndim > 1 else value
@@ -200,6 +236,9 @@ class Evidence:
         The user's ``gSig`` (``params.init``), if known.
     source : str
         Where it came from (a file path, ``"estimates"``), for messages and provenance.
+    fingerprint : (N, 3) ndarray
+        :func:`footprint_fingerprint` of ``A`` as given (before any conversion), which the
+        record stores so that it can be matched to ``A`` after a selection.
 
     Examples
     --------
@@ -223,6 +262,7 @@ class Evidence:
     r_values: np.ndarray | None = None
     gSig: float | None = None
     source: str = ""
+    fingerprint: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -268,6 +308,7 @@ class Evidence:
             ``A`` does not fit ``dims``; a per-component array has the wrong length; an image
             has the wrong shape; traces do not have one row per component.
         """
+        fingerprint = footprint_fingerprint(A)  # of A as the caller holds it
         A, dims = check_footprints(A, dims)
         n = A.shape[1]
         if traces is None and C is not None and not isinstance(C, (str, bytes)):
@@ -290,6 +331,7 @@ class Evidence:
             r_values=_optional_vector(r_values, n, "r_values"),
             gSig=check_gsig(gSig, len(dims)),
             source=str(source),
+            fingerprint=fingerprint,
         )
 
     @classmethod
@@ -379,6 +421,7 @@ class Evidence:
             neurons_sn=pick(self.neurons_sn),
             SNR_comp=pick(self.SNR_comp),
             r_values=pick(self.r_values),
+            fingerprint=pick(self.fingerprint),
         )
 
 

@@ -145,7 +145,7 @@ def classify(
         Crop scale (default: measured from the footprints).
     fingerprint : (N, 3) ndarray, optional
         :func:`~calcomp_caiman.classify.footprint_fingerprint` of ``A`` as the caller holds
-        it (default: of ``evidence.A``).
+        it (default: ``evidence.fingerprint``, of ``A`` as it was read).
     ood : bool
         Also score how unlike the training data the components are, when the model has an
         out-of-distribution reference (one pass through the network serves both); a file
@@ -179,7 +179,7 @@ def classify(
         accept=accept,
         min_prob=min_prob,
         keep=keep,
-        fingerprint=footprint_fingerprint(evidence.A) if fingerprint is None else fingerprint,
+        fingerprint=_fingerprint(evidence) if fingerprint is None else fingerprint,
     )
     used = evidence_used(evidence, model)
     facts = provenance(model, accept, min_prob, used)
@@ -188,3 +188,9 @@ def classify(
         score, is_ood = ood_score(evidence, model, reference=reference, embedding=embedding)
         facts["ood_score"] = round(score, 4) if np.isfinite(score) else "nan"
     return Classification(fields, facts, score, is_ood)
+
+
+def _fingerprint(evidence: Evidence) -> np.ndarray:
+    if evidence.fingerprint is not None:
+        return evidence.fingerprint
+    return footprint_fingerprint(evidence.A)
