@@ -1,7 +1,8 @@
 """calcomp_caiman: four-class classification of CaImAn/CNMF components.
 
 Every spatial component is classified as ``neuron``, ``process`` (dendrite), ``noise`` or
-``doubtful`` (neuron) from its footprint, by a small bundled ResNet::
+``doubtful`` (neuron) from its footprint, its neighbours, the correlation image and its
+traces, by a small bundled model (a ResNet on the footprint and a fusion head)::
 
     from calcomp_caiman import evaluate_components_4class
     evaluate_components_4class(cnm.estimates, cnm.params)
@@ -15,6 +16,7 @@ from ._version import __version__
 from .caiman_hook import attach_classes, evaluate_components_4class
 from .classify import accept_components, classify_footprints
 from .model import CalcompModel
+from .online import use_calcomp_screening
 from .patches import estimate_gsig, extract_patches
 
 __all__ = [
@@ -31,4 +33,5 @@ __all__ = [
     "estimate_gsig",
     "evaluate_components_4class",
     "extract_patches",
+    "use_calcomp_screening",
 ]
