@@ -3,7 +3,8 @@
 The shape network stays as it is; the fusion head (:mod:`calcomp_caiman.head`) is refitted
 on the labelled components' network outputs and evidence features, pulled towards the
 head it started from so that a few hundred labels adapt it without forgetting. Labels
-held out (whole files when there are several) measure the accuracy before and after.
+held out (whole files when there are several) choose how strong that pull is, and measure
+the accuracy before and after; a refit that does not help them is not applied.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ __all__ = ["refit", "read_label_table", "labelled_inputs"]
 
 MIN_LABELS = 8
 """Fewest labels a refit accepts."""
+
+ANCHORS = (1e-3, 1e-2, 1e-1, 1.0)
+"""Pulls towards the starting head tried by :func:`refit`; the held-out labels choose."""
 
 
 def labelled_inputs(
@@ -92,7 +96,7 @@ def refit(
     components: Sequence[np.ndarray],
     *,
     validation_fraction: float = 0.25,
-    anchor: float = 1e-2,
+    anchor: float | None = None,
     seed: int = 0,
     progress: Callable[[float, str], None] | None = None,
     name: str | None = None,
@@ -112,8 +116,10 @@ def refit(
     validation_fraction : float
         Share of labels held out (whole results when there are several) to measure
         accuracy before and after; the final head is then refitted on all labels.
-    anchor : float
-        Pull towards the starting head (larger: closer to the original model).
+    anchor : float, optional
+        Pull towards the starting head (larger: closer to the original model). Default:
+        each of :data:`ANCHORS` is fitted on the labels not held out and the one with the
+        lowest held-out NLL wins; if none beats the model as it is, the head is kept.
     seed : int
         Seed of the split (own generator).
     progress : callable, optional
@@ -127,7 +133,8 @@ def refit(
         Not saved; :meth:`CalcompModel.save` writes it.
     report : dict
         ``labels``, ``held_out``, ``before`` and ``after`` (held-out accuracy: the top class
-        is one the label allows), ``seconds``.
+        is one the label allows), ``anchor`` (the pull chosen; None: head kept),
+        ``seconds``.
 
     Raises
     ------
@@ -169,16 +176,24 @@ def refit(
     code, group = np.concatenate(codes), np.concatenate(groups)
     inputs = head_inputs(z, f)
     allowed = label_masks(code).astype(bool)
-    weights = _balanced(code)
     held = _split(code, group, validation_fraction, seed)
-    before = _set_accuracy(model.fuse(z[held], f[held]), code[held])
-    trial = fit_head(
-        inputs[~held], allowed[~held], sample_weight=weights[~held], start=model.head,
-        anchor=anchor,
-    )  # fmt: skip
-    after = _set_accuracy(model.with_head(trial).fuse(z[held], f[held]), code[held])
+    before_probs = model.fuse(z[held], f[held])
+    before = _set_accuracy(before_probs, code[held])
+    best = (_held_out_nll(before_probs, allowed[held]), None, before)  # the head as it is
+    for pull in ANCHORS if anchor is None else (anchor,):
+        trial = fit_head(inputs[~held], allowed[~held], start=model.head, anchor=pull)
+        probs = model.with_head(trial).fuse(z[held], f[held])
+        nll = _held_out_nll(probs, allowed[held])
+        logger.debug("refit anchor %g: held-out NLL %.4f", pull, nll)
+        if nll < best[0]:
+            best = (nll, pull, _set_accuracy(probs, code[held]))
+    _, chosen, after = best
     report_progress(0.8, "validated")
-    final = fit_head(inputs, allowed, sample_weight=weights, start=model.head, anchor=anchor)
+    if chosen is None:  # no refit beat the model on the held-out labels: keep it
+        logger.info("refit: no anchor improved on the held-out labels; the head is kept")
+        final = model.head
+    else:
+        final = fit_head(inputs, allowed, start=model.head, anchor=chosen)
     new = model.with_head(
         final,
         name=name or f"{model.name}-refit",
@@ -190,6 +205,7 @@ def refit(
         "held_out": int(held.sum()),
         "before": before,
         "after": after,
+        "anchor": chosen,
         "seconds": time.perf_counter() - started,
     }
     logger.info("refit on %d labels: held-out accuracy %.3f -> %.3f", n, before, after)
@@ -197,10 +213,9 @@ def refit(
     return new, report
 
 
-def _balanced(codes: np.ndarray) -> np.ndarray:
-    values, counts = np.unique(codes, return_counts=True)
-    per = dict(zip(values.tolist(), (len(codes) / (len(values) * counts)).tolist()))
-    return np.array([per[c] for c in codes.tolist()])
+def _held_out_nll(probs: np.ndarray, allowed: np.ndarray) -> float:
+    p = np.clip((np.asarray(probs, np.float64) * allowed).sum(axis=1), 1e-12, 1.0)
+    return float(-np.log(p).mean())
 
 
 def read_label_table(path: str | os.PathLike) -> dict[Path, tuple[np.ndarray, np.ndarray]]:
