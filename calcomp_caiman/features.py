@@ -72,6 +72,7 @@ OPTIONAL_GROUPS = ("neighbours", "image", "traces", "metrics")
 
 _TRACE_ELEMENTS = 1 << 23  # trace values held per chunk (32 MB per float32 array)
 _OVERLAP = 0.1  # cosine above which two footprints count as overlapping
+_ORDER_FRAMES = 1000  # frames the medians and percentiles of a trace are taken over
 
 
 def feature_names() -> list[str]:
@@ -252,9 +253,12 @@ def _skew(x: np.ndarray) -> np.ndarray:
     return np.where(var > 1e-20, third / np.maximum(var, 1e-20) ** 1.5, 0.0)
 
 
-def _robust_sd(x: np.ndarray) -> np.ndarray:
-    """Noise level of each row: MAD of its first differences / (0.6745 sqrt 2)."""
-    diff = np.diff(x, axis=1)
+def _robust_sd(x: np.ndarray, step: int = 1) -> np.ndarray:
+    """Noise level of each row: MAD of its first differences / (0.6745 sqrt 2).
+
+    With ``step > 1``, from every ``step``-th difference (consecutive frames still).
+    """
+    diff = (x[:, 1:] - x[:, :-1])[:, ::step]
     diff -= np.median(diff, axis=1, keepdims=True)
     mad = np.median(np.abs(diff, out=diff), axis=1)
     return mad / (0.6745 * np.sqrt(2.0))
@@ -274,9 +278,12 @@ def _trace_features(evidence, A, dims, scale) -> np.ndarray:
         has_residual = chunk.get("YrA") is not None
         residual = chunk["YrA"] if has_residual else np.zeros_like(C)
         raw = C + residual
-        base, top = np.percentile(C, [50, 99], axis=1)
+        # order statistics from at most _ORDER_FRAMES frames (evenly spaced): the same
+        # numbers to within noise, several times faster on long recordings
+        step = max(1, C.shape[1] // _ORDER_FRAMES)
+        base, top = np.percentile(C[:, ::step], [50, 99], axis=1)
         amplitude = top - base
-        noise = _robust_sd(raw if has_residual else C)
+        noise = _robust_sd((raw if has_residual else C)[:, : step * _ORDER_FRAMES], step)
         noise = np.maximum(noise, 1e-6 * np.maximum(np.abs(amplitude), 1e-12))
         c_dev = C - C.mean(axis=1, keepdims=True)
         raw_dev = raw - raw.mean(axis=1, keepdims=True)
