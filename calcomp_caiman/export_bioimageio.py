@@ -85,7 +85,7 @@ def shape_probabilities(model: CalcompModel, patches: np.ndarray) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
-    >>> model = CalcompModel.load()
+    >>> model = CalcompModel.load("calcomp_resnet_v1")  # a model without a fusion head
     >>> patches = np.zeros((1, 50, 50), np.float32); patches[0, 20:30, 20:30] = 0.1
     >>> bool(np.allclose(shape_probabilities(model, patches), model.predict(patches)))
     True

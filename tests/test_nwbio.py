@@ -169,7 +169,7 @@ def test_classify_twice_overwrites_values(tmp_path, session, model):
     path = write_nwb(tmp_path / "s.nwb", session.A, session.dims)
     classify_file(path, model=model)
     first = snapshot(path)
-    classify_file(path, model=model, accept=("neuron", "doubtful", "process"))
+    classify_file(path, model=model, accept=("neuron", "doubtful", "process"), min_prob="argmax")
     with NWBHDF5IO(str(path), "r") as io:
         plane = io.read().processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]
         assert list(plane.colnames).count("class_probs") == 1
