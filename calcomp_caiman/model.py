@@ -47,7 +47,7 @@ DEFAULT_ARCHITECTURE = {"widths": [24, 48, 96], "blocks": [1, 1, 1], "dropout": 
 
 _BN_EPSILON = 1e-3  # Keras' BatchNormalization default
 _BUNDLED_PACKAGE = "calcomp_caiman.models"
-_DEFAULT_NAME = "calcomp_resnet_v1"
+_DEFAULT_NAME = "calcomp_v2"
 
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
