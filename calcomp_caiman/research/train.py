@@ -515,33 +515,12 @@ def labels_from_csv(path) -> TrainingSet:
     FileNotFoundError, ValueError
         Missing file or column, unknown label, index out of range (message names the row).
     """
-    import csv
-    from pathlib import Path
+    from ..refit import read_label_table
 
-    path = Path(path)
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    missing = {"file", "component", "label"} - set(rows[0] if rows else {})
-    if missing:
-        raise ValueError(
-            f"{path}: needs columns file, component, label; missing {sorted(missing)}."
-        )
-    by_file: dict = {}
-    for line, row in enumerate(rows, start=2):
-        try:
-            code = class_codes([row["label"]])[0]
-            index = int(row["component"])
-        except ValueError as err:
-            raise ValueError(f"{path}, line {line}: {err}") from None
-        file = (path.parent / row["file"]).resolve()
-        by_file.setdefault(file, ([], []))
-        by_file[file][0].append(index)
-        by_file[file][1].append(code)
     parts = []
-    for file, (indices, codes) in by_file.items():
-        patches = _file_patches(file, np.asarray(indices, np.int64))
-        parts.append(TrainingSet(patches, np.asarray(codes, np.int64),
-                                 np.full(len(codes), str(file), object)))  # fmt: skip
+    for file, (indices, codes) in read_label_table(path).items():
+        patches = _file_patches(file, indices)
+        parts.append(TrainingSet(patches, codes, np.full(len(codes), str(file), object)))
     return TrainingSet.concatenate(parts)
 
 
