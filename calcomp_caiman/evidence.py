@@ -112,10 +112,8 @@ class Traces:
     def take(self, index) -> Traces:
         """The traces of the components ``index`` (read eagerly: meant for small subsets)."""
         index = np.asarray(index, dtype=np.int64)
-        if index.size == 0:
-            return Traces(0, self.frames, lambda a, b: {n: np.zeros((0, self.frames)) for n in self.names}, self.names)  # fmt: skip
+        rows: dict[str, list] = {name: [np.zeros((0, self.frames))] for name in self.names}
         order = np.argsort(index)
-        rows = {name: [] for name in self.names}
         for i in index[order]:
             part = self._read(int(i), int(i) + 1)
             for name in self.names:
