@@ -341,6 +341,6 @@ def _classify_discarded(estimates, params, dims, model, scale, batch_size) -> di
         return {}
     evidence = Evidence.from_estimates(discarded, params, dims=dims)
     # cropped at the scale of the kept components: they are the same cells' file
-    record = classify(evidence, model, scale=scale, fingerprint=footprint_fingerprint(A),
+    record = classify(evidence, model, scale=scale, fingerprint=footprint_fingerprint(A), ood=False,
                       batch_size=batch_size)  # fmt: skip
     return {name: record.fields[name] for name in FOUR_CLASS_FIELDS}
