@@ -37,6 +37,7 @@ square root but the median instead of the mean, 0.87.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import warnings
@@ -424,10 +425,12 @@ def find_ood_reference(
 
     A reference fits every model with the same shape network
     (:func:`network_fingerprint`): a refitted head keeps the bundled reference valid.
-    Returns None when there is none for this network.
+    Among bundled folders, the model's own (by name, or the one it was refitted from) comes
+    first, then those that crop the same way (``scale_rule``), since the reference is of
+    patches cropped by that rule. Returns None when there is none for this network.
     """
     candidates = [] if folder is None else [Path(folder)]
-    candidates += list(bundled_models().values())
+    candidates += sorted(set(bundled_models().values()), key=lambda f: _preference(f, model))
     network = network_fingerprint(model)
     for candidate in candidates:
         if not (candidate / OOD_FILE).is_file():
@@ -437,3 +440,15 @@ def find_ood_reference(
             return reference
     logger.debug("no %s for the network of model %s", OOD_FILE, model.name)
     return None
+
+
+def _preference(folder: Path, model: CalcompModel) -> tuple[int, int, str]:
+    """Sort key of a bundled model folder as the source of ``model``'s reference."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return (2, 2, folder.name)
+    name = str(config.get("name", folder.name))
+    own = name == model.name or str(model.config.get("refit_from", "")).startswith(name + " ")
+    same_crop = str(config.get("scale_rule", "gsig")) == model.scale_rule
+    return (0 if own else 1, 0 if same_crop else 1, folder.name)
