@@ -58,6 +58,7 @@ def test_tiny_training_learns_and_is_reproducible(tmp_path):
     assert history["loss"][-1] < history["loss"][0]
     assert model.config["classes"] == list(CLASSES) and model.name == "tiny"
     assert model.thresholds["temperature"] > 0
+    assert model.config["training"]["epochs"] == 3 and model.config["training"]["seed"] == 5
     folder = model.save(tmp_path / "tiny")
     np.testing.assert_allclose(CalcompModel.load(folder).predict(val_patches), runs[1], atol=1e-6)
 

@@ -9,6 +9,7 @@ between them. Training needs Keras 3 (any backend) and runs on the CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -28,6 +29,7 @@ from .metrics import set_nll_of_probs
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "TrainConfig",
     "TrainingSet",
     "label_masks",
     "augment_patches",
@@ -302,6 +304,37 @@ def fit_network(
     return history
 
 
+@dataclass(frozen=True)
+class TrainConfig:
+    """The hyperparameters of one network training, written into ``config.json["training"]``.
+
+    Attributes
+    ----------
+    epochs : int
+        Most epochs; training stops ``patience`` epochs after the best validation loss.
+    batch_size : int
+    learning_rate : float
+        Adam's initial rate (halved after plateaus).
+    patience : int
+    augment : bool
+        Fresh augmentation (:func:`augment_patches`) every epoch.
+    seed : int
+        Seeds Keras and the augmentation (own generators).
+
+    Examples
+    --------
+    >>> TrainConfig(epochs=5).epochs, TrainConfig().batch_size
+    (5, 64)
+    """
+
+    epochs: int = 40
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    patience: int = 8
+    augment: bool = True
+    seed: int = 0
+
+
 def train_model(
     patches: np.ndarray,
     labels: np.ndarray,
@@ -320,6 +353,9 @@ def train_model(
     data_description: str = "",
 ) -> tuple[CalcompModel, dict]:
     """Train a classifier (from scratch, or from ``base``) with early stopping.
+
+    The hyperparameters are recorded as a :class:`TrainConfig` in the model's
+    ``config.json`` (``training``), beside the architecture and the data description.
 
     Parameters
     ----------
@@ -376,12 +412,13 @@ def train_model(
             "crop": "half-width 4*gSig+1 around the centre of mass, zero padding at borders",
         }
         thresholds = {"accept": ["neuron"], "min_prob": None}
+    settings = TrainConfig(epochs, batch_size, learning_rate, patience, augment, seed)
     history = fit_network(
-        net, patches, labels, val_patches=val_patches, val_labels=val_labels, epochs=epochs,
-        batch_size=batch_size, learning_rate=learning_rate, patience=patience, augment=augment,
-        seed=seed,
+        net, patches, labels, val_patches=val_patches, val_labels=val_labels,
+        **dataclasses.asdict(settings),
     )  # fmt: skip
     config.update(
+        training=dataclasses.asdict(settings),
         name=name,
         calcomp_version=__version__,
         keras_version=keras.__version__,
