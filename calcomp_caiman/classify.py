@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.sparse
 
 from ._checks import CLASSES, check_footprints
 from .evidence import Evidence, footprint_fingerprint
@@ -26,6 +27,7 @@ __all__ = [
     "acceptance_rule",
     "ARGMAX",
     "footprint_flags",
+    "flags_of_checked",
     "footprint_fingerprint",
     "FLAG_EMPTY",
     "FLAG_NEGATIVE",
@@ -49,13 +51,17 @@ def footprint_flags(A, dims) -> np.ndarray:
         where negative values were present.
     """
     A, _ = check_footprints(A, dims)
-    positive = A.copy()
-    positive.data = (positive.data > 0).astype(np.float32)
-    negative = A.copy()
-    negative.data = (negative.data < 0).astype(np.float32)
+    return flags_of_checked(A)
+
+
+def flags_of_checked(A: scipy.sparse.csc_matrix) -> np.ndarray:
+    """:func:`footprint_flags` of footprints checked already (``Evidence.A``)."""
+    column = np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))
+    positive = np.bincount(column, weights=A.data > 0, minlength=A.shape[1])
+    negative = np.bincount(column, weights=A.data < 0, minlength=A.shape[1])
     flags = np.zeros(A.shape[1], dtype=np.uint8)
-    flags[np.asarray(positive.sum(axis=0)).ravel() == 0] |= FLAG_EMPTY
-    flags[np.asarray(negative.sum(axis=0)).ravel() > 0] |= FLAG_NEGATIVE
+    flags[positive == 0] |= FLAG_EMPTY
+    flags[negative > 0] |= FLAG_NEGATIVE
     return flags
 
 

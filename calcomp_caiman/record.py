@@ -22,8 +22,8 @@ from .classify import (
     classification_fields,
     classify_with_embedding,
     evidence_used,
+    flags_of_checked,
     footprint_fingerprint,
-    footprint_flags,
 )
 from .evidence import Evidence
 from .model import CalcompModel
@@ -175,7 +175,7 @@ def classify(
         raise ValueError(f"keep has {len(keep)} entries but A has {len(probs)} components.")
     fields = classification_fields(
         probs,
-        flags=footprint_flags(evidence.A, evidence.dims),
+        flags=flags_of_checked(evidence.A),  # checked once, when the evidence was built
         accept=accept,
         min_prob=min_prob,
         keep=keep,
