@@ -234,13 +234,13 @@ def _split(path: str, out: str, model) -> dict:
     from calcomp_caiman.classify import (
         acceptance_rule,
         classification_fields,
-        crop_scale_of,
         footprint_fingerprint,
         footprint_flags,
+        footprints_for,
     )
     from calcomp_caiman.features import evidence_features
     from calcomp_caiman.hdf5io import read_evidence, write_classification
-    from calcomp_caiman.patches import crop_checked, project_checked
+    from calcomp_caiman.patches import crop_checked
 
     times = dict.fromkeys(SPLIT_PARTS, 0.0)
     t0 = time.perf_counter()
@@ -248,8 +248,7 @@ def _split(path: str, out: str, model) -> dict:
     times["read"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    flat, flat_dims = project_checked(evidence.A, evidence.dims)
-    scale = crop_scale_of(evidence, model)
+    flat, flat_dims, scale = footprints_for(evidence, model)
     times["scale"] = time.perf_counter() - t0
 
     traces = evidence.traces

@@ -12,7 +12,7 @@ from ._checks import CLASSES, check_footprints
 from .evidence import Evidence, footprint_fingerprint
 from .features import evidence_features
 from .model import CalcompModel
-from .patches import crop_checked, crop_scale, estimate_gsig, project_checked
+from .patches import crop_checked, crop_scale, project_checked
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,9 @@ __all__ = [
     "classify_evidence",
     "classify_with_embedding",
     "crop_scale_of",
+    "footprints_for",
     "evidence_used",
+    "FIELDS",
     "classification_fields",
     "accept_components",
     "acceptance_rule",
@@ -181,9 +183,7 @@ def classify_with_embedding(
     network (it feeds the out-of-distribution score). Returns ``(probs, embedding)``;
     ``embedding`` is None with ``embed=False``.
     """
-    flat, flat_dims = project_checked(evidence.A, evidence.dims)
-    if scale is None:
-        scale = _scale(flat, flat_dims, evidence.gSig, model)
+    flat, flat_dims, scale = footprints_for(evidence, model, scale)
     features = None
     if model.uses_evidence:
         features = evidence_features(evidence, flat, flat_dims, scale, use=use)
@@ -207,18 +207,45 @@ def classify_with_embedding(
     return probs, embedding
 
 
-def _scale(flat, flat_dims, gsig, model: CalcompModel) -> float:
-    if model.scale_rule == "footprints":
-        return crop_scale(flat, flat_dims, gsig)
-    # models before v2: the user's gSig, else the estimate
-    return gsig if gsig is not None else estimate_gsig(flat, flat_dims)
+def footprints_for(
+    evidence: Evidence, model: CalcompModel | None = None, scale: float | None = None
+) -> tuple[scipy.sparse.csc_matrix, tuple[int, int], float]:
+    """The 2-D footprints and the crop scale :func:`classify_evidence` uses.
+
+    Parameters
+    ----------
+    evidence : Evidence
+    model : CalcompModel, optional
+        Its ``scale_rule``: ``"footprints"`` (model v2) measures the scale from the
+        footprints (:func:`~calcomp_caiman.patches.crop_scale`); older models take the
+        user's ``gSig``, else the estimate. Default: the bundled default model.
+    scale : float, optional
+        Use this scale instead (e.g. that of another set of components of the same FOV).
+
+    Returns
+    -------
+    A2 : (H * W, N) csc_matrix
+        Projected, non-negative footprints (:func:`~calcomp_caiman.patches.project_checked`).
+    dims2 : (int, int)
+    scale : float
+        Crop half-width ``4 * scale + 1``: ``crop_checked(A2, dims2, scale, P)`` gives the
+        patches the model sees.
+    """
+    model = CalcompModel.load() if model is None else model
+    flat, flat_dims = project_checked(evidence.A, evidence.dims)
+    if scale is None:
+        if model.scale_rule == "footprints":
+            scale = crop_scale(flat, flat_dims, evidence.gSig)
+        elif evidence.gSig is not None:  # models before v2: the user's gSig ...
+            scale = evidence.gSig
+        else:  # ... else the estimate (crop_scale estimates when given no gSig)
+            scale = crop_scale(flat, flat_dims, None)
+    return flat, flat_dims, float(scale)
 
 
 def crop_scale_of(evidence: Evidence, model: CalcompModel | None = None) -> float:
     """The crop scale (px) :func:`classify_evidence` uses for this evidence and model."""
-    model = CalcompModel.load() if model is None else model
-    flat, flat_dims = project_checked(evidence.A, evidence.dims)
-    return _scale(flat, flat_dims, evidence.gSig, model)
+    return footprints_for(evidence, model)[2]
 
 
 def evidence_used(evidence: Evidence, model: CalcompModel, use=None) -> tuple[str, ...]:
@@ -324,6 +351,18 @@ def accept_components(
     return probs[:, columns].sum(axis=1) >= float(min_prob)
 
 
+FIELDS: dict[str, tuple[type, tuple[int, ...] | None, str]] = {
+    "class_probs": (np.float32, (len(CLASSES),), "P(neuron), P(process), P(noise), P(doubtful)"),
+    "class_labels": (np.int8, (), "most probable class: 1 neuron, 2 process, 3 noise, 4 doubtful"),
+    "class_flags": (np.uint8, (), "bit 1: empty footprint (noise); bit 2: negative values clipped"),
+    "cnn_preds": (np.float32, (), "P(neuron), where CaImAn keeps its CNN score"),
+    "idx_components": (np.int64, None, "accepted components, sorted"),
+    "idx_components_bad": (np.int64, None, "the other components, sorted"),
+    "class_fingerprint": (np.float64, (3,), "per column of A: nnz, sum, sum of value x (row+1)"),
+}
+"""Stored arrays: name -> (dtype, shape per component or None for an index list, meaning)."""
+
+
 def classification_fields(
     probs: np.ndarray,
     *,
@@ -363,12 +402,12 @@ def classification_fields(
     n = len(probs)
     fields = {
         "class_probs": probs,
-        "class_labels": (probs.argmax(axis=1) + 1).astype(np.int8) if n else np.zeros(0, np.int8),
-        "class_flags": np.zeros(n, np.uint8) if flags is None else np.asarray(flags, np.uint8),
+        "class_labels": probs.argmax(axis=1) + 1 if n else np.zeros(0),
+        "class_flags": np.zeros(n) if flags is None else flags,
         "cnn_preds": probs[:, CLASSES.index("neuron")].copy(),
-        "idx_components": np.flatnonzero(accepted).astype(np.int64),
-        "idx_components_bad": np.flatnonzero(~accepted).astype(np.int64),
+        "idx_components": np.flatnonzero(accepted),
+        "idx_components_bad": np.flatnonzero(~accepted),
     }
     if fingerprint is not None:
-        fields["class_fingerprint"] = np.asarray(fingerprint, dtype=np.float64).reshape(n, 3)
-    return fields
+        fields["class_fingerprint"] = np.asarray(fingerprint).reshape(n, 3)
+    return {name: np.asarray(value, dtype=FIELDS[name][0]) for name, value in fields.items()}

@@ -17,10 +17,10 @@ import numpy as np
 
 from ._checks import CLASSES
 from .batch import classify_file, write_component_csv
-from .classify import crop_scale_of, evidence_used
+from .classify import evidence_used, footprints_for
 from .hdf5io import read_estimates, read_evidence
 from .model import CalcompModel
-from .patches import crop_checked, project_checked
+from .patches import crop_checked
 from .plots import plot_montage
 
 __all__ = ["run_demo", "demo_files"]
@@ -78,8 +78,8 @@ def run_demo(out_dir: str | os.PathLike, *, model: CalcompModel | None = None) -
     evidence = read_evidence(source)
     truth = _truth(labels_path, evidence.n)
     table = write_component_csv(fields, out / "demo_components.csv")
-    flat, dims = project_checked(evidence.A, evidence.dims)
-    patches = crop_checked(flat, dims, crop_scale_of(evidence, model), model.patch_size)
+    flat, dims, scale = footprints_for(evidence, model)
+    patches = crop_checked(flat, dims, scale, model.patch_size)
     montage = plot_montage(
         patches, fields["class_probs"], out / "demo_montage.png", title="calcomp demo"
     )

@@ -35,6 +35,7 @@ __all__ = [
     "ResultFile",
     "read_estimates",
     "read_evidence",
+    "check_hdf5_path",
     "write_classification",
     "is_classified_by",
     "write_caiman_file",
@@ -290,20 +291,30 @@ def _read(path: str, *, locking: bool) -> ResultFile:
     return ResultFile(path=path, A=A, dims=dims, **raw["fields"])
 
 
-def _check_hdf5(path: str) -> None:
+def check_hdf5_path(path: str | os.PathLike, kind: str, expected: str) -> None:
+    """Raise unless ``path`` is an existing HDF5 file (CaImAn results and NWB files are).
+
+    ``kind`` names what a folder is not (``"a CaImAn result file (.hdf5)"``), ``expected``
+    what a non-HDF5 file should have been; the messages name the file.
+    """
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
     if os.path.isdir(path):
-        raise InvalidFileError(path, "is a folder, not a CaImAn result file (.hdf5).")
+        raise InvalidFileError(path, f"is a folder, not {kind}.")
     try:
         is_hdf5 = h5py.is_hdf5(path)
     except OSError as err:
         raise InvalidFileError(path, f"cannot be opened ({reason(err)}).") from err
     if not is_hdf5:
-        raise InvalidFileError(
-            path,
-            "is not an HDF5 file; expected a CaImAn result file saved with cnm.save() (.hdf5).",
-        )
+        raise InvalidFileError(path, f"is not an HDF5 file; expected {expected}.")
+
+
+def _check_hdf5(path: str) -> None:
+    check_hdf5_path(
+        path,
+        "a CaImAn result file (.hdf5)",
+        "a CaImAn result file saved with cnm.save() (.hdf5)",
+    )
 
 
 @contextlib.contextmanager

@@ -19,7 +19,14 @@ from ._blas import single_threaded_blas
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FusionHead", "fit_head", "fit_temperature", "set_nll", "softmax"]
+__all__ = [
+    "FusionHead",
+    "fit_head",
+    "fit_temperature",
+    "probability_set_nll",
+    "set_nll",
+    "softmax",
+]
 
 _PREFIX = "head/"
 _PARTS = ("mean", "scale", "w1", "b1", "w2", "b2")
@@ -52,6 +59,19 @@ def set_nll(logits: np.ndarray, allowed: np.ndarray) -> float:
     top = masked.max(axis=1, keepdims=True)
     log_set = top[:, 0] + np.log(np.exp(masked - top).sum(axis=1))
     return float(-log_set.mean())
+
+
+def probability_set_nll(probs: np.ndarray, allowed: np.ndarray) -> float:
+    """:func:`set_nll` from probabilities: mean ``-log`` of the probability each label allows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> round(probability_set_nll(np.array([[0.5, 0.25, 0.25, 0]]), np.array([[0, 1, 1, 0]])), 4)
+    0.6931
+    """
+    p = (np.asarray(probs, np.float64) * np.asarray(allowed, bool)).sum(axis=1)
+    return float(-np.log(np.clip(p, 1e-12, 1.0)).mean())
 
 
 @dataclass(frozen=True, eq=False)

@@ -56,6 +56,7 @@ import scipy.sparse
 from ._checks import CLASSES, InvalidFileError
 from .atomic import atomic_replace, exclusive_lock
 from .evidence import Evidence, Traces
+from .hdf5io import check_hdf5_path
 from .sidecar import accepted_mask, check_result
 
 logger = logging.getLogger(__name__)
@@ -93,18 +94,7 @@ def _pynwb():
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.is_dir():
-        raise InvalidFileError(path, "is a folder, not an NWB file (.nwb).")
-    import h5py
-
-    try:
-        ok = h5py.is_hdf5(path)
-    except OSError as err:
-        raise InvalidFileError(path, f"cannot be opened ({err}).") from None
-    if not ok:
-        raise InvalidFileError(path, "is not an HDF5-based NWB file (.nwb written by pynwb).")
+    check_hdf5_path(path, "an NWB file (.nwb)", "an HDF5-based NWB file (.nwb written by pynwb)")
 
 
 @contextlib.contextmanager

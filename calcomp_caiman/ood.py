@@ -49,10 +49,10 @@ import numpy as np
 
 from ._checks import CalcompError, InvalidFileError
 from .atomic import atomic_replace
-from .classify import crop_scale_of
+from .classify import footprints_for
 from .evidence import Evidence
 from .model import CalcompModel, bundled_models
-from .patches import crop_checked, project_checked
+from .patches import crop_checked
 
 logger = logging.getLogger(__name__)
 
@@ -259,8 +259,7 @@ def network_fingerprint(model: CalcompModel) -> str:
 
 def _evidence_patches(evidence: Evidence, model: CalcompModel):
     """Patches of the non-empty components, cropped as :func:`classify_evidence` crops them."""
-    flat, flat_dims = project_checked(evidence.A, evidence.dims)
-    scale = crop_scale_of(evidence, model)
+    flat, flat_dims, scale = footprints_for(evidence, model)
     keep = np.flatnonzero(np.diff(flat.indptr) > 0)
     flat = flat[:, keep]
     for start in range(0, len(keep), _COMPONENTS_PER_CHUNK):

@@ -3,7 +3,8 @@
 :func:`classify` is the single path from evidence to what every writer stores
 (``Estimates``, CaImAn HDF5, CSV, NWB, Suite2p): probabilities, labels, flags, the
 accepted set under a stated rule, a fingerprint of ``A`` and the provenance. The names,
-dtypes and shapes of the stored arrays are defined here, once (:data:`FIELDS`).
+dtypes and shapes of the stored arrays are defined once, in :data:`FIELDS` (kept in
+:mod:`calcomp_caiman.classify`, beside the function that builds them).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from ._checks import CLASSES
 from ._version import __version__
 from .classify import (
+    FIELDS,
     acceptance_rule,
     classification_fields,
     classify_with_embedding,
@@ -30,17 +32,6 @@ from .model import CalcompModel
 from .ood import find_ood_reference, ood_score
 
 __all__ = ["FIELDS", "SELECTION_FIELDS", "Classification", "classify", "provenance"]
-
-FIELDS: dict[str, tuple[type, tuple[int, ...] | None, str]] = {
-    "class_probs": (np.float32, (len(CLASSES),), "P(neuron), P(process), P(noise), P(doubtful)"),
-    "class_labels": (np.int8, (), "most probable class: 1 neuron, 2 process, 3 noise, 4 doubtful"),
-    "class_flags": (np.uint8, (), "bit 1: empty footprint (noise); bit 2: negative values clipped"),
-    "cnn_preds": (np.float32, (), "P(neuron), where CaImAn keeps its CNN score"),
-    "idx_components": (np.int64, None, "accepted components, sorted"),
-    "idx_components_bad": (np.int64, None, "the other components, sorted"),
-    "class_fingerprint": (np.float64, (3,), "per column of A: nnz, sum, sum of value x (row+1)"),
-}
-"""Stored arrays: name -> (dtype, shape per component or None for an index list, meaning)."""
 
 SELECTION_FIELDS = tuple(
     name

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from ._checks import CalcompError, class_codes, label_masks
-from .classify import crop_scale_of
+from .classify import footprints_for
 from .evidence import Evidence
 from .features import evidence_features
-from .head import fit_head
+from .head import fit_head, probability_set_nll
 from .model import CalcompModel, head_inputs
-from .patches import crop_checked, project_checked
+from .patches import crop_checked
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,7 @@ def labelled_inputs(
         raise ValueError(
             f"{evidence.source or 'evidence'}: component indices must be in 0..{evidence.n - 1}."
         )
-    flat, dims = project_checked(evidence.A, evidence.dims)
-    scale = crop_scale_of(evidence, model)
+    flat, dims, scale = footprints_for(evidence, model)
     features = evidence_features(evidence, flat, dims, scale)[components]
     patches = crop_checked(flat[:, components], dims, scale, model.patch_size)
     return model.shape_logits(patches), features
@@ -179,11 +178,11 @@ def refit(
     held = _split(code, group, validation_fraction, seed)
     before_probs = model.fuse(z[held], f[held])
     before = _set_accuracy(before_probs, code[held])
-    best = (_held_out_nll(before_probs, allowed[held]), None, before)  # the head as it is
+    best = (probability_set_nll(before_probs, allowed[held]), None, before)  # the head as it is
     for pull in ANCHORS if anchor is None else (anchor,):
         trial = fit_head(inputs[~held], allowed[~held], start=model.head, anchor=pull)
         probs = model.with_head(trial).fuse(z[held], f[held])
-        nll = _held_out_nll(probs, allowed[held])
+        nll = probability_set_nll(probs, allowed[held])
         logger.debug("refit anchor %g: held-out NLL %.4f", pull, nll)
         if nll < best[0]:
             best = (nll, pull, _set_accuracy(probs, code[held]))
@@ -211,11 +210,6 @@ def refit(
     logger.info("refit on %d labels: held-out accuracy %.3f -> %.3f", n, before, after)
     report_progress(1.0, "done")
     return new, report
-
-
-def _held_out_nll(probs: np.ndarray, allowed: np.ndarray) -> float:
-    p = np.clip((np.asarray(probs, np.float64) * allowed).sum(axis=1), 1e-12, 1.0)
-    return float(-np.log(p).mean())
 
 
 def read_label_table(path: str | os.PathLike) -> dict[Path, tuple[np.ndarray, np.ndarray]]:

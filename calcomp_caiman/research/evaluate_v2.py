@@ -104,12 +104,11 @@ def caiman_rule_probs(item: LabelledResult) -> np.ndarray | None:
 
 def _patches_and_shape(model: CalcompModel, item: LabelledResult):
     """Patches at the model's crop scale, and the shape features of the baseline."""
-    from ..classify import crop_scale_of
-    from ..patches import crop_checked, project_checked
+    from ..classify import footprints_for
+    from ..patches import crop_checked
     from .baselines import shape_features
 
-    flat, dims = project_checked(item.evidence.A, item.evidence.dims)
-    scale = crop_scale_of(item.evidence, model)
+    flat, dims, scale = footprints_for(item.evidence, model)
     return crop_checked(flat, dims, scale, model.patch_size), shape_features(flat, dims, gSig=scale)
 
 

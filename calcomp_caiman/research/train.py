@@ -206,6 +206,37 @@ def calibrate_temperature(model: CalcompModel, patches: np.ndarray, labels: np.n
     return float(np.exp(result.x))
 
 
+@dataclass(frozen=True)
+class TrainConfig:
+    """The hyperparameters of one network training, written into ``config.json["training"]``.
+
+    Attributes
+    ----------
+    epochs : int
+        Most epochs; training stops ``patience`` epochs after the best validation loss.
+    batch_size : int
+    learning_rate : float
+        Adam's initial rate (halved after plateaus).
+    patience : int
+    augment : bool
+        Fresh augmentation (:func:`augment_patches`) every epoch.
+    seed : int
+        Seeds Keras and the augmentation (own generators).
+
+    Examples
+    --------
+    >>> TrainConfig(epochs=5).epochs, TrainConfig().batch_size
+    (5, 64)
+    """
+
+    epochs: int = 40
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    patience: int = 8
+    augment: bool = True
+    seed: int = 0
+
+
 def fit_network(
     net,
     patches: np.ndarray,
@@ -213,12 +244,12 @@ def fit_network(
     *,
     val_patches: np.ndarray,
     val_labels: np.ndarray,
-    epochs: int = 40,
-    batch_size: int = 64,
-    learning_rate: float = 1e-3,
-    patience: int = 8,
-    augment: bool = True,
-    seed: int = 0,
+    epochs: int = TrainConfig.epochs,
+    batch_size: int = TrainConfig.batch_size,
+    learning_rate: float = TrainConfig.learning_rate,
+    patience: int = TrainConfig.patience,
+    augment: bool = TrainConfig.augment,
+    seed: int = TrainConfig.seed,
     log_name: str = "",
 ) -> dict:
     """Train a Keras network on patches with the set cross-entropy, keeping its best epoch.
@@ -304,37 +335,6 @@ def fit_network(
     return history
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """The hyperparameters of one network training, written into ``config.json["training"]``.
-
-    Attributes
-    ----------
-    epochs : int
-        Most epochs; training stops ``patience`` epochs after the best validation loss.
-    batch_size : int
-    learning_rate : float
-        Adam's initial rate (halved after plateaus).
-    patience : int
-    augment : bool
-        Fresh augmentation (:func:`augment_patches`) every epoch.
-    seed : int
-        Seeds Keras and the augmentation (own generators).
-
-    Examples
-    --------
-    >>> TrainConfig(epochs=5).epochs, TrainConfig().batch_size
-    (5, 64)
-    """
-
-    epochs: int = 40
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    patience: int = 8
-    augment: bool = True
-    seed: int = 0
-
-
 def train_model(
     patches: np.ndarray,
     labels: np.ndarray,
@@ -344,12 +344,12 @@ def train_model(
     base: CalcompModel | None = None,
     architecture: dict | None = None,
     name: str = "custom",
-    epochs: int = 40,
-    batch_size: int = 64,
-    learning_rate: float = 1e-3,
-    patience: int = 8,
-    augment: bool = True,
-    seed: int = 0,
+    epochs: int = TrainConfig.epochs,
+    batch_size: int = TrainConfig.batch_size,
+    learning_rate: float = TrainConfig.learning_rate,
+    patience: int = TrainConfig.patience,
+    augment: bool = TrainConfig.augment,
+    seed: int = TrainConfig.seed,
     data_description: str = "",
 ) -> tuple[CalcompModel, dict]:
     """Train a classifier (from scratch, or from ``base``) with early stopping.

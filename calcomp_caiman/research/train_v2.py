@@ -287,23 +287,22 @@ def split(items: Sequence[LabelledResult], validation_videos, test_videos):
 
 def validation_nll(model: CalcompModel, logits, features, items) -> float:
     """Mean set NLL of ``model`` on validation results, simulated and real weighted equally."""
-    from ..head import set_nll
+    from ..head import probability_set_nll
 
     by_source: dict[str, list[float]] = {}
     for z, f, item in zip(logits, features, items):
-        probs = np.clip(model.fuse(z, f).astype(np.float64), 1e-12, 1.0)
-        value = set_nll(np.log(probs), label_masks(item.labels).astype(bool))
+        value = probability_set_nll(model.fuse(z, f), label_masks(item.labels))
         by_source.setdefault(item.source, []).extend([value] * len(item.labels))
     return float(np.mean([np.mean(values) for values in by_source.values()]))
 
 
 def result_patches(model: CalcompModel, item: LabelledResult) -> np.ndarray:
     """Patches of every component of one result, cropped as the model crops them."""
-    from ..classify import crop_scale_of
-    from ..patches import crop_checked, project_checked
+    from ..classify import footprints_for
+    from ..patches import crop_checked
 
-    flat, dims = project_checked(item.evidence.A, item.evidence.dims)
-    return crop_checked(flat, dims, crop_scale_of(item.evidence, model), model.patch_size)
+    flat, dims, scale = footprints_for(item.evidence, model)
+    return crop_checked(flat, dims, scale, model.patch_size)
 
 
 def fit_ood(model: CalcompModel, train, calibration, measured_in, measured_out, *, seed: int = 0):
