@@ -6,14 +6,15 @@ traces, by a small bundled model (a ResNet on the footprint and a fusion head)::
 
     from calcomp_caiman import evaluate_components_4class
     evaluate_components_4class(cnm.estimates, cnm.params)
-    cnm.estimates.select_components(use_object=True)
+    cnm.estimates.select_components(use_object=True)   # CaImAn's own method
+    align_classes(cnm.estimates)  # our fields: one row per remaining component
 
 Importing the package starts neither TensorFlow nor torch.
 """
 
 from ._checks import CLASSES, PATCH_SIZE, CalcompError, FileBusyError, InvalidFileError
 from ._version import __version__
-from .caiman_hook import attach_classes, evaluate_components_4class
+from .caiman_hook import align_classes, attach_classes, evaluate_components_4class
 from .classify import accept_components, classify_footprints
 from .model import CalcompModel
 from .online import use_calcomp_screening
@@ -28,6 +29,7 @@ __all__ = [
     "InvalidFileError",
     "__version__",
     "accept_components",
+    "align_classes",
     "attach_classes",
     "classify_footprints",
     "estimate_gsig",

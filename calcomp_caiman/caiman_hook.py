@@ -1,33 +1,31 @@
 """The CaImAn side: classify a CNMF ``Estimates`` object and write the answer back.
 
 Works with CaImAn's ``Estimates`` and with any object that has ``A`` and ``dims``;
-CaImAn itself is never imported.
+CaImAn itself is never imported, and the user's object is only given fields (its class
+and methods stay CaImAn's). What keeps our fields with their components through CaImAn's
+selections, saving, loading and pickling is ``class_fingerprint``: :func:`align_classes`
+matches the stored rows to the footprints ``A`` holds now.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
 import logging
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
-from .classify import (
-    acceptance_rule,
-    crop_scale_of,
-    footprint_fingerprint,
-)
-from .evidence import Evidence, params_value
+from .classify import acceptance_rule
+from .evidence import Evidence, footprint_fingerprint, match_fingerprints, params_value
 from .model import CalcompModel
 from .record import SELECTION_FIELDS, classify
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate_components_4class", "attach_classes", "FOUR_CLASS_FIELDS"]
+__all__ = ["evaluate_components_4class", "align_classes", "attach_classes", "FOUR_CLASS_FIELDS"]
 
 FOUR_CLASS_FIELDS = SELECTION_FIELDS
-"""Per-component fields this package adds; they follow ``select_components``."""
+"""Per-component fields this package adds (:func:`align_classes` re-aligns them)."""
 
 
 def _metrics_rule(estimates, params) -> np.ndarray:
@@ -51,169 +49,151 @@ def _metrics_rule(estimates, params) -> np.ndarray:
     return passes
 
 
-@functools.cache
-def _selection_aware(base: type) -> type:
-    """A subclass of ``base`` whose component selection also slices our fields."""
-
-    # the name must stay "Estimates": CaImAn's save() recognises the object by class name
-    class Estimates(base):
-        _calcomp_selection_aware = True
-
-        def select_components(
-            self, idx_components=None, use_object=False, save_discarded_components=True
-        ):
-            n = self.A.shape[-1]
-            keep = self.idx_components if use_object else idx_components
-            ours = _own_fields(self, n)
-            result = super().select_components(
-                idx_components, use_object, save_discarded_components=save_discarded_components
-            )
-            if keep is None:
-                return result
-            keep = np.asarray(keep, dtype=np.int64)
-            dropped = np.setdiff1d(np.arange(n), keep)
-            discarded = getattr(self, "discarded_components", None)
-            for name, values in ours.items():
-                setattr(self, name, values[keep])
-                if save_discarded_components and discarded is not None:
-                    # like CaImAn (1.12), append to what earlier selections discarded
-                    before = getattr(discarded, name, None)
-                    rows = values[dropped]
-                    setattr(
-                        discarded, name, rows if before is None else np.concatenate([before, rows])
-                    )
-            return result
-
-        def restore_discarded_components(self):
-            discarded = getattr(self, "discarded_components", None)
-            saved = {
-                name: (getattr(self, name, None), getattr(discarded, name, None))
-                for name in FOUR_CLASS_FIELDS
-            }
-            result = super().restore_discarded_components()
-            for name, (kept, dropped) in saved.items():
-                if kept is not None and dropped is not None:
-                    setattr(self, name, np.concatenate([kept, dropped]))
-                    setattr(discarded, name, None)
-            return result
-
-        def __reduce_ex__(self, protocol):
-            # pickles as CaImAn's own class: loads where this package is not installed
-            return object.__new__, (base,), self.__dict__
-
-        def __deepcopy__(self, memo):
-            clone = base.__new__(type(self))
-            memo[id(self)] = clone
-            clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
-            return clone
-
-    Estimates.__qualname__ = f"{base.__qualname__}[calcomp]"
-    Estimates.__doc__ = base.__doc__
-    return Estimates
+def _get(holder, name: str):
+    """``holder.name`` or ``holder[name]`` (``load_OnlineCNMF`` leaves some objects dicts)."""
+    if isinstance(holder, dict):
+        return holder.get(name)
+    return getattr(holder, name, None)
 
 
-def _own_fields(estimates, n: int) -> dict[str, np.ndarray]:
-    """Our per-component fields that have one row per column of ``A``."""
-    values = {name: getattr(estimates, name, None) for name in FOUR_CLASS_FIELDS}
-    return {
-        name: np.asarray(value)
-        for name, value in values.items()
-        if value is not None and not isinstance(value, (str, bytes)) and len(value) == n
-    }
+def _set(holder, name: str, value) -> None:
+    if isinstance(holder, dict):
+        holder[name] = value
+    else:
+        setattr(holder, name, value)
 
 
-def _make_selection_aware(estimates) -> None:
-    base = type(estimates)
-    if not callable(getattr(base, "select_components", None)) or getattr(
-        base, "_calcomp_selection_aware", False
-    ):
-        return
-    try:
-        estimates.__class__ = _selection_aware(base)
-    except TypeError:
-        logger.warning(
-            "cannot extend %s.select_components; slice class_probs yourself after selecting",
-            base.__name__,
-        )
+def _is_array(value) -> bool:
+    return value is not None and not isinstance(value, (str, bytes))
 
 
-def _match_rows(stored: np.ndarray, current: np.ndarray) -> np.ndarray | None:
-    """Row of ``stored`` for each row of ``current`` (equal fingerprints), or None."""
-    scale = np.maximum(np.abs(stored).max(axis=0), 1.0)
-    free: dict[tuple, list[int]] = {}
-    for row, key in enumerate(map(tuple, np.round(stored / scale, 9))):
-        free.setdefault(key, []).append(row)
-    rows = []
-    for key in map(tuple, np.round(current / scale, 9)):
-        candidates = free.get(key)
-        if not candidates:
-            return None
-        rows.append(candidates.pop(0))
-    return np.asarray(rows, dtype=np.int64)
+def _classified_rows(holder) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """The fingerprints and our fields stored on ``holder``, or None when inconsistent."""
+    fingerprint = _get(holder, "class_fingerprint")
+    if not _is_array(fingerprint):
+        return None
+    fingerprint = np.asarray(fingerprint, dtype=np.float64).reshape(-1, 3)
+    fields = {}
+    for name in FOUR_CLASS_FIELDS:
+        value = _get(holder, name)
+        if _is_array(value) and len(value) == len(fingerprint):
+            fields[name] = np.asarray(value)
+    return (fingerprint, fields) if "class_probs" in fields else None
 
 
-def attach_classes(estimates):
-    """Make a classified ``Estimates`` keep its four-class fields aligned under selection.
+def _footprints_of(holder):
+    A = _get(holder, "A")
+    return A if _is_array(A) and getattr(A, "ndim", 0) == 2 else None
 
-    Call it on an ``Estimates`` that was classified elsewhere: one loaded with CaImAn's
-    ``load_CNMF`` / ``load_OnlineCNMF`` from a file that ``calcomp classify`` (or
-    ``cnm.save`` after :func:`evaluate_components_4class`) wrote, or one unpickled.
-    Afterwards ``select_components`` and ``restore_discarded_components`` slice
-    ``class_probs``, ``class_labels``, ``class_flags`` and ``class_fingerprint`` with ``A``.
-    If ``A`` was already subset (a selection made before this call), the rows are matched
-    to ``A``'s columns by their ``class_fingerprint`` and re-ordered.
+
+def align_classes(estimates):
+    """Bring the four-class fields in line with the components ``estimates`` holds now.
+
+    CaImAn's own ``select_components``, ``restore_discarded_components``,
+    ``remove_duplicates``, ``cnm.save`` / ``load_CNMF`` and pickling move CaImAn's fields
+    and leave ours as they were; nothing of this package rides on the object. This
+    function puts them right afterwards: each column of ``A`` (and of
+    ``discarded_components.A``) gets the row classified for that footprint, found by
+    ``class_fingerprint`` among the rows held by ``estimates`` and by
+    ``estimates.discarded_components``. It can be called any number of times.
 
     Parameters
     ----------
-    estimates : caiman ``Estimates``
-        With ``A`` and the fields written by this package.
+    estimates : caiman ``Estimates`` (CNMF or OnACID)
+        Classified by :func:`evaluate_components_4class` or ``calcomp classify`` (and
+        loaded with ``load_CNMF`` / ``load_OnlineCNMF``), then selected or restored any
+        number of times.
 
     Returns
     -------
     estimates
-        The same object.
+        The same object: ``class_probs``, ``class_labels``, ``class_flags`` and
+        ``class_fingerprint`` with one row per column of ``A``, in ``A``'s order; the same
+        on ``discarded_components`` for the components set aside (fields of discarded
+        components that were never classified are removed).
 
     Raises
     ------
     ValueError
-        The object holds no classification, or its rows cannot be matched to ``A``
-        (``A`` changed since it was classified, e.g. by ``refit``): classify it again.
+        The object holds no classification, or a column of ``A`` has no classified row:
+        ``A`` changed since the classification (``refit``, a merge, new components).
+        Classify it again with :func:`evaluate_components_4class`. Nothing is changed.
 
     Examples
     --------
     ::
 
-        from caiman.source_extraction.cnmf.cnmf import load_CNMF
-        from calcomp_caiman import attach_classes
-        cnm = load_CNMF("results_4class.hdf5")
-        attach_classes(cnm.estimates)
-        cnm.estimates.select_components(use_object=True)  # class_probs follows
+        from calcomp_caiman import align_classes, evaluate_components_4class
+        evaluate_components_4class(cnm.estimates, cnm.params)
+        cnm.estimates.select_components(use_object=True)   # CaImAn's own method
+        align_classes(cnm.estimates)  # class_probs: one row per remaining component
+
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> A = np.zeros((400, 3), np.float32)
+    >>> A[[21, 22, 41], 0] = 1; A[[200, 201], 1] = 1; A[[300, 320, 340], 2] = 1
+    >>> est = evaluate_components_4class(SimpleNamespace(A=A, dims=(20, 20)))
+    >>> probs = est.class_probs.copy()
+    >>> est.A = est.A[:, [2, 0]]                     # a selection made elsewhere
+    >>> bool(np.array_equal(align_classes(est).class_probs, probs[[2, 0]]))
+    True
     """
-    A = getattr(estimates, "A", None)
-    probs = getattr(estimates, "class_probs", None)
-    if A is None or probs is None or isinstance(probs, (str, bytes)):
-        raise ValueError(
-            "these estimates hold no four-class classification (class_probs): run "
-            "evaluate_components_4class(estimates, params) or `calcomp classify FILE` first."
-        )
-    n = A.shape[-1]
-    fingerprint = getattr(estimates, "class_fingerprint", None)
-    if len(probs) != n or fingerprint is not None:
-        current = footprint_fingerprint(A)
-        stored = None if fingerprint is None else np.asarray(fingerprint, dtype=np.float64)
-        rows = None if stored is None or len(stored) != len(probs) else _match_rows(stored, current)
-        if rows is None:
-            raise ValueError(
-                f"class_probs has {len(probs)} rows that cannot be matched to the {n} "
-                "columns of A (A changed since it was classified): run "
-                "evaluate_components_4class(estimates, params) again."
+    A = _footprints_of(estimates)
+    if A is None:
+        raise ValueError("these estimates have no footprints A: nothing to align.")
+    discarded = _get(estimates, "discarded_components")
+    held = [rows for rows in (_classified_rows(estimates), _classified_rows(discarded)) if rows]
+    if not held:
+        probs = _get(estimates, "class_probs")
+        if _is_array(probs) and len(probs) == A.shape[-1]:
+            logger.warning(
+                "class_probs has no class_fingerprint (classified by calcomp 0.1.0 before "
+                "fingerprints): its rows cannot be checked against A and are left as they are"
             )
-        for name in FOUR_CLASS_FIELDS:
-            value = getattr(estimates, name, None)
-            if value is not None and not isinstance(value, (str, bytes)):
-                setattr(estimates, name, np.asarray(value)[rows])
-    _make_selection_aware(estimates)
+            return estimates
+        raise ValueError(
+            "these estimates hold no four-class classification (class_probs with "
+            "class_fingerprint): run evaluate_components_4class(estimates, params) or "
+            "`calcomp classify FILE` first."
+        )
+    names = [name for name in FOUR_CLASS_FIELDS if all(name in fields for _, fields in held)]
+    stored = np.concatenate([fingerprint for fingerprint, _ in held])
+    pool = {name: np.concatenate([fields[name] for _, fields in held]) for name in names}
+    rows = match_fingerprints(stored, footprint_fingerprint(A))
+    if rows is None:
+        raise ValueError(
+            f"{A.shape[-1]} components but some of them were never classified (A changed "
+            "since the classification, e.g. by refit or a merge): run "
+            "evaluate_components_4class(estimates, params) again."
+        )
+    set_aside = _footprints_of(discarded) if discarded is not None else None
+    set_aside_rows = None
+    if set_aside is not None:
+        set_aside_rows = match_fingerprints(np.delete(stored, rows, axis=0),
+                                            footprint_fingerprint(set_aside))  # fmt: skip
+        if set_aside_rows is not None:
+            set_aside_rows = np.delete(np.arange(len(stored)), rows)[set_aside_rows]
+        else:
+            logger.warning(
+                "discarded_components hold components that were never classified; their "
+                "class fields are removed (run evaluate_components_4class to classify them)"
+            )
+    for name, values in pool.items():
+        _set(estimates, name, values[rows])
+        if discarded is not None:
+            _set(discarded, name, None if set_aside_rows is None else values[set_aside_rows])
     return estimates
+
+
+def attach_classes(estimates):
+    """Deprecated name of :func:`align_classes` (it no longer changes the object's class)."""
+    warnings.warn(
+        "attach_classes is deprecated: call align_classes(estimates) after CaImAn's "
+        "select_components / restore_discarded_components / load_CNMF",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return align_classes(estimates)
 
 
 def evaluate_components_4class(
@@ -268,9 +248,13 @@ def evaluate_components_4class(
         * ``cnn_preds`` (N,) float32: P(neuron), where CaImAn keeps its CNN score;
         * ``idx_components`` / ``idx_components_bad``: accepted / rejected indices.
 
-        CaImAn's ``select_components`` on this object (a CaImAn ``Estimates``) keeps
-        the three ``class_*`` fields aligned with the remaining components, and
-        ``restore_discarded_components`` restores them.
+        * ``class_fingerprint`` (N, 3) float64: what identifies each footprint.
+
+        Components an earlier ``select_components`` set aside
+        (``discarded_components``) are classified too. The object keeps its class:
+        CaImAn's ``select_components`` moves ``cnn_preds`` and ``idx_components`` but
+        not our fields; call :func:`align_classes` after it (or after
+        ``restore_discarded_components``, ``load_CNMF``) to bring them in line.
 
     Raises
     ------
@@ -295,6 +279,7 @@ def evaluate_components_4class(
         from calcomp_caiman import evaluate_components_4class
         evaluate_components_4class(cnm.estimates, cnm.params)
         cnm.estimates.select_components(use_object=True)
+        align_classes(cnm.estimates)
 
     >>> from types import SimpleNamespace
     >>> from calcomp_caiman.research.simulate import simulate_session
@@ -311,17 +296,16 @@ def evaluate_components_4class(
         raise ValueError(
             f"SNR_comp/r_values have {len(keep)} entries but A has {evidence.n} components."
         )
-    scale = crop_scale_of(evidence, model)
     record = classify(
-        evidence, model, accept=accept, min_prob=min_prob, keep=keep, scale=scale,
+        evidence, model, accept=accept, min_prob=min_prob, keep=keep,
         fingerprint=footprint_fingerprint(estimates.A), batch_size=batch_size,
     )  # fmt: skip
+    scale = float(record.provenance["crop_scale"])
     discarded = _classify_discarded(estimates, params, evidence.dims, model, scale, batch_size)
     for name, value in record.fields.items():
         setattr(estimates, name, value)
     for name, value in discarded.items():
-        setattr(estimates.discarded_components, name, value)
-    _make_selection_aware(estimates)
+        _set(estimates.discarded_components, name, value)
     logger.info(
         "%d components: %d accepted (%s; evidence: %s)", record.n,
         len(record.fields["idx_components"]), record.provenance["accept"],

@@ -176,14 +176,19 @@ def classify_with_embedding(
     scale: float | None = None,
     batch_size: int = 128,
     embed: bool = True,
+    footprints: tuple[scipy.sparse.csc_matrix, tuple[int, int], float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`classify_evidence`, plus the network's embedding of every component.
 
     The embedding (:meth:`CalcompModel.embed`) comes from the same pass through the
     network (it feeds the out-of-distribution score). Returns ``(probs, embedding)``;
-    ``embedding`` is None with ``embed=False``.
+    ``embedding`` is None with ``embed=False``. ``footprints``: what
+    :func:`footprints_for` returned for this evidence and model, when the caller has it
+    already (``scale`` is then ignored).
     """
-    flat, flat_dims, scale = footprints_for(evidence, model, scale)
+    if footprints is None:
+        footprints = footprints_for(evidence, model, scale)
+    flat, flat_dims, scale = footprints
     features = None
     if model.uses_evidence:
         features = evidence_features(evidence, flat, flat_dims, scale, use=use)

@@ -24,7 +24,14 @@ from ._checks import check_dims, check_footprints, check_gsig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EVIDENCE_KINDS", "Evidence", "Traces", "footprint_fingerprint", "params_value"]
+__all__ = [
+    "EVIDENCE_KINDS",
+    "Evidence",
+    "Traces",
+    "footprint_fingerprint",
+    "match_fingerprints",
+    "params_value",
+]
 
 EVIDENCE_KINDS = ("shape", "neighbours", "image", "traces", "metrics")
 """Kinds of evidence, in the order the provenance lists them.
@@ -150,6 +157,51 @@ def footprint_fingerprint(A) -> np.ndarray:
     sums = np.bincount(columns, weights=values, minlength=A.shape[1])
     moments = np.bincount(columns, weights=values * (A.indices + 1.0), minlength=A.shape[1])
     return np.column_stack([counts.astype(np.float64), sums, moments])
+
+
+def match_fingerprints(stored, current) -> np.ndarray | None:
+    """Which stored row belongs to each current column, by :func:`footprint_fingerprint`.
+
+    Parameters
+    ----------
+    stored : (M, 3) array
+        Fingerprints of the classified components (``class_fingerprint``), in any order,
+        possibly more of them than there are columns now.
+    current : (N, 3) array
+        Fingerprints of ``A`` as it is now (after a selection, a restore, ``load_CNMF``).
+
+    Returns
+    -------
+    (N,) int64 ndarray or None
+        Row of ``stored`` for each column; a row is used at most once (identical
+        footprints take their rows in order). None when a column matches no row: ``A``
+        changed since it was classified.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> A = np.array([[1.0, 0.0, 2.0], [2.0, 3.0, 0.0]])
+    >>> match_fingerprints(footprint_fingerprint(A), footprint_fingerprint(A[:, [2, 0]]))
+    array([2, 0])
+    >>> match_fingerprints(footprint_fingerprint(A), footprint_fingerprint(2 * A)) is None
+    True
+    """
+    stored = np.asarray(stored, dtype=np.float64).reshape(-1, 3)
+    current = np.asarray(current, dtype=np.float64).reshape(-1, 3)
+    if len(current) and not len(stored):
+        return None
+    # relative rounding: float32 and float64 copies of one column agree to ~1e-7
+    scale = np.maximum(np.abs(stored).max(axis=0, initial=0.0), 1.0)
+    free: dict[tuple, list[int]] = {}
+    for row, key in enumerate(map(tuple, np.round(stored / scale, 9))):
+        free.setdefault(key, []).append(row)
+    rows = []
+    for key in map(tuple, np.round(current / scale, 9)):
+        candidates = free.get(key)
+        if not candidates:
+            return None
+        rows.append(candidates.pop(0))
+    return np.asarray(rows, dtype=np.int64)
 
 
 def _fitting(value, n: int | None, name: str):

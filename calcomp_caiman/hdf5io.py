@@ -26,7 +26,7 @@ import scipy.sparse
 
 from ._checks import CLASSES, CalcompError, FileBusyError, InvalidFileError, check_dims
 from .atomic import atomic_replace, exclusive_lock, reason
-from .evidence import Evidence, Traces
+from .evidence import Evidence, Traces, footprint_fingerprint, match_fingerprints
 from .record import FIELDS
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,10 @@ class ResultFile:
         ``estimates/class_probs`` without their ``calcomp_`` prefix, e.g. ``model``,
         ``model_sha256``, ``version``); None if the file was not classified by us.
     class_probs : (N, 4) ndarray or None
-        Probabilities stored by an earlier classification (``estimates/class_probs``).
+        Probabilities stored by an earlier classification (``estimates/class_probs``), one
+        row per column of ``A``: after a CaImAn selection saved with ``cnm.save`` the rows
+        are matched to ``A`` by ``class_fingerprint`` (also those kept under
+        ``estimates/discarded_components``); None when some column was never classified.
     """
 
     path: str
@@ -288,7 +291,8 @@ def _read(path: str, *, locking: bool) -> ResultFile:
             f"estimates/A has NaN or Inf values in {bad.size} component(s) (first: "
             f"{bad[:5].tolist()}); fix or drop those components in CaImAn before classifying.",
         )
-    return ResultFile(path=path, A=A, dims=dims, **raw["fields"])
+    fields = dict(raw["fields"], class_probs=_stored_probs(raw, A, path))
+    return ResultFile(path=path, A=A, dims=dims, **fields)
 
 
 def check_hdf5_path(path: str | os.PathLike, kind: str, expected: str) -> None:
@@ -387,7 +391,34 @@ def _read_raw(handle: h5py.File, path: str) -> dict[str, Any]:
     }  # fmt: skip
     fields["gSig"] = _gsig(handle)
     fields["classification"] = _provenance_of(estimates)
-    return {"A": A_raw, "dims_where": dims_where, "dims": dims_value, "fields": fields}
+    # every classified row the file holds, with its footprint's fingerprint: CaImAn's own
+    # selection before cnm.save leaves our rows as they were (kept and discarded ones)
+    stored = []
+    for group in (estimates, estimates.get("discarded_components")):
+        if isinstance(group, h5py.Group):
+            probs, fingerprint = (_optional_array(group, name) for name in _STORED_ROWS)
+            if probs is not None and fingerprint is not None and len(probs) == len(fingerprint):
+                stored.append((probs, fingerprint))
+    return {"A": A_raw, "dims_where": dims_where, "dims": dims_value, "fields": fields,
+            "stored": stored}  # fmt: skip
+
+
+_STORED_ROWS = ("class_probs", "class_fingerprint")
+
+
+def _stored_probs(raw: dict, A: scipy.sparse.csc_matrix, path: str) -> np.ndarray | None:
+    """The stored ``class_probs`` row of each column of ``A`` now, or None."""
+    probs = raw["fields"]["class_probs"]
+    if not raw["stored"]:  # no fingerprints (calcomp 0.1.0): trusted when the count fits
+        return probs if probs is not None and len(probs) == A.shape[1] else None
+    rows = match_fingerprints(
+        np.concatenate([fingerprint for _, fingerprint in raw["stored"]]),
+        footprint_fingerprint(A),
+    )
+    if rows is None:
+        logger.info("%s: the stored class_probs do not match estimates/A (A changed since)", path)
+        return None
+    return np.concatenate([probs for probs, _ in raw["stored"]])[rows]
 
 
 def _footprints(raw: dict, path: str) -> scipy.sparse.csc_matrix:
@@ -533,7 +564,9 @@ def is_classified_by(path: str | os.PathLike, model_sha256: str) -> bool:
     -------
     bool
         True if ``estimates/class_probs`` records this model's SHA256 and has one row per
-        column of ``estimates/A``. False otherwise, also for a missing, unreadable or
+        column of ``estimates/A``, in ``A``'s order (checked by ``class_fingerprint``, so a
+        file saved after CaImAn's own selection or restore counts as not classified and is
+        classified again). False otherwise, also for a missing, unreadable or
         locked file (classifying it will then report the problem).
 
     Examples
@@ -555,7 +588,15 @@ def is_classified_by(path: str | os.PathLike, model_sha256: str) -> bool:
                 n = int(np.ravel(A["shape"][()])[1])
             else:
                 n = int(A.shape[1]) if len(A.shape) == 2 else -1
-            return recorded == str(model_sha256) and probs.ndim == 2 and probs.shape[0] == n
+            if recorded != str(model_sha256) or probs.ndim != 2 or probs.shape[0] != n:
+                return False
+            fingerprint = _optional_array(handle["estimates"], "class_fingerprint")
+            if fingerprint is None:  # calcomp 0.1.0 wrote none: the count is all there is
+                return True
+            current = footprint_fingerprint(_footprints(_read_raw(handle, path), path))
+            rows = match_fingerprints(fingerprint, current)
+            # a CaImAn restore keeps the count but reorders the columns
+            return rows is not None and np.array_equal(rows, np.arange(n))
     except (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError):
         logger.debug("is_classified_by: cannot read %s", path, exc_info=True)
         return False
@@ -619,8 +660,8 @@ def write_classification(
     (uint8), and CaImAn's own ``cnn_preds`` (float32), ``idx_components`` and
     ``idx_components_bad`` (int64), so that ``estimates.select_components(use_object=True)``
     keeps the components we accept; ``class_fingerprint`` (float64, (N, 3)) when the
-    result has it (:func:`calcomp_caiman.attach_classes` matches rows to ``A`` with it
-    after a selection). What CaImAn had in those three before our first
+    result has it (:func:`calcomp_caiman.align_classes` and :func:`read_estimates` match
+    rows to ``A`` with it after a selection). What CaImAn had in those three before our first
     classification is kept as ``caiman_cnn_preds``, ``caiman_idx_components`` and
     ``caiman_idx_components_bad`` (``'NoneType'`` stays ``'NoneType'``) and never overwritten,
     so writing twice gives the same file. Provenance goes to attributes of

@@ -529,8 +529,8 @@ def use_calcomp_screening(
     trace test (``thresh_fitness_*``) and the overlap test still follow. The screen is not
     saved by ``OnACID.save`` (CaImAn skips ``loaded_model``); call this again after
     ``load_OnlineCNMF`` to continue screening. Classify the final components with
-    :func:`~calcomp_caiman.evaluate_components_4class` as for batch results, and after
-    ``load_OnlineCNMF`` re-attach them with :func:`~calcomp_caiman.attach_classes`.
+    :func:`~calcomp_caiman.evaluate_components_4class` as for batch results, and after a
+    selection or ``load_OnlineCNMF`` realign them with :func:`~calcomp_caiman.align_classes`.
 
     CaImAn 1.12.1's ``select_components`` fails on OnACID results with its default
     ``save_discarded_components=True`` (OnACID's initialisation leaves discarded
@@ -547,7 +547,7 @@ def use_calcomp_screening(
     ::
 
         from caiman.source_extraction.cnmf import online_cnmf, params
-        from calcomp_caiman import evaluate_components_4class
+        from calcomp_caiman import align_classes, evaluate_components_4class
         from calcomp_caiman.online import use_calcomp_screening
 
         opts = params.CNMFParams(params_dict={"data": {"fnames": [movie]}, ...})
@@ -556,6 +556,7 @@ def use_calcomp_screening(
         onacid.fit_online()
         evaluate_components_4class(onacid.estimates, onacid.params)
         onacid.estimates.select_components(use_object=True, save_discarded_components=False)
+        align_classes(onacid.estimates)
     """
     params = getattr(onacid, "params", None)
     if not callable(getattr(type(onacid), "_prepare_object", None)) or not callable(

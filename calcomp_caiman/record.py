@@ -26,6 +26,7 @@ from .classify import (
     evidence_used,
     flags_of_checked,
     footprint_fingerprint,
+    footprints_for,
 )
 from .evidence import Evidence
 from .model import CalcompModel
@@ -67,8 +68,10 @@ class Classification:
     fields : dict of str to ndarray
         The stored arrays (:data:`FIELDS`).
     provenance : dict
-        :func:`provenance`: model, its SHA256, version, date, rule, evidence used (and the
-        out-of-distribution score when there is one).
+        :func:`provenance`: model, its SHA256, version, date, rule, evidence used, the
+        crop scale in px (``crop_scale``; the patches the model saw, see
+        :func:`~calcomp_caiman.classify.footprints_for`) and the out-of-distribution
+        score when there is one.
     ood_score, ood : float and bool, or None
         How unlike the model's training data these components are, and whether that is
         above the model's calibrated threshold (:mod:`calcomp_caiman.ood`); None when the
@@ -159,8 +162,9 @@ def classify(
     model = CalcompModel.load() if model is None else model
     accept, min_prob = acceptance_rule(model, accept, min_prob)
     reference = find_ood_reference(model) if ood else None
+    footprints = footprints_for(evidence, model, scale)
     probs, embedding = classify_with_embedding(
-        evidence, model, scale=scale, batch_size=batch_size, embed=reference is not None
+        evidence, model, batch_size=batch_size, embed=reference is not None, footprints=footprints
     )
     if keep is not None and len(keep) != len(probs):
         raise ValueError(f"keep has {len(keep)} entries but A has {len(probs)} components.")
@@ -174,6 +178,7 @@ def classify(
     )
     used = evidence_used(evidence, model)
     facts = provenance(model, accept, min_prob, used)
+    facts["crop_scale"] = float(footprints[2])
     score = is_ood = None
     if reference is not None:
         score, is_ood = ood_score(evidence, model, reference=reference, embedding=embedding)

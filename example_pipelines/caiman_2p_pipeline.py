@@ -7,7 +7,7 @@ PyPI package named ``caiman``) and calcomp_caiman in the same environment::
 
 Motion correction, CNMF on patches, refit on the whole field, CaImAn's trace-quality
 metrics (SNR, spatial correlation; CaImAn's own CNN off), then our classification and
-CaImAn's ``select_components``. The result file keeps every component's class
+CaImAn's ``select_components`` (then ``align_classes``). The result file keeps each kept component's class
 probabilities, labels and flags (``estimates.class_probs`` ...). The test suite runs this
 very file on a simulated movie with real CaImAn (``tests/test_real_caiman.py``).
 """
@@ -23,7 +23,7 @@ import numpy as np
 from caiman.motion_correction import MotionCorrect
 from caiman.source_extraction.cnmf import cnmf, params
 
-from calcomp_caiman import evaluate_components_4class
+from calcomp_caiman import align_classes, evaluate_components_4class
 
 
 def run_pipeline(
@@ -78,7 +78,8 @@ def run_pipeline(
         evaluate_components_4class(cnm.estimates, cnm.params, use_metrics=True)
         est = cnm.estimates
         logging.info("%d of %d components accepted", len(est.idx_components), est.A.shape[1])
-        est.select_components(use_object=True)  # class_probs etc. follow the selection
+        est.select_components(use_object=True)  # CaImAn's own selection ...
+        align_classes(est)  # ... and our fields brought in line with it
         cnm.save(str(Path(out).resolve()))
     finally:
         if dview is not None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from caiman.source_extraction.cnmf import online_cnmf, params
 
-from calcomp_caiman import evaluate_components_4class
+from calcomp_caiman import align_classes, evaluate_components_4class
 from calcomp_caiman.online import use_calcomp_screening
 
 
@@ -71,7 +71,8 @@ def run_pipeline(
     logging.info("%d of %d components accepted", len(est.idx_components), est.A.shape[1])
     # OnACID's init leaves discarded components CaImAn 1.12 cannot append to: don't keep them
     est.select_components(use_object=True, save_discarded_components=False)
-    onacid.save(str(Path(out).resolve()))  # load back with load_OnlineCNMF + attach_classes
+    align_classes(est)  # our fields: one row per remaining component
+    onacid.save(str(Path(out).resolve()))  # load back with load_OnlineCNMF
     return onacid
 
 

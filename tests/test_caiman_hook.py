@@ -1,3 +1,4 @@
+import logging
 from types import SimpleNamespace
 
 import numpy as np
@@ -5,7 +6,9 @@ import pytest
 import scipy.sparse
 from conftest import disk_footprints
 
-from calcomp_caiman import evaluate_components_4class
+from calcomp_caiman import align_classes, attach_classes, evaluate_components_4class
+from calcomp_caiman.caiman_hook import FOUR_CLASS_FIELDS
+from calcomp_caiman.evidence import footprint_fingerprint
 
 CENTRES = [(r, c) for r in (10, 32, 54) for c in (12, 40, 68)]
 
@@ -69,3 +72,86 @@ def test_bad_input_leaves_estimates_unchanged(tiny_model):
     assert vars(est).keys() == before.keys() and est.cnn_preds is None
     with pytest.raises(TypeError, match="A"):
         evaluate_components_4class(SimpleNamespace(dims=(4, 4)), model=tiny_model)
+
+
+# ------------------------------------------------------------ realigning after a selection
+
+
+def classified(tiny_model):
+    est = evaluate_components_4class(make_estimates(), model=tiny_model)
+    return est, {name: getattr(est, name).copy() for name in FOUR_CLASS_FIELDS}
+
+
+def test_align_follows_a_selection_made_elsewhere(tiny_model):
+    est, before = classified(tiny_model)
+    assert type(est) is SimpleNamespace  # the object keeps its class
+    keep, dropped = [5, 0, 3], [1, 2, 4, 6, 7, 8]
+    est.discarded_components = SimpleNamespace(A=est.A[:, dropped])
+    est.A = est.A[:, keep]
+    align_classes(est)
+    for name, values in before.items():
+        np.testing.assert_array_equal(getattr(est, name), values[keep])
+        np.testing.assert_array_equal(getattr(est.discarded_components, name), values[dropped])
+    # a restore (kept first, then discarded), aligned again: every row back with its column
+    est.A = scipy.sparse.hstack([est.A, est.discarded_components.A]).tocsc()
+    est.discarded_components.A = None
+    align_classes(align_classes(est))
+    for name, values in before.items():
+        np.testing.assert_array_equal(getattr(est, name), values[keep + dropped])
+        assert getattr(est.discarded_components, name) is None
+
+
+def test_align_with_discarded_components_as_a_dict(tiny_model):
+    est, before = classified(tiny_model)
+    est.discarded_components = {"A": est.A[:, [0]]}  # as load_OnlineCNMF leaves it
+    est.A = est.A[:, [1, 2]]
+    align_classes(est)
+    np.testing.assert_array_equal(est.class_probs, before["class_probs"][[1, 2]])
+    np.testing.assert_array_equal(
+        est.discarded_components["class_probs"], before["class_probs"][[0]]
+    )
+
+
+def test_align_refuses_changed_footprints_and_changes_nothing(tiny_model):
+    est, before = classified(tiny_model)
+    est.A = est.A[:, [0, 1]] * 2.0  # e.g. after refit
+    with pytest.raises(ValueError, match="evaluate_components_4class"):
+        align_classes(est)
+    np.testing.assert_array_equal(est.class_probs, before["class_probs"])
+    with pytest.raises(ValueError, match="no four-class classification"):
+        align_classes(make_estimates())
+
+
+def test_align_keeps_rows_without_fingerprint_when_the_count_fits(tiny_model, caplog):
+    est, before = classified(tiny_model)
+    del est.class_fingerprint  # written by calcomp 0.1.0
+    with caplog.at_level(logging.WARNING, logger="calcomp_caiman"):
+        align_classes(est)
+    assert "cannot be checked" in caplog.text
+    np.testing.assert_array_equal(est.class_probs, before["class_probs"])
+
+
+def test_attach_classes_is_the_deprecated_name(tiny_model):
+    est, _ = classified(tiny_model)
+    est.A = est.A[:, [3]]
+    with pytest.warns(DeprecationWarning, match="align_classes"):
+        attach_classes(est)
+    assert len(est.class_probs) == 1
+
+
+def test_classify_after_a_selection_classifies_the_discarded_too(tiny_model):
+    est = make_estimates()
+    est.discarded_components = SimpleNamespace(A=est.A[:, [7, 8]])
+    est.A, est.C = est.A[:, :7], est.C[:7]
+    est.SNR_comp, est.r_values = est.SNR_comp[:7], est.r_values[:7]
+    evaluate_components_4class(est, model=tiny_model)
+    assert est.class_probs.shape == (7, 4)
+    assert est.discarded_components.class_probs.shape == (2, 4)
+    np.testing.assert_array_equal(
+        est.discarded_components.class_fingerprint,
+        footprint_fingerprint(est.discarded_components.A),
+    )
+    # a later restore brings back one classified row per restored column
+    est.A = scipy.sparse.hstack([est.A, est.discarded_components.A]).tocsc()
+    est.discarded_components.A = None
+    assert align_classes(est).class_probs.shape == (9, 4)

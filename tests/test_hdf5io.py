@@ -18,6 +18,7 @@ import scipy.sparse
 
 from calcomp_caiman import atomic, hdf5io
 from calcomp_caiman._checks import FileBusyError, InvalidFileError
+from calcomp_caiman.evidence import footprint_fingerprint
 from calcomp_caiman.hdf5io import (
     BACKUP_FIELDS,
     CLASSIFICATION_FIELDS,
@@ -62,7 +63,8 @@ def temp_files(folder: Path) -> list[str]:
     return [p.name for p in Path(folder).iterdir() if ".calcomp-tmp-" in p.name]
 
 
-def fake_result(n: int, seed: int = 0, **provenance) -> dict:
+def fake_result(n: int, seed: int = 0, A=None, **provenance) -> dict:
+    """A classification of n components (fingerprints of ``A`` when given, else random)."""
     probs = np.random.default_rng(seed).dirichlet(np.ones(4), n).astype(np.float32)
     labels = (probs.argmax(axis=1) + 1).astype(np.int8)
     flags = np.zeros(n, np.uint8)
@@ -74,7 +76,9 @@ def fake_result(n: int, seed: int = 0, **provenance) -> dict:
         "cnn_preds": probs[:, 0].copy(),
         "idx_components": np.flatnonzero(labels == 1).astype(np.int64),
         "idx_components_bad": np.flatnonzero(labels != 1).astype(np.int64),
-        "class_fingerprint": np.random.default_rng(seed).random((n, 3)),
+        "class_fingerprint": (
+            np.random.default_rng(seed).random((n, 3)) if A is None else footprint_fingerprint(A)
+        ),
         "provenance": {
             "model": "tiny",
             "model_sha256": "ab" * 32,
@@ -185,7 +189,7 @@ def test_read_shared_file(name):
 def test_round_trip_keeps_everything(name, tmp_path):
     path = writable_copy(name, tmp_path)
     n = EXPECTED[name][0]
-    result = fake_result(n)
+    result = fake_result(n, A=read_estimates(path).A)
     assert write_classification(path, result) == str(path)
     size_first = path.stat().st_size
     assert temp_files(tmp_path) == []
@@ -533,3 +537,69 @@ def test_classify_our_own_file(tmp_path):
         for backup in BACKUP_FIELDS.values():
             assert handle["estimates"][backup][()] == b"NoneType"
         assert "class_probs" not in handle["params"] and set(handle["params"]) == {"data", "init"}
+
+
+def discarded_group(handle: h5py.File) -> h5py.Group:
+    """estimates/discarded_components as a group (our writer stores None there)."""
+    node = handle["estimates"].get("discarded_components")
+    if not isinstance(node, h5py.Group):
+        if node is not None:
+            del handle["estimates/discarded_components"]
+        node = handle["estimates"].create_group("discarded_components")
+    return node
+
+
+def saved_after_a_selection(path: Path, columns, discarded=()) -> None:
+    """What CaImAn's cnm.save writes after its own select_components: A (and what was set
+    aside under discarded_components) subset, our datasets left as they were."""
+    with h5py.File(path, "r+") as handle:
+        group = handle["estimates/A"]
+        A = scipy.sparse.csc_matrix(
+            (group["data"][()], group["indices"][()], group["indptr"][()]),
+            shape=tuple(group["shape"][()]),
+        )
+        for part, A_part in (
+            ("estimates/A", A[:, list(columns)]),
+            ("estimates/discarded_components/A", A[:, list(discarded)]),
+        ):
+            discarded_group(handle)
+            if part in handle:
+                del handle[part]
+            group = handle.create_group(part)
+            for name in ("data", "indices", "indptr"):
+                group[name] = getattr(A_part, name)
+            group["shape"] = np.array(A_part.shape)
+
+
+def test_stored_rows_follow_a_caiman_selection_saved_to_the_file(tmp_path):
+    path = small_file(tmp_path, n=4)
+    result = fake_result(4, A=read_estimates(path).A)
+    write_classification(path, result)
+    assert is_classified_by(path, "ab" * 32)
+
+    saved_after_a_selection(path, [3, 1])
+    np.testing.assert_array_equal(read_estimates(path).class_probs, result["class_probs"][[3, 1]])
+    assert not is_classified_by(path, "ab" * 32)  # rows no longer in A's order: classify again
+
+
+def test_stored_rows_of_a_restore_and_of_changed_footprints(tmp_path):
+    path = small_file(tmp_path, n=4)
+    result = fake_result(4, A=read_estimates(path).A)
+    write_classification(path, result)
+    with h5py.File(path, "r+") as handle:  # the discarded rows, as CaImAn saves them
+        group = discarded_group(handle)
+        for name in ("class_probs", "class_fingerprint"):
+            group[name] = result[name][[0, 2]]
+        for name in ("class_probs", "class_fingerprint"):
+            data = result[name][[1, 3]]
+            del handle["estimates"][name]
+            handle["estimates"][name] = data
+    saved_after_a_selection(path, [1, 3, 0, 2])  # restored: kept first, then discarded
+    np.testing.assert_array_equal(
+        read_estimates(path).class_probs, result["class_probs"][[1, 3, 0, 2]]
+    )
+    assert not is_classified_by(path, "ab" * 32)
+
+    with h5py.File(path, "r+") as handle:  # footprints changed (refit): nothing matches
+        handle["estimates/A/data"][...] *= 2.0
+    assert read_estimates(path).class_probs is None

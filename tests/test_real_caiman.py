@@ -172,107 +172,125 @@ def test_classified_shared_file_loads_in_caiman(caiman, tmp_path, name):
     np.testing.assert_array_equal(est.cnn_preds, est.class_probs[:, 0])
     both = np.sort(np.concatenate([est.idx_components, est.idx_components_bad]))
     np.testing.assert_array_equal(both, np.arange(n))
-    # selection of a loaded file, once the fields are re-attached
-    from calcomp_caiman import attach_classes
+    # CaImAn's own selection of a loaded file, then our fields brought in line
+    from calcomp_caiman import align_classes
 
     table = class_by_column(est)
-    attach_classes(est)
     # load_OnlineCNMF leaves discarded_components a dict, on which CaImAn's own selection
     # fails: CaImAn's workaround is not to keep discarded components
     est.select_components(use_object=True, save_discarded_components="onacid" not in name)
+    align_classes(est)
     assert_aligned(est, table, "select after load")
 
 
 # ------------------------------------------------------------------ 2. selection sequences
 
 
-def test_fields_follow_every_caiman_selection(caiman, model, tmp_path):
+def test_fields_realign_after_every_caiman_selection(caiman, model, tmp_path):
     from caiman.source_extraction.cnmf.cnmf import load_CNMF
+    from caiman.source_extraction.cnmf.estimates import Estimates
 
-    from calcomp_caiman import attach_classes, evaluate_components_4class
+    from calcomp_caiman import align_classes, evaluate_components_4class
+    from calcomp_caiman.hdf5io import is_classified_by, read_estimates
 
     cnm = load_CNMF(str(require(CAIMAN_RESULTS / "real_mouse2p_cnmf.hdf5")))
     est = cnm.estimates
     n = est.A.shape[1]
     evaluate_components_4class(est, cnm.params, model=model)
+    assert type(est) is Estimates  # the user's object keeps CaImAn's class and methods
     table = class_by_column(est)
     assert_aligned(est, table, "classified")
 
     est.select_components(use_object=True)
-    assert_aligned(est, table, "select use_object")
+    assert len(est.class_probs) == n  # CaImAn's selection leaves our fields alone ...
+    assert_aligned(align_classes(est), table, "select use_object")  # ... until realigned
     est.select_components(idx_components=np.arange(0, est.A.shape[1], 2))
-    assert_aligned(est, table, "select index list")
+    assert_aligned(align_classes(est), table, "select index list")
+    # several CaImAn steps, one realignment at the end
     est.select_components(idx_components=[0, 2, 3, 5])
-    assert_aligned(est, table, "select twice")
+    est.restore_discarded_components()
+    est.select_components(idx_components=[4, 1])
     est.restore_discarded_components()
     assert est.A.shape[1] == n
-    assert_aligned(est, table, "restore after three selections")
+    assert_aligned(align_classes(est), table, "two selections and restores")
 
     est.threshold_spatial_components()  # remove_duplicates needs A_thr
     est.remove_duplicates(select_comp=True)
-    assert_aligned(est, table, "remove_duplicates(select_comp=True)")
+    assert_aligned(align_classes(est), table, "remove_duplicates(select_comp=True)")
     est.restore_discarded_components()
     assert est.A.shape[1] == n
-    assert_aligned(est, table, "restore after remove_duplicates")
+    assert_aligned(align_classes(est), table, "restore after remove_duplicates")
 
     # CaImAn 1.12.1's load_CNMF returns a saved A_thr as a dict, on which its own
     # select_components fails: drop it before saving, as a CaImAn user must
     est.A_thr = None
-    est.select_components(idx_components=np.arange(10, 40))
+    est.select_components(idx_components=np.arange(10, 40))  # saved without realigning
     path = tmp_path / "saved.hdf5"
     cnm.save(str(path))
     loaded = load_CNMF(str(path)).estimates
-    assert_aligned(loaded, table, "save/load")
-    attach_classes(loaded)
+    assert_aligned(align_classes(loaded), table, "save/load")
+    # our file reader matches the stored rows to the saved A too, and knows the rows are
+    # not in A's order any more (so `calcomp reprocess` classifies the file again)
+    np.testing.assert_array_equal(read_estimates(path).class_probs, loaded.class_probs)
+    assert not is_classified_by(path, model.sha256)
     loaded.select_components(idx_components=[1, 4, 7])
-    assert_aligned(loaded, table, "select after load")
+    assert_aligned(align_classes(loaded), table, "select after load")
     loaded.restore_discarded_components()
-    assert_aligned(loaded, table, "restore after load")
+    assert loaded.A.shape[1] == n
+    assert_aligned(align_classes(loaded), table, "restore after load")
 
-    # a selection made before re-attaching: the rows are matched back by fingerprint
-    again = load_CNMF(str(path)).estimates
-    again.select_components(idx_components=[3, 0, 2])
-    attach_classes(again)
-    assert_aligned(again, table, "attach after a plain CaImAn selection")
+    # footprints that changed since the classification: say what to do, change nothing
+    changed = load_CNMF(str(path)).estimates
+    changed.A = changed.A * 2.0
+    before = changed.class_probs.copy()
+    with pytest.raises(ValueError, match="evaluate_components_4class"):
+        align_classes(changed)
+    np.testing.assert_array_equal(changed.class_probs, before)
 
 
 def test_classify_after_an_earlier_selection_keeps_discarded_aligned(caiman, model):
     from caiman.source_extraction.cnmf.cnmf import load_CNMF
 
-    from calcomp_caiman import evaluate_components_4class
+    from calcomp_caiman import align_classes, evaluate_components_4class
 
     cnm = load_CNMF(str(require(CAIMAN_RESULTS / "real_mouse2p_cnmf.hdf5")))
     est = cnm.estimates
     n = est.A.shape[1]
     est.select_components(idx_components=np.arange(0, n, 3))  # before classifying
     evaluate_components_4class(est, cnm.params, model=model)
+    table = class_by_column(est)
+    table.update(class_by_column(est.discarded_components))
     est.select_components(idx_components=[0, 1, 2])
     est.restore_discarded_components()
-    assert est.A.shape[1] == n and len(est.class_probs) == n
+    assert est.A.shape[1] == n
+    assert_aligned(align_classes(est), table, "restore of components set aside before")
 
 
-def test_pickle_loads_without_this_package_and_deepcopy_keeps_behaviour(caiman, model, tmp_path):
+def test_pickle_and_deepcopy_stay_caimans_own(caiman, model, tmp_path):
     from caiman.source_extraction.cnmf.cnmf import load_CNMF
 
-    from calcomp_caiman import evaluate_components_4class
+    from calcomp_caiman import align_classes, evaluate_components_4class
 
     est = load_CNMF(str(require(CAIMAN_RESULTS / "synthetic_cnmf.hdf5"))).estimates
     evaluate_components_4class(est, model=model)
     table = class_by_column(est)
     clone = copy.deepcopy(est)
     clone.select_components(idx_components=[2, 0])
-    assert_aligned(clone, table, "deepcopy")
+    assert_aligned(align_classes(clone), table, "deepcopy")
     path = tmp_path / "est.pkl"
-    path.write_bytes(pickle.dumps(est))
+    path.write_bytes(pickle.dumps(clone))
     code = (
         "import sys, pickle; sys.modules['calcomp_caiman'] = None\n"  # as if not installed
         f"est = pickle.load(open({str(path)!r}, 'rb'))\n"
         "assert type(est).__module__.startswith('caiman'), type(est)\n"
-        "print(est.class_probs.shape[0], est.A.shape[1])\n"
+        "est.restore_discarded_components()\n"
+        "pickle.dump(est, open(sys.argv[1], 'wb'))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    back = tmp_path / "restored.pkl"
+    done = subprocess.run([sys.executable, "-c", code, str(back)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [str(est.A.shape[1])] * 2
+    restored = pickle.loads(back.read_bytes())
+    assert_aligned(align_classes(restored), table, "pickled, restored without calcomp")
 
 
 def test_source_tree_has_the_bundled_model(caiman):
@@ -348,7 +366,7 @@ def test_onacid_then_four_classes(caiman, tmp_path):
     from caiman.source_extraction import cnmf
     from caiman.source_extraction.cnmf.online_cnmf import load_OnlineCNMF
 
-    from calcomp_caiman import attach_classes, evaluate_components_4class
+    from calcomp_caiman import align_classes, evaluate_components_4class
 
     movie = write_movie(tmp_path / "online.tif", seed=1, frames=300)
     opts = cnmf.params.CNMFParams(
@@ -377,8 +395,8 @@ def test_onacid_then_four_classes(caiman, tmp_path):
     keep = est.idx_components if len(est.idx_components) else [0]
     # CaImAn 1.12.1 cannot keep discarded OnACID components (its own workaround)
     est.select_components(idx_components=keep, save_discarded_components=False)
-    assert_aligned(est, table, "OnACID selection")
+    assert_aligned(align_classes(est), table, "OnACID selection")
     path = tmp_path / "onacid.hdf5"
     onacid.save(str(path))
-    loaded = attach_classes(load_OnlineCNMF(str(path)).estimates)
+    loaded = align_classes(load_OnlineCNMF(str(path)).estimates)
     assert_aligned(loaded, table, "OnACID save/load")

@@ -23,7 +23,7 @@ from calcomp_caiman import (  # noqa: E402
     CLASSES,
     CalcompError,
     CalcompModel,
-    attach_classes,
+    align_classes,
     evaluate_components_4class,
 )
 from calcomp_caiman.online import CandidateScreen, use_calcomp_screening  # noqa: E402
@@ -166,7 +166,7 @@ def test_four_classes_and_selection_after_fit_online(run):
     # OnACID's own discarded_components (from its init batch) breaks CaImAn's default
     # selection (see the next test): select without keeping the discarded ones
     est.select_components(use_object=True, save_discarded_components=False)
-    np.testing.assert_array_equal(est.class_probs, kept_probs)
+    np.testing.assert_array_equal(align_classes(est).class_probs, kept_probs)
     np.testing.assert_array_equal(est.A.toarray(), kept_A)
 
 
@@ -191,14 +191,14 @@ def test_save_and_load_online_keep_our_fields(caiman, movie, tmp_path):
     onacid.save(str(path))  # CaImAn skips loaded_model: the screen is not saved
     loaded = load_OnlineCNMF(str(path))
     assert not isinstance(getattr(loaded, "loaded_model", None), CandidateScreen)
-    attach_classes(loaded.estimates)
+    align_classes(loaded.estimates)
     for name in ("class_probs", "class_labels", "class_flags", "cnn_preds", "idx_components"):
         np.testing.assert_array_equal(getattr(loaded.estimates, name), getattr(est, name))
     keep = np.asarray(loaded.estimates.idx_components)
     probs = loaded.estimates.class_probs[keep].copy()
     # load_OnlineCNMF leaves a saved discarded_components as a dict: select without it
     loaded.estimates.select_components(use_object=True, save_discarded_components=False)
-    np.testing.assert_array_equal(loaded.estimates.class_probs, probs)
+    np.testing.assert_array_equal(align_classes(loaded.estimates).class_probs, probs)
     assert loaded.estimates.A.shape[1] == len(keep)
 
 
@@ -278,7 +278,7 @@ def test_example_onacid_pipeline_end_to_end(caiman, movie, tmp_path):
     assert onacid.loaded_model.calls > 0
     assert est.A.shape[1] > 0 and np.all(est.class_labels == 1)  # neurons selected
     loaded = load_OnlineCNMF(str(out))
-    attach_classes(loaded.estimates)
+    align_classes(loaded.estimates)
     np.testing.assert_array_equal(loaded.estimates.class_probs, est.class_probs)
 
 
