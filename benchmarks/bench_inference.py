@@ -28,19 +28,19 @@ printed at the start and the end.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import _runner  # noqa: E402  (standard library only)
+from _runner import THREAD_VARIABLES, log, peak_rss_mb, size_label, vm_hwm_mb  # noqa: E402
 
 GSIG = 4
 PATCH_SIZE = 50
@@ -48,7 +48,6 @@ DEFAULT_SIZES = ("512x512:1000", "512x512:10000", "512x512:50000", "1024x1024:50
 QUICK_SIZES = ("512x512:1000",)
 CHUNK = 4096  # components per chunk in the split timing (as classify_footprints)
 OPENBLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 # targets printed next to the numbers
 TARGET_RATIO = 5.0  # ours / baseline at N = 10,000
@@ -60,29 +59,6 @@ TARGET_RSS_SIZE = ((1024, 1024), 50_000)
 
 
 # ------------------------------------------------------------------ helpers (any process)
-
-
-def peak_rss_mb() -> float:
-    """``ru_maxrss`` of this process in MB.
-
-    Linux keeps ``ru_maxrss`` across ``execve``, so a child started from a big parent
-    reports at least the parent's peak; the parent here stays small (stdlib only), and
-    :func:`vm_hwm_mb` (the peak of this address space only) is reported alongside.
-    """
-    import resource
-
-    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return value / 2**20 if sys.platform == "darwin" else value / 2**10
-
-
-def vm_hwm_mb() -> float | None:
-    """Peak RSS of the current address space (``VmHWM``), Linux only."""
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    match = re.search(r"VmHWM:\s+(\d+) kB", text)
-    return int(match.group(1)) / 1024 if match else None
 
 
 def median_time(function, repeats: int, warmup: int = 3) -> dict:
@@ -99,18 +75,7 @@ def median_time(function, repeats: int, warmup: int = 3) -> dict:
 
 def parse_size(text: str) -> tuple[tuple[int, int], int]:
     """``"512x512:10000"`` or ``"512:10000"`` -> ((512, 512), 10000)."""
-    match = re.fullmatch(r"(\d+)(?:x(\d+))?:(\d+)", text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(
-            f"size {text!r} is not ROWSxCOLS:N or SIDE:N (e.g. 512x512:10000 or 1024:50000)"
-        )
-    rows = int(match.group(1))
-    cols = int(match.group(2) or rows)
-    return (rows, cols), int(match.group(3))
-
-
-def size_label(dims, n) -> str:
-    return f"{dims[0]}x{dims[1]}:{n}"
+    return _runner.parse_size(text, ("N",), "512x512:10000 or 1024:50000")
 
 
 # ------------------------------------------------------------------ child tasks
@@ -156,7 +121,6 @@ def _blas_setup() -> dict:
 
 def task_prepare(task: dict) -> dict:
     """Write the simulated data sets, and the random model when asked for."""
-    sys.path.insert(0, str(HERE))
     import scipy.sparse
     from _footprints import simulate_footprints
 
@@ -250,7 +214,6 @@ def task_ours(task: dict) -> dict:
 
 def task_latency(task: dict) -> dict:
     """Warm latency of ``classify_footprints`` for 1 and 10 components (ours)."""
-    sys.path.insert(0, str(HERE))
     from _footprints import simulate_footprints
 
     from calcomp_caiman import classify_footprints
@@ -321,60 +284,95 @@ def caiman_crops(A, dims, gSig, patch_size: int = PATCH_SIZE):
     return crops
 
 
-def task_baseline(task: dict) -> dict:
-    """CaImAn's algorithm: throughput per size (capped, extrapolated) and warm latency."""
-    # as evaluate_components_CNN does when no GPU is requested
+def caiman_baseline_net() -> tuple:
+    """CaImAn's CNN in Keras on the CPU (random weights), and the report of its setup.
+
+    Returns
+    -------
+    net : keras.Model
+        :func:`build_caiman_cnn`.
+    report : dict
+        Keras version and backend, ``import_and_build_s`` (not counted in the rates) and
+        an empty ``sizes`` for :func:`caiman_throughput` results.
+    """
+    # as evaluate_components_CNN does when no GPU is requested (benchmark child only)
     os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
     os.environ["KERAS_BACKEND"] = "tensorflow"
-    sys.path.insert(0, str(HERE))
-    import scipy.sparse
-    from _footprints import simulate_footprints
-
     t0 = time.perf_counter()
     import keras
 
     net = build_caiman_cnn()
     import_s = time.perf_counter() - t0
+    report: dict = {"keras": keras.__version__, "backend": keras.backend.backend()}
+    report["import_and_build_s"] = import_s
+    report["sizes"] = {}
+    return net, report
 
-    def evaluate(A, dims):
-        t_start = time.perf_counter()
-        crops = caiman_crops(A, dims, (GSIG, GSIG))
-        t_mid = time.perf_counter()
-        net.predict(crops[:, :, :, None], batch_size=32, verbose=0)
-        return t_mid - t_start, time.perf_counter() - t_mid
 
-    out: dict = {"keras": keras.__version__, "backend": keras.backend.backend()}
-    out["import_and_build_s"] = import_s
-    out["sizes"] = {}
+def caiman_evaluate(net, A, dims, gSig) -> tuple[float, float]:
+    """CaImAn's ``evaluate_components_CNN`` on the columns of ``A``: (crops s, predict s)."""
+    t_start = time.perf_counter()
+    crops = caiman_crops(A, dims, gSig)
+    t_mid = time.perf_counter()
+    net.predict(crops[:, :, :, None], batch_size=32, verbose=0)
+    return t_mid - t_start, time.perf_counter() - t_mid
+
+
+def caiman_throughput(net, A, dims, gSig, max_n: int) -> dict:
+    """Time :func:`caiman_evaluate` on the first ``max_n`` components of ``A`` (warm).
+
+    The rate of larger ``A`` is extrapolated from these (``per_component_s``).
+    """
+    n = A.shape[1]
+    measured = min(n, max_n)
+    caiman_evaluate(net, A[:, : min(measured, 64)], dims, gSig)  # warm-up (traces predict)
+    crops_s, predict_s = caiman_evaluate(net, A[:, :measured], dims, gSig)
+    return {
+        "n": n,
+        "measured_n": measured,
+        "crops_s": crops_s,
+        "predict_s": predict_s,
+        "per_component_s": (crops_s + predict_s) / measured,
+        "extrapolated": measured < n,
+    }
+
+
+def print_baseline_setup(baseline: dict) -> bool:
+    """Print why the baseline failed, or its Keras setup; whether it has sizes to print."""
+    if "error" in baseline:
+        print(f"baseline failed: {baseline['error']}")
+        return False
+    if baseline:
+        print(
+            f"baseline: Keras {baseline['keras']} ({baseline['backend']}), "
+            f"import + build {baseline['import_and_build_s']:.1f} s (not counted)"
+        )
+    return bool(baseline)
+
+
+def task_baseline(task: dict) -> dict:
+    """CaImAn's algorithm: throughput per size (capped, extrapolated) and warm latency."""
+    import scipy.sparse
+    from _footprints import simulate_footprints
+
+    net, out = caiman_baseline_net()
+    gsig = (GSIG, GSIG)
     for label, spec in task["sizes"].items():
-        dims, n = tuple(spec["dims"]), spec["n"]
         A = scipy.sparse.load_npz(spec["data"]).tocsc()
-        measured = min(n, task["max_n"])
-        part = A[:, :measured]
-        evaluate(A[:, : min(measured, 64)], dims)  # warm-up (traces the predict function)
-        crops_s, predict_s = evaluate(part, dims)
-        out["sizes"][label] = {
-            "n": n,
-            "measured_n": measured,
-            "crops_s": crops_s,
-            "predict_s": predict_s,
-            "per_component_s": (crops_s + predict_s) / measured,
-            "extrapolated": measured < n,
-        }
+        out["sizes"][label] = caiman_throughput(net, A, tuple(spec["dims"]), gsig, task["max_n"])
     dims = tuple(task["latency_dims"])
     A = simulate_footprints(max(task["counts"]), dims, seed=task["seed"] + 1)
     out["latency"] = {}
     for k in task["counts"]:
         part = A[:, :k].tocsc()
         out["latency"][str(k)] = median_time(
-            lambda part=part: evaluate(part, dims), task["latency_repeats"]
+            lambda part=part: caiman_evaluate(net, part, dims, gsig), task["latency_repeats"]
         )
     return out
 
 
 def task_engine(task: dict) -> dict:
     """The same weights on the same patches: NumPy engine vs Keras ``predict``."""
-    sys.path.insert(0, str(HERE))
     import numpy as np
     from _footprints import simulate_footprints
 
@@ -424,55 +422,22 @@ TASKS = {
 }
 
 
-def run_child_task(path: str) -> int:
-    task = json.loads(Path(path).read_text())
-    result = TASKS[task["task"]](task)
-    Path(task["result"]).write_text(json.dumps(result))
-    return 0
-
-
 # ------------------------------------------------------------------ parent
 
 
-class Runner:
-    """Starts child measurements with the chosen environment; keeps the parent small."""
+class Runner(_runner.Runner):
+    """Starts each measurement in a fresh child process of this script.
+
+    The children get the chosen BLAS environment; the log line of each names the sizes
+    of its task.
+    """
 
     def __init__(self, tmp: Path, unset_coretype: bool, blas_threads: int | None):
-        self.tmp = tmp
-        self.env = dict(os.environ)
-        self.env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO), self.env.get("PYTHONPATH", "")) if p
-        )
-        self.env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        if unset_coretype:
-            for key in OPENBLAS_VARIABLES:
-                self.env.pop(key, None)
-        if blas_threads:
-            for key in THREAD_VARIABLES:
-                self.env[key] = str(blas_threads)
-        self.count = 0
+        unset = OPENBLAS_VARIABLES if unset_coretype else ()
+        super().__init__(__file__, tmp, blas_threads, unset=unset, log_done=False)
 
     def __call__(self, name: str, **task) -> dict:
-        self.count += 1
-        task_path = self.tmp / f"task{self.count}.json"
-        result_path = self.tmp / f"result{self.count}.json"
-        task_path.write_text(json.dumps({"task": name, "result": str(result_path), **task}))
-        log(f"  [{name}] {describe_task(task)}")
-        start = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--child", str(task_path)],
-            env=self.env,
-            capture_output=True,
-            text=True,
-        )
-        wall = time.perf_counter() - start
-        if proc.returncode != 0 or not result_path.exists():
-            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-            log(f"  [{name}] FAILED (exit {proc.returncode}):\n{tail}")
-            return {"error": f"exit {proc.returncode}: {tail.splitlines()[-1] if tail else ''}"}
-        result = json.loads(result_path.read_text())
-        result["child_wall_s"] = wall
-        return result
+        return super().__call__(name, describe_task(task), **task)
 
 
 def describe_task(task: dict) -> str:
@@ -483,30 +448,13 @@ def describe_task(task: dict) -> str:
     return ""
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def mark(ok: bool | None) -> str:
     return "n/a" if ok is None else ("PASS" if ok else "FAIL")
 
 
-def fmt_rate(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except ``None`` ones (their help says what happens)."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0].replace("``", ""),
-        epilog="example: python benchmarks/bench_inference.py --quick --random-weights",
-        formatter_class=_HelpFormatter,
+    parser = _runner.new_parser(
+        __doc__, "python benchmarks/bench_inference.py --quick --random-weights"
     )
     parser.add_argument(
         "--sizes",
@@ -553,8 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="set OPENBLAS/OMP/MKL_NUM_THREADS in the measurements (default: inherited)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated footprints")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    _runner.add_output_arguments(parser)
     return parser
 
 
@@ -562,9 +509,7 @@ def run_benchmark(args) -> dict:
     sizes = args.sizes or [parse_size(s) for s in (QUICK_SIZES if args.quick else DEFAULT_SIZES)]
     sizes = {size_label(dims, n): (list(dims), n) for dims, n in sizes}
     report: dict = {
-        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
-        "machine": machine_info(),
-        "load_average_start": list(os.getloadavg()),
+        **_runner.report_start(),
         "openblas_env_parent": {key: os.environ.get(key) for key in OPENBLAS_VARIABLES},
         "unset_openblas_coretype": args.unset_openblas_coretype,
         "blas_threads": args.blas_threads,
@@ -632,23 +577,6 @@ def run_benchmark(args) -> dict:
     return report
 
 
-def machine_info() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
 def add_derived(report: dict) -> None:
     """Rates, ratios and target checks from the raw timings."""
     flops = report["flops_per_patch"]
@@ -680,19 +608,11 @@ def add_derived(report: dict) -> None:
 
 
 def print_report(report: dict) -> None:
-    machine = report["machine"]
-    print("calcomp_caiman inference benchmark")
-    print(f"command: {' '.join(report['command'])}")
-    print(f"machine: {machine['cpu']}, {machine['cpus']} CPUs, Python {machine['python']}")
-    load_start = " ".join(f"{v:.2f}" for v in report["load_average_start"])
-    load_end = " ".join(f"{v:.2f}" for v in report["load_average_end"])
-    print(f"load average: {load_start} (start), {load_end} (end)")
-    busiest = max(report["load_average_start"][0], report["load_average_end"][0])
-    if busiest > 0.5 * (machine["cpus"] or 1):
-        print(
-            "WARNING: other jobs were running (load average above half the CPUs); "
-            "timings are pessimistic and noisy, multi-threaded BLAS suffers most."
-        )
+    _runner.print_header(
+        report,
+        "calcomp_caiman inference benchmark",
+        "timings are pessimistic and noisy, multi-threaded BLAS suffers most.",
+    )
     print_blas(report)
     print(
         f"model: {report['model']['name']} ({report['flops_per_patch'] / 1e6:.2f} MFLOP/patch), "
@@ -725,13 +645,7 @@ def print_report(report: dict) -> None:
         print(
             f"{label:>16} {ours['rate']:>12,.0f} {base_text:>28} {ratio:>7}  {', '.join(targets)}"
         )
-    if "error" in baseline:
-        print(f"baseline failed: {baseline['error']}")
-    elif baseline:
-        print(
-            f"baseline: Keras {baseline['keras']} ({baseline['backend']}), "
-            f"import + build {baseline['import_and_build_s']:.1f} s (not counted)"
-        )
+    if print_baseline_setup(baseline):
         for label, base in baseline["sizes"].items():
             print(
                 f"{label:>16}  baseline on {base['measured_n']} components: "
@@ -833,15 +747,7 @@ def print_blas(report: dict) -> None:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.child:
-        return run_child_task(args.child)
-    report = run_benchmark(args)
-    print_report(report)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        log(f"wrote {args.json}")
-    return 0
+    return _runner.benchmark_main(argv, build_parser(), TASKS, run_benchmark, print_report)
 
 
 if __name__ == "__main__":

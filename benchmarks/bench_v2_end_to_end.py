@@ -11,8 +11,8 @@ holds N x T values) at two sizes:
 * memory: 1024 x 1024 FOV, N = 50,000, T = 10,000 (target: peak RSS of the classifying
   process < 2 GB; the traces are 4 GB on disk, and the classified copy as much again).
 
-Measured, each in its own child process (the parent imports only the standard library,
-as in ``bench_inference.py``, whose helpers are reused):
+Measured, each in its own child process (``_runner.py``, as in ``bench_inference.py``; the
+parent imports only the standard library):
 
 * ours: ``classify_file(path, model=model, out_path=..., overwrite=True)`` end to end, in
   components/s, with the child's peak RSS; then the same work split into reading
@@ -43,30 +43,24 @@ them is faster than reading a cold file from a network disk.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import _runner  # noqa: E402  (standard library only)
+from _runner import THREAD_VARIABLES, log, peak_rss_mb, size_label, vm_hwm_mb  # noqa: E402
 from bench_inference import (  # noqa: E402  (standard library only at import time)
-    THREAD_VARIABLES,
-    build_caiman_cnn,
-    caiman_crops,
-    log,
-    machine_info,
-    peak_rss_mb,
-    vm_hwm_mb,
+    caiman_baseline_net,
+    caiman_throughput,
+    print_baseline_setup,
 )
 
 GSIG = (4, 4)
@@ -92,18 +86,7 @@ SPLIT_PARTS = ("read", "features", "patches", "network", "other", "write")
 
 def parse_size(text: str) -> tuple[tuple[int, int], int, int]:
     """``"512x512:10000:2000"`` or ``"512:10000:2000"`` -> ((512, 512), N, T)."""
-    match = re.fullmatch(r"(\d+)(?:x(\d+))?:(\d+):(\d+)", text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(
-            f"size {text!r} is not ROWSxCOLS:N:T or SIDE:N:T (e.g. 512x512:10000:2000)"
-        )
-    rows = int(match.group(1))
-    cols = int(match.group(2) or rows)
-    return (rows, cols), int(match.group(3)), int(match.group(4))
-
-
-def size_label(dims, n, frames) -> str:
-    return f"{dims[0]}x{dims[1]}:{n}:{frames}"
+    return _runner.parse_size(text, ("N", "T"), "512x512:10000:2000")
 
 
 def trace_bytes(n: int, frames: int) -> int:
@@ -359,109 +342,22 @@ def task_ours(task: dict) -> dict:
 
 def task_baseline(task: dict) -> dict:
     """CaImAn's ``evaluate_components_CNN`` algorithm on the files' footprints (capped)."""
-    # as evaluate_components_CNN does when no GPU is requested (benchmark child only)
-    os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
-    os.environ["KERAS_BACKEND"] = "tensorflow"
     from calcomp_caiman.hdf5io import read_estimates
 
-    t0 = time.perf_counter()
-    import keras
-
-    net = build_caiman_cnn()
-    import_s = time.perf_counter() - t0
-
-    def evaluate(A, dims):
-        t_start = time.perf_counter()
-        crops = caiman_crops(A, dims, GSIG)
-        t_mid = time.perf_counter()
-        net.predict(crops[:, :, :, None], batch_size=32, verbose=0)
-        return t_mid - t_start, time.perf_counter() - t_mid
-
-    out: dict = {"keras": keras.__version__, "backend": keras.backend.backend()}
-    out["import_and_build_s"] = import_s
-    out["sizes"] = {}
+    net, out = caiman_baseline_net()
     for label, spec in task["sizes"].items():
         source = read_estimates(spec["path"])
-        A, dims, n = source.A, tuple(source.dims), source.n_components
-        measured = min(n, task["max_n"])
-        evaluate(A[:, : min(measured, 64)], dims)  # warm-up (traces the predict function)
-        crops_s, predict_s = evaluate(A[:, :measured], dims)
-        out["sizes"][label] = {
-            "n": n,
-            "measured_n": measured,
-            "crops_s": crops_s,
-            "predict_s": predict_s,
-            "per_component_s": (crops_s + predict_s) / measured,
-            "extrapolated": measured < n,
-        }
+        out["sizes"][label] = caiman_throughput(
+            net, source.A, tuple(source.dims), GSIG, task["max_n"]
+        )
     return out
 
 
 TASKS = {"model": task_model, "write": task_write, "ours": task_ours, "baseline": task_baseline}
 
 
-def run_child_task(path: str) -> int:
-    task = json.loads(Path(path).read_text())
-    result = TASKS[task["task"]](task)
-    Path(task["result"]).write_text(json.dumps(result))
-    return 0
-
-
-# ------------------------------------------------------------------ parent
-
-
-class Runner:
-    """Starts each measurement in a fresh child process of this script."""
-
-    def __init__(self, tmp: Path, blas_threads: int | None):
-        self.tmp = tmp
-        self.env = dict(os.environ)
-        self.env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO), str(HERE), self.env.get("PYTHONPATH", "")) if p
-        )
-        self.env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        if blas_threads:
-            for key in THREAD_VARIABLES:
-                self.env[key] = str(blas_threads)
-        self.count = 0
-
-    def __call__(self, name: str, describe: str = "", **task) -> dict:
-        self.count += 1
-        task_path = self.tmp / f"task{self.count}.json"
-        result_path = self.tmp / f"result{self.count}.json"
-        task_path.write_text(json.dumps({"task": name, "result": str(result_path), **task}))
-        log(f"  [{name}] {describe}")
-        start = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--child", str(task_path)],
-            env=self.env,
-            capture_output=True,
-            text=True,
-        )
-        wall = time.perf_counter() - start
-        if proc.returncode != 0 or not result_path.exists():
-            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-            log(f"  [{name}] FAILED (exit {proc.returncode}):\n{tail}")
-            return {"error": f"exit {proc.returncode}: {tail.splitlines()[-1] if tail else ''}"}
-        result = json.loads(result_path.read_text())
-        result["child_wall_s"] = wall
-        log(f"  [{name}] done in {wall:.1f} s")
-        return result
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except ``None`` ones (their help says what happens)."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0].replace("``", ""),
-        epilog="example: python benchmarks/bench_v2_end_to_end.py --quick",
-        formatter_class=_HelpFormatter,
-    )
+    parser = _runner.new_parser(__doc__, "python benchmarks/bench_v2_end_to_end.py --quick")
     parser.add_argument(
         "--throughput-size",
         type=parse_size,
@@ -520,8 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tmp-dir", type=Path, default=None, help="where the files go (default: system temp)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated data")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    _runner.add_output_arguments(parser)
     return parser
 
 
@@ -534,9 +429,7 @@ def run_benchmark(args) -> dict:
         sizes["rss"] = args.rss_size or parse_size(QUICK_RSS_SIZE if args.quick else RSS_SIZE)
     max_n = min(args.baseline_max_n, QUICK_BASELINE_MAX_N) if args.quick else args.baseline_max_n
     report: dict = {
-        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
-        "machine": machine_info(),
-        "load_average_start": list(os.getloadavg()),
+        **_runner.report_start(),
         "quick": args.quick,
         "sizes": {role: size_label(*spec) for role, spec in sizes.items()},
         "files": {},
@@ -550,7 +443,7 @@ def run_benchmark(args) -> dict:
         free = shutil.disk_usage(tmp).free
         report["disk_free_gb"] = free / 2**30
         log(f"temp dir {tmp}: {free / 2**30:.1f} GB free")
-        run = Runner(tmp_path, args.blas_threads)
+        run = _runner.Runner(__file__, tmp_path, args.blas_threads)
         model = run(
             "model", "pick or build the model v2", model=args.model, seed=args.seed, tmp=tmp
         )
@@ -678,20 +571,11 @@ def yes_no(met: bool | None) -> str:
 
 
 def print_report(report: dict) -> None:
-    machine = report["machine"]
-    print("calcomp_caiman model v2 end-to-end benchmark (classify_file on CaImAn result files)")
-    print(f"command: {' '.join(report['command'])}")
-    print(f"machine: {machine['cpu']}, {machine['cpus']} CPUs, Python {machine['python']}")
-    load_start = " ".join(f"{v:.2f}" for v in report["load_average_start"])
-    load_end = " ".join(f"{v:.2f}" for v in report["load_average_end"])
-    print(f"load average: {load_start} (start), {load_end} (end)")
-    if max(report["load_average_start"][0], report["load_average_end"][0]) > 0.5 * (
-        machine["cpus"] or 1
-    ):
-        print(
-            "WARNING: other jobs were running (load average above half the CPUs); "
-            "timings are pessimistic and noisy."
-        )
+    _runner.print_header(
+        report,
+        "calcomp_caiman model v2 end-to-end benchmark (classify_file on CaImAn result files)",
+        "timings are pessimistic and noisy.",
+    )
     model = report["model"]
     print(
         f"model: {model['name']} (uses_evidence={model['uses_evidence']}, scale_rule="
@@ -733,13 +617,7 @@ def print_report(report: dict) -> None:
             f"{dims_text:>10} {ours['n']:>7,} {ours['frames']:>6,} {ours['end_to_end_s']:>8.2f} "
             f"{ours['rate']:>12,.0f} {base_text:>26} {ratio:>7} {ours['rss_peak_mb']:>12,.0f}"
         )
-    if "error" in baseline:
-        print(f"baseline failed: {baseline['error']}")
-    elif baseline:
-        print(
-            f"baseline: Keras {baseline['keras']} ({baseline['backend']}), import + build "
-            f"{baseline['import_and_build_s']:.1f} s (not counted)"
-        )
+    if print_baseline_setup(baseline):
         for label, base in baseline["sizes"].items():
             print(
                 f"  {label}: on {base['measured_n']:,} components, crops {base['crops_s']:.2f} s, "
@@ -794,15 +672,7 @@ def print_report(report: dict) -> None:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.child:
-        return run_child_task(args.child)
-    report = run_benchmark(args)
-    print_report(report)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        log(f"wrote {args.json}")
-    return 0
+    return _runner.benchmark_main(argv, build_parser(), TASKS, run_benchmark, print_report)
 
 
 if __name__ == "__main__":

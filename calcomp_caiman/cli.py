@@ -180,17 +180,29 @@ def _cmd_export_bioimageio(args) -> int:
 
 
 def _cmd_montage(args) -> int:
-    from .classify import classify_footprints
-    from .hdf5io import read_estimates
-    from .patches import extract_patches, resolve_gsig
-    from .plots import plot_montage
+    import dataclasses
 
-    source = read_estimates(args.input)
-    gsig = resolve_gsig(source.A, source.dims, args.gsig or source.gSig)
-    probs = source.class_probs
-    if probs is None or args.reclassify or len(probs) != source.n_components:
-        probs = classify_footprints(source.A, source.dims, model=_load_model(args.model), gSig=gsig)
-    patches = extract_patches(source.A, source.dims, gsig)
+    from ._checks import check_gsig
+    from .classify import footprints_for
+    from .hdf5io import read_estimates, read_evidence
+    from .patches import crop_checked
+    from .plots import plot_montage
+    from .record import classify
+
+    try:
+        gsig = check_gsig(args.gsig)
+    except ValueError as err:
+        raise CalcompError(f"--gsig: {err}") from None
+    model = _load_model(args.model)
+    evidence = read_evidence(args.input)
+    if gsig is not None:
+        evidence = dataclasses.replace(evidence, gSig=gsig)
+    # as `calcomp classify` stored them, else as it would: the same evidence, model, patches
+    probs = None if args.reclassify else read_estimates(args.input).class_probs
+    if probs is None or len(probs) != evidence.n:
+        probs = classify(evidence, model, ood=False).probs
+    flat, dims2, scale = footprints_for(evidence, model)
+    patches = crop_checked(flat, dims2, scale, model.patch_size)
     path = plot_montage(patches, probs, args.output, title=Path(args.input).name)
     print(f"montage: {path}")
     return 0

@@ -3,13 +3,19 @@ import hashlib
 import shutil
 import subprocess
 import sys
+from importlib.resources import files
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 from conftest import REAL_ROIS, require
 
+from calcomp_caiman.classify import footprints_for
 from calcomp_caiman.cli import main
+from calcomp_caiman.hdf5io import read_estimates, read_evidence
+from calcomp_caiman.model import CalcompModel
+from calcomp_caiman.patches import crop_checked
 
 CALCOMP = shutil.which("calcomp", path=str(Path(sys.executable).parent)) or "calcomp"
 
@@ -102,16 +108,61 @@ def test_reprocess_folder_summary_failures_and_resume(caiman_copy, tmp_path, mod
     assert rows["synthetic_cnmf.hdf5"]["status"] == "skipped"
 
 
-def test_montage(caiman_copy, tmp_path, model_dir):
+def test_montage(caiman_copy, tmp_path, model_dir, capsys):
     png = tmp_path / "m.png"
     source = caiman_copy("synthetic_seeded_cnmf.hdf5")
     assert main(["montage", str(source), "-o", str(png), "--model", model_dir]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
-    # a classified file: the stored probabilities are shown, no model needed
+    assert f"montage: {png}" in capsys.readouterr().out
+    # the patches are those the model sees, so a model is needed even for stored classes
     assert main(["classify", str(source), "--in-place", "--model", model_dir]) == 0
-    png.unlink()
-    assert main(["montage", str(source), "-o", str(png), "--model", "no-such-model"]) == 0
-    assert png.stat().st_size > 0
+    assert main(["montage", str(source), "-o", str(png), "--model", "no-such-model"]) == 1
+    assert main(["montage", str(source), "-o", str(png), "--gsig", "0", "--model", model_dir]) == 1
+    assert "--gsig" in capsys.readouterr().err
+
+
+@pytest.fixture
+def shown_montage(monkeypatch):
+    """What ``calcomp montage`` passes to ``plot_montage``, which then writes no PNG."""
+    shown = {}
+
+    def record(patches, probs, path, **options):
+        shown.update(patches=patches, probs=probs)
+        return Path(path)
+
+    monkeypatch.setattr("calcomp_caiman.plots.plot_montage", record)
+    return shown
+
+
+def test_montage_shows_what_classify_stores(tmp_path, shown_montage):
+    source = tmp_path / "demo.hdf5"
+    shutil.copyfile(files("calcomp_caiman.data") / "demo_caiman_sim.hdf5", source)
+    classified = tmp_path / "classified.hdf5"
+    assert main(["classify", str(source), "--out", str(classified)]) == 0  # default model
+    stored = read_estimates(classified).class_probs
+    model = CalcompModel.load("default")
+    flat, dims2, scale = footprints_for(read_evidence(source), model)
+    seen = crop_checked(flat, dims2, scale, model.patch_size)
+    png = str(tmp_path / "m.png")
+    for argv in ([str(source)], [str(classified)], [str(classified), "--reclassify"]):
+        shown_montage.clear()
+        assert main(["montage", *argv, "-o", png]) == 0
+        np.testing.assert_array_equal(shown_montage["probs"], stored, err_msg=str(argv))
+        np.testing.assert_array_equal(shown_montage["patches"], seen, err_msg=str(argv))
+
+
+def test_montage_gsig_reaches_the_model(tmp_path, model_dir, shown_montage):
+    source = tmp_path / "demo.hdf5"
+    shutil.copyfile(files("calcomp_caiman.data") / "demo_caiman_sim.hdf5", source)
+    classified = tmp_path / "classified.hdf5"
+    options = ["--model", model_dir]  # before model v2: the crop scale is gSig
+    assert main(["classify", str(source), "--out", str(classified), "--gsig", "3", *options]) == 0
+    png = str(tmp_path / "m.png")
+    assert main(["montage", str(source), "-o", png, "--gsig", "3", *options]) == 0
+    np.testing.assert_array_equal(shown_montage["probs"], read_estimates(classified).class_probs)
+    with_gsig = shown_montage["patches"]
+    assert main(["montage", str(source), "-o", png, *options]) == 0  # the file's gSig, 4
+    assert not np.allclose(shown_montage["patches"], with_gsig)
 
 
 def test_demo_with_bundled_model(tmp_path):
