@@ -1,6 +1,7 @@
 """What a lab's labels buy: refit accuracy after 100 / 300 labels, by uncertainty vs at random.
 
-Two "labs": a real one (the real test videos' labelled masks, ``../shared/data/real_rois``)
+Two "labs": a real one (the labelled masks, ``../shared/data/real_rois``, of the model's
+real test videos, as its ``config.json`` records them)
 and a simulated one with settings never used in training (the held-out presets of the
 CaImAn-processed simulated movies, ``recipes/build_caiman_sim_data.py``). Each lab's
 results are split by whole result: half are the pool the labeller draws from, half the
@@ -30,7 +31,7 @@ from calcomp_caiman.classify import classify_evidence
 from calcomp_caiman.model import CalcompModel
 from calcomp_caiman.ood import ood_score
 from calcomp_caiman.refit import refit
-from calcomp_caiman.research.evaluate import TEST_VIDEOS, VALIDATION_VIDEOS
+from calcomp_caiman.research.evaluate import held_out_videos
 from calcomp_caiman.research.metrics import roc_auc
 from calcomp_caiman.research.train_v2 import load_real_masks, load_simulated, split
 
@@ -94,9 +95,10 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     model = CalcompModel.load(args.model)
+    validation_videos, test_videos = held_out_videos(model)  # from its config.json
     sim = load_simulated(args.sim)
-    real = load_real_masks(args.real, set(TEST_VIDEOS))
-    _, val, test = split(sim + real, VALIDATION_VIDEOS, TEST_VIDEOS)
+    real = load_real_masks(args.real, set(test_videos))
+    _, val, test = split(sim + real, validation_videos, test_videos)
     labs = {
         "real (test videos' masks)": [i for i in test if i.source == "real"],
         "simulated, held-out settings": [i for i in test if i.source == "simulated"],

@@ -1,7 +1,8 @@
 """Out-of-distribution reference of a model: fit, calibrate, measure, write ``ood.npz``.
 
 Reference: the model's embedding of a sample of its own training patches (the real
-``real_rois`` training videos, i.e. neither ``VALIDATION_VIDEOS`` nor ``TEST_VIDEOS``, and
+``real_rois`` training videos, i.e. neither the validation nor the test videos its
+``config.json`` records (``calcomp_caiman.research.evaluate.held_out_videos``), and
 simulated ``TRAIN_SETTINGS`` fields), as ``recipes/train_calcomp_resnet_v1.py`` builds them,
 one group per class and kind (real / simulated).
 Threshold: 1.02 x the largest file score of the held-out in-distribution calibration files
@@ -40,7 +41,7 @@ from calcomp_caiman.ood import (
 )
 from calcomp_caiman.patches import extract_patches
 from calcomp_caiman.research.datasets import load_roi_archive
-from calcomp_caiman.research.evaluate import TEST_VIDEOS, VALIDATION_VIDEOS
+from calcomp_caiman.research.evaluate import held_out_videos
 from calcomp_caiman.research.simulate import SHIFTED_SETTINGS, TRAIN_SETTINGS, simulate_footprints
 
 
@@ -79,6 +80,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     model = CalcompModel.load(args.model)
+    validation_videos, test_videos = held_out_videos(model)
     rng = np.random.default_rng(0)
 
     reference_patches, reference_groups, calibration, real_test = [], [], {}, {}
@@ -86,9 +88,9 @@ def main(argv=None) -> int:
         key = video_key(path)
         source = load_roi_archive(path)
         evidence = Evidence.build(source.A, source.dims, source=str(path))
-        if key in TEST_VIDEOS:
+        if key in test_videos:
             real_test[path.stem] = evidence
-        elif key in VALIDATION_VIDEOS:
+        elif key in validation_videos:
             calibration[path.stem] = evidence
         else:
             patches = extract_patches(source.A, source.dims)

@@ -334,20 +334,30 @@ def _finetune_network(args, base) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .research.evaluate import TEST_VIDEOS, run_evaluation
+    from .research.evaluate import held_out_videos, run_evaluation
 
     if args.simulated_caiman:
         return _evaluate_with_evidence(args)
     if args.baselines and not args.train_data:
         raise CalcompError("--baselines needs --train-data (labelled archives to train them on)")
+    model = _load_model(args.model)
+    if args.test_videos:
+        validation, test = held_out_videos(model)
+    else:  # the baselines still keep to the model's split where it records one
+        try:
+            validation, test = held_out_videos(model)
+        except ValueError:
+            validation, test = frozenset(), frozenset()
     _, json_path, png_path = run_evaluation(
-        _load_model(args.model),
+        model,
         args.data,
         out_prefix=args.out,
-        videos=TEST_VIDEOS if args.test_videos else None,
+        videos=test if args.test_videos else None,
         group_by=args.group_by,
         baselines=args.baselines,
         training_paths=args.train_data,
+        validation_videos=validation,
+        test_videos=test,
         cnn_epochs=args.cnn_epochs,
         simulated=not args.no_simulated,
         simulated_settings=args.simulated_settings,
@@ -364,15 +374,16 @@ def _evaluate_with_evidence(args) -> int:
     from .atomic import atomic_write_text
     from .model import CalcompModel
     from .research import evaluate_v2, train_v2
-    from .research.evaluate import TEST_VIDEOS, VALIDATION_VIDEOS
+    from .research.evaluate import held_out_videos
 
     model = _load_model(args.model)
     if not model.uses_evidence:
         raise CalcompError(f"--simulated-caiman evaluates a model v2; {model.name} has no head")
+    validation_videos, test_videos = held_out_videos(model)
     items = train_v2.load_simulated(args.simulated_caiman)
     for folder in args.data:
-        items += train_v2.load_real_masks(folder, set(TEST_VIDEOS))
-    train, val, test = train_v2.split(items, VALIDATION_VIDEOS, TEST_VIDEOS)
+        items += train_v2.load_real_masks(folder, set(test_videos))
+    train, val, test = train_v2.split(items, validation_videos, test_videos)
     report = evaluate_v2.run_report(
         model, CalcompModel.load("calcomp_resnet_v1"), train, val, test,
         cnn_baseline=args.baselines, seed=args.seed,
@@ -547,7 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-data", nargs="+", help="archives to train the baselines on")
     p.add_argument("--cnn-epochs", type=int, default=15, help="epochs of the CaImAn-CNN baseline")
     p.add_argument("--test-videos", action="store_true",
-                   help="evaluate only the bundled model's held-out test videos")  # fmt: skip
+                   help="evaluate only the --model's held-out test videos (its config.json); "
+                   "the baselines never train on them and validate on its validation videos")  # fmt: skip
     p.add_argument("--group-by", choices=("video", "file"), default="video")
     p.add_argument("--no-simulated", action="store_true", help="skip the simulated test set")
     p.add_argument("--simulated-settings", choices=("train", "shifted"), default="shifted",

@@ -8,6 +8,11 @@ Training data: real CaImAn Batch, CaImAn Online, Suite2p and human-drawn masks o
 videos, plus simulated footprints of all four classes (``calcomp_caiman.research.simulate``,
 ``TRAIN_SETTINGS``). Validation (early stopping, calibration): the videos in VALIDATION.
 Test (reported in calcomp_caiman/models/README.md, never used for any choice): the videos in TEST.
+
+The split is this recipe's own (it is specific to the ``real_rois`` data set): it is
+recorded in the model's ``config.json`` (``training_data``: ``real_validation_videos``,
+``real_test_videos``), where ``calcomp evaluate --test-videos``, the v2 recipe and the
+benchmarks read it (``calcomp_caiman.research.evaluate.held_out_videos``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import numpy as np
 
 from calcomp_caiman.model import DEFAULT_ARCHITECTURE
 from calcomp_caiman.research.datasets import load_roi_archive
-from calcomp_caiman.research.evaluate import TEST_VIDEOS, VALIDATION_VIDEOS
 from calcomp_caiman.research.train import (
     TrainingSet,
     make_training_set,
@@ -29,8 +33,17 @@ from calcomp_caiman.research.train import (
     train_model,
 )
 
-VALIDATION = VALIDATION_VIDEOS  # early stopping and temperature calibration
-TEST = TEST_VIDEOS  # reported in calcomp_caiman/models/README.md, never used for any choice
+VALIDATION = frozenset(  # early stopping and temperature calibration
+    {"neurofinder_train/02.01", "caiman_paper_yst/YST_part21"}
+)
+TEST = frozenset(  # reported in calcomp_caiman/models/README.md, never used for any choice
+    {
+        "neurofinder_test/01.01",
+        "neurofinder_test/02.01",
+        "neurofinder_test/04.01",
+        "caiman_paper_yst/YST_part22",
+    }
+)
 SIMULATED_PER_CLASS = 500  # per simulated field of view (one zoom each)
 SIMULATED_FIELDS = 12
 
@@ -78,12 +91,16 @@ def main(argv=None) -> int:
         len(real_train.labels),
         len(val.labels),
     )
-    description = (
-        f"real_rois (CaImAn Batch/Online, Suite2p, human masks) of "
-        f"{len(set(real_train.groups))} videos, {len(real_train.labels)} components; "
-        f"{len(sim.labels)} simulated footprints (TRAIN_SETTINGS); validation videos "
-        f"{sorted(VALIDATION)}; held-out test videos {sorted(TEST)}"
-    )
+    description = {
+        "description": (
+            f"real_rois (CaImAn Batch/Online, Suite2p, human masks) of "
+            f"{len(set(real_train.groups))} videos, {len(real_train.labels)} components; "
+            f"{len(sim.labels)} simulated footprints (TRAIN_SETTINGS); validation videos "
+            f"{sorted(VALIDATION)}; held-out test videos {sorted(TEST)}"
+        ),
+        "real_validation_videos": sorted(VALIDATION),
+        "real_test_videos": sorted(TEST),
+    }
     model, history = train_model(
         train.patches,
         train.labels,

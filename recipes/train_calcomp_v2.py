@@ -6,7 +6,8 @@ Inputs: the simulated movies run through real CaImAn by ``recipes/build_caiman_s
 
 1. split: simulator presets marked held out (``HELD_OUT_PRESETS``) are the simulated test
    set; in every training preset the movie with the highest seed is validation; real
-   videos as for v1 (``evaluate.VALIDATION_VIDEOS``, ``evaluate.TEST_VIDEOS``);
+   videos as for v1, whose network v2 reuses and whose test videos it must not train on
+   (``evaluate.held_out_videos`` of ``calcomp_resnet_v1``: its ``config.json``);
 2. the shape network is v1's (``calcomp_resnet_v1``, unchanged); its logits and the
    evidence features of every component are computed by the run-time code
    (``refit.labelled_inputs``), at the footprint-measured crop scale;
@@ -39,7 +40,7 @@ from calcomp_caiman.features import FEATURE_GROUPS, feature_names
 from calcomp_caiman.model import CalcompModel
 from calcomp_caiman.ood import save_ood_reference
 from calcomp_caiman.research import evaluate_v2, train_v2
-from calcomp_caiman.research.evaluate import TEST_VIDEOS, VALIDATION_VIDEOS
+from calcomp_caiman.research.evaluate import held_out_videos
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "calcomp_caiman" / "models" / "calcomp_v2"
@@ -58,9 +59,10 @@ def main() -> None:
     started = time.perf_counter()
 
     v1 = CalcompModel.load("calcomp_resnet_v1")
+    validation_videos, test_videos = held_out_videos(v1)  # v2 reuses v1's network
     sim = train_v2.load_simulated(args.sim)
-    real = train_v2.load_real_masks(args.real, set(TEST_VIDEOS))
-    train, val, test = train_v2.split(sim + real, VALIDATION_VIDEOS, TEST_VIDEOS)
+    real = train_v2.load_real_masks(args.real, set(test_videos))
+    train, val, test = train_v2.split(sim + real, validation_videos, test_videos)
     log.info("train %d results, validation %d, test %d", len(train), len(val), len(test))
     # the v2 crop rule from the start: a head-less v2 shell over v1's network
     shell = CalcompModel(v1.weights, {**v1.config, "scale_rule": "footprints"}, dict(v1.thresholds))
@@ -101,8 +103,8 @@ def main() -> None:
             "simulated_validation": sorted({i.group for i in val if i.source == "simulated"}),
             "simulated_test_presets": sorted({i.setting for i in test if i.source == "simulated"}),
             "real_train_videos": sorted({i.group for i in train if i.source == "real"}),
-            "real_validation_videos": sorted(VALIDATION_VIDEOS),
-            "real_test_videos": sorted(TEST_VIDEOS),
+            "real_validation_videos": sorted(validation_videos),
+            "real_test_videos": sorted(test_videos),
             "components_train": int(sum(i.evidence.n for i in train)),
         },
     }  # fmt: skip

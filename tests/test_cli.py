@@ -1,5 +1,7 @@
 import csv
+import dataclasses
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -210,6 +212,22 @@ def test_evaluate_command(tmp_path, model_dir):
     assert prefix.with_suffix(".json").stat().st_size > 0
     assert prefix.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert main(["evaluate", *map(str, archives), "--baselines", "--model", model_dir]) == 1
+
+
+def test_evaluate_test_videos_are_the_models_own(tiny_model, model_dir, tmp_path, capsys):
+    archives = sorted(require(REAL_ROIS).glob("yst_part2[12]_suite2p.npz"))
+    assert main(["evaluate", *map(str, archives), "--model", model_dir, "--test-videos",
+                 "--no-simulated", "--out", str(tmp_path / "none")]) == 1  # fmt: skip
+    assert "'tiny' records no held-out videos" in capsys.readouterr().err
+    split = {"real_validation_videos": ["caiman_paper_yst/YST_part21"],
+             "real_test_videos": ["caiman_paper_yst/YST_part22"]}  # fmt: skip
+    model = dataclasses.replace(tiny_model, config={**tiny_model.config, "training_data": split})
+    folder = model.save(tmp_path / "with_split")
+    prefix = tmp_path / "report"
+    assert main(["evaluate", *map(str, archives), "--model", str(folder), "--test-videos",
+                 "--no-simulated", "--out", str(prefix)]) == 0  # fmt: skip
+    report = json.loads(prefix.with_suffix(".json").read_text())
+    assert list(report["datasets"]) == ["caiman_paper_yst/YST_part22"]
 
 
 def test_missing_file_and_unknown_model(caiman_copy, tmp_path, capsys):

@@ -1,5 +1,6 @@
 """Tests of calcomp_caiman.research.evaluate: evaluate_model, write_report, loading data, run_evaluation."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -8,10 +9,11 @@ import pytest
 from conftest import REAL_ROIS, require
 from test_baselines import disks_and_lines_data, small_cnn_baseline
 
-from calcomp_caiman import InvalidFileError
+from calcomp_caiman import CalcompModel, InvalidFileError
 from calcomp_caiman.research.baselines import ShapeBaseline
 from calcomp_caiman.research.evaluate import (
     evaluate_model,
+    held_out_videos,
     load_evaluation_data,
     run_evaluation,
     write_report,
@@ -86,14 +88,15 @@ def test_run_evaluation_small(tiny_model, tmp_path, monkeypatch):
         tiny_model,
         yst_files(22),
         out_prefix=tmp_path / "eval",
-        training_paths=yst_files(12, 21, 22),
+        training_paths=yst_files(11, 12, 21, 22),
         validation_videos={"caiman_paper_yst/YST_part21"},
+        test_videos={"caiman_paper_yst/YST_part11"},
         training_simulated_fields=0,
         cnn_epochs=1,
     )
     assert json_path.is_file() and png_path.is_file()
     assert set(report["datasets"]) == {"caiman_paper_yst/YST_part22", "simulated/train"}
-    # the evaluated (and TEST) video is never trained on
+    # neither the evaluated video nor a test video is trained on
     assert report["training"]["real_videos"] == [
         "caiman_paper_yst/YST_part12",
         "caiman_paper_yst/YST_part21",
@@ -101,3 +104,26 @@ def test_run_evaluation_small(tiny_model, tmp_path, monkeypatch):
     assert set(report["pooled"]["real"]["metrics"]) == {"model", "shape_baseline", "caiman_cnn"}
     with pytest.raises(ValueError, match="training_paths"):
         run_evaluation(tiny_model, yst_files(22), out_prefix=tmp_path / "x", simulated=False)
+
+
+V1_VALIDATION = {"caiman_paper_yst/YST_part21", "neurofinder_train/02.01"}
+V1_TEST = {
+    "caiman_paper_yst/YST_part22",
+    "neurofinder_test/01.01",
+    "neurofinder_test/02.01",
+    "neurofinder_test/04.01",
+}
+
+
+def test_held_out_videos_come_from_the_model_folder(tiny_model, tmp_path):
+    for name in ("calcomp_resnet_v1", "calcomp_v2", "default"):
+        assert held_out_videos(CalcompModel.load(name)) == (V1_VALIDATION, V1_TEST)
+    recorded = {"real_validation_videos": ["a/1"], "real_test_videos": ["a/2", "b/1"]}
+    model = dataclasses.replace(tiny_model, config={**tiny_model.config, "training_data": recorded})
+    validation, test = held_out_videos(CalcompModel.load(model.save(tmp_path / "m")))
+    assert (validation, test) == ({"a/1"}, {"a/2", "b/1"}) and isinstance(test, frozenset)
+    for training_data in (None, "free text", {"real_test_videos": ["a/2"]},
+                          {"real_validation_videos": "a/1", "real_test_videos": []}):  # fmt: skip
+        config = {**tiny_model.config, "training_data": training_data}
+        with pytest.raises(ValueError, match="'tiny' records no held-out videos.*config.json"):
+            held_out_videos(dataclasses.replace(tiny_model, config=config))

@@ -1,9 +1,11 @@
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
 
 from calcomp_caiman import CLASSES, CalcompModel, extract_patches
+from calcomp_caiman.research.evaluate import held_out_videos
 from calcomp_caiman.research.simulate import simulate_footprints
 from calcomp_caiman.research.train import (
     TrainingSet,
@@ -110,6 +112,18 @@ def test_fine_tune_splits_by_group_and_keeps_architecture(tiny_model):
     assert model.name.endswith("finetuned")
     with pytest.raises(ValueError, match="at least 8"):
         fine_tune(tiny_model, patches[:3], labels[:3])
+
+
+def test_fine_tune_makes_no_claim_about_held_out_videos(tiny_model):
+    patches, labels = simulated(4, seed=8)
+    split = {"description": "base", "real_validation_videos": ["a/1"], "real_test_videos": ["a/2"]}
+    base = dataclasses.replace(tiny_model, config={**tiny_model.config, "training_data": split})
+    assert held_out_videos(base) == ({"a/1"}, {"a/2"})
+    model, _ = fine_tune(base, patches, labels, epochs=1, seed=0)
+    # the labels it was tuned on may come from the base's test videos: no lists inherited
+    assert model.config["training_data"].startswith("fine-tuned from tiny")
+    with pytest.raises(ValueError, match="no held-out videos"):
+        held_out_videos(model)
 
 
 def test_training_set_concatenate_and_select():

@@ -9,9 +9,12 @@
   train the baselines of :mod:`calcomp_caiman.research.baselines` on other videos, evaluate,
   write the report.
 
-``VALIDATION_VIDEOS`` and ``TEST_VIDEOS`` are the real videos the bundled model was
-early-stopped and tested on. Keras is imported only by the CNN baseline, matplotlib
-only by :func:`write_report`.
+* :func:`held_out_videos`: the real videos a model was early-stopped and tested on, as
+  its folder's ``config.json`` records them.
+
+Which videos are held out is a fact of a model (its ``config.json``) and of the recipe
+that trained it, never of this module. Keras is imported only by the CNN baseline,
+matplotlib only by :func:`write_report`.
 """
 
 from __future__ import annotations
@@ -38,28 +41,68 @@ from .metrics import evaluation_metrics
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "TEST_VIDEOS",
-    "VALIDATION_VIDEOS",
     "evaluate_model",
+    "held_out_videos",
     "write_report",
     "load_evaluation_data",
     "run_evaluation",
 ]
 
-VALIDATION_VIDEOS = frozenset({"neurofinder_train/02.01", "caiman_paper_yst/YST_part21"})
-"""Real videos used for early stopping (same as ``recipes/train_calcomp_resnet_v1.py``)."""
-
-TEST_VIDEOS = frozenset(
-    {
-        "neurofinder_test/01.01",
-        "neurofinder_test/02.01",
-        "neurofinder_test/04.01",
-        "caiman_paper_yst/YST_part22",
-    }
-)
-"""Real videos held out for testing (same as ``recipes/train_calcomp_resnet_v1.py``)."""
-
 _SIMULATED_PREFIX = "simulated"
+_HELD_OUT_KEYS = ("real_validation_videos", "real_test_videos")
+
+
+# ------------------------------------------------------------- held-out videos
+
+
+def held_out_videos(model: CalcompModel) -> tuple[frozenset[str], frozenset[str]]:
+    """The real videos a model was validated and tested on, from its ``config.json``.
+
+    Parameters
+    ----------
+    model : CalcompModel
+        A model whose ``config.json`` ``training_data`` records
+        ``real_validation_videos`` and ``real_test_videos`` (``"<dataset>/<video>"``
+        keys of the ``real_rois`` archives), as the bundled models do (a model trained
+        further or refitted records none: its new labels may come from those videos).
+
+    Returns
+    -------
+    validation : frozenset of str
+        Videos used for early stopping and calibration: never trained on.
+    test : frozenset of str
+        Videos held out for testing: never used for any choice.
+
+    Raises
+    ------
+    ValueError
+        The model's ``config.json`` records no such lists (e.g. a model a lab trained
+        with ``calcomp train``), or they are not lists of video keys.
+
+    Examples
+    --------
+    >>> from calcomp_caiman.model import CalcompModel
+    >>> validation, test = held_out_videos(CalcompModel.load())
+    >>> sorted(validation)
+    ['caiman_paper_yst/YST_part21', 'neurofinder_train/02.01']
+    >>> sorted(test)  # doctest: +NORMALIZE_WHITESPACE
+    ['caiman_paper_yst/YST_part22', 'neurofinder_test/01.01', 'neurofinder_test/02.01',
+     'neurofinder_test/04.01']
+    """
+    data = model.config.get("training_data")
+    lists = []
+    for key in _HELD_OUT_KEYS:
+        videos = data.get(key) if isinstance(data, Mapping) else None
+        if not isinstance(videos, (list, tuple)) or not all(isinstance(v, str) for v in videos):
+            raise ValueError(
+                f"model {model.name!r} records no held-out videos: its config.json "
+                f"training_data has no {key!r} list of video keys (models trained outside "
+                f"the bundled recipes may not). Name the videos to evaluate yourself "
+                f"(calcomp evaluate without --test-videos, or run_evaluation(videos=...)), "
+                f"or add 'real_validation_videos' and 'real_test_videos' to its config.json."
+            )
+        lists.append(frozenset(videos))
+    return lists[0], lists[1]
 
 
 # -------------------------------------------------------------------- evaluation
@@ -391,7 +434,7 @@ def load_evaluation_data(
         Typical neuron half-size in px; by default estimated per file from its footprints,
         as :func:`~calcomp_caiman.research.train.make_training_set` does for training.
     videos : collection of str, optional
-        Keep only these video keys (e.g. ``TEST_VIDEOS``).
+        Keep only these video keys (e.g. the test videos of :func:`held_out_videos`).
     exclude_videos : collection of str
         Drop these video keys.
     group_by : {"video", "file"}
@@ -489,7 +532,8 @@ def run_evaluation(
     gSig=None,
     baselines: bool = True,
     training_paths=None,
-    validation_videos: Collection[str] = VALIDATION_VIDEOS,
+    validation_videos: Collection[str] = frozenset(),
+    test_videos: Collection[str] = frozenset(),
     training_simulated_fields: int = 8,
     training_simulated_per_class: int = 600,
     training_simulated_settings="train",
@@ -510,8 +554,8 @@ def run_evaluation(
     out_prefix : path-like
         The report goes to ``<out_prefix>.json`` and ``<out_prefix>.png``.
     videos : collection of str, optional
-        Evaluate only these videos, e.g. ``TEST_VIDEOS`` when ``paths`` is the whole
-        ``real_rois`` folder.
+        Evaluate only these videos, e.g. the model's test videos
+        (:func:`held_out_videos`) when ``paths`` is the whole ``real_rois`` folder.
     group_by, gSig
         As in :func:`load_evaluation_data`.
     baselines : bool
@@ -519,10 +563,14 @@ def run_evaluation(
         CaImAn CNN (:func:`~calcomp_caiman.research.baselines.train_caiman_cnn_baseline`).
     training_paths : path-like or sequence, optional
         Real-ROI archives or folders the baselines are trained on (required when
-        ``baselines``). Videos in ``TEST_VIDEOS`` or among the evaluated ones are dropped;
+        ``baselines``). Videos in ``test_videos`` or among the evaluated ones are dropped;
         those in ``validation_videos`` are used for early stopping.
-    validation_videos : collection of str
-        Default: ``VALIDATION_VIDEOS``, as for the bundled model.
+    validation_videos, test_videos : collection of str
+        The real videos the baselines validate on and never train on; pass the model's
+        own (:func:`held_out_videos`) so that the baselines see the model's split.
+        Default: none, i.e. the baselines train on every real video of
+        ``training_paths`` that is not evaluated and validate on simulated data only
+        (``training_simulated_fields`` > 0).
     training_simulated_fields, training_simulated_per_class, training_simulated_settings
         Simulated footprints added to the baselines' training data, as in the recipe of
         the bundled model (8 fields of 600 per class, ``"train"`` settings, seeds 0-7;
@@ -589,7 +637,7 @@ def run_evaluation(
             )
         start = time.perf_counter()
         real = load_evaluation_data(
-            training_paths, gSig=gSig, exclude_videos=set(TEST_VIDEOS) | evaluated
+            training_paths, gSig=gSig, exclude_videos=set(test_videos) | evaluated
         )
         train_parts = [d for k, d in real.items() if k not in set(validation_videos)]
         val_parts = [d for k, d in real.items() if k in set(validation_videos)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -335,6 +335,19 @@ def fit_network(
     return history
 
 
+def _training_data(description: str | Mapping, base_data: str | Mapping) -> str | dict:
+    """``training_data`` of a new model: held-out videos only where the caller states them.
+
+    A model trained further from a base on data this function cannot check makes no claim
+    about which videos it has never seen, so the base's lists are not carried over.
+    """
+    if isinstance(description, Mapping):
+        return dict(description)
+    if description:
+        return description
+    return base_data.get("description", "") if isinstance(base_data, Mapping) else base_data
+
+
 def train_model(
     patches: np.ndarray,
     labels: np.ndarray,
@@ -350,7 +363,7 @@ def train_model(
     patience: int = TrainConfig.patience,
     augment: bool = TrainConfig.augment,
     seed: int = TrainConfig.seed,
-    data_description: str = "",
+    data_description: str | Mapping = "",
 ) -> tuple[CalcompModel, dict]:
     """Train a classifier (from scratch, or from ``base``) with early stopping.
 
@@ -378,8 +391,14 @@ def train_model(
         Draw fresh :func:`augment_patches` copies every epoch.
     seed : int
         Seeds NumPy and Keras: the same data and seed give the same model.
-    data_description : str
-        Free text stored in the model card (``config.json`` ``training_data``).
+    data_description : str or dict
+        Stored in the model card (``config.json`` ``training_data``). A dict is stored as
+        it is: a recipe records there the real videos it held out
+        (``real_validation_videos``, ``real_test_videos``, read by
+        :func:`~calcomp_caiman.research.evaluate.held_out_videos`) beside a
+        ``description``. Free text is stored as it is; empty: ``base``'s description.
+        Lists of held-out videos are never inherited from ``base``: the new training
+        data may include them.
 
     Returns
     -------
@@ -424,7 +443,7 @@ def train_model(
         keras_version=keras.__version__,
         keras_backend=keras.backend.backend(),
         trained=time.strftime("%Y-%m-%d"),
-        training_data=data_description or config.get("training_data", ""),
+        training_data=_training_data(data_description, config.get("training_data", "")),
         training_samples=int(len(patches)),
         epochs_run=len(history["loss"]),
         best_epoch=history["best_epoch"],
