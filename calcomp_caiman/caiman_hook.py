@@ -166,13 +166,13 @@ def align_classes(estimates):
             "since the classification, e.g. by refit or a merge): run "
             "evaluate_components_4class(estimates, params) again."
         )
-    set_aside = _footprints_of(discarded) if discarded is not None else None
+    set_aside = _footprints_of(discarded)
     set_aside_rows = None
-    if set_aside is not None:
-        set_aside_rows = match_fingerprints(np.delete(stored, rows, axis=0),
-                                            footprint_fingerprint(set_aside))  # fmt: skip
-        if set_aside_rows is not None:
-            set_aside_rows = np.delete(np.arange(len(stored)), rows)[set_aside_rows]
+    if set_aside is not None:  # from the rows the kept components did not take
+        free = np.delete(np.arange(len(stored)), rows)
+        matched = match_fingerprints(stored[free], footprint_fingerprint(set_aside))
+        if matched is not None:
+            set_aside_rows = free[matched]
         else:
             logger.warning(
                 "discarded_components hold components that were never classified; their "
@@ -296,10 +296,10 @@ def evaluate_components_4class(
         raise ValueError(
             f"SNR_comp/r_values have {len(keep)} entries but A has {evidence.n} components."
         )
+    # the record fingerprints A as the caller holds it (Evidence keeps that fingerprint)
     record = classify(
-        evidence, model, accept=accept, min_prob=min_prob, keep=keep,
-        fingerprint=footprint_fingerprint(estimates.A), batch_size=batch_size,
-    )  # fmt: skip
+        evidence, model, accept=accept, min_prob=min_prob, keep=keep, batch_size=batch_size
+    )
     scale = float(record.provenance["crop_scale"])
     discarded = _classify_discarded(estimates, params, evidence.dims, model, scale, batch_size)
     for name, value in record.fields.items():
@@ -325,6 +325,5 @@ def _classify_discarded(estimates, params, dims, model, scale, batch_size) -> di
         return {}
     evidence = Evidence.from_estimates(discarded, params, dims=dims)
     # cropped at the scale of the kept components: they are the same cells' file
-    record = classify(evidence, model, scale=scale, fingerprint=footprint_fingerprint(A), ood=False,
-                      batch_size=batch_size)  # fmt: skip
+    record = classify(evidence, model, scale=scale, ood=False, batch_size=batch_size)
     return {name: record.fields[name] for name in FOUR_CLASS_FIELDS}

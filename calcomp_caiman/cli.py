@@ -341,13 +341,12 @@ def _cmd_evaluate(args) -> int:
     if args.baselines and not args.train_data:
         raise CalcompError("--baselines needs --train-data (labelled archives to train them on)")
     model = _load_model(args.model)
-    if args.test_videos:
+    try:  # also without --test-videos the baselines keep to the model's split, if it has one
         validation, test = held_out_videos(model)
-    else:  # the baselines still keep to the model's split where it records one
-        try:
-            validation, test = held_out_videos(model)
-        except ValueError:
-            validation, test = frozenset(), frozenset()
+    except ValueError:
+        if args.test_videos:
+            raise
+        validation, test = frozenset(), frozenset()
     _, json_path, png_path = run_evaluation(
         model,
         args.data,

@@ -169,7 +169,7 @@ def read_estimates(path: str | os.PathLike) -> ResultFile:
     >>> source.A.shape, source.dims, source.gSig, source.idx_components
     ((600, 2), (20, 30), (3.0, 3.0), None)
     """
-    return _read(os.fspath(path), locking=True)
+    return _read(os.fspath(path), locking=True, stored_probs=True)
 
 
 def read_evidence(path: str | os.PathLike, *, image=None) -> Evidence:
@@ -197,7 +197,7 @@ def read_evidence(path: str | os.PathLike, *, image=None) -> Evidence:
         As :func:`read_estimates`.
     """
     path = os.fspath(path)
-    source = read_estimates(path)
+    source = _read(path, locking=True)
     n = source.n_components
     extra: dict[str, Any] = {}
     with _reading(path) as handle:
@@ -267,11 +267,13 @@ def _trace_layout(estimates: h5py.Group, n: int, path: str) -> tuple[tuple[str, 
     return tuple(names), frames
 
 
-def _read(path: str, *, locking: bool) -> ResultFile:
+def _read(path: str, *, locking: bool, stored_probs: bool = False) -> ResultFile:
+    """The file's :class:`ResultFile`; ``class_probs`` matched to ``A`` only if ``stored_probs``
+    (classifying and writing never use them)."""
     _check_hdf5(path)
     with _reading(path, locking=locking) as handle:
         raw = _read_raw(handle, path)
-    A = _footprints(raw, path)
+    A = _footprints(raw["A"], path)
     dims = _dims(raw, path)
     n_pixels = math.prod(dims)  # Python ints: no overflow whatever dims says
     if A.shape[0] != n_pixels:
@@ -291,7 +293,7 @@ def _read(path: str, *, locking: bool) -> ResultFile:
             f"estimates/A has NaN or Inf values in {bad.size} component(s) (first: "
             f"{bad[:5].tolist()}); fix or drop those components in CaImAn before classifying.",
         )
-    fields = dict(raw["fields"], class_probs=_stored_probs(raw, A, path))
+    fields = dict(raw["fields"], class_probs=_stored_probs(raw, A, path) if stored_probs else None)
     return ResultFile(path=path, A=A, dims=dims, **fields)
 
 
@@ -349,15 +351,8 @@ def _open_hdf5(path: str, *, locking: bool) -> h5py.File:
     return h5py.File(path, "r", locking=False)
 
 
-def _read_raw(handle: h5py.File, path: str) -> dict[str, Any]:
-    """Everything needed from an open file, as plain arrays; structural checks only."""
-    estimates = handle.get("estimates")
-    if not isinstance(estimates, h5py.Group):
-        raise InvalidFileError(
-            path,
-            "has no 'estimates' group; expected a CaImAn result file saved with cnm.save() "
-            "(CNMF or OnACID).",
-        )
+def _raw_footprints(estimates: h5py.Group, path: str) -> Any:
+    """``estimates/A`` as stored: the sparse parts as a dict, or a dense array."""
     node = estimates.get("A")
     if node is None:
         raise InvalidFileError(
@@ -373,9 +368,20 @@ def _read_raw(handle: h5py.File, path: str) -> dict[str, Any]:
                 f"estimates/A lacks {', '.join(missing)}; expected CaImAn's sparse layout "
                 "(data, indices, indptr, shape).",
             )
-        A_raw: Any = {part: node[part][()] for part in _SPARSE_PARTS}
-    else:
-        A_raw = node[()]
+        return {part: node[part][()] for part in _SPARSE_PARTS}
+    return node[()]
+
+
+def _read_raw(handle: h5py.File, path: str) -> dict[str, Any]:
+    """Everything needed from an open file, as plain arrays; structural checks only."""
+    estimates = handle.get("estimates")
+    if not isinstance(estimates, h5py.Group):
+        raise InvalidFileError(
+            path,
+            "has no 'estimates' group; expected a CaImAn result file saved with cnm.save() "
+            "(CNMF or OnACID).",
+        )
+    A_raw = _raw_footprints(estimates, path)
     dims_where, dims_value = None, None
     for where in ("estimates/dims", "dims", "params/data/dims"):
         candidate = handle.get(where)
@@ -421,8 +427,8 @@ def _stored_probs(raw: dict, A: scipy.sparse.csc_matrix, path: str) -> np.ndarra
     return np.concatenate([probs for probs, _ in raw["stored"]])[rows]
 
 
-def _footprints(raw: dict, path: str) -> scipy.sparse.csc_matrix:
-    value = raw["A"]
+def _footprints(value: Any, path: str) -> scipy.sparse.csc_matrix:
+    """:func:`_raw_footprints`' value as a checked CSC matrix (sorted row indices)."""
     if isinstance(value, dict):
         data = _real_numbers(np.asarray(value["data"]))
         try:
@@ -593,7 +599,8 @@ def is_classified_by(path: str | os.PathLike, model_sha256: str) -> bool:
             fingerprint = _optional_array(handle["estimates"], "class_fingerprint")
             if fingerprint is None:  # calcomp 0.1.0 wrote none: the count is all there is
                 return True
-            current = footprint_fingerprint(_footprints(_read_raw(handle, path), path))
+            A_now = _footprints(_raw_footprints(handle["estimates"], path), path)
+            current = footprint_fingerprint(A_now)
             rows = match_fingerprints(fingerprint, current)
             # a CaImAn restore keeps the count but reorders the columns
             return rows is not None and np.array_equal(rows, np.arange(n))

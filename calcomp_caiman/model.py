@@ -418,6 +418,13 @@ class CalcompModel:
         return str(self.config.get("name", "unnamed"))
 
     @property
+    def training_description(self) -> str:
+        """What the model was trained on, as free text (``config.json`` ``training_data``:
+        the text itself, or its ``description`` where it also lists held-out videos)."""
+        data = self.config.get("training_data", "")
+        return str(data.get("description", "") if isinstance(data, dict) else data)
+
+    @property
     def patch_size(self) -> int:
         """Side length of the patches the model expects."""
         return int(self.config.get("patch_size", PATCH_SIZE))

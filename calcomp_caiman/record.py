@@ -119,7 +119,6 @@ def classify(
     min_prob=None,
     keep: np.ndarray | None = None,
     scale: float | None = None,
-    fingerprint: np.ndarray | None = None,
     ood: bool = True,
     batch_size: int = 128,
 ) -> Classification:
@@ -137,9 +136,6 @@ def classify(
         An extra condition ANDed with the class rule (CaImAn's SNR / r-value test).
     scale : float, optional
         Crop scale (default: measured from the footprints).
-    fingerprint : (N, 3) ndarray, optional
-        :func:`~calcomp_caiman.classify.footprint_fingerprint` of ``A`` as the caller holds
-        it (default: ``evidence.fingerprint``, of ``A`` as it was read).
     ood : bool
         Also score how unlike the training data the components are, when the model has an
         out-of-distribution reference (one pass through the network serves both); a file
@@ -174,7 +170,7 @@ def classify(
         accept=accept,
         min_prob=min_prob,
         keep=keep,
-        fingerprint=_fingerprint(evidence) if fingerprint is None else fingerprint,
+        fingerprint=_fingerprint(evidence),
     )
     used = evidence_used(evidence, model)
     facts = provenance(model, accept, min_prob, used)

@@ -193,15 +193,14 @@ def refit(
         final = model.head
     else:
         final = fit_head(inputs, allowed, start=model.head, anchor=chosen)
-    base_data = model.config.get("training_data", "")
-    if isinstance(base_data, dict):  # its lists of held-out videos may be in the labels now
-        base_data = base_data.get("description", f"that of {model.name}")
+    # the text only: the base's lists of held-out videos may be among the labels now
+    trained_on = model.training_description or f"that of {model.name}"
     new = model.with_head(
         final,
         name=name or f"{model.name}-refit",
         refit_from=f"{model.name} ({model.sha256[:12]})",
         refit_labels=int(n),
-        training_data=f"{base_data}; head refitted on {int(n)} labels".lstrip("; "),
+        training_data=f"{trained_on}; head refitted on {int(n)} labels",
     )
     report = {
         "labels": int(n),

@@ -335,7 +335,7 @@ def fit_network(
     return history
 
 
-def _training_data(description: str | Mapping, base_data: str | Mapping) -> str | dict:
+def _training_data(description: str | Mapping, base: CalcompModel | None) -> str | dict:
     """``training_data`` of a new model: held-out videos only where the caller states them.
 
     A model trained further from a base on data this function cannot check makes no claim
@@ -343,9 +343,7 @@ def _training_data(description: str | Mapping, base_data: str | Mapping) -> str 
     """
     if isinstance(description, Mapping):
         return dict(description)
-    if description:
-        return description
-    return base_data.get("description", "") if isinstance(base_data, Mapping) else base_data
+    return description or (base.training_description if base is not None else "")
 
 
 def train_model(
@@ -443,7 +441,7 @@ def train_model(
         keras_version=keras.__version__,
         keras_backend=keras.backend.backend(),
         trained=time.strftime("%Y-%m-%d"),
-        training_data=_training_data(data_description, config.get("training_data", "")),
+        training_data=_training_data(data_description, base),
         training_samples=int(len(patches)),
         epochs_run=len(history["loss"]),
         best_epoch=history["best_epoch"],
