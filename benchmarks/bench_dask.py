@@ -50,7 +50,7 @@ def load_model(random_weights: bool):
             print(f"no bundled model ({err}); using random weights", file=sys.stderr)
     import keras
 
-    from calcomp_caiman.model import DEFAULT_ARCHITECTURE, build_resnet
+    from calcomp_caiman.model.network import DEFAULT_ARCHITECTURE, build_resnet
 
     keras.utils.set_random_seed(0)
     config = {
@@ -76,7 +76,7 @@ def make_copies(source: Path, folder: Path, copies: int) -> list[Path]:
 
 def run_once(folder: Path, model, scheduler: str) -> dict:
     """Classify every file of ``folder`` on ``scheduler``; time it and count the statuses."""
-    from calcomp_caiman.distributed import reprocess_dask
+    from calcomp_caiman.apps.distributed import reprocess_dask
 
     start = time.perf_counter()
     statuses = Counter()

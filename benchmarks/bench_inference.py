@@ -136,7 +136,7 @@ def task_prepare(task: dict) -> dict:
         }
     if task["random_weights"]:
         from calcomp_caiman import CLASSES, CalcompModel
-        from calcomp_caiman.model import DEFAULT_ARCHITECTURE, build_resnet
+        from calcomp_caiman.model.network import DEFAULT_ARCHITECTURE, build_resnet
 
         net = build_resnet()
         config = {

@@ -50,7 +50,7 @@ _SWEEP_EVERY = 10  # every 10th call, also time the first 1, 2, ... candidates a
 
 def timed_run(path, movie, crop):
     """fit_online with every fit_next (and predict, when screened) timed."""
-    from calcomp_caiman.online import use_calcomp_screening
+    from calcomp_caiman.integrations.onacid import use_calcomp_screening
 
     onacid = onacid_for(path, movie, min_num_trial=10)
     calls, sweeps, excluded = [], [], [0.0, 0.0]

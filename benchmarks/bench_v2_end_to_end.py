@@ -102,8 +102,8 @@ def task_model(task: dict) -> dict:
     import numpy as np
 
     from calcomp_caiman import CLASSES, CalcompModel
-    from calcomp_caiman.features import feature_names
-    from calcomp_caiman.model import bundled_models
+    from calcomp_caiman.evidence.features import feature_names
+    from calcomp_caiman.model.folder import bundled_models
 
     if task["model"]:
         model = CalcompModel.load(task["model"])
@@ -118,7 +118,7 @@ def task_model(task: dict) -> dict:
                 model, spec, source = candidate, name, f"bundled model {name!r}"
                 break
     if spec is None:
-        from calcomp_caiman.head import fit_head
+        from calcomp_caiman.model.head import fit_head
 
         v1 = CalcompModel.load("calcomp_resnet_v1")
         shell = CalcompModel(v1.weights, {**v1.config, "scale_rule": "footprints"}, {})
@@ -170,7 +170,7 @@ def task_write(task: dict) -> dict:
     import numpy as np
     from _footprints import simulate_footprints
 
-    from calcomp_caiman.hdf5io import write_caiman_file
+    from calcomp_caiman.io.caiman_h5 import write_caiman_file
 
     start = time.perf_counter()
     dims, n, frames = tuple(task["dims"]), task["n"], task["frames"]
@@ -214,16 +214,11 @@ def _split(path: str, out: str, model) -> dict:
     """The work of ``classify_file`` in its steps, each timed on its own."""
     import numpy as np
 
-    from calcomp_caiman.classify import (
-        acceptance_rule,
-        classification_fields,
-        footprint_fingerprint,
-        footprint_flags,
-        footprints_for,
-    )
-    from calcomp_caiman.features import evidence_features
-    from calcomp_caiman.hdf5io import read_evidence, write_classification
-    from calcomp_caiman.patches import crop_checked
+    from calcomp_caiman.classify import acceptance_rule, classification_fields
+    from calcomp_caiman.evidence.features import evidence_features
+    from calcomp_caiman.evidence.footprints import footprint_fingerprint, footprint_flags
+    from calcomp_caiman.evidence.patches import crop_checked, footprints_for
+    from calcomp_caiman.io.caiman_h5 import read_evidence, write_classification
 
     times = dict.fromkeys(SPLIT_PARTS, 0.0)
     t0 = time.perf_counter()
@@ -231,7 +226,7 @@ def _split(path: str, out: str, model) -> dict:
     times["read"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    flat, flat_dims, scale = footprints_for(evidence, model)
+    flat, flat_dims, scale = footprints_for(evidence, model.scale_rule)
     times["scale"] = time.perf_counter() - t0
 
     traces = evidence.traces
@@ -282,7 +277,7 @@ def _profile(path: str, out: str, model, top: int) -> str:
     import io
     import pstats
 
-    from calcomp_caiman.batch import classify_file
+    from calcomp_caiman.apps.batch import classify_file
 
     profiler = cProfile.Profile()
     profiler.enable()
@@ -300,7 +295,7 @@ def task_ours(task: dict) -> dict:
     import numpy as np
 
     from calcomp_caiman import CalcompModel
-    from calcomp_caiman.batch import classify_file
+    from calcomp_caiman.apps.batch import classify_file
 
     model = CalcompModel.load(task["model"])
     rss_imports = peak_rss_mb()
@@ -342,7 +337,7 @@ def task_ours(task: dict) -> dict:
 
 def task_baseline(task: dict) -> dict:
     """CaImAn's ``evaluate_components_CNN`` algorithm on the files' footprints (capped)."""
-    from calcomp_caiman.hdf5io import read_estimates
+    from calcomp_caiman.io.caiman_h5 import read_estimates
 
     net, out = caiman_baseline_net()
     for label, spec in task["sizes"].items():

@@ -30,16 +30,16 @@ from pathlib import Path
 import numpy as np
 
 from calcomp_caiman.evidence import Evidence
-from calcomp_caiman.hdf5io import read_evidence
-from calcomp_caiman.model import CalcompModel
-from calcomp_caiman.ood import (
+from calcomp_caiman.evidence.patches import extract_patches
+from calcomp_caiman.io.caiman_h5 import read_evidence
+from calcomp_caiman.model.folder import CalcompModel
+from calcomp_caiman.model.ood import (
     calibrate_ood_threshold,
     evidence_distances,
     file_score,
     fit_ood_reference,
     save_ood_reference,
 )
-from calcomp_caiman.patches import extract_patches
 from calcomp_caiman.research.datasets import load_roi_archive
 from calcomp_caiman.research.evaluate import held_out_videos
 from calcomp_caiman.research.simulate import SHIFTED_SETTINGS, TRAIN_SETTINGS, simulate_footprints

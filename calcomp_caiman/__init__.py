@@ -12,13 +12,18 @@ traces, by a small bundled model (a ResNet on the footprint and a fusion head)::
 Importing the package starts neither TensorFlow nor torch.
 """
 
-from ._checks import CLASSES, PATCH_SIZE, CalcompError, FileBusyError, InvalidFileError
-from ._version import __version__
-from .caiman_hook import align_classes, attach_classes, evaluate_components_4class
-from .classify import accept_components, classify_footprints
-from .model import CalcompModel
-from .online import use_calcomp_screening
-from .patches import estimate_gsig, extract_patches
+from calcomp_caiman._version import __version__
+from calcomp_caiman.classify import accept_components, classify_footprints
+from calcomp_caiman.errors import CalcompError, FileBusyError, InvalidFileError
+from calcomp_caiman.evidence.patches import estimate_gsig, extract_patches
+from calcomp_caiman.integrations.caiman import (
+    align_classes,
+    attach_classes,
+    evaluate_components_4class,
+)
+from calcomp_caiman.integrations.onacid import use_calcomp_screening
+from calcomp_caiman.model.folder import CalcompModel
+from calcomp_caiman.schema import CLASSES, PATCH_SIZE
 
 __all__ = [
     "CLASSES",

@@ -1,5 +1,5 @@
 """``python -m calcomp_caiman`` is the ``calcomp`` command."""
 
-from .cli import main
+from calcomp_caiman.apps.cli import main
 
 raise SystemExit(main())

@@ -1,70 +1,47 @@
-"""Footprints to class probabilities, and probabilities to accepted components."""
+"""Evidence and a model -> one :class:`~calcomp_caiman.schema.Classification`.
+
+:func:`classify` is the single path from evidence to what every writer stores
+(``Estimates``, CaImAn HDF5, CSV, NWB, Suite2p): probabilities, labels, flags, the
+accepted set under a stated rule, a fingerprint of ``A`` and the provenance.
+:func:`classify_footprints` is the one-line use for footprints alone; the acceptance rule
+(:func:`acceptance_rule`, :func:`accept_components`) turns probabilities into a selection.
+"""
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse
 
-from ._checks import CLASSES, check_footprints
-from .evidence import Evidence, footprint_fingerprint
-from .features import evidence_features
-from .model import CalcompModel
-from .patches import crop_checked, crop_scale, project_checked
+from calcomp_caiman._version import __version__
+from calcomp_caiman.evidence.evidence import Evidence
+from calcomp_caiman.evidence.features import evidence_features
+from calcomp_caiman.evidence.footprints import flags_of_checked, footprint_fingerprint
+from calcomp_caiman.evidence.patches import crop_checked, footprints_for
+from calcomp_caiman.model.folder import CalcompModel
+from calcomp_caiman.model.ood import find_ood_reference, ood_score
+from calcomp_caiman.schema import ARGMAX, CLASSES, FIELDS, Classification
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "classify_footprints",
-    "classify_evidence",
-    "classify_with_embedding",
-    "crop_scale_of",
-    "footprints_for",
-    "evidence_used",
-    "FIELDS",
-    "classification_fields",
     "accept_components",
     "acceptance_rule",
-    "ARGMAX",
-    "footprint_flags",
-    "flags_of_checked",
-    "footprint_fingerprint",
-    "FLAG_EMPTY",
-    "FLAG_NEGATIVE",
+    "classification_fields",
+    "classify",
+    "classify_evidence",
+    "classify_footprints",
+    "classify_with_embedding",
+    "evidence_used",
+    "provenance",
 ]
 
-FLAG_EMPTY = 1
-"""Bit of ``class_flags``: the footprint is all zeros (classified as noise)."""
-FLAG_NEGATIVE = 2
-"""Bit of ``class_flags``: the footprint had negative values (clipped to 0 before cropping)."""
 
 _COMPONENTS_PER_CHUNK = 4096  # patches held in memory at once: 4096 x 50 x 50 x 4 B = 41 MB
-
-
-def footprint_flags(A, dims) -> np.ndarray:
-    """Per-component bit flags of odd but valid footprints.
-
-    Returns
-    -------
-    (N,) uint8 ndarray
-        ``FLAG_EMPTY`` for an all-zero (or all non-positive) footprint, ``FLAG_NEGATIVE``
-        where negative values were present.
-    """
-    A, _ = check_footprints(A, dims)
-    return flags_of_checked(A)
-
-
-def flags_of_checked(A: scipy.sparse.csc_matrix) -> np.ndarray:
-    """:func:`footprint_flags` of footprints checked already (``Evidence.A``)."""
-    column = np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))
-    positive = np.bincount(column, weights=A.data > 0, minlength=A.shape[1])
-    negative = np.bincount(column, weights=A.data < 0, minlength=A.shape[1])
-    flags = np.zeros(A.shape[1], dtype=np.uint8)
-    flags[positive == 0] |= FLAG_EMPTY
-    flags[negative > 0] |= FLAG_NEGATIVE
-    return flags
 
 
 def classify_footprints(
@@ -127,15 +104,15 @@ def classify_evidence(
     Parameters
     ----------
     evidence : Evidence
-        From :meth:`Evidence.from_estimates <calcomp_caiman.evidence.Evidence.from_estimates>`,
-        :func:`calcomp_caiman.hdf5io.read_evidence` or another reader.
+        From :meth:`Evidence.from_estimates <calcomp_caiman.evidence.evidence.Evidence.from_estimates>`,
+        :func:`calcomp_caiman.io.caiman_h5.read_evidence` or another reader.
     model : CalcompModel, optional
         Default: the bundled default model.
     use : sequence of str, optional
         The optional kinds of evidence to use (``"neighbours"``, ``"image"``, ``"traces"``,
         ``"metrics"``); default all that are present. For ablations and checks.
     scale : float, optional
-        Crop scale in px (default: :func:`crop_scale_of`), e.g. that of another set of
+        Crop scale in px (default: measured, :func:`~calcomp_caiman.evidence.patches.footprints_for`), e.g. that of another set of
         components of the same field of view.
     batch_size : int
         Patches per forward pass.
@@ -148,13 +125,13 @@ def classify_evidence(
     Notes
     -----
     The crop window of a model v2 is sized by the footprints themselves
-    (:func:`~calcomp_caiman.patches.crop_scale`), so a component gets the same class
+    (:func:`~calcomp_caiman.evidence.patches.crop_scale`), so a component gets the same class
     whether ``gSig`` is known or not; ``gSig`` only matters for fewer than 20 components.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from calcomp_caiman.evidence import Evidence
+    >>> from calcomp_caiman.evidence.evidence import Evidence
     >>> rr, cc = np.mgrid[:64, :64]
     >>> cell = ((rr - 30) ** 2 + (cc - 30) ** 2 <= 25).astype(np.float32)
     >>> ev = Evidence.build(cell.reshape(-1, 1, order="F"), (64, 64), gSig=5)
@@ -187,7 +164,7 @@ def classify_with_embedding(
     already (``scale`` is then ignored).
     """
     if footprints is None:
-        footprints = footprints_for(evidence, model, scale)
+        footprints = footprints_for(evidence, model.scale_rule, scale=scale)
     flat, flat_dims, scale = footprints
     features = None
     if model.uses_evidence:
@@ -212,47 +189,6 @@ def classify_with_embedding(
     return probs, embedding
 
 
-def footprints_for(
-    evidence: Evidence, model: CalcompModel | None = None, scale: float | None = None
-) -> tuple[scipy.sparse.csc_matrix, tuple[int, int], float]:
-    """The 2-D footprints and the crop scale :func:`classify_evidence` uses.
-
-    Parameters
-    ----------
-    evidence : Evidence
-    model : CalcompModel, optional
-        Its ``scale_rule``: ``"footprints"`` (model v2) measures the scale from the
-        footprints (:func:`~calcomp_caiman.patches.crop_scale`); older models take the
-        user's ``gSig``, else the estimate. Default: the bundled default model.
-    scale : float, optional
-        Use this scale instead (e.g. that of another set of components of the same FOV).
-
-    Returns
-    -------
-    A2 : (H * W, N) csc_matrix
-        Projected, non-negative footprints (:func:`~calcomp_caiman.patches.project_checked`).
-    dims2 : (int, int)
-    scale : float
-        Crop half-width ``4 * scale + 1``: ``crop_checked(A2, dims2, scale, P)`` gives the
-        patches the model sees.
-    """
-    model = CalcompModel.load() if model is None else model
-    flat, flat_dims = project_checked(evidence.A, evidence.dims)
-    if scale is None:
-        if model.scale_rule == "footprints":
-            scale = crop_scale(flat, flat_dims, evidence.gSig)
-        elif evidence.gSig is not None:  # models before v2: the user's gSig ...
-            scale = evidence.gSig
-        else:  # ... else the estimate (crop_scale estimates when given no gSig)
-            scale = crop_scale(flat, flat_dims, None)
-    return flat, flat_dims, float(scale)
-
-
-def crop_scale_of(evidence: Evidence, model: CalcompModel | None = None) -> float:
-    """The crop scale (px) :func:`classify_evidence` uses for this evidence and model."""
-    return footprints_for(evidence, model)[2]
-
-
 def evidence_used(evidence: Evidence, model: CalcompModel, use=None) -> tuple[str, ...]:
     """The kinds of evidence :func:`classify_evidence` used (for the provenance)."""
     if not model.uses_evidence:
@@ -267,10 +203,6 @@ def _check_accept(accept: Sequence[str]) -> list[int]:
     if unknown or not names:
         raise ValueError(f"accept must name classes from {CLASSES}, got {accept!r}.")
     return [CLASSES.index(name) for name in names]
-
-
-ARGMAX = "argmax"
-"""``min_prob`` value that accepts a component when its most probable class is accepted."""
 
 
 def acceptance_rule(
@@ -356,18 +288,6 @@ def accept_components(
     return probs[:, columns].sum(axis=1) >= float(min_prob)
 
 
-FIELDS: dict[str, tuple[type, tuple[int, ...] | None, str]] = {
-    "class_probs": (np.float32, (len(CLASSES),), "P(neuron), P(process), P(noise), P(doubtful)"),
-    "class_labels": (np.int8, (), "most probable class: 1 neuron, 2 process, 3 noise, 4 doubtful"),
-    "class_flags": (np.uint8, (), "bit 1: empty footprint (noise); bit 2: negative values clipped"),
-    "cnn_preds": (np.float32, (), "P(neuron), where CaImAn keeps its CNN score"),
-    "idx_components": (np.int64, None, "accepted components, sorted"),
-    "idx_components_bad": (np.int64, None, "the other components, sorted"),
-    "class_fingerprint": (np.float64, (3,), "per column of A: nnz, sum, sum of value x (row+1)"),
-}
-"""Stored arrays: name -> (dtype, shape per component or None for an index list, meaning)."""
-
-
 def classification_fields(
     probs: np.ndarray,
     *,
@@ -416,3 +336,96 @@ def classification_fields(
     if fingerprint is not None:
         fields["class_fingerprint"] = np.asarray(fingerprint).reshape(n, 3)
     return {name: np.asarray(value, dtype=FIELDS[name][0]) for name, value in fields.items()}
+
+
+def provenance(
+    model: CalcompModel, accept: Sequence[str], min_prob: float | None, evidence: Sequence[str]
+) -> dict[str, str | float]:
+    """What produced a classification (stored with it; strings and numbers only)."""
+    return {
+        "model": model.name,
+        "model_sha256": model.sha256,
+        "version": __version__,
+        "classes": json.dumps(list(CLASSES)),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "accept": json.dumps(list(accept)),
+        "min_prob": "none" if min_prob is None else float(min_prob),
+        "evidence": json.dumps(list(evidence)),
+    }
+
+
+def classify(
+    evidence: Evidence,
+    model: CalcompModel | None = None,
+    *,
+    accept: Sequence[str] | None = None,
+    min_prob=None,
+    keep: np.ndarray | None = None,
+    scale: float | None = None,
+    ood: bool = True,
+    batch_size: int = 128,
+) -> Classification:
+    """Classify every component of ``evidence`` into one record.
+
+    Parameters
+    ----------
+    evidence : Evidence
+    model : CalcompModel, optional
+        Default: the bundled default model.
+    accept, min_prob
+        The acceptance rule (:func:`~calcomp_caiman.classify.acceptance_rule`; default:
+        the model folder's ``thresholds.json``).
+    keep : (N,) bool ndarray, optional
+        An extra condition ANDed with the class rule (CaImAn's SNR / r-value test).
+    scale : float, optional
+        Crop scale (default: measured from the footprints).
+    ood : bool
+        Also score how unlike the training data the components are, when the model has an
+        out-of-distribution reference (one pass through the network serves both); a file
+        above the threshold gets a ``UserWarning`` with advice, never an error.
+    batch_size : int
+
+    Returns
+    -------
+    Classification
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rr, cc = np.mgrid[:64, :64]
+    >>> cell = ((rr - 30) ** 2 + (cc - 30) ** 2 <= 25).astype(np.float32)
+    >>> record = classify(Evidence.build(cell.reshape(-1, 1, order="F"), (64, 64), gSig=5))
+    >>> record.n, sorted(record.fields) == sorted(FIELDS)
+    (1, True)
+    """
+    model = CalcompModel.load() if model is None else model
+    accept, min_prob = acceptance_rule(model, accept, min_prob)
+    reference = find_ood_reference(model) if ood else None
+    footprints = footprints_for(evidence, model.scale_rule, scale=scale)
+    probs, embedding = classify_with_embedding(
+        evidence, model, batch_size=batch_size, embed=reference is not None, footprints=footprints
+    )
+    if keep is not None and len(keep) != len(probs):
+        raise ValueError(f"keep has {len(keep)} entries but A has {len(probs)} components.")
+    fields = classification_fields(
+        probs,
+        flags=flags_of_checked(evidence.A),  # checked once, when the evidence was built
+        accept=accept,
+        min_prob=min_prob,
+        keep=keep,
+        fingerprint=_fingerprint(evidence),
+    )
+    used = evidence_used(evidence, model)
+    facts = provenance(model, accept, min_prob, used)
+    facts["crop_scale"] = float(footprints[2])
+    score = is_ood = None
+    if reference is not None:
+        score, is_ood = ood_score(evidence, model, reference=reference, embedding=embedding)
+        facts["ood_score"] = round(score, 4) if np.isfinite(score) else "nan"
+    return Classification(fields, facts, score, is_ood)
+
+
+def _fingerprint(evidence: Evidence) -> np.ndarray:
+    if evidence.fingerprint is not None:
+        return evidence.fingerprint
+    return footprint_fingerprint(evidence.A)

@@ -1,6 +1,6 @@
 """Refit a model v2 to a lab's own labels in seconds: its fusion head, not its network.
 
-The shape network stays as it is; the fusion head (:mod:`calcomp_caiman.head`) is refitted
+The shape network stays as it is; the fusion head (:mod:`calcomp_caiman.model.head`) is refitted
 on the labelled components' network outputs and evidence features, pulled towards the
 head it started from so that a few hundred labels adapt it without forgetting. Labels
 held out (whole files when there are several) choose how strong that pull is, and measure
@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import CalcompError, class_codes, label_masks
-from .classify import footprints_for
-from .evidence import Evidence
-from .features import evidence_features
-from .head import fit_head, probability_set_nll
-from .model import CalcompModel, head_inputs
-from .patches import crop_checked
+from calcomp_caiman.errors import CalcompError
+from calcomp_caiman.evidence.evidence import Evidence
+from calcomp_caiman.evidence.features import evidence_features
+from calcomp_caiman.evidence.patches import crop_checked, footprints_for
+from calcomp_caiman.model.folder import CalcompModel
+from calcomp_caiman.model.head import fit_head, head_inputs, probability_set_nll
+from calcomp_caiman.schema import class_codes, label_masks
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def labelled_inputs(
         raise ValueError(
             f"{evidence.source or 'evidence'}: component indices must be in 0..{evidence.n - 1}."
         )
-    flat, dims, scale = footprints_for(evidence, model)
+    flat, dims, scale = footprints_for(evidence, model.scale_rule)
     features = evidence_features(evidence, flat, dims, scale)[components]
     patches = crop_checked(flat[:, components], dims, scale, model.patch_size)
     return model.shape_logits(patches), features

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from calcomp_caiman import CalcompModel
-from calcomp_caiman.batch import reprocess, write_summary_csv
+from calcomp_caiman.apps.batch import reprocess, write_summary_csv
 
 
 def main(results_dir: str, out_dir: str) -> int:

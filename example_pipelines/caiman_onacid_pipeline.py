@@ -25,7 +25,7 @@ import numpy as np
 from caiman.source_extraction.cnmf import online_cnmf, params
 
 from calcomp_caiman import align_classes, evaluate_components_4class
-from calcomp_caiman.online import use_calcomp_screening
+from calcomp_caiman.integrations.onacid import use_calcomp_screening
 
 
 def run_pipeline(

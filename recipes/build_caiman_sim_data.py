@@ -118,7 +118,7 @@ def read_result(path: Path):
     """A, C, dims and CaImAn's accepted indices of a saved CNMF/OnACID result (h5py only)."""
     import h5py
 
-    from calcomp_caiman.hdf5io import read_estimates
+    from calcomp_caiman.io.caiman_h5 import read_estimates
 
     result = read_estimates(path)
     with h5py.File(path, "r") as handle:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calcomp_caiman.model import DEFAULT_ARCHITECTURE
+from calcomp_caiman.model.network import DEFAULT_ARCHITECTURE
 from calcomp_caiman.research.datasets import load_roi_archive
 from calcomp_caiman.research.train import (
     TrainingSet,

@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from calcomp_caiman import __version__
-from calcomp_caiman.atomic import atomic_write_text
-from calcomp_caiman.features import FEATURE_GROUPS, feature_names
-from calcomp_caiman.model import CalcompModel
-from calcomp_caiman.ood import save_ood_reference
+from calcomp_caiman.evidence.features import FEATURE_GROUPS, feature_names
+from calcomp_caiman.io.atomic import atomic_write_text
+from calcomp_caiman.model.folder import CalcompModel
+from calcomp_caiman.model.ood import save_ood_reference
 from calcomp_caiman.research import evaluate_v2, train_v2
 from calcomp_caiman.research.evaluate import held_out_videos
 

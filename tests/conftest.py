@@ -43,7 +43,8 @@ def tiny_model():
     """A 2-stage model with random weights (fast; not the bundled one)."""
     import keras
 
-    from calcomp_caiman.model import CalcompModel, build_resnet
+    from calcomp_caiman.model.folder import CalcompModel
+    from calcomp_caiman.model.network import build_resnet
 
     keras.utils.set_random_seed(0)
     architecture = {"widths": [4, 8], "blocks": [1, 1], "dropout": 0.0}

@@ -25,9 +25,9 @@ from test_reliability import (
     temp_files,
 )
 
-from calcomp_caiman import batch
-from calcomp_caiman.atomic import remove_stale_temps
-from calcomp_caiman.cli import main
+from calcomp_caiman.apps import batch
+from calcomp_caiman.apps.cli import main
+from calcomp_caiman.io.atomic import remove_stale_temps
 
 SHARED_NAMES = ("synthetic_cnmf.hdf5", "synthetic_seeded_cnmf.hdf5", "real_mouse2p_cnmf.hdf5")
 VICTIM = "synthetic_seeded_cnmf.hdf5"

@@ -7,8 +7,8 @@ import scipy.sparse
 from conftest import disk_footprints
 
 from calcomp_caiman import align_classes, attach_classes, evaluate_components_4class
-from calcomp_caiman.caiman_hook import FOUR_CLASS_FIELDS
-from calcomp_caiman.evidence import footprint_fingerprint
+from calcomp_caiman.evidence.footprints import footprint_fingerprint
+from calcomp_caiman.schema import SELECTION_FIELDS as FOUR_CLASS_FIELDS
 
 CENTRES = [(r, c) for r in (10, 32, 54) for c in (12, 40, 68)]
 

@@ -4,12 +4,9 @@ import scipy.sparse
 from conftest import disk_footprints
 
 from calcomp_caiman import CLASSES, accept_components, classify_footprints
-from calcomp_caiman.classify import (
-    FLAG_EMPTY,
-    FLAG_NEGATIVE,
-    classification_fields,
-    footprint_flags,
-)
+from calcomp_caiman.classify import classification_fields
+from calcomp_caiman.evidence.footprints import footprint_flags
+from calcomp_caiman.schema import FLAG_EMPTY, FLAG_NEGATIVE
 
 
 def test_probabilities_shape_and_rows_sum_to_one(tiny_model):

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 from conftest import REAL_ROIS, require
 
-from calcomp_caiman.classify import footprints_for
-from calcomp_caiman.cli import main
-from calcomp_caiman.hdf5io import read_estimates, read_evidence
-from calcomp_caiman.model import CalcompModel
-from calcomp_caiman.patches import crop_checked
+from calcomp_caiman.apps.cli import main
+from calcomp_caiman.evidence.patches import crop_checked, footprints_for
+from calcomp_caiman.io.caiman_h5 import read_estimates, read_evidence
+from calcomp_caiman.model.folder import CalcompModel
 
 CALCOMP = shutil.which("calcomp", path=str(Path(sys.executable).parent)) or "calcomp"
 
@@ -34,7 +33,7 @@ def model_dir(tiny_model, tmp_path_factory):
 def test_help_is_fast_and_imports_no_framework():
     code = (
         "import sys\n"
-        "from calcomp_caiman.cli import main\n"
+        "from calcomp_caiman.apps.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
         "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules\n"
         "assert 'matplotlib' not in sys.modules\n"
@@ -132,7 +131,7 @@ def shown_montage(monkeypatch):
         shown.update(patches=patches, probs=probs)
         return Path(path)
 
-    monkeypatch.setattr("calcomp_caiman.plots.plot_montage", record)
+    monkeypatch.setattr("calcomp_caiman.apps.montage.plot_montage", record)
     return shown
 
 
@@ -143,7 +142,7 @@ def test_montage_shows_what_classify_stores(tmp_path, shown_montage):
     assert main(["classify", str(source), "--out", str(classified)]) == 0  # default model
     stored = read_estimates(classified).class_probs
     model = CalcompModel.load("default")
-    flat, dims2, scale = footprints_for(read_evidence(source), model)
+    flat, dims2, scale = footprints_for(read_evidence(source), model.scale_rule)
     seen = crop_checked(flat, dims2, scale, model.patch_size)
     png = str(tmp_path / "m.png")
     for argv in ([str(source)], [str(classified)], [str(classified), "--reclassify"]):

@@ -21,15 +21,14 @@ pytest.importorskip("flask")
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from calcomp_caiman import CLASSES, CalcompModel  # noqa: E402
-from calcomp_caiman._checks import label_masks  # noqa: E402
-from calcomp_caiman.curate import serve  # noqa: E402
-from calcomp_caiman.curate.session import contradicts  # noqa: E402
-from calcomp_caiman.evidence import Evidence  # noqa: E402
-from calcomp_caiman.head import fit_head  # noqa: E402
-from calcomp_caiman.model import head_inputs  # noqa: E402
+from calcomp_caiman.apps.curate import serve  # noqa: E402
+from calcomp_caiman.apps.curate.session import contradicts  # noqa: E402
+from calcomp_caiman.evidence.evidence import Evidence  # noqa: E402
+from calcomp_caiman.model.head import fit_head, head_inputs  # noqa: E402
 from calcomp_caiman.refit import labelled_inputs  # noqa: E402
 from calcomp_caiman.research.simulate import simulate_session  # noqa: E402
 from calcomp_caiman.research.train import labels_from_csv  # noqa: E402
+from calcomp_caiman.schema import label_masks  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -227,7 +226,7 @@ def test_two_tabs_and_a_killed_server_lose_no_label(tmp_path, caiman_copy, tiny_
 
 
 def test_a_large_file_is_shown_in_batches(tmp_path, tiny_v2, browser):
-    from calcomp_caiman.hdf5io import write_caiman_file
+    from calcomp_caiman.io.caiman_h5 import write_caiman_file
 
     sim = simulate_session(dims=(200, 200), n_components=(200, 40, 40, 20), n_frames=100, seed=1)
     path = write_caiman_file(tmp_path / "big.hdf5", A=sim.A, C=sim.C, dims=sim.dims,

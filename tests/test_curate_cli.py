@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("flask")
 
-from calcomp_caiman.cli import main  # noqa: E402
+from calcomp_caiman.apps.cli import main  # noqa: E402
 
 
 def _error(capsys) -> str:
@@ -74,8 +74,8 @@ def test_a_failed_refit_is_reported_and_the_model_kept(tmp_path, caiman_copy):
     """The v1 model has no fusion head: the background refit fails with the reason."""
     import time
 
-    from calcomp_caiman._checks import CalcompError
-    from calcomp_caiman.curate import CurationSession
+    from calcomp_caiman.apps.curate import CurationSession
+    from calcomp_caiman.errors import CalcompError
 
     path = caiman_copy("real_mouse2p_cnmf.hdf5")
     session = CurationSession([path], labels=tmp_path / "labels.csv", model="calcomp_resnet_v1")

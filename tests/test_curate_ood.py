@@ -1,4 +1,4 @@
-"""Out-of-distribution score (calcomp_caiman.ood): reference, calibration, bundled reference."""
+"""Out-of-distribution score (calcomp_caiman.model.ood): reference, calibration, bundled reference."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from calcomp_caiman import CalcompModel
-from calcomp_caiman._checks import CalcompError, InvalidFileError
+from calcomp_caiman.errors import CalcompError, InvalidFileError
 from calcomp_caiman.evidence import Evidence
-from calcomp_caiman.hdf5io import read_evidence
-from calcomp_caiman.ood import (
+from calcomp_caiman.evidence.patches import extract_patches
+from calcomp_caiman.io.caiman_h5 import read_evidence
+from calcomp_caiman.model.ood import (
     OodReference,
     calibrate_ood_threshold,
     evidence_distances,
@@ -23,7 +24,6 @@ from calcomp_caiman.ood import (
     ood_score,
     save_ood_reference,
 )
-from calcomp_caiman.patches import extract_patches
 from calcomp_caiman.research.simulate import SHIFTED_SETTINGS, TRAIN_SETTINGS, simulate_footprints
 
 

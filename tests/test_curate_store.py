@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from calcomp_caiman._checks import InvalidFileError
-from calcomp_caiman.curate.session import contradicts, uncertainty
-from calcomp_caiman.curate.store import LabelStore, label_name
-from calcomp_caiman.curate.threshold import best_cut, fit_min_prob
+from calcomp_caiman.apps.curate.session import contradicts, uncertainty
+from calcomp_caiman.apps.curate.store import LabelStore, label_name
+from calcomp_caiman.apps.curate.threshold import best_cut, fit_min_prob
+from calcomp_caiman.errors import InvalidFileError
 from calcomp_caiman.research.train import labels_from_csv
 
 

@@ -23,15 +23,15 @@ from conftest import CAIMAN_RESULTS, require
 pytest.importorskip("dask.distributed")
 
 from calcomp_caiman import CLASSES  # noqa: E402
-from calcomp_caiman.batch import (  # noqa: E402
+from calcomp_caiman.apps.batch import (
     SUMMARY_COLUMNS,
     find_result_files,
     reprocess,
     write_summary_csv,
-)
-from calcomp_caiman.distributed import reprocess_dask  # noqa: E402
-from calcomp_caiman.hdf5io import read_estimates  # noqa: E402
-from calcomp_caiman.model import CalcompModel  # noqa: E402
+)  # noqa: E402
+from calcomp_caiman.apps.distributed import reprocess_dask  # noqa: E402
+from calcomp_caiman.io.caiman_h5 import read_estimates  # noqa: E402
+from calcomp_caiman.model.folder import CalcompModel  # noqa: E402
 
 SOURCE_NAME = "synthetic_cnmf.hdf5"
 N_COMPONENTS = 40  # columns of estimates/A in synthetic_cnmf.hdf5 (README of the data)
@@ -223,7 +223,7 @@ def test_arguments_checked_and_module_imports_without_dask(tmp_path, model):
     assert list(reprocess_dask([tmp_path], model=model)) == []  # no files: no cluster
 
     code = (
-        "import sys, calcomp_caiman.distributed; "
+        "import sys, calcomp_caiman.apps.distributed; "
         "print(sorted({'dask', 'distributed'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

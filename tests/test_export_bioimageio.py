@@ -9,8 +9,8 @@ import pytest
 from conftest import REAL_ROIS, require
 
 from calcomp_caiman import CalcompModel, extract_patches
-from calcomp_caiman.cli import main
-from calcomp_caiman.export_bioimageio import export_bioimageio
+from calcomp_caiman.apps.cli import main
+from calcomp_caiman.apps.export_bioimageio import export_bioimageio
 from calcomp_caiman.research.datasets import load_roi_archive
 
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -95,8 +95,8 @@ def test_cli_export_and_refuse_overwrite(tmp_path, capsys):
 
 
 def test_model_v2_exports_its_shape_network_only(tmp_path, model):
-    from calcomp_caiman.features import feature_names
-    from calcomp_caiman.head import FusionHead
+    from calcomp_caiman.evidence.features import feature_names
+    from calcomp_caiman.model.head import FusionHead
 
     rng = np.random.default_rng(0)
     width = 4 + len(feature_names())

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from calcomp_caiman import InvalidFileError
-from calcomp_caiman.batch import find_result_files
-from calcomp_caiman.cli import main
-from calcomp_caiman.formats import detect_format, find_inputs, get_format
-from calcomp_caiman.hdf5io import read_estimates
+from calcomp_caiman.apps.batch import find_result_files
+from calcomp_caiman.apps.cli import main
+from calcomp_caiman.io.caiman_h5 import read_estimates
+from calcomp_caiman.io.registry import detect_format, find_inputs, get_format
 
 
 def test_detect_by_name_content_and_override(tmp_path):

@@ -21,8 +21,8 @@ from conftest import disk_footprints
 from test_reliability import one_error_line, read_summary, sha256, shared_copy
 
 from calcomp_caiman import classify_footprints, evaluate_components_4class, extract_patches
-from calcomp_caiman._checks import MAX_GSIG
-from calcomp_caiman.cli import main
+from calcomp_caiman.apps.cli import main
+from calcomp_caiman.checks import MAX_GSIG
 
 model_dir = test_reliability.model_dir  # the tiny model saved once per module
 

@@ -182,7 +182,7 @@ def test_packaged_demo_labels_match_its_file():
 
     import h5py
 
-    from calcomp_caiman.hdf5io import read_estimates
+    from calcomp_caiman.io.caiman_h5 import read_estimates
 
     data = files("calcomp_caiman") / "data"
     path = data / "demo_caiman_sim.hdf5"

@@ -1,4 +1,4 @@
-"""Tests of calcomp_caiman.hdf5io on CaImAn 1.12.1 result files and on files we write."""
+"""Tests of calcomp_caiman.io.caiman_h5 on CaImAn 1.12.1 result files and on files we write."""
 
 from __future__ import annotations
 
@@ -16,17 +16,18 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from calcomp_caiman import atomic, hdf5io
-from calcomp_caiman._checks import FileBusyError, InvalidFileError
-from calcomp_caiman.evidence import footprint_fingerprint
-from calcomp_caiman.hdf5io import (
+from calcomp_caiman.errors import FileBusyError, InvalidFileError
+from calcomp_caiman.evidence.footprints import footprint_fingerprint
+from calcomp_caiman.io import atomic
+from calcomp_caiman.io import caiman_h5 as hdf5io
+from calcomp_caiman.io.caiman_h5 import (
     BACKUP_FIELDS,
-    CLASSIFICATION_FIELDS,
     is_classified_by,
     read_estimates,
     write_caiman_file,
     write_classification,
 )
+from calcomp_caiman.schema import FIELDS as CLASSIFICATION_FIELDS
 
 CAIMAN_RESULTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "caiman_results"
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from calcomp_caiman import model as model_module
+from calcomp_caiman.model import cpus as cpus_module
+from calcomp_caiman.model import folder as model_module
 
 
 def blas_threads() -> list[tuple[str, int]]:
@@ -54,7 +55,7 @@ def test_predict_leaves_blas_threads_unchanged(tiny_model, two_blas_threads):
 def test_interleaved_calls_restore_the_callers_setting(tiny_model, two_blas_threads, monkeypatch):
     """A enters, B enters, A leaves, B leaves: B must not restore the "1" A set."""
     b_running, a_done = threading.Event(), threading.Event()
-    real_logits = model_module._Engine.logits
+    real_logits = model_module.Engine.logits
 
     def logits(self, batch):
         if threading.current_thread().name == "A":
@@ -64,7 +65,7 @@ def test_interleaved_calls_restore_the_callers_setting(tiny_model, two_blas_thre
             a_done.wait(timeout=10)
         return real_logits(self, batch)
 
-    monkeypatch.setattr(model_module._Engine, "logits", logits)
+    monkeypatch.setattr(model_module.Engine, "logits", logits)
     data = patches(8)
 
     def call_a():
@@ -90,16 +91,16 @@ def test_overlapping_calls_restore_the_callers_setting(tiny_model, two_blas_thre
 
 
 def test_one_cpu_runs_in_the_calling_thread(tiny_model, monkeypatch, recorded_workers):
-    monkeypatch.setattr(model_module.os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    assert model_module.available_cpus() == 1
+    monkeypatch.setattr(cpus_module.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert cpus_module.available_cpus() == 1
     tiny_model.predict(patches(100), batch_size=10)
     assert recorded_workers == []
 
 
 def test_threads_caps_the_workers(tiny_model, monkeypatch, recorded_workers):
     six = {0, 1, 2, 3, 4, 5}
-    monkeypatch.setattr(model_module.os, "sched_getaffinity", lambda pid: six, raising=False)
-    monkeypatch.setattr(model_module, "_cgroup_cpu_limit", lambda: None)
+    monkeypatch.setattr(cpus_module.os, "sched_getaffinity", lambda pid: six, raising=False)
+    monkeypatch.setattr(cpus_module, "_cgroup_cpu_limit", lambda: None)
     tiny_model.predict(patches(100), batch_size=10, threads=3)
     assert recorded_workers == [3]
     tiny_model.predict(patches(100), batch_size=10, threads=1)
@@ -107,11 +108,11 @@ def test_threads_caps_the_workers(tiny_model, monkeypatch, recorded_workers):
 
 
 def test_threads_never_exceed_available_cpus(tiny_model, monkeypatch, recorded_workers):
-    monkeypatch.setattr(model_module.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(model_module, "_cgroup_cpu_limit", lambda: None)
+    monkeypatch.setattr(cpus_module.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(cpus_module, "_cgroup_cpu_limit", lambda: None)
     running, most = set(), [0]
     lock = threading.Lock()
-    real_logits = model_module._Engine.logits
+    real_logits = model_module.Engine.logits
 
     def logits(self, batch):
         with lock:
@@ -119,7 +120,7 @@ def test_threads_never_exceed_available_cpus(tiny_model, monkeypatch, recorded_w
             most[0] = max(most[0], len(running))
         return real_logits(self, batch)
 
-    monkeypatch.setattr(model_module._Engine, "logits", logits)
+    monkeypatch.setattr(model_module.Engine, "logits", logits)
     tiny_model.predict(patches(100), batch_size=10, threads=8)
     assert recorded_workers == [2]
     assert most[0] <= 2
@@ -132,7 +133,7 @@ def test_threads_never_exceed_available_cpus(tiny_model, monkeypatch, recorded_w
 def test_cgroup_quota_caps_the_cpus(cpu_max, expected, monkeypatch, tmp_path):
     """The quota of the container's cgroup (the root of the walk up from the process's own)."""
     (tmp_path / "cpu.max").write_text(cpu_max)
-    monkeypatch.setattr(model_module, "_CGROUP_ROOT", tmp_path)
+    monkeypatch.setattr(cpus_module, "_CGROUP_ROOT", tmp_path)
     six = set(range(6))
-    monkeypatch.setattr(model_module.os, "sched_getaffinity", lambda pid: six, raising=False)
-    assert model_module.available_cpus() == expected
+    monkeypatch.setattr(cpus_module.os, "sched_getaffinity", lambda pid: six, raising=False)
+    assert cpus_module.available_cpus() == expected

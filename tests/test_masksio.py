@@ -11,11 +11,11 @@ import scipy.sparse
 from conftest import REAL_ROIS, require
 
 from calcomp_caiman import CLASSES, CalcompModel, InvalidFileError
-from calcomp_caiman.batch import classify_file
+from calcomp_caiman.apps.batch import classify_file
+from calcomp_caiman.apps.cli import main
 from calcomp_caiman.classify import classify_evidence
-from calcomp_caiman.cli import main
 from calcomp_caiman.evidence import Evidence
-from calcomp_caiman.masksio import masks_to_footprints, output_paths, read_evidence
+from calcomp_caiman.io.masks import masks_to_footprints, output_paths, read_evidence
 from calcomp_caiman.research.datasets import load_roi_archive
 from calcomp_caiman.research.simulate import simulate_session
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from calcomp_caiman import CLASSES, CalcompError, CalcompModel
-from calcomp_caiman.model import bundled_models
+from calcomp_caiman.model.folder import bundled_models
 
 
 def test_numpy_engine_matches_keras(tiny_model):

@@ -7,21 +7,22 @@ import pytest
 import scipy.sparse
 
 from calcomp_caiman import CalcompModel
-from calcomp_caiman._checks import CalcompError, label_masks
 from calcomp_caiman.classify import classify_evidence, evidence_used
-from calcomp_caiman.evidence import Evidence, Traces
-from calcomp_caiman.features import (
+from calcomp_caiman.errors import CalcompError
+from calcomp_caiman.evidence import Evidence
+from calcomp_caiman.evidence.features import (
     OPTIONAL_GROUPS,
     evidence_features,
     feature_names,
     group_columns,
 )
-from calcomp_caiman.hdf5io import read_evidence, write_caiman_file
-from calcomp_caiman.head import fit_head, set_nll
-from calcomp_caiman.model import head_inputs
-from calcomp_caiman.patches import project_footprints
+from calcomp_caiman.evidence.patches import project_footprints
+from calcomp_caiman.evidence.traces import Traces
+from calcomp_caiman.io.caiman_h5 import read_evidence, write_caiman_file
+from calcomp_caiman.model.head import fit_head, head_inputs, set_nll
 from calcomp_caiman.refit import labelled_inputs, read_label_table, refit
 from calcomp_caiman.research.simulate import simulate_session
+from calcomp_caiman.schema import label_masks
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_features_mark_absent_groups(session):
 
 
 def test_trace_features_do_not_depend_on_chunking(session, monkeypatch):
-    import calcomp_caiman.features as features
+    import calcomp_caiman.evidence.features as features
 
     ev = _evidence(session)
     flat, dims = project_footprints(ev.A, ev.dims)
@@ -240,7 +241,7 @@ def test_model_rejects_unexpected_weights_and_compares_by_identity(v1):
 
 
 def test_finetune_cli_refits_a_v2_head_from_labelled_files(tmp_path, v1, session, capsys):
-    from calcomp_caiman.cli import main
+    from calcomp_caiman.apps.cli import main
 
     ev = _evidence(session)
     model_dir = _tiny_v2(v1, ev, session.labels).save(tmp_path / "v2")

@@ -1,4 +1,4 @@
-"""The OnACID candidate screen's preprocessing, without CaImAn (calcomp_caiman.online).
+"""The OnACID candidate screen's preprocessing, without CaImAn (calcomp_caiman.integrations.onacid).
 
 CaImAn's side (the crops it really passes, the run, save and load) is tested with real
 CaImAn in ``test_real_caiman_online.py``. Here the crops are made the way
@@ -17,7 +17,11 @@ import pytest
 from scipy.ndimage import map_coordinates
 
 from calcomp_caiman import CLASSES, CalcompModel, extract_patches
-from calcomp_caiman.online import CandidateScreen, caiman_crop_half_width, use_calcomp_screening
+from calcomp_caiman.integrations.onacid import (
+    CandidateScreen,
+    caiman_crop_half_width,
+    use_calcomp_screening,
+)
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +166,7 @@ def test_use_calcomp_screening_rejects_other_objects():
 
 def test_online_module_imports_without_caiman_or_keras():
     code = (
-        "import sys, calcomp_caiman.online; "
+        "import sys, calcomp_caiman.integrations.onacid; "
         "bad = [m for m in ('caiman', 'keras', 'tensorflow', 'torch') if m in sys.modules]; "
         "sys.exit(1 if bad else 0)"
     )
@@ -171,7 +175,7 @@ def test_online_module_imports_without_caiman_or_keras():
 
 def test_default_screen_accepts_neurons_and_doubtful_cells(model):
     """New candidates are screened leniently; evaluate_components_4class decides later."""
-    from calcomp_caiman.online import SCREEN_ACCEPT
+    from calcomp_caiman.integrations.onacid import SCREEN_ACCEPT
 
     assert SCREEN_ACCEPT == ("neuron", "doubtful")
     assert CandidateScreen(model, 4).accept == SCREEN_ACCEPT

@@ -4,7 +4,7 @@ import scipy.sparse
 from conftest import disk_footprints
 
 from calcomp_caiman import estimate_gsig, extract_patches
-from calcomp_caiman.patches import crop_half_width, project_footprints
+from calcomp_caiman.evidence.patches import crop_half_width, project_footprints
 
 
 def centre_of_mass(patch):

@@ -191,7 +191,7 @@ def test_fields_realign_after_every_caiman_selection(caiman, model, tmp_path):
     from caiman.source_extraction.cnmf.estimates import Estimates
 
     from calcomp_caiman import align_classes, evaluate_components_4class
-    from calcomp_caiman.hdf5io import is_classified_by, read_estimates
+    from calcomp_caiman.io.caiman_h5 import is_classified_by, read_estimates
 
     cnm = load_CNMF(str(require(CAIMAN_RESULTS / "real_mouse2p_cnmf.hdf5")))
     est = cnm.estimates

@@ -57,7 +57,7 @@ def test_caiman_save_nwb_itself(caiman, tmp_path):
         pytest.skip("CaImAn 1.12.1's save_NWB uses NWBFile.modules, gone from pynwb >= 3")
     from caiman.source_extraction.cnmf.cnmf import load_CNMF
 
-    from calcomp_caiman.nwbio import read_evidence
+    from calcomp_caiman.io.nwb import read_evidence
 
     est = load_CNMF(str(require(CAIMAN_RESULTS / "real_mouse2p_cnmf.hdf5").resolve())).estimates
     path = tmp_path / "saved.nwb"
@@ -69,7 +69,7 @@ def test_caiman_save_nwb_itself(caiman, tmp_path):
 def test_caiman_reads_the_layout_as_we_do(exported):
     from caiman.source_extraction.cnmf.cnmf import load_CNMF
 
-    from calcomp_caiman.nwbio import read_evidence
+    from calcomp_caiman.io.nwb import read_evidence
 
     est, path = exported
     theirs = load_CNMF(str(path)).estimates  # CaImAn's own NWB reader
@@ -86,8 +86,8 @@ def test_caiman_reads_the_layout_as_we_do(exported):
 def test_classified_nwb_still_loads_in_caiman(exported, tmp_path):
     from caiman.source_extraction.cnmf.cnmf import load_CNMF
 
-    from calcomp_caiman.cli import main
-    from calcomp_caiman.nwbio import read_classification
+    from calcomp_caiman.apps.cli import main
+    from calcomp_caiman.io.nwb import read_classification
 
     est, path = exported
     out = tmp_path / "classified.nwb"

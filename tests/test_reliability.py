@@ -30,11 +30,12 @@ import pytest
 import scipy.sparse
 from conftest import CAIMAN_RESULTS, disk_footprints, require
 
-from calcomp_caiman import CLASSES, classify_footprints, evaluate_components_4class, hdf5io
-from calcomp_caiman.batch import find_result_files
-from calcomp_caiman.classify import FLAG_EMPTY, FLAG_NEGATIVE
-from calcomp_caiman.cli import main
-from calcomp_caiman.hdf5io import read_estimates, write_caiman_file
+from calcomp_caiman import CLASSES, classify_footprints, evaluate_components_4class
+from calcomp_caiman.apps.batch import find_result_files
+from calcomp_caiman.apps.cli import main
+from calcomp_caiman.io import caiman_h5 as hdf5io
+from calcomp_caiman.io.caiman_h5 import read_estimates, write_caiman_file
+from calcomp_caiman.schema import FLAG_EMPTY, FLAG_NEGATIVE
 
 CALCOMP = shutil.which("calcomp", path=str(Path(sys.executable).parent)) or "calcomp"
 SHARED_NAMES = (
@@ -185,7 +186,7 @@ def read_only_folder(folder: Path, stack, monkeypatch) -> Path:
 
 LOCK_HOLDER = """
 import sys
-from calcomp_caiman.hdf5io import exclusive_lock
+from calcomp_caiman.io.caiman_h5 import exclusive_lock
 with exclusive_lock(sys.argv[1]):  # what a calcomp process writing the file holds
     print("locked", flush=True)
     sys.stdin.readline()

@@ -10,13 +10,13 @@ import pytest
 from conftest import REAL_ROIS, require
 
 from calcomp_caiman import CalcompModel, InvalidFileError
-from calcomp_caiman.batch import classify_file
+from calcomp_caiman.apps.batch import classify_file
+from calcomp_caiman.apps.cli import main
 from calcomp_caiman.classify import classify_evidence
-from calcomp_caiman.cli import main
 from calcomp_caiman.evidence import Evidence
+from calcomp_caiman.io.suite2p import read_evidence
 from calcomp_caiman.research.datasets import load_roi_archive
 from calcomp_caiman.research.simulate import simulate_session
-from calcomp_caiman.suite2pio import read_evidence
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,11 @@ import numpy as np
 import scipy.optimize
 import scipy.spatial
 
-from .._checks import CLASSES, PATCH_SIZE
-from ..head import softmax
-from ..patches import project_footprints, resolve_gsig
-from .metrics import check_probs_labels
-from .train import balanced_weights, fit_network, label_masks
+from calcomp_caiman.evidence.patches import project_footprints, resolve_gsig
+from calcomp_caiman.model.head import softmax
+from calcomp_caiman.research.metrics import check_probs_labels
+from calcomp_caiman.research.train import balanced_weights, fit_network, label_masks
+from calcomp_caiman.schema import CLASSES, PATCH_SIZE
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
-from .._checks import InvalidFileError, check_footprints, class_codes
+from calcomp_caiman.checks import check_footprints
+from calcomp_caiman.errors import InvalidFileError
+from calcomp_caiman.schema import class_codes
 
 __all__ = ["LabelledFootprints", "load_roi_archive"]
 

@@ -29,14 +29,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .._checks import CLASSES, PATCH_SIZE, InvalidFileError
-from .._version import __version__
-from ..atomic import atomic_replace, atomic_write_text
-from ..model import CalcompModel
-from ..patches import extract_patches, project_footprints, resolve_gsig
-from .baselines import SHAPE_FEATURES, ShapeBaseline, shape_features, train_caiman_cnn_baseline
-from .datasets import load_roi_archive
-from .metrics import evaluation_metrics
+from calcomp_caiman._version import __version__
+from calcomp_caiman.errors import InvalidFileError
+from calcomp_caiman.evidence.patches import extract_patches, project_footprints, resolve_gsig
+from calcomp_caiman.io.atomic import atomic_replace, atomic_write_text
+from calcomp_caiman.model.folder import CalcompModel
+from calcomp_caiman.research.baselines import (
+    SHAPE_FEATURES,
+    ShapeBaseline,
+    shape_features,
+    train_caiman_cnn_baseline,
+)
+from calcomp_caiman.research.datasets import load_roi_archive
+from calcomp_caiman.research.metrics import evaluation_metrics
+from calcomp_caiman.schema import CLASSES, PATCH_SIZE
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +87,7 @@ def held_out_videos(model: CalcompModel) -> tuple[frozenset[str], frozenset[str]
 
     Examples
     --------
-    >>> from calcomp_caiman.model import CalcompModel
+    >>> from calcomp_caiman.model.folder import CalcompModel
     >>> validation, test = held_out_videos(CalcompModel.load())
     >>> sorted(validation)
     ['caiman_paper_yst/YST_part21', 'neurofinder_train/02.01']
@@ -482,7 +488,7 @@ def _resolve_settings(settings):
     """``simulate.TRAIN_SETTINGS`` / ``SHIFTED_SETTINGS`` for ``"train"`` / ``"shifted"``."""
     if not isinstance(settings, str):
         return settings
-    from . import simulate
+    from calcomp_caiman.research import simulate
 
     names = {"train": simulate.TRAIN_SETTINGS, "shifted": simulate.SHIFTED_SETTINGS}
     if settings not in names:
@@ -495,7 +501,7 @@ def _resolve_settings(settings):
 
 def _simulated_data(fields: int, per_class: int, seed: int, settings) -> tuple:
     """(patches, labels, features) of ``fields`` simulated fields of view."""
-    from .simulate import simulate_footprints
+    from calcomp_caiman.research.simulate import simulate_footprints
 
     options = {} if settings is None else {"settings": _resolve_settings(settings)}
     parts = []

@@ -20,10 +20,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .._checks import CLASSES
-from ..model import CalcompModel
-from .metrics import evaluation_metrics
-from .train_v2 import LabelledResult, drop_groups
+from calcomp_caiman.model.folder import CalcompModel
+from calcomp_caiman.research.metrics import evaluation_metrics
+from calcomp_caiman.research.train_v2 import LabelledResult, drop_groups
+from calcomp_caiman.schema import CLASSES
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def ablations(
     model: CalcompModel, logits: Sequence[np.ndarray], features: Sequence[np.ndarray]
 ) -> Mapping[str, list[np.ndarray]]:
     """v2's probabilities with all evidence, without each optional group, shape only."""
-    from ..features import OPTIONAL_GROUPS
+    from calcomp_caiman.evidence.features import OPTIONAL_GROUPS
 
     out = {"v2": [model.fuse(z, f) for z, f in zip(logits, features)]}
     for group in OPTIONAL_GROUPS:
@@ -104,11 +104,10 @@ def caiman_rule_probs(item: LabelledResult) -> np.ndarray | None:
 
 def _patches_and_shape(model: CalcompModel, item: LabelledResult):
     """Patches at the model's crop scale, and the shape features of the baseline."""
-    from ..classify import footprints_for
-    from ..patches import crop_checked
-    from .baselines import shape_features
+    from calcomp_caiman.evidence.patches import crop_checked, footprints_for
+    from calcomp_caiman.research.baselines import shape_features
 
-    flat, dims, scale = footprints_for(item.evidence, model)
+    flat, dims, scale = footprints_for(item.evidence, model.scale_rule)
     return crop_checked(flat, dims, scale, model.patch_size), shape_features(flat, dims, gSig=scale)
 
 
@@ -140,9 +139,9 @@ def run_report(
     The shape-feature baseline and CaImAn's CNN architecture are trained here on ``train``
     (the CNN early-stopped on ``val``), at the same crops as v2.
     """
-    from ..classify import classify_evidence
-    from .baselines import ShapeBaseline, train_caiman_cnn_baseline
-    from .train_v2 import result_inputs
+    from calcomp_caiman.classify import classify_evidence
+    from calcomp_caiman.research.baselines import ShapeBaseline, train_caiman_cnn_baseline
+    from calcomp_caiman.research.train_v2 import result_inputs
 
     everything = [*train, *val, *test]
     inputs = dict(inputs or {})

@@ -55,7 +55,7 @@ import scipy.ndimage
 import scipy.optimize
 import scipy.sparse
 
-from .._checks import CLASSES
+from calcomp_caiman.schema import CLASSES
 
 logger = logging.getLogger(__name__)
 

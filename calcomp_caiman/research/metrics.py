@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.stats
 
-from .._checks import CLASSES, class_codes, label_masks
+from calcomp_caiman.schema import CLASSES, class_codes, label_masks
 
 __all__ = [
     "ECE_BINS",

@@ -37,7 +37,7 @@ import numpy as np
 import scipy.ndimage
 import scipy.sparse
 
-from .._checks import CLASSES
+from calcomp_caiman.schema import CLASSES
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ import scipy.ndimage
 import scipy.signal
 import scipy.sparse
 
-from .._checks import CLASSES, check_dims
+from calcomp_caiman.checks import check_dims
+from calcomp_caiman.schema import CLASSES
 
 logger = logging.getLogger(__name__)
 

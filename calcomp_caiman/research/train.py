@@ -18,13 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.ndimage
 
-from .._checks import CLASSES, PATCH_SIZE, class_codes, label_masks
-from .._version import __version__
-from ..hdf5io import read_estimates
-from ..model import DEFAULT_ARCHITECTURE, CalcompModel, build_resnet
-from ..patches import extract_patches, resolve_gsig
-from .datasets import LabelledFootprints
-from .metrics import set_nll_of_probs
+from calcomp_caiman._version import __version__
+from calcomp_caiman.evidence.patches import extract_patches, resolve_gsig
+from calcomp_caiman.io.caiman_h5 import read_estimates
+from calcomp_caiman.model.folder import CalcompModel
+from calcomp_caiman.model.network import DEFAULT_ARCHITECTURE, build_resnet
+from calcomp_caiman.research.datasets import LabelledFootprints
+from calcomp_caiman.research.metrics import set_nll_of_probs
+from calcomp_caiman.schema import CLASSES, PATCH_SIZE, class_codes, label_masks
 
 logger = logging.getLogger(__name__)
 
@@ -569,7 +570,7 @@ def labels_from_csv(path) -> TrainingSet:
     FileNotFoundError, ValueError
         Missing file or column, unknown label, index out of range (message names the row).
     """
-    from ..refit import read_label_table
+    from calcomp_caiman.refit import read_label_table
 
     parts = []
     for file, (indices, codes) in read_label_table(path).items():
@@ -606,7 +607,7 @@ def simulated_training_set(per_class: int, *, fields: int = 12, seed: int = 0) -
     footprints of every class in each, cropped at their field's ``gSig``; the groups are
     the fields. The bundled model's recipe and ``calcomp train --simulated`` both use it.
     """
-    from .simulate import TRAIN_SETTINGS, simulate_footprints
+    from calcomp_caiman.research.simulate import TRAIN_SETTINGS, simulate_footprints
 
     parts = []
     for field in range(int(fields)):

@@ -24,14 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .._checks import CLASSES, label_masks
-from ..evidence import Evidence
-from ..features import OPTIONAL_GROUPS, group_columns
-from ..hdf5io import read_evidence
-from ..head import FusionHead, fit_head, fit_temperature
-from ..model import CalcompModel, head_inputs
-from ..refit import labelled_inputs
-from .datasets import load_roi_archive
+from calcomp_caiman.evidence import Evidence
+from calcomp_caiman.evidence.features import OPTIONAL_GROUPS, group_columns
+from calcomp_caiman.io.caiman_h5 import read_evidence
+from calcomp_caiman.model.folder import CalcompModel
+from calcomp_caiman.model.head import FusionHead, fit_head, fit_temperature, head_inputs
+from calcomp_caiman.refit import labelled_inputs
+from calcomp_caiman.research.datasets import load_roi_archive
+from calcomp_caiman.schema import CLASSES, label_masks
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def fit_v2_head(
     rows: np.ndarray, allowed: np.ndarray, weights: np.ndarray, *, hidden: int = 32, l2: float = 3e-4,
     seed: int = 0, max_iter: int = 600,
 ) -> FusionHead:  # fmt: skip
-    """The fusion head of model v2 (see :func:`calcomp_caiman.head.fit_head`)."""
+    """The fusion head of model v2 (see :func:`calcomp_caiman.model.head.fit_head`)."""
     return fit_head(rows, allowed, sample_weight=weights, hidden=hidden, l2=l2, seed=seed,
                     max_iter=max_iter)  # fmt: skip
 
@@ -228,7 +228,7 @@ def calibrate(model: CalcompModel, logits, features, items) -> dict[str, float]:
     ``temperature`` from the results with traces, ``temperature_without_traces`` from
     those without (masks; the real videos), as :meth:`CalcompModel.fuse` applies them.
     """
-    from ..features import feature_names
+    from calcomp_caiman.evidence.features import feature_names
 
     column = feature_names().index("has_traces")
     z = np.concatenate([model.head.logits(head_inputs(a, b)) for a, b in zip(logits, features)])
@@ -287,7 +287,7 @@ def split(items: Sequence[LabelledResult], validation_videos, test_videos):
 
 def validation_nll(model: CalcompModel, logits, features, items) -> float:
     """Mean set NLL of ``model`` on validation results, simulated and real weighted equally."""
-    from ..head import probability_set_nll
+    from calcomp_caiman.model.head import probability_set_nll
 
     by_source: dict[str, list[float]] = {}
     for z, f, item in zip(logits, features, items):
@@ -298,10 +298,9 @@ def validation_nll(model: CalcompModel, logits, features, items) -> float:
 
 def result_patches(model: CalcompModel, item: LabelledResult) -> np.ndarray:
     """Patches of every component of one result, cropped as the model crops them."""
-    from ..classify import footprints_for
-    from ..patches import crop_checked
+    from calcomp_caiman.evidence.patches import crop_checked, footprints_for
 
-    flat, dims, scale = footprints_for(item.evidence, model)
+    flat, dims, scale = footprints_for(item.evidence, model.scale_rule)
     return crop_checked(flat, dims, scale, model.patch_size)
 
 
@@ -314,8 +313,8 @@ def fit_ood(model: CalcompModel, train, calibration, measured_in, measured_out, 
     ``measured_out`` (the held-out simulator settings): ROC-AUC of the file scores and the
     share of each side flagged.
     """
-    from ..ood import calibrate_ood_threshold, fit_ood_reference, ood_score
-    from .metrics import roc_auc
+    from calcomp_caiman.model.ood import calibrate_ood_threshold, fit_ood_reference, ood_score
+    from calcomp_caiman.research.metrics import roc_auc
 
     rng = np.random.default_rng(seed)
     patches, groups = [], []

@@ -1,0 +1,623 @@
+"""The ``calcomp`` command: classify, reprocess, montage, demo, train, finetune, evaluate.
+
+Heavy imports (Keras, matplotlib) happen inside the sub-commands that need them, so
+``calcomp --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from calcomp_caiman._version import __version__
+from calcomp_caiman.errors import CalcompError
+from calcomp_caiman.schema import CLASSES
+
+logger = logging.getLogger("calcomp_caiman")
+
+
+def _configure_logging(level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("calcomp: %(message)s"))
+    root = logging.getLogger("calcomp_caiman")
+    root.handlers[:] = [handler]
+    levels = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+    root.setLevel(levels[max(-1, min(2, level))])
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"calcomp: warning: {message}", file=sys.stderr if file is None else file)
+
+
+def _load_model(name: str):
+    from calcomp_caiman.model.folder import CalcompModel
+
+    return CalcompModel.load(name)
+
+
+def _accept_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("acceptance (idx_components)")
+    group.add_argument(
+        "--accept",
+        nargs="+",
+        default=None,
+        choices=CLASSES,
+        metavar="CLASS",
+        help="classes kept as accepted components (default: the model's thresholds.json, "
+        "neuron for the bundled model)",
+    )
+    group.add_argument(
+        "--min-prob",
+        type=_probability_or_argmax,
+        default=None,
+        metavar="P|argmax",
+        help="accept when P(accepted classes) >= P; 'argmax': when the most probable class "
+        "is accepted (default: the model's thresholds.json)",
+    )
+
+
+def _probability_or_argmax(text: str):
+    if text == "argmax":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a probability or 'argmax', got {text!r}"
+        ) from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
+    return value
+
+
+def _format_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("other pipelines' outputs")
+    group.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto", "caiman", "nwb", "suite2p", "masks"),
+        help="input format (auto: .hdf5/.h5 CaImAn, .nwb, Suite2p plane folder, "
+        ".tif/.tiff/.npy masks)",
+    )
+    group.add_argument("--plane", help="NWB: the PlaneSegmentation to classify (if several)")
+    group.add_argument(
+        "--replace-iscell",
+        action="store_true",
+        help="Suite2p: also write iscell.npy (Suite2p's kept as iscell_suite2p.npy)",
+    )
+
+
+def _format_options(args) -> dict:
+    return {"format": args.format, "plane": args.plane, "replace_iscell": args.replace_iscell}
+
+
+def _cmd_classify(args) -> int:
+    from calcomp_caiman.apps.batch import classify_file, write_component_csv
+
+    if args.out is None and not args.in_place:
+        raise CalcompError("give --out OUT.hdf5 or --in-place")
+    if not args.input.exists():
+        raise FileNotFoundError(f"{args.input}: no such file")
+    model = _load_model(args.model)
+    result, fields = classify_file(
+        args.input,
+        model=model,
+        out_path=None if args.in_place else args.out,
+        overwrite=args.overwrite,
+        accept=args.accept,
+        min_prob=args.min_prob,
+        gSig=args.gsig,
+        **_format_options(args),
+    )
+    if args.csv:
+        write_component_csv(fields, args.csv)
+    counts = ", ".join(f"{result.counts[name]} {name}" for name in CLASSES)
+    ood = ""
+    if result.ood_score is not None:
+        ood = f"; OOD score {result.ood_score:.2f}" + (
+            " (out of distribution)" if result.ood else ""
+        )
+    print(
+        f"{result.output}: {result.components} components ({counts}); {result.accepted} "
+        f"accepted{ood}"
+    )
+    return 0
+
+
+def _cmd_reprocess(args) -> int:
+    from tqdm import tqdm
+
+    from calcomp_caiman.apps.batch import find_result_files, reprocess, write_summary_csv
+
+    if args.out_dir is None and not args.in_place:
+        raise CalcompError("give --out-dir DIR or --in-place")
+    model = _load_model(args.model)
+    total = len(find_result_files(args.paths, format=args.format))
+    options = dict(
+        model=model,
+        out_dir=None if args.in_place else args.out_dir,
+        overwrite=args.overwrite,
+        resume=not args.no_resume,
+        accept=args.accept,
+        min_prob=args.min_prob,
+    )
+    if args.scheduler or args.dask:
+        from calcomp_caiman.apps.distributed import reprocess_dask
+
+        if args.format != "auto" or args.plane or args.replace_iscell:
+            raise CalcompError("--format, --plane and --replace-iscell do not work with Dask yet")
+        stream = reprocess_dask(args.paths, scheduler=args.scheduler, workers=args.jobs, **options)
+    else:
+        stream = reprocess(args.paths, jobs=args.jobs or 1, **options, **_format_options(args))
+    results = []
+    with tqdm(total=total, unit="file", disable=args.quiet > 0, file=sys.stderr) as bar:
+        for result in stream:
+            results.append(result)
+            bar.set_postfix_str(f"{Path(result.file).name}: {result.status}")
+            bar.update()
+            if result.status == "failed":
+                tqdm.write(f"calcomp: error: {result.error}", file=sys.stderr)
+    summary = args.summary or (
+        Path(args.out_dir) / "calcomp_summary.csv" if args.out_dir else Path("calcomp_summary.csv")
+    )
+    Path(summary).parent.mkdir(parents=True, exist_ok=True)
+    write_summary_csv(results, summary)
+    failed = sum(r.status == "failed" for r in results)
+    done = sum(r.status == "classified" for r in results)
+    skipped = sum(r.status == "skipped" for r in results)
+    print(f"{done} classified, {skipped} skipped, {failed} failed; summary: {summary}")
+    return 1 if failed else 0
+
+
+def _cmd_export_bioimageio(args) -> int:
+    from calcomp_caiman.apps.export_bioimageio import export_bioimageio
+
+    path = export_bioimageio(_load_model(args.model), args.out, overwrite=args.overwrite)
+    print(f"bioimage.io package: {path}")
+    return 0
+
+
+def _cmd_montage(args) -> int:
+    import dataclasses
+
+    from calcomp_caiman.apps.montage import plot_montage
+    from calcomp_caiman.checks import check_gsig
+    from calcomp_caiman.classify import classify
+    from calcomp_caiman.evidence.patches import crop_checked, footprints_for
+    from calcomp_caiman.io.caiman_h5 import read_estimates, read_evidence
+
+    try:
+        gsig = check_gsig(args.gsig)
+    except ValueError as err:
+        raise CalcompError(f"--gsig: {err}") from None
+    model = _load_model(args.model)
+    evidence = read_evidence(args.input)
+    if gsig is not None:
+        evidence = dataclasses.replace(evidence, gSig=gsig)
+    # as `calcomp classify` stored them, else as it would: the same evidence, model, patches
+    probs = None if args.reclassify else read_estimates(args.input).class_probs
+    if probs is None or len(probs) != evidence.n:
+        probs = classify(evidence, model, ood=False).probs
+    flat, dims2, scale = footprints_for(evidence, model.scale_rule)
+    patches = crop_checked(flat, dims2, scale, model.patch_size)
+    path = plot_montage(patches, probs, args.output, title=Path(args.input).name)
+    print(f"montage: {path}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from calcomp_caiman.apps.demo import run_demo
+
+    summary = run_demo(args.out, model=_load_model(args.model))
+    print(summary)
+    return 0
+
+
+def _cmd_train(args) -> int:
+
+    from calcomp_caiman.research.datasets import load_roi_archive
+    from calcomp_caiman.research.train import (
+        TrainingSet,
+        make_training_set,
+        simulated_training_set,
+        train_model,
+    )
+
+    def load(paths):
+        files = [p for entry in paths for p in (sorted(Path(entry).glob("*.npz"))
+                 if Path(entry).is_dir() else [Path(entry)])]  # fmt: skip
+        return make_training_set(load_roi_archive(p) for p in files)
+
+    train = load(args.data)
+    val = load(args.val_data)
+    if args.simulated:
+        sim = simulated_training_set(args.simulated, fields=args.simulated_fields, seed=args.seed)
+        train = TrainingSet.concatenate([train, sim]) if len(train.labels) else sim
+    if len(val.labels) == 0:
+        raise CalcompError("--val-data must name labelled archives of held-out videos")
+    base = _load_model(args.base) if args.base else None
+    model, history = train_model(
+        train.patches,
+        train.labels,
+        val_patches=val.patches,
+        val_labels=val.labels,
+        base=base,
+        name=args.name,
+        epochs=args.epochs,
+        seed=args.seed,
+        data_description=f"calcomp train on {len(train.labels)} patches",
+    )
+    model.save(args.out)
+    print(
+        f"model {args.name}: {len(history['loss'])} epochs, best {history['best_epoch']}, "
+        f"val_loss {min(history['val_loss']):.4f}; saved to {args.out}"
+    )
+    return 0
+
+
+def _curation_table(paths) -> dict:
+    """``{file: (components, codes)}`` from CaImAn's accepted_list / rejected_list."""
+    import numpy as np
+
+    from calcomp_caiman.io.caiman_h5 import read_estimates
+
+    table = {}
+    for path in paths:
+        source = read_estimates(path)
+        accepted = np.asarray([] if source.accepted_list is None else source.accepted_list, int)
+        rejected = np.asarray([] if source.rejected_list is None else source.rejected_list, int)
+        if accepted.size + rejected.size == 0:
+            raise CalcompError(f"{path}: no accepted_list / rejected_list (no manual curation).")
+        table[Path(path).resolve()] = (
+            np.concatenate([accepted, rejected]),
+            np.r_[np.ones(accepted.size, int), np.zeros(rejected.size, int)],
+        )
+    return table
+
+
+def _cmd_finetune(args) -> int:
+    if not args.labels and not args.curation:
+        raise CalcompError("give --labels LABELS.csv and/or --curation RESULT.hdf5 ...")
+    base = _load_model(args.model)
+    if not base.uses_evidence:
+        return _finetune_network(args, base)
+    from calcomp_caiman.io.caiman_h5 import read_evidence
+    from calcomp_caiman.refit import read_label_table, refit
+
+    table = {}
+    if args.labels:
+        table.update(read_label_table(args.labels))
+    if args.curation:
+        table.update(_curation_table(args.curation))
+    evidences = [read_evidence(path) for path in table]
+    components = [index for index, _ in table.values()]
+    labels = [codes for _, codes in table.values()]
+    model, report = refit(base, evidences, labels, components, seed=args.seed, name=args.name)
+    model.save(args.out)
+    print(
+        f"refitted {base.name} on {report['labels']} labels from {len(table)} file(s) in "
+        f"{report['seconds']:.1f} s: held-out accuracy {report['before']:.3f} -> "
+        f"{report['after']:.3f} ({report['held_out']} labels held out); saved to {args.out}"
+    )
+    return 0
+
+
+def _finetune_network(args, base) -> int:
+    """Models without a fusion head (v1): fine-tune the network itself (Keras)."""
+    from calcomp_caiman.research.train import (
+        TrainingSet,
+        curation_labels,
+        fine_tune,
+        labels_from_csv,
+    )
+
+    parts = []
+    if args.labels:
+        parts.append(labels_from_csv(args.labels))
+    if args.curation:
+        parts.append(curation_labels(args.curation))
+    data = TrainingSet.concatenate(parts)
+    model, history = fine_tune(
+        base,
+        data.patches,
+        data.labels,
+        groups=data.groups,
+        epochs=args.epochs,
+        seed=args.seed,
+        name=args.name,
+    )
+    model.save(args.out)
+    print(
+        f"fine-tuned {base.name} on {len(data.labels)} labels: validation accuracy "
+        f"{history['val_accuracy'][0]:.3f} (first epoch) -> "
+        f"{max(history['val_accuracy']):.3f} (best); saved to {args.out}"
+    )
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from calcomp_caiman.research.evaluate import held_out_videos, run_evaluation
+
+    if args.simulated_caiman:
+        return _evaluate_with_evidence(args)
+    if args.baselines and not args.train_data:
+        raise CalcompError("--baselines needs --train-data (labelled archives to train them on)")
+    model = _load_model(args.model)
+    try:  # also without --test-videos the baselines keep to the model's split, if it has one
+        validation, test = held_out_videos(model)
+    except ValueError:
+        if args.test_videos:
+            raise
+        validation, test = frozenset(), frozenset()
+    _, json_path, png_path = run_evaluation(
+        model,
+        args.data,
+        out_prefix=args.out,
+        videos=test if args.test_videos else None,
+        group_by=args.group_by,
+        baselines=args.baselines,
+        training_paths=args.train_data,
+        validation_videos=validation,
+        test_videos=test,
+        cnn_epochs=args.cnn_epochs,
+        simulated=not args.no_simulated,
+        simulated_settings=args.simulated_settings,
+        seed=args.seed,
+    )
+    print(f"report: {json_path} and {png_path}")
+    return 0
+
+
+def _evaluate_with_evidence(args) -> int:
+    """The model v2 report: CaImAn results of simulated movies and real masks, all rows."""
+    import json
+
+    from calcomp_caiman.io.atomic import atomic_write_text
+    from calcomp_caiman.model.folder import CalcompModel
+    from calcomp_caiman.research import evaluate_v2, train_v2
+    from calcomp_caiman.research.evaluate import held_out_videos
+
+    model = _load_model(args.model)
+    if not model.uses_evidence:
+        raise CalcompError(f"--simulated-caiman evaluates a model v2; {model.name} has no head")
+    validation_videos, test_videos = held_out_videos(model)
+    items = train_v2.load_simulated(args.simulated_caiman)
+    for folder in args.data:
+        items += train_v2.load_real_masks(folder, set(test_videos))
+    train, val, test = train_v2.split(items, validation_videos, test_videos)
+    report = evaluate_v2.run_report(
+        model, CalcompModel.load("calcomp_resnet_v1"), train, val, test,
+        cnn_baseline=args.baselines, seed=args.seed,
+    )  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = Path(f"{args.out}.json"), Path(f"{args.out}.md")
+    atomic_write_text(json_path, json.dumps(report, indent=1, default=float) + "\n")
+    atomic_write_text(md_path, evaluate_v2.summary_table(report))
+    print(f"report: {json_path} and {md_path}")
+    return 0
+
+
+def _cmd_curate(args) -> int:
+    try:
+        from calcomp_caiman.apps.curate import serve
+    except ImportError as err:
+        raise CalcompError(
+            f'calcomp curate needs Flask: pip install "calcomp_caiman[curate]" ({err})'
+        ) from None
+    server = serve(
+        args.inputs,
+        labels=args.labels,
+        model=args.model,
+        model_out=args.model_out,
+        port=args.port,
+        open_browser=args.open,
+    )
+    print(f"calcomp curate: {server.url} (labels: {server.session.store.path}; Ctrl-C stops)",
+          flush=True)  # fmt: skip
+    server.wait()
+    return 0
+
+
+def _output_options(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=default, help="more messages")
+    parser.add_argument("-q", "--quiet", action="count", default=default, help="fewer messages")
+    parser.add_argument("--debug", action="store_true", default=default, help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``calcomp`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="calcomp",
+        description="Classify CaImAn/CNMF components as neuron, process, noise or doubtful.",
+    )
+    parser.add_argument("--version", action="version", version=f"calcomp_caiman {__version__}")
+    _output_options(parser, None)
+    common = argparse.ArgumentParser(add_help=False)
+    _output_options(common, argparse.SUPPRESS)  # also after the sub-command
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_parser = sub.add_parser
+
+    def add_command(name, **kwargs):
+        return add_parser(name, parents=[common], **kwargs)
+
+    sub.add_parser = add_command
+
+    def model_arg(p):
+        p.add_argument("--model", default="default", help="bundled model name or model folder")
+
+    p = sub.add_parser("classify", help="classify one CaImAn result file")
+    p.add_argument(
+        "input", type=Path, help="CaImAn .hdf5 result file (or .nwb, Suite2p plane folder, masks)"
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--out", type=Path, help="write an updated copy here")
+    where.add_argument("--in-place", action="store_true", help="update the file (atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--csv", type=Path, help="also write a per-component table")
+    p.add_argument("--gsig", type=float, help="override params/init/gSig (px)")
+    model_arg(p)
+    _accept_args(p)
+    _format_args(p)
+    p.set_defaults(handler=_cmd_classify)
+
+    p = sub.add_parser("reprocess", help="classify many result files (folders recursive)")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        help="files and folders (*.hdf5, *.nwb, Suite2p planes found recursively)",
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--out-dir", type=Path, help="write updated copies under this folder")
+    where.add_argument("--in-place", action="store_true", help="update the files (atomically)")
+    p.add_argument(
+        "--jobs", type=int, help="worker processes (default: 1; with --dask, one per CPU)"
+    )
+    p.add_argument("--dask", action="store_true", help="run on a local Dask cluster")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://HOST:PORT)")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs of other models")
+    p.add_argument("--no-resume", action="store_true", help="redo files already classified")
+    p.add_argument("--summary", type=Path, help="summary CSV (default: in --out-dir or here)")
+    model_arg(p)
+    _accept_args(p)
+    _format_args(p)
+    p.set_defaults(handler=_cmd_reprocess)
+
+    p = sub.add_parser(
+        "export-bioimageio",
+        help="write the shape CNN as a bioimage.io model package (ONNX; Fiji/deepImageJ)",
+        description="Write the model's shape CNN as a bioimage.io model package: rdf.yaml, "
+        "ONNX weights (softmax with the calibration temperature included), test tensors, "
+        "cover, model card. Needs pip install 'calcomp_caiman[bioimageio]'.",
+        epilog="example: calcomp export-bioimageio --model default --out calcomp_resnet.zip",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", type=Path, required=True, help="package to write (.zip)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    model_arg(p)
+    p.set_defaults(handler=_cmd_export_bioimageio)
+
+    p = sub.add_parser("montage", help="PNG of the components grouped by predicted class")
+    p.add_argument("input", type=Path, help="CaImAn .hdf5 result file")
+    p.add_argument("-o", "--output", type=Path, required=True, help="PNG to write")
+    p.add_argument("--gsig", type=float, help="override params/init/gSig (px)")
+    p.add_argument("--reclassify", action="store_true", help="ignore stored class_probs")
+    model_arg(p)
+    p.set_defaults(handler=_cmd_montage)
+
+    p = sub.add_parser(
+        "demo", help="classify a shipped CaImAn result of a simulated movie; montage and CSV"
+    )
+    p.add_argument("--out", type=Path, default=Path("calcomp_demo"), help="output folder")
+    model_arg(p)
+    p.set_defaults(handler=_cmd_demo)
+
+    p = sub.add_parser("train", help="train a model on labelled archives (needs Keras 3)")
+    p.add_argument("--data", nargs="+", required=True, help="training .npz archives or folders")
+    p.add_argument("--val-data", nargs="+", required=True, help="held-out videos' archives")
+    p.add_argument(
+        "--simulated",
+        type=int,
+        default=0,
+        help="simulated footprints per class in each simulated field of view",
+    )
+    p.add_argument(
+        "--simulated-fields",
+        type=int,
+        default=12,
+        help="simulated fields of view, each at its own zoom (as the recipe)",
+    )
+    p.add_argument("--model", "--base", dest="base", help="start from this model (name or folder)")
+    p.add_argument("--name", default="custom", help="name of the new model")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="model folder to write")
+    p.set_defaults(handler=_cmd_train)
+
+    p = sub.add_parser(
+        "finetune",
+        help="adapt a model to a lab's own labels (model v2: its head, in seconds; "
+        "older models: the network, needs Keras 3)",
+    )
+    p.add_argument(
+        "--model", "--base", dest="model", default="default",
+        help="the model to adapt: 'default', a bundled name or a model folder",
+    )  # fmt: skip
+    p.add_argument("--labels", type=Path, help="CSV with columns file, component, label")
+    p.add_argument("--curation", nargs="+", type=Path,
+                   help="CaImAn files with accepted_list / rejected_list")  # fmt: skip
+    p.add_argument("--epochs", type=int, default=15, help="network fine-tuning only (v1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", help="name of the new model")
+    p.add_argument("--out", type=Path, required=True, help="model folder to write")
+    p.set_defaults(handler=_cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="metrics report (JSON + PNG) on labelled data")
+    p.add_argument("data", nargs="+", help="labelled .npz archives or folders")
+    p.add_argument("--out", type=Path, default=Path("calcomp_evaluation"), help="output prefix")
+    p.add_argument("--baselines", action="store_true",
+                   help="also train and score the two baselines (needs --train-data)")  # fmt: skip
+    p.add_argument("--train-data", nargs="+", help="archives to train the baselines on")
+    p.add_argument("--cnn-epochs", type=int, default=15, help="epochs of the CaImAn-CNN baseline")
+    p.add_argument("--test-videos", action="store_true",
+                   help="evaluate only the --model's held-out test videos (its config.json); "
+                   "the baselines never train on them and validate on its validation videos")  # fmt: skip
+    p.add_argument("--group-by", choices=("video", "file"), default="video")
+    p.add_argument("--no-simulated", action="store_true", help="skip the simulated test set")
+    p.add_argument("--simulated-settings", choices=("train", "shifted"), default="shifted",
+                   help="simulator settings of the simulated test set")  # fmt: skip
+    p.add_argument(
+        "--simulated-caiman", type=Path, metavar="DIR",
+        help="model v2 report: CaImAn results of simulated movies "
+        "(recipes/build_caiman_sim_data.py), with the real archives given as DATA; "
+        "--baselines adds CaImAn's CNN architecture trained on the same data",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    model_arg(p)
+    p.set_defaults(handler=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "curate",
+        help="label components in the browser where the model is unsure; refit; apply",
+        description="Serve a local page (127.0.0.1) with one card per component, most "
+        "uncertain first. Keys 1-4 label neuron/process/noise/doubtful, n not a neuron, "
+        "u skip, z undo. Labels are saved as you go to the --labels CSV (the format "
+        "`calcomp finetune --labels` reads). Refit adapts the model to them; Apply writes "
+        "the classification into the files (as classify --in-place) and saves the model.",
+        epilog="example: calcomp curate session1/cnm.hdf5 session2/cnm.hdf5 "
+        "--labels labels.csv --open",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", type=Path, help="CaImAn .hdf5 result files")
+    p.add_argument("--labels", type=Path,
+                   help="labels CSV (default: curate_labels.csv beside the first file)")  # fmt: skip
+    p.add_argument("--model-out", type=Path,
+                   help="model folder Apply writes (default: calcomp_curated_model beside "
+                   "the labels)")  # fmt: skip
+    p.add_argument("--port", type=int, default=8765, help="TCP port on 127.0.0.1 (0: any free)")
+    p.add_argument("--open", action="store_true", help="open the page in the browser")
+    model_arg(p)
+    p.set_defaults(handler=_cmd_curate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``calcomp``; return the exit code (0 ok, 1 error, 2 usage, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.verbose, args.quiet, args.debug = args.verbose or 0, args.quiet or 0, bool(args.debug)
+    _configure_logging(args.verbose - args.quiet)
+    try:
+        with warnings.catch_warnings():
+            # warnings (e.g. out of distribution) as one line each, without source lines
+            warnings.showwarning = _show_warning
+            return args.handler(args)
+    except (CalcompError, OSError, ValueError, ImportError, TimeoutError) as err:
+        if args.debug:
+            raise
+        print(f"calcomp: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

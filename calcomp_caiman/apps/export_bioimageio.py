@@ -1,0 +1,448 @@
+"""The shape CNN as a bioimage.io model package (ONNX), for Fiji/deepImageJ and other consumers.
+
+Needs ``pip install "calcomp_caiman[bioimageio]"`` (``onnx``, ``bioimageio.spec``;
+``onnxruntime`` to check the package). Everything is imported inside the functions.
+
+The ONNX graph is written node by node with ``onnx.helper`` from the same folded
+parameters the NumPy engine runs (batch norm folded into the convolutions), so the two give
+the same numbers. It takes ``(batch, 1, 50, 50)`` float32 crops and returns ``(batch, 4)``
+probabilities. The crop's own normalisation is inside the graph: negative values clipped to
+0, square root, unit L2 norm over the patch (an all-zero crop stays zero), then the network,
+the logits divided by the calibration temperature and a softmax. What the graph cannot do is
+the crop itself (centre of mass, window half-width ``4 * gSig + 1``, zero padding, resampling
+to 50 x 50: :func:`calcomp_caiman.extract_patches`), nor what a model v2 adds from traces,
+images and neighbours: the package holds the shape network only.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from calcomp_caiman._version import __version__
+from calcomp_caiman.errors import CalcompError, InvalidFileError
+from calcomp_caiman.model.folder import CalcompModel, bundled_models
+from calcomp_caiman.schema import CLASSES
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ONNX_OPSET", "build_onnx", "export_bioimageio", "shape_probabilities", "sample_crops"]
+
+ONNX_OPSET = 13
+"""ONNX opset of the exported graph (old enough for the runtimes Fiji plugins bundle)."""
+
+_NORM_FLOOR = 1e-30  # an all-zero crop: 0 / floor = 0, as extract_patches leaves it
+
+
+def _require(module: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(
+            f"exporting to bioimage.io needs {module}: pip install 'calcomp_caiman[bioimageio]'"
+        ) from None
+
+
+def _engine(model: CalcompModel):
+    # the folded parameters of the NumPy engine: the same numbers predict() multiplies
+    return model.engine
+
+
+def _temperature(model: CalcompModel) -> float:
+    """Temperature of the shape network's own softmax.
+
+    A model without a fusion head is calibrated on the shape logits (``temperature``); a
+    model v2 calibrates its head, so the shape network uses ``shape_temperature`` if
+    recorded, else 1.
+    """
+    if getattr(model, "head", None) is None:
+        return float(model.thresholds.get("temperature", 1.0))
+    return float(model.thresholds.get("shape_temperature", 1.0))
+
+
+def shape_probabilities(model: CalcompModel, patches: np.ndarray) -> np.ndarray:
+    """Probabilities of the shape network alone, as the exported graph computes them.
+
+    For a model without a fusion head this is ``model.predict(patches)``.
+
+    Parameters
+    ----------
+    model : CalcompModel
+    patches : (N, 50, 50) float ndarray
+        From :func:`calcomp_caiman.extract_patches`.
+
+    Returns
+    -------
+    (N, 4) float32 ndarray
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> model = CalcompModel.load("calcomp_resnet_v1")  # a model without a fusion head
+    >>> patches = np.zeros((1, 50, 50), np.float32); patches[0, 20:30, 20:30] = 0.1
+    >>> bool(np.allclose(shape_probabilities(model, patches), model.predict(patches)))
+    True
+    """
+    patches = np.asarray(patches, dtype=np.float32)
+    logits = _engine(model).logits(patches).astype(np.float64) / _temperature(model)
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits)
+    return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
+    """Output size and TensorFlow 'same' padding (before, after), as the NumPy engine."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def build_onnx(model: CalcompModel):
+    """The model's shape network, with the crop normalisation and softmax, as ONNX.
+
+    Parameters
+    ----------
+    model : CalcompModel
+
+    Returns
+    -------
+    onnx.ModelProto
+        Input ``patches``: ``(batch, 1, P, P)`` float32 crops (any non-negative scale);
+        output ``probs``: ``(batch, 4)`` float32 in ``CLASSES`` order.
+
+    Raises
+    ------
+    ImportError
+        ``onnx`` is not installed.
+    """
+    onnx = _require("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    engine = _engine(model)
+    size = model.patch_size
+    nodes, weights = [], []
+
+    def constant(name: str, value) -> str:
+        weights.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
+        return name
+
+    def conv(x: str, kernel_bias, stride: int, in_size: int, name: str) -> tuple[str, int]:
+        kernel, bias = kernel_bias  # HWIO, as the NumPy engine holds it
+        k = int(kernel.shape[0])
+        out, before, after = _same_pads(in_size, k, stride)
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [
+                    x,
+                    constant(f"{name}_w", kernel.transpose(3, 2, 0, 1)),
+                    constant(f"{name}_b", bias),
+                ],
+                [name],
+                kernel_shape=[k, k],
+                strides=[stride, stride],
+                pads=[before, before, after, after],
+                name=name,
+            )
+        )
+        return name, out
+
+    def node(op: str, inputs: list[str], name: str, **attributes) -> str:
+        nodes.append(helper.make_node(op, inputs, [name], name=name, **attributes))
+        return name
+
+    # the crop's normalisation (extract_patches after resampling): clip, sqrt, unit L2 norm
+    x = node("Relu", ["patches"], "clip_negative")
+    x = node("Sqrt", [x], "sqrt")
+    norm = node("ReduceSumSquare", [x], "sum_squares", axes=[1, 2, 3], keepdims=1)
+    norm = node("Sqrt", [norm], "l2_norm")
+    norm = node("Max", [norm, constant("norm_floor", _NORM_FLOOR)], "l2_norm_floor")
+    x = node("Div", [x, norm], "unit_norm")
+    x, current = conv(x, engine.stem, 2, size, "stem")
+    x = node("Relu", [x], "stem_relu")
+    for index, (stride, conv_a, conv_b, skip) in enumerate(engine.blocks):
+        y, out = conv(x, conv_a, stride, current, f"block{index}_a")
+        y = node("Relu", [y], f"block{index}_a_relu")
+        y, _ = conv(y, conv_b, 1, out, f"block{index}_b")
+        shortcut = x if skip is None else conv(x, skip, stride, current, f"block{index}_skip")[0]
+        x = node("Add", [y, shortcut], f"block{index}_add")
+        x = node("Relu", [x], f"block{index}_out")
+        current = out
+    x = node("GlobalAveragePool", [x], "pool")
+    x = node("Flatten", [x], "features", axis=1)
+    x = node("MatMul", [x, constant("dense_w", engine.dense[0])], "dense")
+    x = node("Add", [x, constant("dense_b", engine.dense[1])], "logits")
+    x = node("Mul", [x, constant("inverse_temperature", 1.0 / _temperature(model))], "tempered")
+    nodes.append(helper.make_node("Softmax", [x], ["probs"], axis=1, name="softmax"))
+    graph = helper.make_graph(
+        nodes,
+        "calcomp_shape_cnn",
+        [helper.make_tensor_value_info("patches", TensorProto.FLOAT, ["batch", 1, size, size])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", len(CLASSES)])],
+        initializer=weights,
+    )
+    proto = helper.make_model(
+        graph,
+        producer_name="calcomp_caiman",
+        producer_version=__version__,
+        opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
+    )
+    proto.ir_version = 7  # readable by onnxruntime >= 1.8
+    proto.doc_string = f"{model.name} shape CNN (weights SHA256 {model.sha256})"
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def sample_crops(patch_size: int = 50) -> np.ndarray:
+    """Four crops of drawn footprints, before normalisation: a soma, a ring, a dendrite, specks.
+
+    Returns
+    -------
+    (4, 1, P, P) float32 ndarray
+        Non-negative crops, as a user resamples them (the graph normalises them).
+
+    Examples
+    --------
+    >>> sample_crops().shape
+    (4, 1, 50, 50)
+    """
+    from calcomp_caiman.evidence.patches import extract_patches
+
+    size = 96
+    rows, cols = np.mgrid[:size, :size].astype(np.float64)
+    radius = np.hypot(rows - 48, cols - 48)
+    soma = np.exp(-(radius**2) / (2 * 4.0**2))
+    ring = np.exp(-((radius - 6.0) ** 2) / 2.0)
+    dendrite = np.exp(-((rows - 48 - 0.3 * (cols - 48)) ** 2) / 1.5) * (np.abs(cols - 48) < 30)
+    specks = np.random.default_rng(0).random((size, size)) ** 8 * (radius < 18)
+    footprints = np.stack([image.ravel(order="F") for image in (soma, ring, dendrite, specks)], 1)
+    patches = extract_patches(footprints, (size, size), gSig=4.0, patch_size=patch_size)
+    return (patches**2)[:, None].astype(np.float32)  # undo sqrt: a crop of the footprint
+
+
+def _model_card(model: CalcompModel, kind: str) -> str:
+    card = ""
+    folder = bundled_models().get(model.name)
+    if folder is not None and (folder.parent / "README.md").is_file():
+        card = (folder.parent / "README.md").read_text()
+    return f"""# {model.name}: shape CNN of calcomp_caiman ({kind})
+
+Classifies one calcium-imaging component (a CaImAn/CNMF footprint, a Suite2p ROI or a
+binary mask) as **neuron, process, noise or doubtful** from a 50 x 50 crop around it.
+Exported by `calcomp export-bioimageio` (calcomp_caiman {__version__}) from the weights with
+SHA256 `{model.sha256}`; ONNX built from the same folded parameters as the NumPy engine.
+
+## Input: what you must do before the model
+
+1. Centre of mass of the footprint (weighted by its values), in pixels.
+2. A square window of half-width `4 * gSig + 1` pixels around it (`gSig`: the neuron's
+   half-size in px, CaImAn's `params.init['gSig']`; about the soma radius). Pixels outside
+   the image are zero (the component stays centred).
+3. Resample the window to 50 x 50 (linear interpolation, area-averaged when shrinking).
+
+The model itself then clips negative values, takes the square root and scales the crop to
+unit L2 norm, so intensity units do not matter. Input: `(batch, 1, 50, 50)` float32
+(axes b, c, y, x; y = rows).
+
+## Output
+
+`(batch, 4)` probabilities of neuron, process, noise, doubtful (rows sum to 1), calibrated
+with the temperature {_temperature(model):.4f}.
+
+## Limits
+
+It sees one footprint's shape only: no traces, no brightness, no neighbours. A crop made
+another way (e.g. a fixed 50 px window whatever the cell size, or a mean image instead of
+a footprint) is out of distribution and gives unreliable classes. An all-zero crop gives
+meaningless probabilities (calcomp_caiman calls such a component noise). For whole result
+files (CaImAn, NWB, Suite2p, masks) use `calcomp classify`, which makes the crop.
+
+{card}
+"""
+
+
+def _cover(path: Path, crops: np.ndarray) -> None:
+    from matplotlib.image import imsave
+
+    tiles = [np.sqrt(crop[0]) / max(float(np.sqrt(crop[0]).max()), 1e-12) for crop in crops]
+    grid = np.block([[tiles[0], tiles[1]], [tiles[2], tiles[3]]])
+    imsave(path, np.kron(grid, np.ones((4, 4))), cmap="magma", vmin=0, vmax=1)
+
+
+def _rdf(model: CalcompModel, kind: str, opset: int, format_version: str) -> dict:
+    size = model.patch_size
+    return {
+        "format_version": format_version,
+        "type": "model",
+        "name": f"calcomp {model.name} shape CNN",
+        "description": "Four-class classification (neuron, process, noise, doubtful) of one "
+        "calcium-imaging component from a 50x50 crop of its footprint; the shape CNN of "
+        f"calcomp_caiman ({kind}).",
+        "version": __version__,
+        "authors": [{"name": "calcomp_caiman maintainers"}],
+        "cite": [
+            {
+                "text": "Giovannucci et al. (2019) CaImAn an open source tool for scalable "
+                "calcium imaging data analysis. eLife 8:e38173 (the crop rule).",
+                "doi": "10.7554/eLife.38173",
+            }
+        ],
+        "license": "GPL-2.0-or-later",
+        "tags": [
+            "calcium-imaging",
+            "classification",
+            "2d",
+            "onnx",
+            "fluorescence-light-microscopy",
+            "neurons",
+            "caiman",
+            "suite2p",
+        ],  # fmt: skip
+        "documentation": {"source": "README.md"},
+        "covers": [{"source": "cover.png"}],
+        "inputs": [
+            {
+                "id": "patches",
+                "description": "footprint crop, half-width 4*gSig+1 around its centre of mass, "
+                "resampled to 50x50; sqrt and L2 norm inside",
+                "axes": [
+                    {"type": "batch"},
+                    {"type": "channel", "channel_names": ["footprint"]},
+                    {"type": "space", "id": "y", "size": size},
+                    {"type": "space", "id": "x", "size": size},
+                ],
+                "test_tensor": {"source": "test_input.npy"},
+                "data": {"type": "float32"},
+                "preprocessing": [
+                    {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
+                    {"id": "clip", "kwargs": {"min": 0.0}},
+                ],
+            }
+        ],
+        "outputs": [
+            {
+                "id": "probs",
+                "description": "probabilities of " + ", ".join(CLASSES),
+                "axes": [{"type": "batch"}, {"type": "channel", "channel_names": list(CLASSES)}],
+                "test_tensor": {"source": "test_output.npy"},
+                "data": {"type": "float32", "range": [0.0, 1.0]},
+            }
+        ],
+        "weights": {"onnx": {"source": "weights.onnx", "opset_version": opset}},
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "config": {
+            "calcomp_caiman": {
+                "model": model.name,
+                "model_sha256": model.sha256,
+                "exported": kind,
+                "classes": list(CLASSES),
+                "temperature": _temperature(model),
+                "crop": "half-width 4*gSig+1 around the centre of mass, zero padding, "
+                "resampled to 50x50 (calcomp_caiman.extract_patches before its sqrt)",
+            }
+        },
+    }
+
+
+def export_bioimageio(
+    model: CalcompModel, out: str | os.PathLike, *, overwrite: bool = False
+) -> Path:
+    """Write ``model``'s shape CNN as a bioimage.io model package (a ``.zip``).
+
+    Parameters
+    ----------
+    model : CalcompModel
+        The bundled model (``CalcompModel.load()``) or another. For a model v2 (with a
+        fusion head) only its shape network is exported, and the rdf says so.
+    out : path-like
+        The package to write, e.g. ``calcomp_resnet.zip``.
+    overwrite : bool
+        Allow replacing an existing ``out``.
+
+    Returns
+    -------
+    Path
+        ``out``.
+
+    Raises
+    ------
+    ImportError
+        ``onnx`` or ``bioimageio.spec`` missing.
+    InvalidFileError
+        ``out`` exists and ``overwrite`` is False, or its folder is missing.
+    CalcompError
+        bioimageio.spec rejects the description (a bug here: the message says why), or
+        the ONNX graph does not reproduce the NumPy engine on the test tensors.
+
+    Notes
+    -----
+    The package holds ``rdf.yaml`` (bioimage.io model spec 0.5), ``weights.onnx``,
+    ``test_input.npy`` (four crops) and ``test_output.npy`` (the NumPy engine's answer to
+    them), ``cover.png`` and ``README.md`` (how to crop, limits, the model card). When
+    ``onnxruntime`` is installed the graph is run on the test input and must match the
+    NumPy engine to 1e-4 before anything is written.
+    """
+    onnx = _require("onnx")
+    spec = _require("bioimageio.spec")
+    from calcomp_caiman.io.sidecar import write_atomically
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InvalidFileError(
+            out, "already exists; use --overwrite (overwrite=True) to replace it."
+        )
+    if not out.resolve().parent.is_dir():
+        raise InvalidFileError(out, f"cannot be written: no folder {out.resolve().parent}.")
+    kind = "shape CNN of a model v2 (the fusion head is not exported)" if getattr(model, "head", None) is not None else "the whole model"  # fmt: skip
+    proto = build_onnx(model)
+    crops = sample_crops(model.patch_size)
+    expected = shape_probabilities(model, np.sqrt(crops[:, 0]) / np.linalg.norm(np.sqrt(crops[:, 0]), axis=(1, 2), keepdims=True))  # fmt: skip
+    _check_with_onnxruntime(proto, crops, expected)
+    with tempfile.TemporaryDirectory(prefix="calcomp-bioimageio-") as folder:
+        root = Path(folder)
+        onnx.save(proto, root / "weights.onnx")
+        np.save(root / "test_input.npy", crops)
+        np.save(root / "test_output.npy", expected)
+        _cover(root / "cover.png", crops)
+        (root / "README.md").write_text(_model_card(model, kind))
+        from bioimageio.spec.model.v0_5 import ModelDescr
+
+        rdf = _rdf(model, kind, ONNX_OPSET, ModelDescr.implemented_format_version)
+        (root / "rdf.yaml").write_text(json.dumps(rdf, indent=2))  # JSON is YAML
+        descr = spec.load_description(root / "rdf.yaml", format_version="discover")
+        if not isinstance(descr, spec.ModelDescr):
+            summary = descr.validation_summary
+            errors = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in summary.errors[:5])
+            raise CalcompError(f"bioimageio.spec rejects the package description: {errors}")
+        package = root / "package.zip"
+        spec.save_bioimageio_package(descr, output_path=package)
+        write_atomically(out, package.read_bytes(), label=str(out))
+    logger.info("wrote bioimage.io package %s (%s)", out, model.name)
+    return out
+
+
+def _check_with_onnxruntime(proto, crops: np.ndarray, expected: np.ndarray) -> None:
+    try:
+        import onnxruntime
+    except ImportError:
+        logger.warning("onnxruntime is not installed: the ONNX graph was not run before export")
+        return
+    session = onnxruntime.InferenceSession(
+        proto.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    got = session.run(["probs"], {"patches": crops})[0]
+    difference = float(np.abs(got - expected).max())
+    if difference > 1e-4:
+        raise CalcompError(
+            f"the ONNX graph differs from the NumPy engine by {difference:.2e} on the test "
+            "tensors (> 1e-4); not exporting."
+        )
+    logger.debug("ONNX vs NumPy engine on the test tensors: max difference %.2e", difference)

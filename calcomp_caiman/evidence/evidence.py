@@ -1,0 +1,335 @@
+"""What is known about the components of one result: footprints, traces, images, metrics.
+
+An :class:`Evidence` gathers everything a classifier may use about N components, from a
+CaImAn ``Estimates`` (:meth:`Evidence.from_estimates`), a CaImAn result file
+(:func:`calcomp_caiman.io.caiman_h5.read_evidence`) or other pipelines' outputs. Only the
+footprints are required; everything else is optional and may be missing (masks from
+another pipeline have no traces, an OnACID result may have no correlation image).
+
+Traces are held as a :class:`Traces` source that hands out row chunks, so that a file
+with 50,000 components and 10,000 frames is never read into memory at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse
+
+from calcomp_caiman.checks import check_dims, check_footprints, check_gsig
+from calcomp_caiman.evidence.footprints import footprint_fingerprint
+from calcomp_caiman.evidence.traces import Traces
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "EVIDENCE_KINDS",
+    "Evidence",
+    "params_value",
+]
+
+EVIDENCE_KINDS = ("shape", "neighbours", "image", "traces", "metrics")
+"""Kinds of evidence, in the order the provenance lists them.
+
+``shape``: the footprint; ``neighbours``: the other footprints of the same result;
+``image``: a local image (``Cn`` or a mean/max image); ``traces``: ``C`` with ``YrA`` (and
+``S``, ``g``, ``neurons_sn`` when present); ``metrics``: CaImAn's ``SNR_comp`` and ``r_values``.
+"""
+
+
+def _fitting(value, n: int | None, name: str):
+    """``value`` when it has one row per component (or is absent); else None, with a warning.
+
+    An ``Estimates`` may carry fields that no longer fit ``A`` (OnACID's buffers, a
+    partial selection); the classifier uses what fits and never requires the rest.
+    """
+    if value is None or isinstance(value, (str, bytes)) or n is None:
+        return None if isinstance(value, (str, bytes)) else value
+    try:
+        shape = np.shape(value)
+        size = np.size(value)
+    except ValueError:  # a ragged list
+        return None
+    if not shape or shape[0] != n or size == 0:
+        if size:  # OnACID keeps g and neurons_sn of its first components only
+            logger.info("ignoring estimates.%s of shape %s (A has %d components)", name, shape, n)
+        return None
+    return value
+
+
+def _optional_vector(value, n: int, name: str) -> np.ndarray | None:
+    if value is None or isinstance(value, (str, bytes)):
+        return None
+    try:
+        value = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):  # e.g. CaImAn's g as a ragged list of arrays
+        logger.info("ignoring %s: not a numeric array", name)
+        return None
+    if value.size == 0:
+        return None
+    value = value.reshape(len(value), -1) if value.ndim > 1 else value
+    if len(value) != n:
+        raise ValueError(f"{name} has {len(value)} entries but A has {n} components.")
+    return value
+
+
+def _optional_image(value, dims: tuple[int, ...], name: str) -> np.ndarray | None:
+    if value is None or isinstance(value, (str, bytes)):
+        return None
+    image = np.asarray(value, dtype=np.float64)
+    if image.size == 0:
+        return None
+    plane = tuple(dims[:2])
+    if image.ndim == 3 and image.shape[:2] == plane:  # a volume: max projection over z
+        image = image.max(axis=2)
+    if image.shape != plane:
+        raise ValueError(
+            f"{name} has shape {image.shape} but the field of view is {plane}; pass the image "
+            f"of the same movie."
+        )
+    return np.where(np.isfinite(image), image, 0.0)
+
+
+@dataclass(frozen=True, eq=False)
+class Evidence:
+    """Everything known about N components of one result; only ``A`` and ``dims`` required.
+
+    Build it with :meth:`from_estimates` (a CaImAn ``Estimates``),
+    :func:`calcomp_caiman.io.caiman_h5.read_evidence` (a result file) or directly.
+
+    Attributes
+    ----------
+    A : (pixels, N) scipy.sparse.csc_matrix
+        Footprints, pixels in Fortran order, checked (:func:`~calcomp_caiman.checks.check_footprints`).
+    dims : tuple of int
+        Field of view (2 or 3 values).
+    traces : Traces, optional
+        ``C`` (denoised), ``YrA`` (residual: the raw trace is ``C + YrA``) and ``S``.
+    g : (N, p) ndarray, optional
+        Autoregressive coefficients (``estimates.g``).
+    neurons_sn : (N,) ndarray, optional
+        Noise level of each component's trace.
+    Cn : (H, W) ndarray, optional
+        Local correlation image (``estimates.Cn``).
+    image : (H, W) ndarray, optional
+        A mean or max image of the movie, when the user passes one.
+    SNR_comp, r_values : (N,) ndarray, optional
+        CaImAn's trace SNR and spatial correlation with the movie (``evaluate_components``).
+    gSig : float, optional
+        The user's ``gSig`` (``params.init``), if known.
+    source : str
+        Where it came from (a file path, ``"estimates"``), for messages and provenance.
+    fingerprint : (N, 3) ndarray
+        :func:`footprint_fingerprint` of ``A`` as given (before any conversion), which the
+        record stores so that it can be matched to ``A`` after a selection.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> A = np.zeros((20 * 20, 2)); A[:30, 0] = 1; A[200:230, 1] = 1
+    >>> ev = Evidence.build(A, (20, 20), C=np.random.default_rng(0).random((2, 100)))
+    >>> ev.n, ev.kinds
+    (2, ('shape', 'neighbours', 'traces'))
+    >>> ev.without("traces").kinds
+    ('shape', 'neighbours')
+    """
+
+    A: scipy.sparse.csc_matrix
+    dims: tuple[int, ...]
+    traces: Traces | None = None
+    g: np.ndarray | None = None
+    neurons_sn: np.ndarray | None = None
+    Cn: np.ndarray | None = None
+    image: np.ndarray | None = None
+    SNR_comp: np.ndarray | None = None
+    r_values: np.ndarray | None = None
+    gSig: float | None = None
+    source: str = ""
+    fingerprint: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        """Number of components."""
+        return int(self.A.shape[1])
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds of evidence present (:data:`EVIDENCE_KINDS` order)."""
+        present = {
+            "shape": True,
+            "neighbours": self.n > 1,
+            "image": self.Cn is not None or self.image is not None,
+            "traces": self.traces is not None,
+            "metrics": self.SNR_comp is not None or self.r_values is not None,
+        }
+        return tuple(kind for kind in EVIDENCE_KINDS if present[kind])
+
+    @classmethod
+    def build(
+        cls,
+        A,
+        dims,
+        *,
+        C=None,
+        YrA=None,
+        S=None,
+        traces: Traces | None = None,
+        g=None,
+        neurons_sn=None,
+        Cn=None,
+        image=None,
+        SNR_comp=None,
+        r_values=None,
+        gSig=None,
+        source: str = "",
+    ) -> Evidence:
+        """Check and assemble evidence from arrays (``None`` or ``'NoneType'``: absent).
+
+        Raises
+        ------
+        ValueError, TypeError
+            ``A`` does not fit ``dims``; a per-component array has the wrong length; an image
+            has the wrong shape; traces do not have one row per component.
+        """
+        fingerprint = footprint_fingerprint(A)  # of A as the caller holds it
+        A, dims = check_footprints(A, dims)
+        n = A.shape[1]
+        if traces is None and C is not None and not isinstance(C, (str, bytes)):
+            C = np.asarray(C)
+            if C.size and C.ndim == 2:
+                YrA = None if isinstance(YrA, (str, bytes)) else YrA
+                S = None if isinstance(S, (str, bytes)) else S
+                traces = Traces.from_arrays(C, YrA, S)
+        if traces is not None and traces.n != n:
+            raise ValueError(f"the traces have {traces.n} rows but A has {n} components.")
+        return cls(
+            A=A,
+            dims=dims,
+            traces=traces,
+            g=_optional_vector(g, n, "g"),
+            neurons_sn=_optional_vector(neurons_sn, n, "neurons_sn"),
+            Cn=_optional_image(Cn, dims, "Cn"),
+            image=_optional_image(image, dims, "image"),
+            SNR_comp=_optional_vector(SNR_comp, n, "SNR_comp"),
+            r_values=_optional_vector(r_values, n, "r_values"),
+            gSig=check_gsig(gSig, len(dims)),
+            source=str(source),
+            fingerprint=fingerprint,
+        )
+
+    @classmethod
+    def from_estimates(cls, estimates, params=None, *, image=None, dims=None) -> Evidence:
+        """The evidence a CaImAn ``Estimates`` (CNMF or OnACID) holds.
+
+        Parameters
+        ----------
+        estimates : caiman ``Estimates`` or any object with ``A`` and ``dims``
+        params : CaImAn ``CNMFParams`` or dict, optional
+            ``gSig`` from ``params.init``; ``dims`` from ``params.data`` when
+            ``estimates.dims`` is missing.
+        image : (H, W) ndarray, optional
+            A mean or max image of the movie.
+        dims : tuple of int, optional
+            The field of view, when ``estimates`` lacks ``dims`` (e.g. the
+            ``discarded_components`` of a selection).
+        """
+        A = getattr(estimates, "A", None)
+        if A is None:
+            raise TypeError(
+                f"estimates must have the footprint matrix A (pixels x components); "
+                f"{type(estimates).__name__} has none. Pass cnm.estimates after cnm.fit."
+            )
+        dims = getattr(estimates, "dims", None) if dims is None else dims
+        if dims is None:
+            dims = params_value(params, "data", "dims")
+        if dims is None:
+            raise ValueError("estimates.dims is missing; set it or pass params with data.dims.")
+        n = int(A.shape[1]) if hasattr(A, "shape") and len(A.shape) == 2 else None
+        fields = {
+            name: _fitting(getattr(estimates, name, None), n, name)
+            for name in ("C", "YrA", "S", "g", "neurons_sn", "SNR_comp", "r_values")
+        }
+        fields["Cn"] = getattr(estimates, "Cn", None)
+        if fields["C"] is None:
+            fields.update(YrA=None, S=None)
+        for name in ("YrA", "S"):
+            value = fields[name]
+            if value is not None and np.shape(value) != np.shape(fields["C"]):
+                logger.warning("ignoring estimates.%s: its shape differs from C's", name)
+                fields[name] = None
+        try:
+            _optional_image(fields["Cn"], check_dims(dims), "Cn")
+        except ValueError as err:
+            logger.warning("ignoring estimates.Cn: %s", err)
+            fields["Cn"] = None
+        return cls.build(
+            A,
+            dims,
+            image=image,
+            gSig=params_value(params, "init", "gSig"),
+            source="estimates",
+            **fields,
+        )
+
+    def without(self, *kinds: str) -> Evidence:
+        """The same evidence with the named kinds removed (``"traces"``, ``"image"``, ...).
+
+        ``"shape"`` cannot be removed; removing ``"neighbours"`` is done by the feature
+        step, which is told through ``kinds``.
+        """
+        unknown = set(kinds) - set(EVIDENCE_KINDS)
+        if unknown or "shape" in kinds:
+            raise ValueError(f"kinds must be among {EVIDENCE_KINDS[1:]}, got {sorted(set(kinds))}.")
+        changes: dict = {}
+        if "traces" in kinds:
+            changes.update(traces=None, g=None, neurons_sn=None)
+        if "image" in kinds:
+            changes.update(Cn=None, image=None)
+        if "metrics" in kinds:
+            changes.update(SNR_comp=None, r_values=None)
+        return dataclasses.replace(self, **changes)
+
+    def take(self, index) -> Evidence:
+        """The evidence of the components ``index`` only (neighbours are the others kept)."""
+        index = np.asarray(index, dtype=np.int64)
+
+        def pick(value):
+            return None if value is None else value[index]
+
+        return dataclasses.replace(
+            self,
+            A=self.A[:, index],
+            traces=None if self.traces is None else self.traces.take(index),
+            g=pick(self.g),
+            neurons_sn=pick(self.neurons_sn),
+            SNR_comp=pick(self.SNR_comp),
+            r_values=pick(self.r_values),
+            fingerprint=pick(self.fingerprint),
+        )
+
+
+def params_value(params, group: str, key: str):
+    """``params.get(group, key)`` of a CaImAn ``CNMFParams``, ``params[group][key]`` of a dict.
+
+    Returns None when ``params`` is None or lacks the entry.
+
+    Examples
+    --------
+    >>> params_value({"init": {"gSig": (4, 4)}}, "init", "gSig")
+    (4, 4)
+    """
+    if params is None:
+        return None
+    getter = getattr(params, "get", None)
+    if callable(getter) and not isinstance(params, dict):
+        try:
+            return getter(group, key)
+        except (KeyError, AttributeError, TypeError):
+            return None
+    section = params.get(group) if isinstance(params, dict) else getattr(params, group, None)
+    if isinstance(section, dict):
+        return section.get(key)
+    return None

@@ -1,0 +1,369 @@
+"""Suite2p plane folders (``suite2p/plane0/``): ROIs and traces in, ``iscell``-style answer out.
+
+A Suite2p plane folder holds ``stat.npy`` (one dict per ROI: ``ypix``, ``xpix``, ``lam``),
+``ops.npy`` (the settings, with the image size ``Ly`` x ``Lx`` and ``meanImg``), and when
+extraction ran ``F.npy``, ``Fneu.npy`` and ``spks.npy`` (ROIs x frames) and ``iscell.npy``
+(Suite2p's own classifier: ``(N, 2)``, accepted 0/1 and its probability).
+
+What becomes :class:`~calcomp_caiman.evidence.evidence.Evidence`:
+
+* footprints: ROI ``k`` has weight ``lam[i]`` at pixel ``(ypix[i], xpix[i])`` (row, col),
+  i.e. row ``ypix + xpix * Ly`` of ``A`` (CaImAn's Fortran order), all its pixels
+  (also those Suite2p marks as overlapping);
+* traces: ``C = F - neucoeff * Fneu`` (Suite2p's neuropil-corrected fluorescence, with its
+  ``ops['neucoeff']``, default 0.7; ``F`` alone when there is no ``Fneu.npy``) and
+  ``S = spks``. Suite2p has no denoised trace: unlike CaImAn's ``C``, this ``C`` is the
+  raw-ish trace (CaImAn's ``C + YrA``), so there is no ``YrA``. Traces are read in row
+  chunks from memory-mapped files;
+* image: ``ops['meanImg']``. ``gSig`` is not taken from ``ops['diameter']`` (often
+  Suite2p's default): it is estimated from the footprints unless given.
+
+Suite2p saves ``stat.npy`` and ``ops.npy`` as pickled Python objects, so reading them
+runs pickle (as Suite2p itself does): open only folders you trust.
+
+Written into the plane folder (or ``out_path``): ``calcomp_iscell.npy`` (``(N, 2)``
+float64 in Suite2p's ``iscell`` layout: accepted 0/1, P(neuron)), ``calcomp_probs.npy``
+(``(N, 4)`` float32) and ``calcomp_classification.npz`` (every array of
+:func:`~calcomp_caiman.classify.classification_fields` and the provenance; written last).
+``iscell.npy`` is replaced only with ``replace_iscell=True``, after Suite2p's own is kept
+as ``iscell_suite2p.npy``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse
+
+from calcomp_caiman.errors import InvalidFileError
+from calcomp_caiman.evidence.evidence import Evidence
+from calcomp_caiman.evidence.traces import Traces
+from calcomp_caiman.io.sidecar import (
+    accepted_mask,
+    check_result,
+    record_model_sha256,
+    write_atomically,
+    write_record,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ISCELL_FILE",
+    "PROBS_FILE",
+    "RECORD_FILE",
+    "is_classified_by",
+    "is_suite2p_folder",
+    "read_evidence",
+    "write_classification",
+]
+
+ISCELL_FILE = "calcomp_iscell.npy"
+PROBS_FILE = "calcomp_probs.npy"
+RECORD_FILE = "calcomp_classification.npz"
+_SUITE2P_BACKUP = "iscell_suite2p.npy"
+_DEFAULT_NEUCOEFF = 0.7
+
+
+def is_suite2p_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a Suite2p plane folder (holds ``stat.npy`` and ``ops.npy``).
+
+    Examples
+    --------
+    >>> is_suite2p_folder("no/such/plane0")
+    False
+    """
+    path = Path(path)
+    return path.is_dir() and (path / "stat.npy").is_file() and (path / "ops.npy").is_file()
+
+
+def _load_pickled(path: Path, folder: Path) -> Any:
+    try:
+        return np.load(path, allow_pickle=True)
+    except Exception as err:  # unpickling can raise anything
+        raise InvalidFileError(
+            path, f"cannot be read ({type(err).__name__}: {err}); is {folder} a Suite2p folder?"
+        ) from None
+
+
+def _check_folder(folder: Path) -> None:
+    if not folder.exists():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise InvalidFileError(
+            folder, "is not a folder (a Suite2p plane folder, e.g. suite2p/plane0)."
+        )
+    missing = [name for name in ("stat.npy", "ops.npy") if not (folder / name).is_file()]
+    if missing:
+        raise InvalidFileError(
+            folder,
+            f"is not a Suite2p plane folder: no {' or '.join(missing)} (give suite2p/planeN).",
+        )
+
+
+def _image_size(ops: Any, path: Path) -> tuple[int, int]:
+    if isinstance(ops, np.ndarray) and ops.dtype == object and ops.ndim == 0:
+        ops = ops.item()
+    if not isinstance(ops, dict):
+        raise InvalidFileError(
+            path, f"must hold Suite2p's settings dict, got {type(ops).__name__}."
+        )
+    try:
+        dims = (int(ops["Ly"]), int(ops["Lx"]))
+    except (KeyError, TypeError, ValueError):
+        raise InvalidFileError(path, "has no image size (ops['Ly'], ops['Lx']).") from None
+    if min(dims) < 1:
+        raise InvalidFileError(path, f"has image size Ly x Lx = {dims}; both must be positive.")
+    return dims
+
+
+def _footprints(stat: Any, dims: tuple[int, int], path: Path) -> scipy.sparse.csc_matrix:
+    if not isinstance(stat, np.ndarray) or stat.ndim != 1 or stat.dtype != object:
+        raise InvalidFileError(
+            path, "must hold a 1-D array of dicts (one per ROI), as Suite2p saves it."
+        )
+    height, width = dims
+    rows, columns, values = [], [], []
+    for k, roi in enumerate(stat):
+        if not isinstance(roi, dict) or "ypix" not in roi or "xpix" not in roi:
+            raise InvalidFileError(path, f"ROI {k} is not a dict with 'ypix' and 'xpix'.")
+        ypix = np.asarray(roi["ypix"]).ravel()
+        xpix = np.asarray(roi["xpix"]).ravel()
+        lam = np.asarray(roi.get("lam", np.ones(len(ypix))), dtype=np.float64).ravel()
+        if not (len(ypix) == len(xpix) == len(lam)):
+            raise InvalidFileError(
+                path,
+                f"ROI {k} has {len(ypix)} ypix, {len(xpix)} xpix and {len(lam)} lam values; "
+                "they must have the same length.",
+            )
+        if ypix.dtype.kind not in "iu" or xpix.dtype.kind not in "iu":
+            if not (np.all(ypix == np.round(ypix)) and np.all(xpix == np.round(xpix))):
+                raise InvalidFileError(path, f"ROI {k} has non-integer ypix/xpix.")
+        ypix, xpix = ypix.astype(np.int64), xpix.astype(np.int64)
+        if len(ypix) and (
+            ypix.min() < 0 or xpix.min() < 0 or ypix.max() >= height or xpix.max() >= width
+        ):
+            raise InvalidFileError(
+                path,
+                f"ROI {k} has pixels outside the {height} x {width} image (ops Ly x Lx); "
+                "stat.npy and ops.npy must come from the same run.",
+            )
+        if not np.all(np.isfinite(lam)):
+            raise InvalidFileError(path, f"ROI {k} has NaN or Inf weights (lam).")
+        rows.append(ypix + xpix * height)
+        columns.append(np.full(len(ypix), k))
+        values.append(lam)
+    if not rows:
+        raise InvalidFileError(path, "holds no ROI: nothing to classify.")
+    return scipy.sparse.csc_matrix(
+        (
+            np.concatenate(values).astype(np.float32),
+            (np.concatenate(rows), np.concatenate(columns)),
+        ),
+        shape=(height * width, len(rows)),
+    )
+
+
+def _trace_file(folder: Path, name: str, n: int) -> Path | None:
+    path = folder / name
+    if not path.is_file():
+        return None
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as err:
+        logger.warning("%s: ignoring it (%s)", path, err)
+        return None
+    if (
+        array.ndim != 2
+        or array.shape[0] != n
+        or array.shape[1] < 2
+        or array.dtype.kind not in "biuf"
+    ):
+        logger.warning("%s: ignoring it: shape %s, but there are %d ROIs", path, array.shape, n)
+        return None
+    return path
+
+
+def _traces(folder: Path, n: int, neucoeff: float) -> Traces | None:
+    f_path = _trace_file(folder, "F.npy", n)
+    if f_path is None:
+        return None
+    frames = int(np.load(f_path, mmap_mode="r").shape[1])
+    extra = {}
+    for name, key in (("Fneu.npy", "Fneu"), ("spks.npy", "S")):
+        path = _trace_file(folder, name, n)
+        if path is not None and np.load(path, mmap_mode="r").shape[1] == frames:
+            extra[key] = path
+
+    def read(start: int, stop: int) -> dict[str, np.ndarray]:
+        C = np.asarray(np.load(f_path, mmap_mode="r")[start:stop], dtype=np.float64)
+        if "Fneu" in extra:
+            C = C - neucoeff * np.load(extra["Fneu"], mmap_mode="r")[start:stop]
+        part = {"C": C}
+        if "S" in extra:
+            part["S"] = np.asarray(np.load(extra["S"], mmap_mode="r")[start:stop], np.float64)
+        return part
+
+    return Traces(n, frames, read, ("C", "S") if "S" in extra else ("C",))
+
+
+def read_evidence(folder: str | os.PathLike, *, gSig: float | None = None) -> Evidence:
+    """Everything a Suite2p plane folder holds about its ROIs.
+
+    Parameters
+    ----------
+    folder : path-like
+        A Suite2p plane folder (``.../suite2p/plane0``) with ``stat.npy`` and ``ops.npy``.
+    gSig : float, optional
+        Typical neuron half-size in px; estimated from the footprints when omitted.
+
+    Returns
+    -------
+    Evidence
+        Footprints, traces (``C = F - neucoeff * Fneu``, ``S = spks``) when ``F.npy`` fits,
+        and ``image = ops['meanImg']`` when it has the image's shape.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such folder.
+    InvalidFileError
+        Not a plane folder; ``stat.npy``/``ops.npy`` unreadable or inconsistent (ROI pixels
+        outside ``Ly`` x ``Lx``, ragged ``ypix``/``xpix``/``lam``); no ROI.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> folder = tempfile.mkdtemp()
+    >>> stat = np.array([{"ypix": np.arange(3, 8), "xpix": np.full(5, 4),
+    ...                   "lam": np.ones(5, np.float32)}], dtype=object)
+    >>> np.save(os.path.join(folder, "stat.npy"), stat)
+    >>> np.save(os.path.join(folder, "ops.npy"), {"Ly": 32, "Lx": 40})
+    >>> ev = read_evidence(folder)
+    >>> ev.n, ev.dims, sorted(ev.A[:, 0].nonzero()[0].tolist())[:2]  # row 3 + col 4 * 32
+    (1, (32, 40), [131, 132])
+    """
+    folder = Path(folder)
+    _check_folder(folder)
+    ops_raw = _load_pickled(folder / "ops.npy", folder)
+    dims = _image_size(ops_raw, folder / "ops.npy")
+    ops = ops_raw.item() if isinstance(ops_raw, np.ndarray) else ops_raw
+    A = _footprints(_load_pickled(folder / "stat.npy", folder), dims, folder / "stat.npy")
+    neucoeff = float(ops.get("neucoeff", _DEFAULT_NEUCOEFF))
+    image = ops.get("meanImg")
+    if image is not None and np.shape(image) != dims:
+        logger.warning("%s: ignoring ops['meanImg'] of shape %s", folder, np.shape(image))
+        image = None
+    return Evidence.build(
+        A,
+        dims,
+        traces=_traces(folder, A.shape[1], neucoeff),
+        image=image,
+        gSig=gSig,
+        source=str(folder),
+    )
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_classification(
+    folder: str | os.PathLike,
+    result: Mapping[str, Any],
+    *,
+    out_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    replace_iscell: bool = False,
+) -> str:
+    """Write the classification of a Suite2p plane folder's ROIs.
+
+    Parameters
+    ----------
+    folder : path-like
+        The plane folder that was classified.
+    result : mapping
+        :func:`calcomp_caiman.classify.classification_fields`, optionally with ``provenance``.
+    out_path : path-like, optional
+        A folder to write into instead of ``folder`` (created if missing); only our files go
+        there.
+    overwrite : bool
+        Allow replacing our files in an ``out_path`` that already has them (in ``folder``
+        itself they are always replaced).
+    replace_iscell : bool
+        Also write ``iscell.npy`` (what Suite2p's GUI loads) from our answer; Suite2p's own is
+        first copied to ``iscell_suite2p.npy`` (once: an existing copy is kept).
+
+    Returns
+    -------
+    str
+        The folder written.
+
+    Raises
+    ------
+    FileNotFoundError, InvalidFileError
+        As :func:`read_evidence`; our files exist in ``out_path`` and ``overwrite`` is
+        False; writing failed (each file is then as before).
+    ValueError
+        ``result`` does not have one row per ROI.
+
+    Notes
+    -----
+    Each file is replaced atomically; ``calcomp_classification.npz`` is written last, so a
+    folder holding it holds the other files of the same run. Nothing of Suite2p's is changed
+    unless ``replace_iscell``.
+    """
+    folder = Path(folder)
+    _check_folder(folder)
+    dims = _image_size(_load_pickled(folder / "ops.npy", folder), folder / "ops.npy")
+    n = _footprints(_load_pickled(folder / "stat.npy", folder), dims, folder / "stat.npy").shape[1]
+    fields = check_result(result, n, str(folder))
+    target = folder if out_path is None else Path(out_path)
+    if out_path is not None:
+        if target.exists() and not target.is_dir():
+            raise InvalidFileError(target, "is not a folder; give a folder for Suite2p outputs.")
+        target.mkdir(parents=True, exist_ok=True)
+        if (
+            not overwrite
+            and (target / RECORD_FILE).exists()
+            and target.resolve() != folder.resolve()
+        ):
+            raise InvalidFileError(
+                target / RECORD_FILE,
+                "already exists; use --overwrite (overwrite=True) to replace it.",
+            )
+    iscell = np.column_stack(
+        [accepted_mask(fields, n).astype(np.float64), fields["cnn_preds"].astype(np.float64)]
+    ).reshape(n, 2)
+    write_atomically(target / PROBS_FILE, _npy_bytes(fields["class_probs"]))
+    write_atomically(target / ISCELL_FILE, _npy_bytes(iscell))
+    if replace_iscell:
+        original = target / "iscell.npy"
+        backup = target / _SUITE2P_BACKUP
+        suite2p_own = original if original.exists() else folder / "iscell.npy"
+        if suite2p_own.exists() and not backup.exists():
+            write_atomically(backup, suite2p_own.read_bytes())
+        write_atomically(original, _npy_bytes(iscell))
+    write_record(target / RECORD_FILE, fields, result.get("provenance", {}))
+    logger.info("wrote the classification of %d ROIs to %s", n, target)
+    return str(target)
+
+
+def is_classified_by(folder: str | os.PathLike, model_sha256: str) -> bool:
+    """Whether ``folder`` holds our files from the model ``model_sha256``.
+
+    Examples
+    --------
+    >>> is_classified_by("no/such/plane0", "0" * 64)
+    False
+    """
+    return record_model_sha256(Path(folder) / RECORD_FILE) == str(model_sha256)
