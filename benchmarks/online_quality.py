@@ -50,7 +50,8 @@ VARIANTS = {
 
 def run_variant(path, movie, setting, threshold):
     from calcomp_caiman import evaluate_components_4class
-    from calcomp_caiman.integrations.onacid import SCREEN_ACCEPT, use_calcomp_screening
+    from calcomp_caiman.integrations.onacid import use_calcomp_screening
+    from calcomp_caiman.integrations.onacid_screen import SCREEN_ACCEPT
 
     online = {"test_both": True} if setting and setting.get("test_both") else {}
     onacid = onacid_for(path, movie, **online)

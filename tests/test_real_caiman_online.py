@@ -26,7 +26,8 @@ from calcomp_caiman import (  # noqa: E402
     align_classes,
     evaluate_components_4class,
 )
-from calcomp_caiman.integrations.onacid import CandidateScreen, use_calcomp_screening  # noqa: E402
+from calcomp_caiman.integrations.onacid import use_calcomp_screening  # noqa: E402
+from calcomp_caiman.integrations.onacid_screen import CandidateScreen  # noqa: E402
 
 GSIG = 3
 

@@ -1,4 +1,4 @@
-"""The OnACID candidate screen's preprocessing, without CaImAn (calcomp_caiman.integrations.onacid).
+"""The OnACID candidate screen and its installation, without CaImAn (integrations.onacid*).
 
 CaImAn's side (the crops it really passes, the run, save and load) is tested with real
 CaImAn in ``test_real_caiman_online.py``. Here the crops are made the way
@@ -17,10 +17,11 @@ import pytest
 from scipy.ndimage import map_coordinates
 
 from calcomp_caiman import CLASSES, CalcompModel, extract_patches
-from calcomp_caiman.integrations.onacid import (
+from calcomp_caiman.integrations.onacid import use_calcomp_screening
+from calcomp_caiman.integrations.onacid_screen import (
+    SCREEN_ACCEPT,
     CandidateScreen,
     caiman_crop_half_width,
-    use_calcomp_screening,
 )
 
 
@@ -126,7 +127,7 @@ def test_predict_column_zero_is_probability_of_accepted_classes(model, accept):
             caiman_crop(rng.standard_normal((50, 50)), (25, 25), gsig),
         ]
     )[..., None].astype(np.float32)
-    screen = CandidateScreen(model, gsig, accept, crop="remap")
+    screen = CandidateScreen(model, gsig, accept=accept, crop="remap")
     out = screen.predict(X, batch_size=5, verbose=0)
     assert out.shape == (2, 2) and out.dtype == np.float32
     probs = model.predict(screen.to_patches(X))
@@ -135,7 +136,7 @@ def test_predict_column_zero_is_probability_of_accepted_classes(model, accept):
     np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-6)
     assert (screen.calls, screen.candidates) == (1, 2)
     # without an OnACID object, the default crop falls back to the remap and says so
-    fallback = CandidateScreen(model, gsig, accept)
+    fallback = CandidateScreen(model, gsig, accept=accept)
     np.testing.assert_allclose(fallback.predict(X), out, atol=1e-6)
     assert fallback.remapped == 2
 
@@ -150,7 +151,7 @@ def test_predict_screens_a_cell_above_noise(model):
 
 def test_screen_argument_errors(model):
     with pytest.raises(ValueError, match="accept must name"):
-        CandidateScreen(model, 4, ("cell",))
+        CandidateScreen(model, 4, accept=("cell",))
     with pytest.raises(ValueError, match="crop must be one of"):
         CandidateScreen(model, 4, crop="big")
     with pytest.raises(ValueError, match="gSig must be a positive"):
@@ -175,8 +176,6 @@ def test_online_module_imports_without_caiman_or_keras():
 
 def test_default_screen_accepts_neurons_and_doubtful_cells(model):
     """New candidates are screened leniently; evaluate_components_4class decides later."""
-    from calcomp_caiman.integrations.onacid import SCREEN_ACCEPT
-
     assert SCREEN_ACCEPT == ("neuron", "doubtful")
     assert CandidateScreen(model, 4).accept == SCREEN_ACCEPT
-    assert CandidateScreen(model, 4, "neuron").accept == ("neuron",)
+    assert CandidateScreen(model, 4, accept="neuron").accept == ("neuron",)
