@@ -51,7 +51,13 @@ __all__ = [
     "TRAIN_PRESETS",
     "MovieSettings",
     "SimulatedMovie",
+    "calcium_kernel",
+    "lowpass_noise",
+    "path_image",
+    "place_centres",
     "simulate_movie",
+    "smooth_field",
+    "soma_image",
 ]
 
 GENERATOR_VERSION = "1.0"
@@ -324,19 +330,21 @@ def _sigmoid_disc(rows, cols, centre, radius, aspect, angle, edge):
     return 1.0 / (1.0 + np.exp(np.clip((rho - radius) / edge, -30, 30)))
 
 
-def _smooth_field(rng, dims, sigma) -> np.ndarray:
+def smooth_field(rng, dims, sigma) -> np.ndarray:
+    """A random field smoothed with a Gaussian of ``sigma`` px (periodic), scaled to [0, 1]."""
     field = scipy.ndimage.gaussian_filter(rng.standard_normal(dims), sigma, mode="wrap")
     field -= field.min()
     return field / max(field.max(), 1e-12)
 
 
-def _lowpass(rng, frames, fr, seconds) -> np.ndarray:
+def lowpass_noise(rng, frames, fr, seconds) -> np.ndarray:
     """Zero-mean, unit-sd slow noise with a correlation time of about ``seconds``."""
     x = scipy.ndimage.gaussian_filter1d(rng.standard_normal(frames), seconds * fr, mode="reflect")
     return (x - x.mean()) / max(x.std(), 1e-12)
 
 
-def _soma_image(rng, rows, cols, centre, radius, donut):
+def soma_image(rng, rows, cols, centre, radius, donut):
+    """A textured, slightly elliptical soma (``donut``: nucleus excluded) on the grid."""
     aspect = _uniform(rng, (1.0, 1.3))
     angle = _uniform(rng, (0, math.pi))
     img = _sigmoid_disc(rows, cols, centre, radius, aspect, angle, 0.6)
@@ -346,11 +354,11 @@ def _soma_image(rng, rows, cols, centre, radius, donut):
             rows, cols, centre, radius * _uniform(rng, (0.45, 0.6)), aspect, angle, 0.5
         )
         img = img - depth * nucleus
-    texture = 1.0 + 0.15 * (_smooth_field(rng, rows.shape, 1.0) - 0.5)
+    texture = 1.0 + 0.15 * (smooth_field(rng, rows.shape, 1.0) - 0.5)
     return np.clip(img * texture, 0, None)
 
 
-def _path_image(rng, dims, start, angle, length, curvature, width, beads):
+def path_image(rng, dims, start, angle, length, curvature, width, beads):
     """A thin curved line: points along a random-curvature path splatted and blurred."""
     n = max(int(length / 0.5), 2)
     turns = np.cumsum(rng.normal(0.0, curvature, n))
@@ -380,13 +388,14 @@ def _path_image(rng, dims, start, angle, length, curvature, width, beads):
     return img
 
 
-def _kernel(fr, rise, decay) -> np.ndarray:
+def calcium_kernel(fr, rise, decay) -> np.ndarray:
+    """Double-exponential indicator kernel at ``fr`` Hz (rise, decay in s), peak 1."""
     t = np.arange(int(math.ceil(6 * decay * fr)) + 2) / fr
     h = np.exp(-t / decay) - np.exp(-t / rise)
     return h / h.max()
 
 
-def _place_centres(rng, dims, n, min_distance, margin, taken):
+def place_centres(rng, dims, n, min_distance, margin, taken):
     """Up to ``n`` centres at least ``min_distance`` from each other and from ``taken``."""
     centres = list(taken)
     new = []
@@ -423,7 +432,7 @@ def _vessel_mask(rng, dims) -> np.ndarray:
         else np.array([rng.uniform(0, dims[0]), 0.0])
     )
     angle = (0.0 if edge == 0 else math.pi / 2) + rng.normal(0, 0.4)
-    img = _path_image(rng, dims, start, angle, 2.0 * max(dims), 0.01, width, False)
+    img = path_image(rng, dims, start, angle, 2.0 * max(dims), 0.01, width, False)
     return img / max(img.max(), 1e-12)
 
 
@@ -469,12 +478,12 @@ def simulate_movie(settings: MovieSettings, seed: int) -> SimulatedMovie:
 
     # somata (filled, donut), dim somata
     n_somata, n_dim = _count(rng, settings.n_somata), _count(rng, settings.n_dim)
-    centres = _place_centres(rng, dims, n_somata + n_dim, 1.5 * r_high, r_high * 1.1, taken=[])
+    centres = place_centres(rng, dims, n_somata + n_dim, 1.5 * r_high, r_high * 1.1, taken=[])
     soma_centres = []
     for i, c in enumerate(centres):
         radius = _uniform(rng, (r_low, r_high))
         donut = rng.random() < settings.donut_fraction
-        images.append(_soma_image(rng, rows, cols, c, radius, donut))
+        images.append(soma_image(rng, rows, cols, c, radius, donut))
         if i < n_somata:
             kinds.append("donut_soma" if donut else "soma")
             brightness.append(_uniform(rng, (0.7, 1.3)))
@@ -488,7 +497,7 @@ def simulate_movie(settings: MovieSettings, seed: int) -> SimulatedMovie:
     for _ in range(_count(rng, settings.n_border_cut)):
         radius = _uniform(rng, (r_low, r_high))
         c = _border_centre(rng, dims, radius)
-        images.append(_soma_image(rng, rows, cols, c, radius, rng.random() < 0.3))
+        images.append(soma_image(rng, rows, cols, c, radius, rng.random() < 0.3))
         kinds.append("border_cut")
         brightness.append(_uniform(rng, (0.7, 1.3)))
         parents.append(-1)
@@ -516,7 +525,7 @@ def simulate_movie(settings: MovieSettings, seed: int) -> SimulatedMovie:
             parent = index
         else:
             start = np.array([rng.uniform(0, dims[0]), rng.uniform(0, dims[1])])
-        img = _path_image(rng, dims, start, angle, length, 0.05, width, False)
+        img = path_image(rng, dims, start, angle, length, 0.05, width, False)
         if img.max() <= 0:
             continue
         images.append(img / img.max())
@@ -531,7 +540,7 @@ def simulate_movie(settings: MovieSettings, seed: int) -> SimulatedMovie:
             width = _uniform(rng, (0.5, 0.8)) * settings.zoom
             length = _uniform(rng, (4.0, 10.0)) * r_high
             start = np.array([rng.uniform(0, dims[0]), rng.uniform(0, dims[1])])
-            img = _path_image(
+            img = path_image(
                 rng, dims, start, _uniform(rng, (0, 2 * math.pi)), length, 0.12, width, True
             )
             if img.max() <= 0:
@@ -550,19 +559,19 @@ def simulate_movie(settings: MovieSettings, seed: int) -> SimulatedMovie:
     parent = np.asarray(parents, dtype=int)
 
     # activity: population state -> spike rates -> spikes -> calcium
-    state = _lowpass(rng, frames, fr, 2.0)
+    state = lowpass_noise(rng, frames, fr, 2.0)
     spikes = np.zeros((n_objects, frames), np.int16)
     for k in range(n_objects):
         rate = math.exp(_uniform(rng, np.log(settings.spike_rate_hz)))
         coupling = _uniform(rng, settings.population_coupling)
-        burst = np.exp(0.8 * _lowpass(rng, frames, fr, 0.5)) if rng.random() < 0.3 else 1.0
+        burst = np.exp(0.8 * lowpass_noise(rng, frames, fr, 0.5)) if rng.random() < 0.3 else 1.0
         lam = rate / fr * np.exp(coupling * state - coupling**2 / 2) * burst
         spikes[k] = rng.poisson(np.clip(lam, 0, 5))
     for k in range(n_objects):
         if parent[k] >= 0:  # shares the parent's spikes, plus a few of its own (local events)
             own = rng.poisson(0.05 / fr, frames)
             spikes[k] = spikes[parent[k]] + own
-    kernel = _kernel(fr, rise, decay)
+    kernel = calcium_kernel(fr, rise, decay)
     calcium = (
         np.stack([np.convolve(s.astype(float), kernel)[:frames] for s in spikes])
         if n_objects
@@ -576,15 +585,15 @@ def simulate_movie(settings: MovieSettings, seed: int) -> SimulatedMovie:
     level = _uniform(rng, settings.neuropil_level)
     b_cols, f_rows = [], []
     for _ in range(settings.neuropil_rank):
-        field = 0.3 + 0.7 * _smooth_field(rng, dims, _uniform(rng, (8.0, 20.0)))
+        field = 0.3 + 0.7 * smooth_field(rng, dims, _uniform(rng, (8.0, 20.0)))
         b_cols.append(field)
         f_rows.append(
-            level / settings.neuropil_rank * (1.0 + 0.15 * _lowpass(rng, frames, fr, 5.0))
+            level / settings.neuropil_rank * (1.0 + 0.15 * lowpass_noise(rng, frames, fr, 5.0))
         )
     population = calcium[: max(n_somata, 1)].mean(axis=0) if n_objects else np.zeros(frames)
     population = scipy.ndimage.gaussian_filter1d(population, 0.3 * fr)
     population = population / max(population.std(), 1e-12) * 0.1
-    field = 0.5 + 0.5 * _smooth_field(rng, dims, 6.0)
+    field = 0.5 + 0.5 * smooth_field(rng, dims, 6.0)
     b_cols.append(field)
     f_rows.append(level * _uniform(rng, settings.neuropil_population_gain) * population)
     b = np.stack(b_cols)
@@ -596,14 +605,14 @@ def simulate_movie(settings: MovieSettings, seed: int) -> SimulatedMovie:
     static = 1.0 - _uniform(rng, settings.vignette) * np.clip(r2, 0, 2) / 2
     for _ in range(_count(rng, settings.n_vessels)):
         static *= 1.0 - _uniform(rng, (0.5, 0.85)) * _vessel_mask(rng, dims)
-    auto = _uniform(rng, settings.autofluorescence) * (0.5 + _smooth_field(rng, dims, 3.0))
+    auto = _uniform(rng, settings.autofluorescence) * (0.5 + smooth_field(rng, dims, 3.0))
 
     # the clean movie, in resting-soma units, then motion
     clean = np.tensordot(fluorescence.T.astype(np.float32), stack.astype(np.float32), axes=1)
     clean += np.tensordot(f.T.astype(np.float32), b.astype(np.float32), axes=1)
     clean += auto.astype(np.float32)
     clean *= static.astype(np.float32)
-    drift = np.stack([_lowpass(rng, frames, fr, 3.0) for _ in range(2)], axis=1) * 0.4
+    drift = np.stack([lowpass_noise(rng, frames, fr, 3.0) for _ in range(2)], axis=1) * 0.4
     jitter = rng.normal(0.0, 0.25, (frames, 2))
     shifts = np.clip((drift + jitter) * settings.max_motion_px, -settings.max_motion_px,
                      settings.max_motion_px)  # fmt: skip
