@@ -6,6 +6,10 @@ probabilities), most uncertain first. Labels go to the CSV that ``calcomp finetu
 --labels`` reads as you type; "Refit" refits the model in a background process, "Apply"
 writes the classification into the files and saves the model folder.
 
+Only the page itself can drive the server: it answers only its own address, refuses
+requests from other sites and needs the token written into the page
+(:mod:`calcomp_caiman.apps.curate.app`).
+
 Needs the ``curate`` extra (``pip install "calcomp_caiman[curate]"``: Flask).
 """
 
@@ -27,7 +31,7 @@ def serve(
     labels: str | os.PathLike | None = None,
     model: str | os.PathLike = "default",
     model_out: str | os.PathLike | None = None,
-    port: int = 8765,
+    port: int = 0,
     open_browser: bool = False,
 ) -> CurateServer:
     """Serve the curation page for CaImAn result files on 127.0.0.1, in the background.
@@ -46,7 +50,7 @@ def serve(
         Where "Apply" saves the (refitted) model; default ``calcomp_curated_model`` beside
         the labels CSV.
     port : int
-        TCP port; 0 picks a free one.
+        TCP port; 0 (default) picks a free one.
     open_browser : bool
         Open the page in the default browser.
 
@@ -68,7 +72,7 @@ def serve(
     In a notebook::
 
         from calcomp_caiman.apps.curate import serve
-        server = serve(["session1/cnm.hdf5"], labels="labels.csv", port=0)
+        server = serve(["session1/cnm.hdf5"], labels="labels.csv")
         server          # the page, inline
         server.stop()
     """

@@ -4,7 +4,9 @@ The file is the one ``calcomp finetune --labels`` reads (columns ``file``, ``com
 ``label``; :func:`calcomp_caiman.research.train.labels_from_csv`). Every change takes an exclusive
 lock on a sidecar file (``.<name>.lock``), re-reads the CSV (so that another tab or process
 that labelled meanwhile is not overwritten), applies the one change and rewrites the file
-with :func:`calcomp_caiman.io.atomic.atomic_replace` (temporary file, fsync, ``os.replace``).
+with :func:`calcomp_caiman.io.atomic.atomic_replace` (temporary file, fsync, ``os.replace``),
+keeping its permission bits; a CSV path that is a symbolic link is written through to the
+file it points to (the link stays a link).
 A crash or a kill therefore loses at most the label being sent, and the CSV is always
 complete. The lock waits (a label takes milliseconds) rather than failing like
 :func:`calcomp_caiman.io.atomic.exclusive_lock`, so two tabs never see "busy".
@@ -16,6 +18,7 @@ import contextlib
 import csv
 import logging
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,7 +81,6 @@ class LabelStore:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path).absolute()
-        self._lock_path = self.path.parent / f".{self.path.name}.lock"
         self._read()  # check it now: a bad CSV is reported before anything is served
 
     def _key(self, file) -> str:
@@ -94,7 +96,8 @@ class LabelStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._lock_path, "a") as handle:
+        target = self._target()  # one lock per file, whichever link names it
+        with open(target.parent / f".{target.name}.lock", "a") as handle:
             if fcntl is not None:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
@@ -182,6 +185,14 @@ class LabelStore:
                 writer.writeheader()
                 writer.writerows(ordered)
 
-        existed = self.path.exists()
-        atomic_replace(str(self.path), build, mode=0o644,
-                       original=str(self.path) if existed else None)  # fmt: skip
+        target = self._target()
+        try:  # the file keeps its permission bits (a private 0600 CSV stays private)
+            mode = stat.S_IMODE(os.stat(target).st_mode)
+        except FileNotFoundError:  # a new file: as open() would make it (the umask's)
+            mode = None
+        atomic_replace(str(target), build, mode=mode, original=None if mode is None else str(target),
+                       label=str(self.path))  # fmt: skip
+
+    def _target(self) -> Path:
+        """The file the CSV's path leads to: a symbolic link is written through, not replaced."""
+        return Path(os.path.realpath(self.path))

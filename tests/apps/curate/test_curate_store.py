@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -60,6 +61,43 @@ def test_bad_csv_is_reported_and_left_untouched(tmp_path, content, match):
         LabelStore(csv_path)
     assert str(csv_path) in str(err.value)
     assert csv_path.read_text() == content
+
+
+def test_the_csv_keeps_its_permissions(tmp_path):
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("file,component,label\na.hdf5,1,neuron\n")
+    os.chmod(csv_path, 0o600)  # private labels stay private
+    LabelStore(csv_path).set(tmp_path / "a.hdf5", 2, "noise")
+    assert stat.S_IMODE(os.stat(csv_path).st_mode) == 0o600
+    assert csv_path.read_text().splitlines()[1:] == ["a.hdf5,1,neuron", "a.hdf5,2,noise"]
+    os.chmod(csv_path, 0o664)  # and a shared one stays shared
+    LabelStore(csv_path).set(tmp_path / "a.hdf5", 3, "noise")
+    assert stat.S_IMODE(os.stat(csv_path).st_mode) == 0o664
+    before = os.umask(0o077)  # a new CSV is made as any new file (the umask)
+    try:
+        LabelStore(tmp_path / "new.csv").set(tmp_path / "a.hdf5", 1, "neuron")
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(os.stat(tmp_path / "new.csv").st_mode) == 0o600
+
+
+def test_a_symlinked_csv_is_written_through_to_its_target(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "work").mkdir()
+    target = tmp_path / "shared" / "labels.csv"
+    target.write_text("file,component,label\n../work/a.hdf5,1,neuron\n")
+    os.chmod(target, 0o640)
+    link = tmp_path / "work" / "labels.csv"
+    link.symlink_to(target)
+    store, other = LabelStore(link), LabelStore(target)
+    assert store.set(tmp_path / "work" / "a.hdf5", 2, "noise") is None
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_text().splitlines()[1:] == ["../work/a.hdf5,1,neuron", "a.hdf5,2,noise"]
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o640
+    other.set(tmp_path / "elsewhere.hdf5", 0, "neuron")  # the target itself: the same lock
+    assert len(store.labels()) == 3 and link.is_symlink()
+    left = [p for folder in ("shared", "work") for p in os.listdir(tmp_path / folder)]
+    assert not [p for p in left if "calcomp-tmp" in p]
 
 
 def _label_many(csv_path: str, file: str, start: int, count: int) -> None:

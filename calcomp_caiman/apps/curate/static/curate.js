@@ -8,12 +8,17 @@
 
   function message(text) { $("message").textContent = text || ""; }
 
+  // the server's token for this session, written into the page: every API call carries it
+  const TOKEN = document.querySelector("meta[name='calcomp-token']").content;
+
   async function api(path, body) {
-    const options = body === undefined ? {} : {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    const headers = { "X-Calcomp-Token": TOKEN };
+    const options = body === undefined ? { headers: headers } : {
+      method: "POST", headers: { ...headers, "Content-Type": "application/json" }, body: JSON.stringify(body),
     };
     const response = await fetch(path, options);
-    const data = await response.json();
+    let data;
+    try { data = await response.json(); } catch (err) { throw new Error(`${response.status} ${response.statusText}`); }
     if (!response.ok) throw new Error(data.error || response.statusText);
     return data;
   }
