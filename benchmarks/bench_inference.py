@@ -189,7 +189,7 @@ def task_ours(task: dict) -> dict:
         for start in range(0, n, CHUNK):
             part = A[:, start : start + CHUNK]
             t0 = time.perf_counter()
-            patches = extract_patches(part, dims, GSIG, model.patch_size)
+            patches = extract_patches(part, dims, gSig=GSIG, patch_size=model.patch_size)
             t1 = time.perf_counter()
             model.predict(patches)
             extract_s += t1 - t0
@@ -380,7 +380,7 @@ def task_engine(task: dict) -> dict:
 
     model = _load_model(task["model"])
     A = simulate_footprints(task["n"], tuple(task["dims"]), seed=task["seed"] + 2)
-    patches = extract_patches(A, tuple(task["dims"]), GSIG, model.patch_size)
+    patches = extract_patches(A, tuple(task["dims"]), gSig=GSIG, patch_size=model.patch_size)
     ours = median_time(lambda: model.predict(patches), task["repeats"], warmup=1)
     probs_ours = model.predict(patches)
 

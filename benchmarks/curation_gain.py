@@ -111,7 +111,7 @@ def main(argv=None) -> int:
         warnings.simplefilter("ignore")
         groups = {"validation (training settings)": val, **labs}
         for name, items in groups.items():
-            report["ood"][name] = [round(ood_score(i.evidence, model)[0], 3) for i in items]
+            report["ood"][name] = [round(ood_score(i.evidence, model).score, 3) for i in items]
     in_dist = report["ood"]["validation (training settings)"]
     shifted = report["ood"]["simulated, held-out settings"]
     report["ood_auc_heldout_vs_validation"] = roc_auc(

@@ -101,7 +101,7 @@ def main(argv=None) -> int:
         A, dims, labels, gsig = simulate_footprints(
             args.sim_per_class, settings=TRAIN_SETTINGS, seed=seed
         )
-        reference_patches.append(extract_patches(A, dims, gsig))
+        reference_patches.append(extract_patches(A, dims, gSig=gsig))
         reference_groups.append(np.char.add("sim", labels.astype(str)))
     patches = np.concatenate(reference_patches)
     reference = fit_ood_reference(model, patches, np.concatenate(reference_groups))

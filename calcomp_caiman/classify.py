@@ -13,15 +13,15 @@ import datetime
 import json
 import logging
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
-import scipy.sparse
 
 from calcomp_caiman._version import __version__
 from calcomp_caiman.evidence.evidence import Evidence
 from calcomp_caiman.evidence.features import evidence_features
 from calcomp_caiman.evidence.footprints import flags_of_checked, footprint_fingerprint
-from calcomp_caiman.evidence.patches import crop_checked, footprints_for
+from calcomp_caiman.evidence.patches import Footprints, crop_checked, footprints_for
 from calcomp_caiman.model.folder import CalcompModel
 from calcomp_caiman.model.ood import find_ood_reference, ood_score
 from calcomp_caiman.schema import ARGMAX, CLASSES, FIELDS, Classification
@@ -29,6 +29,7 @@ from calcomp_caiman.schema import ARGMAX, CLASSES, FIELDS, Classification
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "AcceptanceRule",
     "accept_components",
     "acceptance_rule",
     "classification_fields",
@@ -47,6 +48,7 @@ _COMPONENTS_PER_CHUNK = 4096  # patches held in memory at once: 4096 x 50 x 50 x
 def classify_footprints(
     A,
     dims,
+    *,
     model: CalcompModel | None = None,
     gSig=None,
     batch_size: int = 128,
@@ -60,7 +62,8 @@ def classify_footprints(
     dims : tuple of 2 or 3 ints
         Field of view shape (``estimates.dims``).
     model : CalcompModel, optional
-        Default: the bundled model (``CalcompModel.load()``).
+        Default: the bundled model (``CalcompModel.load()``), loaded here once per call:
+        pass a loaded model when classifying many arrays.
     gSig : float or sequence, optional
         Typical neuron half-size in px (``params.init['gSig']``); estimated from the
         footprints when omitted.
@@ -87,13 +90,14 @@ def classify_footprints(
     >>> probs.shape, bool(np.isclose(probs.sum(), 1))
     ((1, 4), True)
     """
+    model = CalcompModel.load() if model is None else model
     evidence = Evidence.build(A, dims, gSig=gSig)
     return classify_evidence(evidence, model, batch_size=batch_size)
 
 
 def classify_evidence(
     evidence: Evidence,
-    model: CalcompModel | None = None,
+    model: CalcompModel,
     *,
     use: Sequence[str] | None = None,
     scale: float | None = None,
@@ -106,8 +110,8 @@ def classify_evidence(
     evidence : Evidence
         From :meth:`Evidence.from_estimates <calcomp_caiman.evidence.evidence.Evidence.from_estimates>`,
         :func:`calcomp_caiman.io.caiman_h5.read_evidence` or another reader.
-    model : CalcompModel, optional
-        Default: the bundled default model.
+    model : CalcompModel
+        Loaded by the caller (``CalcompModel.load()`` for the bundled default), once.
     use : sequence of str, optional
         The optional kinds of evidence to use (``"neighbours"``, ``"image"``, ``"traces"``,
         ``"metrics"``); default all that are present. For ablations and checks.
@@ -135,10 +139,9 @@ def classify_evidence(
     >>> rr, cc = np.mgrid[:64, :64]
     >>> cell = ((rr - 30) ** 2 + (cc - 30) ** 2 <= 25).astype(np.float32)
     >>> ev = Evidence.build(cell.reshape(-1, 1, order="F"), (64, 64), gSig=5)
-    >>> classify_evidence(ev).shape
+    >>> classify_evidence(ev, CalcompModel.load()).shape
     (1, 4)
     """
-    model = CalcompModel.load() if model is None else model
     probs, _ = classify_with_embedding(
         evidence, model, use=use, scale=scale, batch_size=batch_size, embed=False
     )
@@ -153,7 +156,7 @@ def classify_with_embedding(
     scale: float | None = None,
     batch_size: int = 128,
     embed: bool = True,
-    footprints: tuple[scipy.sparse.csc_matrix, tuple[int, int], float] | None = None,
+    footprints: Footprints | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`classify_evidence`, plus the network's embedding of every component.
 
@@ -205,9 +208,18 @@ def _check_accept(accept: Sequence[str]) -> list[int]:
     return [CLASSES.index(name) for name in names]
 
 
+class AcceptanceRule(NamedTuple):
+    """Which classes count as accepted, and the cut on their summed probability."""
+
+    accept: tuple[str, ...]
+    """Accepted classes, in ``CLASSES`` names."""
+    min_prob: float | None
+    """Cut on the summed probability of ``accept``; ``None``: the most-probable-class rule."""
+
+
 def acceptance_rule(
     model: CalcompModel, accept: Sequence[str] | None = None, min_prob=None
-) -> tuple[tuple[str, ...], float | None]:
+) -> AcceptanceRule:
     """The acceptance rule to apply: the values given, else the model folder's defaults.
 
     Parameters
@@ -223,15 +235,14 @@ def acceptance_rule(
 
     Returns
     -------
-    accept : tuple of str
-    min_prob : float or None
-        ``None`` means the most-probable-class rule.
+    AcceptanceRule
+        ``(accept, min_prob)``; ``min_prob`` None means the most-probable-class rule.
 
     Examples
     --------
     >>> from calcomp_caiman import CalcompModel
     >>> acceptance_rule(CalcompModel.load("calcomp_resnet_v1"), min_prob="argmax")
-    (('neuron',), None)
+    AcceptanceRule(accept=('neuron',), min_prob=None)
     """
     defaults = model.thresholds
     if accept is None:
@@ -248,7 +259,7 @@ def acceptance_rule(
         min_prob = float(min_prob)
         if not 0.0 <= min_prob <= 1.0:
             raise ValueError(f"min_prob must be in [0, 1], got {min_prob!r}.")
-    return accept, min_prob
+    return AcceptanceRule(accept, min_prob)
 
 
 def accept_components(
@@ -356,7 +367,7 @@ def provenance(
 
 def classify(
     evidence: Evidence,
-    model: CalcompModel | None = None,
+    model: CalcompModel,
     *,
     accept: Sequence[str] | None = None,
     min_prob=None,
@@ -370,8 +381,8 @@ def classify(
     Parameters
     ----------
     evidence : Evidence
-    model : CalcompModel, optional
-        Default: the bundled default model.
+    model : CalcompModel
+        Loaded by the caller (``CalcompModel.load()`` for the bundled default), once.
     accept, min_prob
         The acceptance rule (:func:`~calcomp_caiman.classify.acceptance_rule`; default:
         the model folder's ``thresholds.json``).
@@ -394,11 +405,11 @@ def classify(
     >>> import numpy as np
     >>> rr, cc = np.mgrid[:64, :64]
     >>> cell = ((rr - 30) ** 2 + (cc - 30) ** 2 <= 25).astype(np.float32)
-    >>> record = classify(Evidence.build(cell.reshape(-1, 1, order="F"), (64, 64), gSig=5))
+    >>> evidence = Evidence.build(cell.reshape(-1, 1, order="F"), (64, 64), gSig=5)
+    >>> record = classify(evidence, CalcompModel.load())
     >>> record.n, sorted(record.fields) == sorted(FIELDS)
     (1, True)
     """
-    model = CalcompModel.load() if model is None else model
     accept, min_prob = acceptance_rule(model, accept, min_prob)
     reference = find_ood_reference(model) if ood else None
     footprints = footprints_for(evidence, model.scale_rule, scale=scale)
@@ -417,7 +428,7 @@ def classify(
     )
     used = evidence_used(evidence, model)
     facts = provenance(model, accept, min_prob, used)
-    facts["crop_scale"] = float(footprints[2])
+    facts["crop_scale"] = float(footprints.scale)
     score = is_ood = None
     if reference is not None:
         score, is_ood = ood_score(evidence, model, reference=reference, embedding=embedding)

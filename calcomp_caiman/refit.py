@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from calcomp_caiman.schema import class_codes, label_masks
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["refit", "read_label_table", "labelled_inputs"]
+__all__ = ["refit", "read_label_table", "labelled_inputs", "LabelledInputs"]
 
 MIN_LABELS = 8
 """Fewest labels a refit accepts."""
@@ -36,9 +37,18 @@ ANCHORS = (1e-3, 1e-2, 1e-1, 1.0)
 """Pulls towards the starting head tried by :func:`refit`; the held-out labels choose."""
 
 
+class LabelledInputs(NamedTuple):
+    """What the fusion head sees of some components: network logits and evidence features."""
+
+    logits: np.ndarray
+    """(K, 4) float32: the shape network's logits (:meth:`CalcompModel.shape_logits`)."""
+    features: np.ndarray
+    """(K, F) float32: the evidence features (:func:`evidence_features`)."""
+
+
 def labelled_inputs(
     model: CalcompModel, evidence: Evidence, components: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+) -> LabelledInputs:
     """Shape-network logits and evidence features of some components of one result.
 
     Features are computed with all the file's components present (neighbours), at the
@@ -47,8 +57,8 @@ def labelled_inputs(
 
     Returns
     -------
-    logits : (K, 4) float32 ndarray
-    features : (K, F) float32 ndarray
+    LabelledInputs
+        ``logits`` (K, 4) and ``features`` (K, F), float32.
     """
     components = np.asarray(components, dtype=np.int64)
     if components.size and (components.min() < 0 or components.max() >= evidence.n):
@@ -58,7 +68,7 @@ def labelled_inputs(
     flat, dims, scale = footprints_for(evidence, model.scale_rule)
     features = evidence_features(evidence, flat, dims, scale)[components]
     patches = crop_checked(flat[:, components], dims, scale, model.patch_size)
-    return model.shape_logits(patches), features
+    return LabelledInputs(model.shape_logits(patches), features)
 
 
 def _split(codes: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:

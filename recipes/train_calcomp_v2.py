@@ -70,12 +70,12 @@ def main() -> None:
     log.info("inputs computed after %.0f s", time.perf_counter() - started)
 
     rows, allowed, weights = train_v2.training_rows(
-        [inputs[id(i)][0] for i in train], [inputs[id(i)][1] for i in train], train,
+        [inputs[id(i)].logits for i in train], [inputs[id(i)].features for i in train], train,
         seed=args.seed,
     )  # fmt: skip
     # head size and penalty chosen on validation (set NLL, simulated and real equally)
-    val_z = [inputs[id(i)][0] for i in val]
-    val_f = [inputs[id(i)][1] for i in val]
+    val_z = [inputs[id(i)].logits for i in val]
+    val_f = [inputs[id(i)].features for i in val]
     best = None
     for hidden, l2 in ((16, 1e-3), (32, 3e-4), (32, 1e-3), (32, 3e-3)):
         candidate = train_v2.fit_v2_head(rows, allowed, weights, hidden=hidden, l2=l2,
@@ -110,7 +110,7 @@ def main() -> None:
     }  # fmt: skip
     model = shell.with_head(head, **config).with_thresholds(temperature=1.0)
     temperatures = train_v2.calibrate(
-        model, [inputs[id(i)][0] for i in val], [inputs[id(i)][1] for i in val], val
+        model, [inputs[id(i)].logits for i in val], [inputs[id(i)].features for i in val], val
     )
     model = model.with_thresholds(**temperatures)
     temperature = temperatures["temperature"]

@@ -11,7 +11,7 @@ from calcomp_caiman.research.train import fine_tune
 
 def lab_data(n_per_class, seed):
     A, dims, labels, gsig = simulate_footprints(n_per_class, settings=SHIFTED_SETTINGS, seed=seed)
-    return extract_patches(A, dims, gsig), labels
+    return extract_patches(A, dims, gSig=gsig), labels
 
 
 def accuracy(model, patches, labels):

@@ -102,7 +102,7 @@ def test_extract_patches_keeps_its_invariants(case):
     before = snapshot(A)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow, no invalid value on the way
-        patches = extract_patches(A, dims, gsig)
+        patches = extract_patches(A, dims, gSig=gsig)
     n = dense.shape[1]
     assert patches.shape == (n, PATCH, PATCH) and patches.dtype == np.float32
     assert np.isfinite(patches).all()
@@ -112,7 +112,7 @@ def test_extract_patches_keeps_its_invariants(case):
     empty = ~(dense > 0).any(axis=0)  # nothing positive: negative values are clipped
     assert not patches[empty].any()
     assert snapshot(A) == before  # inputs are never modified
-    reference = extract_patches(np.asfortranarray(dense), dims, gsig)  # any layout, same patches
+    reference = extract_patches(np.asfortranarray(dense), dims, gSig=gsig)  # any layout, same patches
     np.testing.assert_allclose(patches, reference, atol=2e-5)
 
 
@@ -147,7 +147,7 @@ def test_extract_patches_raises_only_documented_errors(case, breakage, data):
     else:
         A, expected, match = dense.astype(np.complex128), TypeError, "real"
     with pytest.raises(expected, match=match):
-        extract_patches(A, dims, gsig)
+        extract_patches(A, dims, gSig=gsig)
 
 
 # --------------------------------------------------------------------------- classify_footprints

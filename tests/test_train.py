@@ -21,7 +21,7 @@ from calcomp_caiman.research.train import (
 
 def simulated(n_per_class, seed):
     A, dims, labels, gsig = simulate_footprints(n_per_class, seed=seed)
-    return extract_patches(A, dims, gsig), labels
+    return extract_patches(A, dims, gSig=gsig), labels
 
 
 def test_label_masks_and_weights():

@@ -45,7 +45,7 @@ def _truth(path: Path, n: int) -> np.ndarray:
     return labels
 
 
-def run_demo(out_dir: str | os.PathLike, *, model: CalcompModel | None = None) -> str:
+def run_demo(out_dir: str | os.PathLike, *, model: CalcompModel) -> str:
     """Classify the shipped CaImAn result and return a text summary.
 
     Writes to ``out_dir``: ``demo_cnmf.hdf5`` (a copy of the shipped CaImAn result),
@@ -56,8 +56,8 @@ def run_demo(out_dir: str | os.PathLike, *, model: CalcompModel | None = None) -
     ----------
     out_dir : path-like
         Created if missing; existing demo files in it are replaced.
-    model : CalcompModel, optional
-        Default: the bundled default model.
+    model : CalcompModel
+        Loaded by the caller (``calcomp demo`` loads ``--model``, the bundled default).
 
     Returns
     -------
@@ -65,7 +65,6 @@ def run_demo(out_dir: str | os.PathLike, *, model: CalcompModel | None = None) -
         The evidence used, counts per class against the simulator's ground truth, what
         CaImAn's own SNR / r-value rule kept, and the files written.
     """
-    model = CalcompModel.load() if model is None else model
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shipped, labels_path = demo_files()

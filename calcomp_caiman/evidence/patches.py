@@ -256,7 +256,7 @@ def _tent_table(patch_size: int, half: float, window: int) -> np.ndarray:
     return table
 
 
-def extract_patches(A, dims, gSig=None, patch_size: int = PATCH_SIZE) -> np.ndarray:
+def extract_patches(A, dims, *, gSig=None, patch_size: int = PATCH_SIZE) -> np.ndarray:
     """Crop every footprint around its centre of mass into a normalised square patch.
 
     Parameters

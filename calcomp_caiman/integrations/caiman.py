@@ -200,10 +200,10 @@ def attach_classes(estimates):
 def evaluate_components_4class(
     estimates,
     params=None,
+    *,
     model: CalcompModel | None = None,
     accept: Sequence[str] | None = None,
     min_prob: float | str | None = None,
-    *,
     use_metrics: bool = False,
     image=None,
     batch_size: int = 128,

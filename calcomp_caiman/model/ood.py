@@ -44,6 +44,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -63,6 +64,7 @@ __all__ = [
     "component_distances",
     "file_score",
     "ood_score",
+    "OodScore",
     "advice",
     "save_ood_reference",
     "load_ood_reference",
@@ -279,13 +281,22 @@ def advice(n_components: int) -> int:
     return int(min(max(30, round(0.1 * n_components)), 200, max(n_components, 0)))
 
 
+class OodScore(NamedTuple):
+    """A file's out-of-distribution score and whether it is above the threshold."""
+
+    score: float
+    """:func:`file_score` of the file's non-empty components (``nan`` without any)."""
+    is_ood: bool
+    """``score > reference.threshold``."""
+
+
 def ood_score(
     evidence: Evidence,
     model: CalcompModel,
     *,
     reference: OodReference | str | os.PathLike | None = None,
     embedding: np.ndarray | None = None,
-) -> tuple[float, bool]:
+) -> OodScore:
     """How unlike the model's training data the components of one file are.
 
     Parameters
@@ -303,12 +314,11 @@ def ood_score(
 
     Returns
     -------
-    score : float
-        :func:`file_score` (``nan`` for a file without non-empty components).
-    is_ood : bool
-        ``score > reference.threshold``. A ``UserWarning`` naming the file and the advice
-        (label about :func:`advice` components with ``calcomp curate`` and refit) is
-        issued then; nothing fails.
+    OodScore
+        ``score`` (float): :func:`file_score` (``nan`` for a file without non-empty
+        components); ``is_ood`` (bool): ``score > reference.threshold``. A
+        ``UserWarning`` naming the file and the advice (label about :func:`advice`
+        components with ``calcomp curate`` and refit) is issued then; nothing fails.
 
     Raises
     ------
@@ -358,7 +368,7 @@ def ood_score(
             UserWarning,
             stacklevel=2,
         )
-    return score, is_ood
+    return OodScore(score, is_ood)
 
 
 def save_ood_reference(reference: OodReference, folder: str | os.PathLike) -> Path:

@@ -477,7 +477,7 @@ def load_evaluation_data(
             key = f"{key}/{source.method or path.stem}"
         flat, dims2 = project_footprints(source.A, source.dims)
         gsig = resolve_gsig(flat, dims2, gSig)
-        patches = extract_patches(flat, dims2, gsig)
+        patches = extract_patches(flat, dims2, gSig=gsig)
         features = shape_features(flat, dims2, gSig=gsig)
         parts.setdefault(key, []).append((patches, source.labels.astype(np.int64), features))
         logger.info("loaded %s: %d components (gSig %.2f)", path.name, len(patches), gsig)
@@ -509,7 +509,7 @@ def _simulated_data(fields: int, per_class: int, seed: int, settings) -> tuple:
         A, dims, labels, gsig = simulate_footprints(per_class, seed=seed + index, **options)
         parts.append(
             (
-                extract_patches(A, dims, gsig),
+                extract_patches(A, dims, gSig=gsig),
                 np.asarray(labels, np.int64),
                 shape_features(A, dims, gSig=gsig),
             )

@@ -167,8 +167,8 @@ def run_report(
     for name, items in test_sets(val, test).items():
         if not items:
             continue
-        logits = [inputs[id(i)][0] for i in items]
-        features = [inputs[id(i)][1] for i in items]
+        logits = [inputs[id(i)].logits for i in items]
+        features = [inputs[id(i)].features for i in items]
         methods = dict(ablations(model, logits, features))
         methods["v1"] = [classify_evidence(i.evidence, v1) for i in items]
         methods["shape-features"] = [shape_model.predict_proba(shape[id(i)][1]) for i in items]

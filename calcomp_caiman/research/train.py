@@ -500,7 +500,7 @@ def fine_tune(
     >>> from calcomp_caiman import CalcompModel, extract_patches
     >>> from calcomp_caiman.research.simulate import simulate_footprints
     >>> A, dims, labels, gSig = simulate_footprints(10, seed=1)
-    >>> new, history = fine_tune(CalcompModel.load(), extract_patches(A, dims, gSig),
+    >>> new, history = fine_tune(CalcompModel.load(), extract_patches(A, dims, gSig=gSig),
     ...                          labels, epochs=1)  # doctest: +SKIP
     """
     patches = np.asarray(patches, dtype=np.float32)
@@ -554,7 +554,7 @@ def _file_patches(path, components: np.ndarray) -> np.ndarray:
     if components.size and (components.min() < 0 or components.max() >= n):
         raise ValueError(f"{path}: component indices must be in 0..{n - 1}.")
     gsig = resolve_gsig(source.A, source.dims, source.gSig)
-    return extract_patches(source.A[:, components], source.dims, gsig)
+    return extract_patches(source.A[:, components], source.dims, gSig=gsig)
 
 
 def labels_from_csv(path) -> TrainingSet:
@@ -614,6 +614,6 @@ def simulated_training_set(per_class: int, *, fields: int = 12, seed: int = 0) -
         A, dims, labels, gsig = simulate_footprints(
             per_class, settings=TRAIN_SETTINGS, seed=seed * 1000 + field
         )
-        patches = extract_patches(A, dims, gsig)
+        patches = extract_patches(A, dims, gSig=gsig)
         parts.append(TrainingSet(patches, labels, np.full(len(labels), f"sim{field}", object)))
     return TrainingSet.concatenate(parts)

@@ -29,7 +29,7 @@ from calcomp_caiman.evidence.features import OPTIONAL_GROUPS, group_columns
 from calcomp_caiman.io.caiman_h5 import read_evidence
 from calcomp_caiman.model.folder import CalcompModel
 from calcomp_caiman.model.head import FusionHead, fit_head, fit_temperature, head_inputs
-from calcomp_caiman.refit import labelled_inputs
+from calcomp_caiman.refit import LabelledInputs, labelled_inputs
 from calcomp_caiman.research.datasets import load_roi_archive
 from calcomp_caiman.schema import CLASSES, label_masks
 
@@ -152,7 +152,7 @@ def load_real_masks(folder: str | Path, held_out_videos: set[str]) -> list[Label
     return items
 
 
-def result_inputs(model: CalcompModel, item: LabelledResult) -> tuple[np.ndarray, np.ndarray]:
+def result_inputs(model: CalcompModel, item: LabelledResult) -> LabelledInputs:
     """Shape logits and features of every component of one result (run-time pipeline)."""
     return labelled_inputs(model, item.evidence, np.arange(item.evidence.n))
 
@@ -330,7 +330,9 @@ def fit_ood(model: CalcompModel, train, calibration, measured_in, measured_out, 
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return np.array([ood_score(i.evidence, model, reference=reference)[0] for i in items])
+            return np.array(
+                [ood_score(i.evidence, model, reference=reference).score for i in items]
+            )
 
     reference = calibrate_ood_threshold(reference, scores(calibration))
     inside, outside = scores(measured_in), scores(measured_out)

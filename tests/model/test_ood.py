@@ -43,7 +43,7 @@ def test_shifted_fields_score_higher_than_training_like_ones(v1, tmp_path):
     patches, groups = [], []
     for seed in range(4):
         A, dims, labels, gsig = simulate_footprints(60, settings=TRAIN_SETTINGS, seed=seed)
-        patches.append(extract_patches(A, dims, gsig))
+        patches.append(extract_patches(A, dims, gSig=gsig))
         groups.append(labels)
     reference = fit_ood_reference(v1, np.concatenate(patches), np.concatenate(groups))
     held_out = [file_score(evidence_distances(_field(TRAIN_SETTINGS, s)[0], v1, reference))
@@ -90,4 +90,5 @@ def test_reference_of_another_network_or_none_is_refused(v1, tmp_path):
     with pytest.raises(FileNotFoundError):
         load_ood_reference(tmp_path / "missing")
     empty = Evidence.build(np.zeros((100, 0)), (10, 10))
-    assert np.isnan(ood_score(empty, v1)[0]) and not ood_score(empty, v1)[1]
+    found = ood_score(empty, v1)
+    assert np.isnan(found.score) and found.is_ood is False
