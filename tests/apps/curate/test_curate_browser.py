@@ -1,16 +1,23 @@
 """`calcomp curate` driven in a real headless Chromium: label by keyboard and mouse, refit,
-apply, two tabs, a killed server. Needs Debian's chromium (`.ci/run` installs it)."""
+apply, two tabs, a killed server; and pages of other sites that try to drive it (forms,
+fetch, framing, DNS rebinding). Needs Debian's chromium (`.ci/run` installs it)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
+import http.server
 import json
+import logging
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -35,6 +42,7 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium chromium-driver)"
 )
 REJECTED = {17, 20, 51}  # CaImAn's idx_components_bad in real_mouse2p_cnmf.hdf5
+EVIL = "evil.example"  # another site: the browser resolves its name to this computer
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +62,31 @@ def tiny_v2(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[f"--host-resolver-rules=MAP {EVIL} 127.0.0.1"],
+        )
         yield chromium
         chromium.close()
+
+
+@contextlib.contextmanager
+def _site(folder: Path) -> Iterator[int]:
+    """Serve ``folder`` over HTTP on another port of 127.0.0.1 (another origin): the port."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))  # fmt: skip
+    thread = threading.Thread(target=site.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield site.server_address[1]
+    finally:
+        site.shutdown()
+        site.server_close()
 
 
 def _open(browser, url: str):
@@ -64,6 +94,10 @@ def _open(browser, url: str):
     page.goto(url)
     page.wait_for_selector("body[data-ready='1']", timeout=20_000)
     return page
+
+
+# wait_for_function takes functions ("() => ..."): the page's Content-Security-Policy forbids
+# eval, which Playwright uses for a bare expression
 
 
 def _press(page, *keys: str) -> None:
@@ -85,13 +119,16 @@ def test_label_refit_and_apply_in_the_browser(tmp_path, caiman_copy, tiny_v2, br
     path = caiman_copy("real_mouse2p_cnmf.hdf5")
     labels = tmp_path / "labels.csv"
     server = serve([path], labels=labels, model=tiny_v2, model_out=tmp_path / "refitted", port=0)
+    (tmp_path / "notebook").mkdir()
+    (tmp_path / "notebook" / "cell.html").write_text(server._repr_html_())
     try:
-        notebook = browser.new_page()  # what a Jupyter cell displays: the page in an IFrame
-        notebook.set_content(server._repr_html_())
-        frame = notebook.frame_locator("iframe")
-        frame.locator("body[data-ready='1']").wait_for(timeout=20_000)
-        assert frame.locator(".card").count() == 59
-        notebook.close()
+        with _site(tmp_path / "notebook") as jupyter:  # what a Jupyter cell displays: an IFrame
+            notebook = browser.new_page()
+            notebook.goto(f"http://localhost:{jupyter}/cell.html")
+            frame = notebook.frame_locator("iframe")
+            frame.locator("body[data-ready='1']").wait_for(timeout=20_000)
+            assert frame.locator(".card").count() == 59
+            notebook.close()
         page = _open(browser, server.url)
         order = page.evaluate("curate.order()")
         expected = server.session.components()
@@ -111,7 +148,7 @@ def test_label_refit_and_apply_in_the_browser(tmp_path, caiman_copy, tiny_v2, br
                        (name, _component(order[2])): "non_neuron",
                        (name, _component(order[4])): "process"}  # fmt: skip
         _press(page, "z")
-        page.wait_for_function("curate.settled()")
+        page.wait_for_function("() => curate.settled()")
         assert (name, _component(order[4])) not in _csv(labels)
         assert page.evaluate("curate.focused()") == order[4]
         # the mouse: a card's "doubtful" button
@@ -126,7 +163,7 @@ def test_label_refit_and_apply_in_the_browser(tmp_path, caiman_copy, tiny_v2, br
 
         # disagreements: only labelled cards whose label contradicts the prediction
         page.check("#filter-disagree")
-        page.wait_for_function("curate.order().length < 59")
+        page.wait_for_function("() => curate.order().length < 59")
         cards = page.evaluate(
             "Array.from(document.querySelectorAll('.card')).map((c) => [c.dataset.label, "
             "c.dataset.predicted])"
@@ -135,13 +172,13 @@ def test_label_refit_and_apply_in_the_browser(tmp_path, caiman_copy, tiny_v2, br
         for label, predicted in cards:
             assert contradicts(label, CLASSES.index(predicted) + 1)
         page.uncheck("#filter-disagree")
-        page.wait_for_function("curate.order().length == 59")
+        page.wait_for_function("() => curate.order().length == 59")
 
         # refit in the background: progress bar, before/after accuracy, re-sorted
         page.click("#refit")
         page.wait_for_selector("#refit-progress:not([hidden])", timeout=5_000)
         _press(page, "1")  # labelling goes on while it runs
-        page.wait_for_function("curate.version() === 1", timeout=60_000)
+        page.wait_for_function("() => curate.version() === 1", timeout=60_000)
         status = page.inner_text("#refit-status")
         assert re.search(r"held-out accuracy \d\.\d{3} \u2192 \d\.\d{3}", status), status
         assert page.is_hidden("#refit-progress")
@@ -152,7 +189,7 @@ def test_label_refit_and_apply_in_the_browser(tmp_path, caiman_copy, tiny_v2, br
         # apply: the files get the refitted classification, the model folder is saved
         page.click("#apply")
         page.wait_for_function(
-            "document.querySelector('#apply-status').textContent.includes('written to 1 file')",
+            "() => document.querySelector('#apply-status').textContent.includes('written to 1 file')",
             timeout=60_000,
         )
         with h5py.File(path, "r") as handle:
@@ -195,15 +232,15 @@ def test_two_tabs_and_a_killed_server_lose_no_label(tmp_path, caiman_copy, tiny_
         assert "real_mouse2p_cnmf.hdf5" not in banner
         order = tab1.evaluate("curate.order()")
         tab2.select_option("#filter-file", "1")  # filters: by file, by predicted class
-        tab2.wait_for_function("curate.order().every((k) => k.startsWith('1:'))")
+        tab2.wait_for_function("() => curate.order().every((k) => k.startsWith('1:'))")
         assert len(tab2.evaluate("curate.order()")) == 64
         tab2.select_option("#filter-file", "")
         tab2.select_option("#filter-class", "doubtful")
         shown = "Array.from(document.querySelectorAll('.card')).map((c) => c.dataset.predicted)"
-        tab2.wait_for_function(f"(() => {{ const p = {shown}; return p.length > 0 && "
-                               "p.length < 123 && p.every((c) => c === 'doubtful'); })()")  # fmt: skip
+        tab2.wait_for_function(f"() => {{ const p = {shown}; return p.length > 0 && "
+                               "p.length < 123 && p.every((c) => c === 'doubtful'); }")  # fmt: skip
         tab2.select_option("#filter-class", "")
-        tab2.wait_for_function("curate.order().length === 123")
+        tab2.wait_for_function("() => curate.order().length === 123")
         _press(tab1, "1", "4")
         _press(tab2, *["ArrowRight"] * 5, "3", "n")
         os.kill(process.pid, signal.SIGKILL)  # no shutdown, no flush
@@ -241,5 +278,82 @@ def test_a_large_file_is_shown_in_batches(tmp_path, tiny_v2, browser):
         assert page.locator(".card").count() == 300
         order = page.evaluate("curate.order()")
         assert _csv(tmp_path / "labels.csv") == {("big.hdf5", _component(order[150])): "noise"}
+    finally:
+        server.stop()
+
+
+ATTACK = """<!doctype html>
+<html><body>
+<form id="label" method="POST" action="{target}/api/label" enctype="text/plain" target="sink">
+<input type="hidden" name='{{"file": 0, "component": 7, "label": "noise", "pad": "' value='"}}'>
+</form>
+<form id="apply" method="POST" action="{target}/api/apply" enctype="text/plain" target="sink">
+<input type="hidden" name='{{"pad": "' value='"}}'>
+</form>
+<iframe name="sink"></iframe>
+<iframe id="framed" src="{target}/"></iframe>
+<script>
+const body = JSON.stringify({{file: 0, component: 7, label: "noise"}});
+async function attempt(path, options) {{
+  try {{
+    const response = await fetch("{target}" + path, options);
+    return response.type === "opaque" ? "opaque" : response.status + " " + (await response.text());
+  }} catch (err) {{ return "blocked"; }}
+}}
+window.attack = (async () => ({{
+  json: await attempt("/api/label", {{method: "POST", headers: {{"Content-Type": "application/json"}}, body}}),
+  guessed_token: await attempt("/api/label", {{method: "POST", body,
+    headers: {{"Content-Type": "application/json", "X-Calcomp-Token": "guess"}}}}),
+  text_label: await attempt("/api/label", {{method: "POST", mode: "no-cors",
+    headers: {{"Content-Type": "text/plain"}}, body}}),
+  text_apply: await attempt("/api/apply", {{method: "POST", mode: "no-cors",
+    headers: {{"Content-Type": "text/plain"}}, body: "{{}}"}}),
+  state: await attempt("/api/state", {{}}),
+  page: await attempt("/", {{}}),
+}}))();
+</script>
+</body></html>
+"""
+
+
+def test_another_site_cannot_drive_the_page(tmp_path, caiman_copy, browser, caplog):
+    """Pages of another origin (another port here, another site's name) post forms and
+    fetches to the page's API, frame it, or rebind their name to it: nothing is written."""
+    path = caiman_copy("real_mouse2p_cnmf.hdf5")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,component,label\nreal_mouse2p_cnmf.hdf5,3,neuron\n")
+    model_out = tmp_path / "model_out"
+    server = serve([path], labels=labels, model="calcomp_resnet_v1", model_out=model_out)
+    before = labels.read_bytes(), path.read_bytes()
+    caplog.set_level(logging.DEBUG, logger="calcomp_caiman.apps.curate.app")
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "attack.html").write_text(ATTACK.format(target=server.url.rstrip("/")))
+    try:
+        with _site(tmp_path / "site") as port:
+            for host in ("127.0.0.1", EVIL):  # same site, another port; another site
+                page = browser.new_page()
+                page.goto(f"http://{host}:{port}/attack.html")
+                results = page.evaluate("window.attack")
+                assert results == {"json": "blocked", "guessed_token": "blocked", "text_label": "opaque",
+                                   "text_apply": "opaque", "state": "blocked", "page": "blocked"}, results  # fmt: skip
+                for form in ("label", "apply"):  # an HTML form: the browser's own POST
+                    with page.expect_response(lambda r, form=form: r.url.endswith(f"/api/{form}")
+                                              and r.request.method == "POST") as answer:  # fmt: skip
+                        page.evaluate(f"document.getElementById('{form}').submit()")
+                    assert answer.value.status == 403
+                framed = page.frames[-1].url  # a page of another site may not frame it
+                assert framed == ("chrome-error://chromewebdata/" if host == EVIL else server.url)
+                page.close()
+                assert (labels.read_bytes(), path.read_bytes()) == before and not model_out.exists()
+        refused = [r.getMessage() for r in caplog.records if "POST /api/" in r.getMessage()]
+        assert len(refused) == 8 and all(m.endswith(" 403") for m in refused), refused
+
+        # DNS rebinding: another site's name resolved to 127.0.0.1 reaches the port, not the page
+        page = browser.new_page()
+        response = page.goto(f"http://{EVIL}:{server.port}/")
+        assert response.status == 403 and "calcomp-token" not in page.content()
+        assert page.evaluate("fetch('/api/state').then((r) => r.status)") == 403
+        page.close()
+        assert (labels.read_bytes(), path.read_bytes()) == before and not model_out.exists()
     finally:
         server.stop()
