@@ -170,7 +170,7 @@ def task_write(task: dict) -> dict:
     import numpy as np
     from _footprints import simulate_footprints
 
-    from calcomp_caiman.io.caiman_h5 import write_caiman_file
+    from calcomp_caiman.research.caiman_files import write_caiman_file
 
     start = time.perf_counter()
     dims, n, frames = tuple(task["dims"]), task["n"], task["frames"]
@@ -218,7 +218,8 @@ def _split(path: str, out: str, model) -> dict:
     from calcomp_caiman.evidence.features import evidence_features
     from calcomp_caiman.evidence.footprints import footprint_fingerprint, footprint_flags
     from calcomp_caiman.evidence.patches import crop_checked, footprints_for
-    from calcomp_caiman.io.caiman_h5 import read_evidence, write_classification
+    from calcomp_caiman.io.caiman_h5 import read_evidence
+    from calcomp_caiman.io.caiman_h5_write import write_classification
 
     times = dict.fromkeys(SPLIT_PARTS, 0.0)
     t0 = time.perf_counter()

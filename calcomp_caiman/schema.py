@@ -7,8 +7,9 @@ writer is given.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -19,8 +20,10 @@ __all__ = [
     "FLAG_EMPTY",
     "FLAG_NEGATIVE",
     "PATCH_SIZE",
+    "REQUIRED_FIELDS",
     "SELECTION_FIELDS",
     "Classification",
+    "check_result",
     "class_codes",
     "label_masks",
 ]
@@ -159,3 +162,151 @@ class Classification:
     def as_result(self) -> dict:
         """The arrays plus ``provenance``: what the file writers take."""
         return dict(self.fields, provenance=dict(self.provenance))
+
+
+REQUIRED_FIELDS = (
+    "class_probs",
+    "class_labels",
+    "cnn_preds",
+    "idx_components",
+    "idx_components_bad",
+)
+"""The arrays every result given to a writer must hold (``class_flags`` defaults to zeros and
+``class_fingerprint`` is optional)."""
+
+_PROVENANCE_TYPES = (str, bool, int, float, np.integer, np.floating, np.bool_)
+
+
+def check_result(
+    result: Mapping[str, Any] | Classification, n: int | None = None, *, label: str | None = None
+) -> Classification:
+    """Check what a file writer is given against :data:`FIELDS`; return it as a record.
+
+    The one validator of every writer (CaImAn HDF5, NWB, Suite2p, masks): the same result is
+    accepted or refused, with the same message, whatever the format.
+
+    Parameters
+    ----------
+    result : Classification or mapping
+        A :class:`Classification`, or its :meth:`~Classification.as_result` dict: the
+        arrays of :data:`REQUIRED_FIELDS`, optionally ``class_flags`` (or ``flags``) and
+        ``class_fingerprint``, and optionally ``provenance`` (a dict of str to str or number).
+    n : int, optional
+        Number of components of the file to write; None checks the result on its own.
+    label : str, optional
+        The file, for messages.
+
+    Returns
+    -------
+    Classification
+        ``fields``: the arrays with the dtypes of :data:`FIELDS`, in its order
+        (``class_flags`` zeros when not given; ``class_fingerprint`` only when given);
+        ``provenance``: a plain dict (empty when not given).
+
+    Raises
+    ------
+    TypeError
+        ``result`` is not a mapping; labels, flags or indices are not integers; a
+        provenance value is not a str or a number (lists and dicts go in as JSON text).
+    ValueError
+        A required array is missing; an array has the wrong shape or length (``N`` rows of
+        ``class_probs`` differ from ``n``); a label is not a code 1-4, a flag not 0-255, an
+        index outside ``[0, N)``.
+
+    Examples
+    --------
+    >>> probs = np.array([[0.7, 0.1, 0.1, 0.1]], np.float32)
+    >>> result = {"class_probs": probs, "class_labels": np.array([1], np.int8),
+    ...           "cnn_preds": probs[:, 0], "idx_components": np.array([0]),
+    ...           "idx_components_bad": np.array([], np.int64), "provenance": {"model": "m"}}
+    >>> record = check_result(result, 1, label="x.npy")
+    >>> list(record.fields)[:3], record.provenance
+    (['class_probs', 'class_labels', 'class_flags'], {'model': 'm'})
+    >>> check_result(result, 2, label="x.npy")
+    Traceback (most recent call last):
+    ...
+    ValueError: result has 1 components but x.npy has 2; classify this file's components.
+    """
+    if isinstance(result, Classification):
+        result = result.as_result()
+    if not isinstance(result, Mapping):
+        raise TypeError(
+            "result must be a Classification or a dict of arrays (classification_fields), got "
+            f"{type(result).__name__}."
+        )
+    missing = [name for name in REQUIRED_FIELDS if name not in result]
+    if missing:
+        raise ValueError(
+            f"result lacks {missing}; build it with calcomp_caiman.classify.classification_fields."
+        )
+    probs = np.asarray(result["class_probs"], dtype=np.float32)
+    if probs.ndim != 2 or probs.shape[1] != len(CLASSES):
+        raise ValueError(
+            f"result['class_probs'] must be (N, {len(CLASSES)}) (one column per class in "
+            f"{CLASSES}), got shape {probs.shape}."
+        )
+    count = probs.shape[0]
+    if n is not None and count != n:
+        raise ValueError(
+            f"result has {count} components but {label or 'the file'} has {n}; classify this "
+            "file's components."
+        )
+    labels = _integers(result["class_labels"], "class_labels")
+    if labels.shape != (count,) or (labels.size and (labels.min() < 1 or labels.max() > 4)):
+        raise ValueError(
+            f"result['class_labels'] must be {count} codes 1-4, got shape {labels.shape} "
+            f"with values {np.unique(labels)[:8].tolist()}."
+        )
+    cnn_preds = np.asarray(result["cnn_preds"], dtype=np.float32)
+    if cnn_preds.shape != (count,):
+        raise ValueError(f"result['cnn_preds'] must have shape ({count},), got {cnn_preds.shape}.")
+    given = result.get("class_flags", result.get("flags"))
+    flags = np.zeros(count, np.int64) if given is None else _integers(given, "class_flags")
+    if flags.shape != (count,) or (flags.size and (flags.min() < 0 or flags.max() > 255)):
+        raise ValueError(
+            f"result['class_flags'] must be ({count},) values 0-255, got shape {flags.shape}."
+        )
+    arrays = {"class_probs": probs, "class_labels": labels, "class_flags": flags,
+              "cnn_preds": cnn_preds}  # fmt: skip
+    for name in ("idx_components", "idx_components_bad"):
+        index = _integers(result[name], name)
+        if index.ndim != 1 or (index.size and (index.min() < 0 or index.max() >= count)):
+            raise ValueError(
+                f"result[{name!r}] must be 1-D column indices in [0, {count}) (the result has "
+                f"{count} components)."
+            )
+        arrays[name] = index
+    if result.get("class_fingerprint") is not None:
+        fingerprint = np.asarray(result["class_fingerprint"], dtype=np.float64)
+        if fingerprint.shape != (count, 3):
+            raise ValueError(
+                f"result['class_fingerprint'] must have shape ({count}, 3), got "
+                f"{fingerprint.shape}."
+            )
+        arrays["class_fingerprint"] = fingerprint
+    fields = {name: arrays[name].astype(FIELDS[name][0], copy=False)
+              for name in FIELDS if name in arrays}  # fmt: skip
+    return Classification(fields, _check_provenance(result.get("provenance")))
+
+
+def _integers(value: Any, name: str) -> np.ndarray:
+    array = np.asarray(value)
+    if array.size == 0:
+        return np.zeros(array.shape, np.int64)
+    if not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
+        raise TypeError(f"result[{name!r}] must hold integers, got dtype {array.dtype}.")
+    return array.astype(np.int64)
+
+
+def _check_provenance(provenance: Any) -> dict[str, Any]:
+    if provenance is None:
+        return {}
+    if not isinstance(provenance, Mapping):
+        raise TypeError(f"result['provenance'] must be a dict, got {type(provenance).__name__}.")
+    for key, value in provenance.items():
+        if not isinstance(value, _PROVENANCE_TYPES):
+            raise TypeError(
+                f"result['provenance'][{key!r}] must be a str or a number, got "
+                f"{type(value).__name__}; encode lists and dicts as JSON text."
+            )
+    return dict(provenance)

@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from calcomp_caiman import CLASSES, InvalidFileError, classify_footprints, extract_patches
-from calcomp_caiman.io.caiman_h5 import ResultFile, read_estimates, write_classification
+from calcomp_caiman.io.caiman_h5 import ResultFile, read_estimates
+from calcomp_caiman.io.caiman_h5_write import write_classification
 
 PATCH = 50
 FLOAT_MAGNITUDES = {

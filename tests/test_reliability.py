@@ -33,8 +33,9 @@ from conftest import CAIMAN_RESULTS, disk_footprints, require
 from calcomp_caiman import CLASSES, classify_footprints, evaluate_components_4class
 from calcomp_caiman.apps.batch import find_result_files
 from calcomp_caiman.apps.cli import main
-from calcomp_caiman.io import caiman_h5 as hdf5io
-from calcomp_caiman.io.caiman_h5 import read_estimates, write_caiman_file
+from calcomp_caiman.io import caiman_h5_write
+from calcomp_caiman.io.caiman_h5 import read_estimates
+from calcomp_caiman.research.caiman_files import write_caiman_file
 from calcomp_caiman.schema import FLAG_EMPTY, FLAG_NEGATIVE
 
 CALCOMP = shutil.which("calcomp", path=str(Path(sys.executable).parent)) or "calcomp"
@@ -186,7 +187,7 @@ def read_only_folder(folder: Path, stack, monkeypatch) -> Path:
 
 LOCK_HOLDER = """
 import sys
-from calcomp_caiman.io.caiman_h5 import exclusive_lock
+from calcomp_caiman.io.atomic import exclusive_lock
 with exclusive_lock(sys.argv[1]):  # what a calcomp process writing the file holds
     print("locked", flush=True)
     sys.stdin.readline()
@@ -646,7 +647,7 @@ def test_disk_full_during_reprocess_keeps_originals(tmp_path, model_dir, monkeyp
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(hdf5io, "_write_fields", full)
+    monkeypatch.setattr(caiman_h5_write, "_write_fields", full)
     summary = tmp_path / "summary.csv"
     assert main(["reprocess", str(folder), "--in-place", "--model", model_dir, "-q",
                  "--summary", str(summary)]) == 1  # fmt: skip

@@ -14,8 +14,8 @@ import pytest
 
 from calcomp_caiman import CalcompModel
 from calcomp_caiman.evidence.features import group_columns
-from calcomp_caiman.io.caiman_h5 import write_caiman_file
 from calcomp_caiman.research import evaluate_v2, train_v2
+from calcomp_caiman.research.caiman_files import write_caiman_file
 from calcomp_caiman.research.simulate import simulate_session
 
 

@@ -1,11 +1,11 @@
-"""Read CaImAn result files (``cnm.save`` HDF5) and write the classification into them.
+"""Read CaImAn result files (``cnm.save`` HDF5): footprints, metrics and an earlier classification.
 
 CaImAn 1.12 stores a ``CNMF`` / ``OnACID`` object as one HDF5 file: groups ``estimates`` and
 ``params``, the sparse footprints ``estimates/A`` as a group (``data``, ``indices``, ``indptr``,
 ``shape``; CSC, pixels in Fortran order) and ``None`` as the scalar string ``'NoneType'``.
-:func:`read_estimates` reads only what the classifier needs; :func:`write_classification`
-adds our fields atomically (a repacked temporary file replaces the original in one step);
-:func:`write_caiman_file` writes a small file in the same layout from arrays.
+:func:`read_estimates` reads only what the classifier needs, :func:`read_evidence` adds the
+traces (read lazily) and images, :func:`is_classified_by` tells whether a file already holds
+a model's classification. Writing is :mod:`calcomp_caiman.io.caiman_h5_write`.
 
 Only numpy, scipy and h5py are used here; neither keras nor caiman is imported.
 """
@@ -16,7 +16,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,45 +29,26 @@ from calcomp_caiman.errors import CalcompError, FileBusyError, InvalidFileError
 from calcomp_caiman.evidence.evidence import Evidence
 from calcomp_caiman.evidence.footprints import footprint_fingerprint, match_fingerprints
 from calcomp_caiman.evidence.traces import Traces
-from calcomp_caiman.io.atomic import atomic_replace, exclusive_lock, reason
-from calcomp_caiman.schema import CLASSES, FIELDS
+from calcomp_caiman.io.atomic import reason
+from calcomp_caiman.io.caiman_h5_layout import (
+    ATTR_PREFIX,
+    attribute_value,
+    footprints_from_parts,
+    is_none,
+    optional_array,
+    read_footprint_parts,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "ResultFile",
+    "check_caiman_path",
+    "check_hdf5_path",
+    "is_classified_by",
     "read_estimates",
     "read_evidence",
-    "check_hdf5_path",
-    "write_classification",
-    "is_classified_by",
-    "write_caiman_file",
-    "CLASSIFICATION_FIELDS",
-    "BACKUP_FIELDS",
-    "ATTR_PREFIX",
-    "exclusive_lock",
 ]
-
-CLASSIFICATION_FIELDS = tuple(FIELDS)
-"""Datasets that :func:`write_classification` writes under ``/estimates``."""
-
-BACKUP_FIELDS = {name: "caiman_" + name for name in ("cnn_preds", "idx_components",
-                                                     "idx_components_bad")}  # fmt: skip
-"""CaImAn's own fields and the ``/estimates`` names their first-seen values are kept under."""
-
-ATTR_PREFIX = "calcomp_"
-"""Prefix of the provenance attributes stored on ``estimates/class_probs``."""
-
-_NONE = "NoneType"
-_SPARSE_PARTS = ("data", "indices", "indptr", "shape")
-_ESTIMATES_NONE_FIELDS = (
-    "A_thr", "Ab", "Ab_dense", "AtA", "AtY_buf", "CC", "CY", "C_on", "Cf", "Cn", "F_dff",
-    "OASISinstances", "R", "S", "SNR_comp", "W", "YrA", "Yr_buf", "b", "b0", "bl", "c1",
-    "center", "cnn_preds", "discarded_components", "ecc", "f", "g", "idx_components",
-    "idx_components_bad", "ind_new", "lam", "mn", "neurons_sn", "noisyC", "psx", "r_values",
-    "rho_buf", "shifts", "sn", "sv", "vr",
-)  # fmt: skip
-_COMPRESS_MIN_SIZE = 4096
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,10 +102,9 @@ class ResultFile:
         return int(self.A.shape[1])
 
 
-# --------------------------------------------------------------------------- reading
-
-
-def read_estimates(path: str | os.PathLike) -> ResultFile:
+def read_estimates(
+    path: str | os.PathLike, *, locking: bool = True, stored_probs: bool = True
+) -> ResultFile:
     """Read the footprints and quality fields of a CaImAn result file.
 
     Only ``estimates/A``, ``dims``, ``params/init/gSig`` and a few per-component fields are
@@ -133,8 +113,13 @@ def read_estimates(path: str | os.PathLike) -> ResultFile:
     Parameters
     ----------
     path : path-like
-        A ``.hdf5`` file written by CaImAn's ``cnm.save`` (CNMF or OnACID), or by
-        :func:`write_caiman_file`.
+        A ``.hdf5`` file written by CaImAn's ``cnm.save`` (CNMF or OnACID).
+    locking : bool
+        Open with HDF5's file locking. False only for a caller that already holds
+        :func:`~calcomp_caiman.io.atomic.exclusive_lock` on ``path`` (the writer does).
+    stored_probs : bool
+        Match the stored ``class_probs`` to ``A`` (``ResultFile.class_probs``); False skips
+        that work and leaves ``class_probs`` None.
 
     Returns
     -------
@@ -160,19 +145,14 @@ def read_estimates(path: str | os.PathLike) -> ResultFile:
 
     Examples
     --------
-    >>> import os, tempfile
-    >>> import numpy as np
-    >>> folder = tempfile.mkdtemp()
-    >>> A = np.zeros((20 * 30, 2), np.float32)
-    >>> A[[5, 6, 25], 0] = 1.0
-    >>> A[[300, 301], 1] = 0.5
-    >>> path = write_caiman_file(os.path.join(folder, "cnm.hdf5"), A=A,
-    ...                          C=np.ones((2, 10)), dims=(20, 30), gSig=(3, 3))
-    >>> source = read_estimates(path)
-    >>> source.A.shape, source.dims, source.gSig, source.idx_components
-    ((600, 2), (20, 30), (3.0, 3.0), None)
+    The bundled demo, a CaImAn 1.12.1 batch-CNMF result:
+
+    >>> from importlib import resources
+    >>> source = read_estimates(resources.files("calcomp_caiman.data") / "demo_caiman_sim.hdf5")
+    >>> source.A.shape, source.dims, source.gSig, source.classification
+    ((9216, 36), (96, 96), (4.0, 4.0), None)
     """
-    return _read(os.fspath(path), locking=True, stored_probs=True)
+    return _read(os.fspath(path), locking=locking, stored_probs=stored_probs)
 
 
 def read_evidence(path: str | os.PathLike, *, image=None) -> Evidence:
@@ -207,7 +187,7 @@ def read_evidence(path: str | os.PathLike, *, image=None) -> Evidence:
         estimates = handle["estimates"]
         for name in ("g", "neurons_sn", "Cn"):
             try:
-                value = _optional_array(estimates, name)
+                value = optional_array(estimates, name)
             except (OSError, ValueError, TypeError) as err:
                 logger.warning("%s: ignoring estimates/%s (%s)", path, name, reason(err))
                 value = None
@@ -273,10 +253,10 @@ def _trace_layout(estimates: h5py.Group, n: int, path: str) -> tuple[tuple[str, 
 def _read(path: str, *, locking: bool, stored_probs: bool = False) -> ResultFile:
     """The file's :class:`ResultFile`; ``class_probs`` matched to ``A`` only if ``stored_probs``
     (classifying and writing never use them)."""
-    _check_hdf5(path)
+    check_caiman_path(path)
     with _reading(path, locking=locking) as handle:
         raw = _read_raw(handle, path)
-    A = _footprints(raw["A"], path)
+    A = footprints_from_parts(raw["A"], path)
     dims = _dims(raw, path)
     n_pixels = math.prod(dims)  # Python ints: no overflow whatever dims says
     if A.shape[0] != n_pixels:
@@ -318,7 +298,14 @@ def check_hdf5_path(path: str | os.PathLike, kind: str, expected: str) -> None:
         raise InvalidFileError(path, f"is not an HDF5 file; expected {expected}.")
 
 
-def _check_hdf5(path: str) -> None:
+def check_caiman_path(path: str | os.PathLike) -> None:
+    """Raise unless ``path`` is an existing HDF5 file, with messages for CaImAn result files.
+
+    Raises
+    ------
+    FileNotFoundError, InvalidFileError
+        As :func:`check_hdf5_path`.
+    """
     check_hdf5_path(
         path,
         "a CaImAn result file (.hdf5)",
@@ -354,27 +341,6 @@ def _open_hdf5(path: str, *, locking: bool) -> h5py.File:
     return h5py.File(path, "r", locking=False)
 
 
-def _raw_footprints(estimates: h5py.Group, path: str) -> Any:
-    """``estimates/A`` as stored: the sparse parts as a dict, or a dense array."""
-    node = estimates.get("A")
-    if node is None:
-        raise InvalidFileError(
-            path,
-            "has no estimates/A (the spatial footprints); expected a CaImAn result file "
-            "saved with cnm.save() after fitting.",
-        )
-    if isinstance(node, h5py.Group):
-        missing = [part for part in _SPARSE_PARTS if not isinstance(node.get(part), h5py.Dataset)]
-        if missing:
-            raise InvalidFileError(
-                path,
-                f"estimates/A lacks {', '.join(missing)}; expected CaImAn's sparse layout "
-                "(data, indices, indptr, shape).",
-            )
-        return {part: node[part][()] for part in _SPARSE_PARTS}
-    return node[()]
-
-
 def _read_raw(handle: h5py.File, path: str) -> dict[str, Any]:
     """Everything needed from an open file, as plain arrays; structural checks only."""
     estimates = handle.get("estimates")
@@ -384,17 +350,17 @@ def _read_raw(handle: h5py.File, path: str) -> dict[str, Any]:
             "has no 'estimates' group; expected a CaImAn result file saved with cnm.save() "
             "(CNMF or OnACID).",
         )
-    A_raw = _raw_footprints(estimates, path)
+    A_raw = read_footprint_parts(estimates, path)
     dims_where, dims_value = None, None
     for where in ("estimates/dims", "dims", "params/data/dims"):
         candidate = handle.get(where)
         if isinstance(candidate, h5py.Dataset):
             value = candidate[()]
-            if not _is_none(value):
+            if not is_none(value):
                 dims_where, dims_value = where, value
                 break
     fields: dict[str, Any] = {
-        name: _optional_array(estimates, name)
+        name: optional_array(estimates, name)
         for name in ("cnn_preds", "idx_components", "idx_components_bad", "SNR_comp",
                      "r_values", "accepted_list", "rejected_list", "class_probs")
     }  # fmt: skip
@@ -405,7 +371,7 @@ def _read_raw(handle: h5py.File, path: str) -> dict[str, Any]:
     stored = []
     for group in (estimates, estimates.get("discarded_components")):
         if isinstance(group, h5py.Group):
-            probs, fingerprint = (_optional_array(group, name) for name in _STORED_ROWS)
+            probs, fingerprint = (optional_array(group, name) for name in _STORED_ROWS)
             if probs is not None and fingerprint is not None and len(probs) == len(fingerprint):
                 stored.append((probs, fingerprint))
     return {"A": A_raw, "dims_where": dims_where, "dims": dims_value, "fields": fields,
@@ -430,57 +396,6 @@ def _stored_probs(raw: dict, A: scipy.sparse.csc_matrix, path: str) -> np.ndarra
     return np.concatenate([probs for probs, _ in raw["stored"]])[rows]
 
 
-def _footprints(value: Any, path: str) -> scipy.sparse.csc_matrix:
-    """:func:`_raw_footprints`' value as a checked CSC matrix (sorted row indices)."""
-    if isinstance(value, dict):
-        data = _real_numbers(np.asarray(value["data"]))
-        try:
-            shape = tuple(int(s) for s in np.ravel(value["shape"]))
-        except (TypeError, ValueError, OverflowError):  # text, 'NoneType', NaN
-            shape = ()
-        if data is None or len(shape) != 2:
-            raise InvalidFileError(
-                path,
-                f"estimates/A holds {np.asarray(value['data']).dtype} data with shape "
-                f"{np.ravel(value['shape']).tolist()}; expected real numbers, pixels x "
-                "components.",
-            )
-        try:
-            A = scipy.sparse.csc_matrix(
-                (data, np.asarray(value["indices"]), np.asarray(value["indptr"])), shape=shape
-            )
-            A.check_format(full_check=True)
-        except (ValueError, TypeError, OverflowError) as err:
-            raise InvalidFileError(
-                path, f"estimates/A is not a valid sparse (CSC) matrix: {reason(err)}"
-            ) from None
-        if not A.has_sorted_indices:  # some CaImAn files store unsorted row indices
-            A.sort_indices()
-        return A
-    if _is_none(value):
-        raise InvalidFileError(
-            path,
-            "estimates/A is None (the object was saved before fitting): there is nothing to "
-            "classify.",
-        )
-    dense = np.asarray(value)
-    real = _real_numbers(dense)
-    if dense.ndim != 2 or real is None:
-        raise InvalidFileError(
-            path,
-            f"estimates/A is a {dense.dtype} dataset of shape {dense.shape}; expected a "
-            "pixels x components matrix of real numbers.",
-        )
-    return scipy.sparse.csc_matrix(real)
-
-
-def _real_numbers(array: np.ndarray) -> np.ndarray | None:
-    """``array`` if it holds real numbers (float16 as float32, which scipy.sparse needs)."""
-    if array.dtype.kind not in "biuf":
-        return None
-    return array.astype(np.float32) if array.dtype == np.float16 else array
-
-
 def _dims(raw: dict, path: str) -> tuple[int, ...]:
     if raw["dims"] is None:
         raise InvalidFileError(
@@ -503,20 +418,12 @@ def _one_line(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _optional_array(group: h5py.Group, name: str) -> np.ndarray | None:
-    node = group.get(name)
-    if not isinstance(node, h5py.Dataset):
-        return None
-    value = node[()]
-    return None if _is_none(value) else np.asarray(value)
-
-
 def _gsig(handle: h5py.File) -> tuple[float, ...] | None:
     node = handle.get("params/init/gSig")
     if not isinstance(node, h5py.Dataset):
         return None
     value = node[()]
-    if _is_none(value):
+    if is_none(value):
         return None
     try:
         gsig = tuple(float(v) for v in np.ravel(np.asarray(value)))
@@ -534,29 +441,11 @@ def _provenance_of(estimates: h5py.Group) -> dict[str, Any] | None:
     if not isinstance(node, h5py.Dataset):
         return None
     found = {
-        key[len(ATTR_PREFIX) :]: _plain(value)
+        key[len(ATTR_PREFIX) :]: attribute_value(value)
         for key, value in node.attrs.items()
         if key.startswith(ATTR_PREFIX)
     }
     return found or None
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
-def _is_none(value: Any) -> bool:
-    if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "OSU":
-        value = value.item()
-    if isinstance(value, bytes):
-        return value == _NONE.encode()
-    return isinstance(value, str) and value == _NONE
 
 
 def is_classified_by(path: str | os.PathLike, model_sha256: str) -> bool:
@@ -592,17 +481,17 @@ def is_classified_by(path: str | os.PathLike, model_sha256: str) -> bool:
             A = handle.get("estimates/A")
             if not isinstance(probs, h5py.Dataset) or A is None:
                 return False
-            recorded = _plain(probs.attrs.get(ATTR_PREFIX + "model_sha256"))
+            recorded = attribute_value(probs.attrs.get(ATTR_PREFIX + "model_sha256"))
             if isinstance(A, h5py.Group):
                 n = int(np.ravel(A["shape"][()])[1])
             else:
                 n = int(A.shape[1]) if len(A.shape) == 2 else -1
             if recorded != str(model_sha256) or probs.ndim != 2 or probs.shape[0] != n:
                 return False
-            fingerprint = _optional_array(handle["estimates"], "class_fingerprint")
+            fingerprint = optional_array(handle["estimates"], "class_fingerprint")
             if fingerprint is None:  # calcomp 0.1.0 wrote none: the count is all there is
                 return True
-            A_now = _footprints(_raw_footprints(handle["estimates"], path), path)
+            A_now = footprints_from_parts(read_footprint_parts(handle["estimates"], path), path)
             current = footprint_fingerprint(A_now)
             rows = match_fingerprints(fingerprint, current)
             # a CaImAn restore keeps the count but reorders the columns
@@ -610,483 +499,3 @@ def is_classified_by(path: str | os.PathLike, model_sha256: str) -> bool:
     except (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError):
         logger.debug("is_classified_by: cannot read %s", path, exc_info=True)
         return False
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def write_classification(
-    path: str | os.PathLike,
-    result: Mapping[str, Any],
-    *,
-    out_path: str | os.PathLike | None = None,
-    overwrite: bool = False,
-) -> str:
-    """Write a classification into a CaImAn result file, atomically.
-
-    The file is rebuilt as a temporary file beside the destination (every group, dataset
-    and attribute of the source copied as stored, then our datasets added) and moved over
-    the destination in one ``os.replace``: afterwards the destination is either fully
-    updated or, after any error, byte-identical to before. Updates ``path`` in place when
-    ``out_path`` is None.
-
-    Parameters
-    ----------
-    path : path-like
-        The CaImAn result file (``cnm.save``) that was classified.
-    result : mapping
-        ``class_probs`` (N, 4) float32; ``class_labels`` (N,) int codes 1-4; ``cnn_preds``
-        (N,) float32 = P(neuron); ``idx_components``, ``idx_components_bad`` int64 column
-        indices; optional ``class_flags`` (or ``flags``) (N,) uint8 bit flags; optional
-        ``provenance``: dict of str to str or number (model name, model SHA256, package
-        version, classes, date, accept rule), stored as attributes.
-        As returned by :func:`calcomp_caiman.classify.classification_fields`.
-    out_path : path-like, optional
-        Write an updated copy here instead; ``path`` is left untouched.
-    overwrite : bool
-        Allow replacing an existing ``out_path``.
-
-    Returns
-    -------
-    str
-        The path written.
-
-    Raises
-    ------
-    FileNotFoundError
-        ``path`` does not exist.
-    TypeError, ValueError
-        ``result`` is malformed or its N differs from the file's number of components.
-    InvalidFileError
-        ``path`` is not a valid result file (see :func:`read_estimates`); ``out_path``
-        exists and ``overwrite`` is False; the destination file or folder is read-only;
-        or writing failed (e.g. disk full). The original is unchanged in every case.
-    FileBusyError
-        Another process holds the file locked (another calcomp process writing it).
-
-    Notes
-    -----
-    Written under ``/estimates``: ``class_probs``, ``class_labels`` (int8), ``class_flags``
-    (uint8), and CaImAn's own ``cnn_preds`` (float32), ``idx_components`` and
-    ``idx_components_bad`` (int64), so that ``estimates.select_components(use_object=True)``
-    keeps the components we accept; ``class_fingerprint`` (float64, (N, 3)) when the
-    result has it (:func:`calcomp_caiman.align_classes` and :func:`read_estimates` match
-    rows to ``A`` with it after a selection). What CaImAn had in those three before our first
-    classification is kept as ``caiman_cnn_preds``, ``caiman_idx_components`` and
-    ``caiman_idx_components_bad`` (``'NoneType'`` stays ``'NoneType'``) and never overwritten,
-    so writing twice gives the same file. Provenance goes to attributes of
-    ``estimates/class_probs`` named ``calcomp_<key>``. Nothing is written under ``/params``.
-    CaImAn's ``load_CNMF`` sets every dataset of ``/estimates`` as an attribute of
-    ``cnm.estimates``, so the new fields arrive as ``cnm.estimates.class_probs`` etc.
-
-    The source is locked with ``flock`` for the whole operation; the temporary file is named
-    ``.<name>.calcomp-tmp-<random>`` and gets the permission bits of the source.
-
-    Examples
-    --------
-    >>> import os, tempfile
-    >>> import numpy as np
-    >>> folder = tempfile.mkdtemp()
-    >>> A = np.zeros((400, 2), np.float32)
-    >>> A[[1, 2, 21], 0] = 1.0
-    >>> A[[200, 201], 1] = 1.0
-    >>> path = write_caiman_file(os.path.join(folder, "cnm.hdf5"), A=A,
-    ...                          C=np.ones((2, 5)), dims=(20, 20))
-    >>> probs = np.array([[0.9, 0.05, 0.03, 0.02], [0.1, 0.2, 0.6, 0.1]], np.float32)
-    >>> result = {"class_probs": probs, "class_labels": np.array([1, 3], np.int8),
-    ...           "cnn_preds": probs[:, 0], "idx_components": np.array([0]),
-    ...           "idx_components_bad": np.array([1]), "provenance": {"model": "demo"}}
-    >>> write_classification(path, result) == path
-    True
-    >>> read_estimates(path).classification
-    {'model': 'demo'}
-    """
-    source = os.fspath(path)
-    fields, provenance = _check_result(result)
-    _check_hdf5(source)
-    target = source if out_path is None else os.fspath(out_path)
-    in_place = out_path is None or _same_file(source, target)
-    destination = os.path.realpath(target) if in_place else target  # through symlinks
-    _check_destination(destination, in_place=in_place, overwrite=overwrite, label=target)
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(exclusive_lock(source))
-        if not in_place and os.path.exists(destination):
-            stack.enter_context(exclusive_lock(destination))
-        current = _read(source, locking=False)
-        n = current.n_components
-        if len(fields["class_probs"]) != n:
-            raise ValueError(
-                f"result has {len(fields['class_probs'])} components but {source} has {n} "
-                "(columns of estimates/A); classify this file's footprints."
-            )
-        too_large = [k for k in ("idx_components", "idx_components_bad") if np.any(fields[k] >= n)]
-        if too_large:
-            raise ValueError(f"result {too_large} hold indices >= {n} (components of {source}).")
-        mode = os.stat(source).st_mode & 0o7777
-        atomic_replace(
-            destination,
-            lambda tmp: _repack(source, tmp, fields, provenance),
-            mode=mode,
-            original=source,
-            label=target,
-        )
-    logger.info("wrote the classification of %d components to %s", n, target)
-    return target
-
-
-def _check_result(result: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    if not isinstance(result, Mapping):
-        raise TypeError(
-            f"result must be a dict of arrays (classification_fields), got {type(result).__name__}."
-        )
-    required = ("class_probs", "class_labels", "cnn_preds", "idx_components",
-                "idx_components_bad")  # fmt: skip
-    missing = [key for key in required if key not in result]
-    if missing:
-        raise ValueError(
-            f"result lacks {missing}; build it with calcomp_caiman.classify.classification_fields."
-        )
-    probs = np.asarray(result["class_probs"], dtype=np.float32)
-    if probs.ndim != 2 or probs.shape[1] != len(CLASSES):
-        raise ValueError(
-            f"result['class_probs'] must be (N, {len(CLASSES)}) (one column per class in "
-            f"{CLASSES}), got shape {probs.shape}."
-        )
-    n = probs.shape[0]
-    labels = _int_array(result["class_labels"], "class_labels")
-    if labels.shape != (n,) or (labels.size and (labels.min() < 1 or labels.max() > 4)):
-        raise ValueError(
-            f"result['class_labels'] must be {n} codes 1-4, got shape {labels.shape} "
-            f"with values {np.unique(labels)[:8].tolist()}."
-        )
-    cnn_preds = np.asarray(result["cnn_preds"], dtype=np.float32)
-    if cnn_preds.shape != (n,):
-        raise ValueError(f"result['cnn_preds'] must have shape ({n},), got {cnn_preds.shape}.")
-    raw_flags = result.get("class_flags", result.get("flags"))
-    flags = np.zeros(n, np.uint8) if raw_flags is None else _int_array(raw_flags, "class_flags")
-    if flags.shape != (n,) or (flags.size and (flags.min() < 0 or flags.max() > 255)):
-        raise ValueError(f"result['class_flags'] must be ({n},) values 0-255, got {flags.shape}.")
-    fields = {
-        "class_probs": probs,
-        "class_labels": labels.astype(np.int8),
-        "class_flags": flags.astype(np.uint8),
-        "cnn_preds": cnn_preds,
-    }
-    for key in ("idx_components", "idx_components_bad"):
-        index = _int_array(result[key], key)
-        if index.ndim != 1 or (index.size and index.min() < 0):
-            raise ValueError(f"result[{key!r}] must be 1-D non-negative column indices.")
-        fields[key] = index.astype(np.int64)
-    if result.get("class_fingerprint") is not None:
-        fingerprint = np.asarray(result["class_fingerprint"], dtype=np.float64)
-        if fingerprint.shape != (n, 3):
-            raise ValueError(
-                f"result['class_fingerprint'] must have shape ({n}, 3), got {fingerprint.shape}."
-            )
-        fields["class_fingerprint"] = fingerprint
-    provenance = result.get("provenance") or {}
-    if not isinstance(provenance, Mapping):
-        raise TypeError(f"result['provenance'] must be a dict, got {type(provenance).__name__}.")
-    attrs: dict[str, Any] = {}
-    for key, value in provenance.items():
-        if not isinstance(value, (str, bool, int, float, np.integer, np.floating, np.bool_)):
-            raise TypeError(
-                f"result['provenance'][{key!r}] must be a str or a number, got "
-                f"{type(value).__name__}; encode lists and dicts as JSON text."
-            )
-        name = str(key) if str(key).startswith(ATTR_PREFIX) else ATTR_PREFIX + str(key)
-        attrs[name] = value
-    return fields, attrs
-
-
-def _int_array(value: Any, name: str) -> np.ndarray:
-    array = np.asarray(value)
-    if array.size == 0:
-        return np.zeros(array.shape, np.int64)
-    if not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
-        raise TypeError(f"result[{name!r}] must hold integers, got dtype {array.dtype}.")
-    return array.astype(np.int64)
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.abspath(a) == os.path.abspath(b)
-
-
-def _check_destination(destination: str, *, in_place: bool, overwrite: bool, label: str) -> None:
-    folder = os.path.dirname(os.path.abspath(destination))
-    exists = os.path.lexists(destination)
-    if exists and os.path.isdir(destination):
-        raise InvalidFileError(label, "is a folder; give a file name for the output.")
-    if not in_place and exists and not overwrite:
-        raise InvalidFileError(
-            label,
-            "already exists; use --overwrite (overwrite=True) to replace it, or choose "
-            "another output.",
-        )
-    if not os.path.isdir(folder):
-        raise InvalidFileError(label, f"cannot be written: no folder {folder}.")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InvalidFileError(
-            label,
-            f"cannot be written: the folder {folder} is read-only (a new file is created "
-            "beside it, then renamed); write elsewhere (--out, or --out-dir). The original is "
-            "unchanged.",
-        )
-    if exists:
-        mode = os.stat(destination).st_mode
-        if not os.access(destination, os.W_OK) or not mode & 0o222:
-            raise InvalidFileError(
-                label,
-                "is read-only; make it writable (chmod u+w) or write a copy (--out, or --out-dir). "
-                "The file is unchanged.",
-            )
-
-
-def _repack(source: str, tmp: str, fields: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
-    """Copy every object of ``source`` into the fresh file ``tmp``, then add our fields."""
-    with _open_hdf5(source, locking=False) as src, h5py.File(tmp, "w") as dst:
-        _copy_attrs(src, dst)
-        for name in src:
-            if name != "estimates":
-                _copy_link(src, dst, name)
-        src_estimates = src["estimates"]
-        dst_estimates = _new_group_like(src_estimates, dst, "estimates")
-        _copy_attrs(src_estimates, dst_estimates)
-        # what goes where; links are then made in name order, so that a re-run (whose
-        # source already holds our fields) lays the file out exactly as the first run did
-        plan: dict[str, str | None] = {name: name for name in src_estimates if name not in fields}
-        for name, backup in BACKUP_FIELDS.items():
-            if backup not in plan:  # else: CaImAn's originals, saved by our first run
-                plan[backup] = name if name in src_estimates else None
-        plan.update(dict.fromkeys(fields, ""))
-        for name in sorted(plan):
-            origin = plan[name]
-            if origin == "":
-                _write_fields(dst_estimates, {name: fields[name]}, attrs)
-            elif origin is None:
-                dst_estimates.create_dataset(name, data=_NONE)
-            elif origin == name:
-                _copy_link(src_estimates, dst_estimates, name)
-            else:
-                src_estimates.copy(origin, dst_estimates, name=name)
-
-
-def _write_fields(group: h5py.Group, fields: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
-    for name, value in fields.items():
-        dataset = group.create_dataset(name, data=value)
-        if name == "class_probs":
-            for key, attr in attrs.items():
-                dataset.attrs[key] = attr
-
-
-def _copy_attrs(src: h5py.HLObject, dst: h5py.HLObject) -> None:
-    for name in src.attrs:
-        attr_id = src.attrs.get_id(name)
-        dst.attrs.create(name, data=src.attrs[name], shape=attr_id.shape, dtype=attr_id.dtype)
-
-
-def _copy_link(src: h5py.Group, dst: h5py.Group, name: str) -> None:
-    link = src.get(name, getlink=True)
-    if isinstance(link, h5py.SoftLink):
-        dst[name] = h5py.SoftLink(link.path)
-    elif isinstance(link, h5py.ExternalLink):
-        dst[name] = h5py.ExternalLink(link.filename, link.path)
-    else:
-        src.copy(name, dst, name=name)
-
-
-def _new_group_like(src: h5py.Group, parent: h5py.Group, name: str) -> h5py.Group:
-    gcpl = src.id.get_create_plist()
-    h5py.h5g.create(parent.id, name.encode(), gcpl=gcpl)
-    return parent[name]
-
-
-# --------------------------------------------------------------------------- CaImAn-layout files
-
-
-def write_caiman_file(
-    path: str | os.PathLike,
-    *,
-    A: scipy.sparse.spmatrix | np.ndarray,
-    C: np.ndarray | None,
-    dims: Sequence[int],
-    gSig: Sequence[float] | None = None,
-    b: np.ndarray | None = None,
-    f: np.ndarray | None = None,
-    YrA: np.ndarray | None = None,
-    extra_estimates: Mapping[str, Any] | None = None,
-    caiman_version: str = "1.12.1",
-    overwrite: bool = False,
-) -> str:
-    """Write arrays as a small CaImAn result file (the ``cnm.save`` layout of CaImAn 1.12).
-
-    Parameters
-    ----------
-    path : path-like
-        Output ``.hdf5`` file (written atomically).
-    A : (pixels, N) scipy sparse matrix or ndarray
-        Footprints, pixels in Fortran order; stored as CSC (float dtype kept, others as
-        float64). Values are not checked (NaN and zero columns are written as given).
-    C : (N, T) ndarray or None
-        Traces.
-    dims : tuple of int
-        Field of view, 2 or 3 values; ``prod(dims)`` must equal the pixel rows of ``A``.
-    gSig : sequence of numbers, optional
-        Stored as ``params/init/gSig``.
-    b : (pixels, nb) ndarray, optional
-        Background footprints (1-D means nb = 1).
-    f : (nb, T) ndarray, optional
-        Background traces (1-D means nb = 1).
-    YrA : (N, T) ndarray, optional
-        Residual traces.
-    extra_estimates : dict, optional
-        More ``estimates`` fields (override the defaults): arrays and numbers become
-        datasets, sparse matrices CSC groups, str an attribute of ``estimates`` (as CaImAn
-        stores strings), None ``'NoneType'``.
-    caiman_version : str
-        Attribute ``caiman_version`` of ``params/data``.
-    overwrite : bool
-        Allow replacing an existing file.
-
-    Returns
-    -------
-    str
-        The path written.
-
-    Raises
-    ------
-    TypeError, ValueError
-        Wrong kind or shape of an input.
-    InvalidFileError
-        ``path`` exists and ``overwrite`` is False, or writing failed (nothing is left
-        behind).
-
-    Notes
-    -----
-    Layout: ``/estimates/A/{data,indices,indptr,shape}``, ``/estimates/{C,b,f,YrA,dims,nr}``,
-    CaImAn's other ``Estimates`` fields as ``'NoneType'`` (``idx_components``,
-    ``cnn_preds``, ``SNR_comp``, ``S``, ...), top-level ``dims``, ``dview``,
-    ``remove_very_bad_comps``, ``skip_refinement``, ``params/data/dims`` and
-    ``params/init/gSig``. ``load_CNMF`` reads such a file.
-
-    Examples
-    --------
-    >>> import os, tempfile
-    >>> import numpy as np
-    >>> A = np.zeros((10 * 12, 1))
-    >>> A[[13, 14, 23], 0] = 1.0
-    >>> path = write_caiman_file(os.path.join(tempfile.mkdtemp(), "sim.hdf5"), A=A,
-    ...                          C=np.zeros((1, 50)), dims=(10, 12), gSig=(2, 2))
-    >>> read_estimates(path).A.nnz
-    3
-    """
-    destination = os.fspath(path)
-    dims = check_dims(dims)
-    A = _as_csc(A, "A")
-    n_pixels, n = int(np.prod(dims)), A.shape[1]
-    if A.shape[0] != n_pixels:
-        raise ValueError(
-            f"A has {A.shape[0]} pixel rows but dims={dims} gives {n_pixels}; pass the FOV "
-            "shape, with pixels in Fortran order."
-        )
-    estimates: dict[str, Any] = {name: None for name in _ESTIMATES_NONE_FIELDS}
-    estimates.update(A=A, dims=np.asarray(dims, np.int64), nr=np.int64(n))
-    estimates["C"] = _trace_array(C, "C", n)
-    estimates["YrA"] = _trace_array(YrA, "YrA", n)
-    if b is not None:
-        b = np.asarray(b)
-        b = b[:, None] if b.ndim == 1 else b
-        if b.ndim != 2 or b.shape[0] != n_pixels:
-            raise ValueError(f"b must be (pixels={n_pixels}, nb), got shape {b.shape}.")
-        estimates["b"] = b
-    if f is not None:
-        f = np.asarray(f)
-        f = f[None, :] if f.ndim == 1 else f
-        if f.ndim != 2 or (b is not None and f.shape[0] != estimates["b"].shape[1]):
-            raise ValueError(f"f must be (nb, T) matching b, got shape {f.shape}.")
-        estimates["f"] = f
-    estimates.update(extra_estimates or {})
-    if gSig is not None:
-        gSig = np.asarray(gSig)
-        if gSig.ndim > 1 or not np.issubdtype(gSig.dtype, np.number):
-            raise ValueError(f"gSig must be numbers (half-size of a neuron, px), got {gSig!r}.")
-    if os.path.lexists(destination) and not overwrite:
-        raise InvalidFileError(destination, "already exists; pass overwrite=True to replace it.")
-    folder = os.path.dirname(os.path.abspath(destination))
-    if not os.path.isdir(folder):
-        raise InvalidFileError(destination, f"cannot be written: no folder {folder}.")
-
-    def build(tmp: str) -> None:
-        with h5py.File(tmp, "w") as handle:
-            handle["dims"] = np.asarray(dims, np.int64)
-            handle["dview"] = _NONE
-            handle["remove_very_bad_comps"] = np.bool_(False)
-            handle["skip_refinement"] = np.bool_(False)
-            group = handle.create_group("estimates")
-            for name, value in estimates.items():
-                _write_value(group, name, value)
-            data = handle.create_group("params/data")
-            data["dims"] = np.asarray(dims, np.int64)
-            data.attrs["caiman_version"] = str(caiman_version)
-            init = handle.create_group("params/init")
-            init["gSig"] = _NONE if gSig is None else gSig
-
-    atomic_replace(destination, build, mode=None, original=None)
-    logger.info("wrote %d components in CaImAn's layout to %s", n, destination)
-    return destination
-
-
-def _as_csc(A, name: str) -> scipy.sparse.csc_matrix:
-    if scipy.sparse.issparse(A):
-        A = scipy.sparse.csc_matrix(A)
-    elif isinstance(A, np.ndarray) or hasattr(A, "__array__"):
-        dense = np.asarray(A)
-        dense = dense[:, None] if dense.ndim == 1 else dense
-        if dense.ndim != 2:
-            raise ValueError(f"{name} must be 2-D (pixels x components), got shape {dense.shape}.")
-        A = scipy.sparse.csc_matrix(dense)
-    else:
-        raise TypeError(
-            f"{name} must be a scipy sparse matrix or a numpy array, got {type(A).__name__}."
-        )
-    if not np.issubdtype(A.dtype, np.floating):
-        if not (np.issubdtype(A.dtype, np.number) or A.dtype == bool):
-            raise TypeError(f"{name} must hold numbers, got dtype {A.dtype}.")
-        A = A.astype(np.float64)
-    A.sort_indices()
-    return A
-
-
-def _trace_array(value, name: str, n: int) -> np.ndarray | None:
-    if value is None:
-        return None
-    array = np.asarray(value)
-    array = array[None, :] if array.ndim == 1 and n == 1 else array
-    if array.ndim != 2 or array.shape[0] != n:
-        raise ValueError(f"{name} must be (N={n}, T), got shape {array.shape}.")
-    return array
-
-
-def _write_value(group: h5py.Group, name: str, value: Any) -> None:
-    if value is None:
-        group[name] = _NONE
-    elif isinstance(value, str):
-        group.attrs[name] = value
-    elif scipy.sparse.issparse(value):
-        csc = scipy.sparse.csc_matrix(value)
-        sub = group.create_group(name)
-        sub["data"] = csc.data
-        sub["indices"] = csc.indices.astype(np.int32, copy=False)
-        sub["indptr"] = csc.indptr.astype(np.int32, copy=False)
-        sub["shape"] = np.asarray(csc.shape, np.int64)
-    else:
-        array = np.asarray(value)
-        if array.dtype.kind == "U":
-            array = array.astype("S")
-        if array.ndim and array.size >= _COMPRESS_MIN_SIZE and array.dtype.kind in "biuf":
-            group.create_dataset(name, data=array, compression="gzip", compression_opts=4)
-        else:
-            group.create_dataset(name, data=array)

@@ -32,11 +32,11 @@ import scipy.sparse
 from calcomp_caiman.errors import InvalidFileError
 from calcomp_caiman.evidence.evidence import Evidence
 from calcomp_caiman.io.sidecar import (
-    check_result,
     record_model_sha256,
     write_component_table,
     write_record,
 )
+from calcomp_caiman.schema import check_result
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +299,8 @@ def write_classification(
     """
     path = Path(path)
     A, _, values = _read(path)
-    fields = check_result(result, A.shape[1], str(path))
+    checked = check_result(result, A.shape[1], label=str(path))
+    fields = checked.fields
     table, record = output_paths(path, out_path)
     if out_path is not None and not overwrite:
         for target in (table, record):
@@ -307,7 +308,7 @@ def write_classification(
                 raise InvalidFileError(
                     target, "already exists; use --overwrite (overwrite=True) to replace it."
                 )
-    write_record(record, fields, result.get("provenance", {}))
+    write_record(record, fields, checked.provenance)
     write_component_table(table, fields, extra={"roi_value": values.tolist()})
     logger.info("wrote the classification of %d ROIs to %s and %s", A.shape[1], table, record)
     return str(table)

@@ -1,16 +1,14 @@
-"""NWB files: ROIs of a ``PlaneSegmentation`` in, the classification as new columns out.
+"""Read NWB files: the ROIs of a ``PlaneSegmentation`` as evidence, and our columns back.
 
 Needs ``pynwb`` (``pip install "calcomp_caiman[nwb]"``), imported inside the functions.
 
 What becomes :class:`~calcomp_caiman.evidence.evidence.Evidence`:
 
 * footprints from the ``image_mask`` column (``(N, H, W)``, or ``(N, H, W, D)``), or else
-  from ``pixel_mask`` (``x, y, weight`` per pixel) / ``voxel_mask``. NWB's ``x`` is the first
-  axis of ``image_mask``, as pynwb's ``pixel_to_image`` has it, and is taken as the row:
-  pixel ``(x, y)`` is row ``x + y * H`` of ``A`` (CaImAn's Fortran order; Suite2p's NWB
-  export writes ``pixel_mask = (ypix, xpix, lam)``, so its ROIs come out as Suite2p has them).
-  For ``pixel_mask`` the image size comes from the imaging plane's ``TwoPhotonSeries`` when
-  the file has one (else from the ROIs' extent, with a warning);
+  from ``pixel_mask`` (``x, y, weight`` per pixel) / ``voxel_mask``
+  (:mod:`calcomp_caiman.io.nwb_footprints`: which pixel is which row of ``A``, the image
+  size; Suite2p's NWB export writes ``pixel_mask = (ypix, xpix, lam)``, so its ROIs come out
+  as Suite2p has them);
 * traces: ``C`` from a ``RoiResponseSeries`` over this table (one in a ``Fluorescence``
   container first, else one in ``DfOverF``), read in row chunks. NWB stores the traces
   (frames, ROIs) and says nothing about denoising: there is no ``YrA`` or ``S``;
@@ -26,17 +24,8 @@ Images: ``Cn`` and a mean image from ``Images`` containers of the same processin
 field of view's shape. ``gSig`` is not stored by either: it is estimated from the footprints
 unless given.
 
-The classification is written as new columns of the same ``PlaneSegmentation``:
-``class_probs`` ((N, 4) float32), ``class_labels`` (int8 codes 1-4), ``class_flags``
-(uint8) and ``class_accepted`` (bool), named and typed as in
-:func:`calcomp_caiman.classify.classification_fields` (rows that are not components, such
-as CaImAn's background rows, get NaN probabilities, label 0 and are not accepted); the
-provenance (model, its SHA256, version, date, accept rule) is JSON at the end of the
-description of ``class_probs``. The
-file is copied to a temporary file beside the destination, the columns are added there with
-pynwb (without rewriting the cached specifications), and the copy replaces the destination
-in one ``os.replace``: every object already in the file keeps its content; only the table's
-``colnames`` attribute gains the new names. Writing again overwrites our columns' values.
+The classification this package wrote (:mod:`calcomp_caiman.io.nwb_write`) is read back by
+:func:`read_classification`.
 """
 
 from __future__ import annotations
@@ -45,44 +34,48 @@ import contextlib
 import json
 import logging
 import os
-import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse
 
 from calcomp_caiman.errors import InvalidFileError
 from calcomp_caiman.evidence.evidence import Evidence
 from calcomp_caiman.evidence.traces import Traces
-from calcomp_caiman.io.atomic import atomic_replace, exclusive_lock
 from calcomp_caiman.io.caiman_h5 import check_hdf5_path
-from calcomp_caiman.io.sidecar import accepted_mask, check_result
+from calcomp_caiman.io.nwb_footprints import read_footprints
 from calcomp_caiman.schema import CLASSES
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "COLUMN_MARK",
     "NWB_COLUMNS",
+    "PROVENANCE_SEPARATOR",
+    "check_nwb_path",
+    "component_rows",
+    "find_plane",
     "is_classified_by",
     "list_planes",
+    "open_nwb",
     "read_classification",
     "read_evidence",
-    "write_classification",
 ]
 
-_MARK = "calcomp_caiman"
-_PROVENANCE = "; provenance: "
+COLUMN_MARK = "calcomp_caiman"
+"""How the description of each of our columns begins (a column without it is not ours)."""
+
+PROVENANCE_SEPARATOR = "; provenance: "
+"""What separates the description of ``class_probs`` from the provenance (JSON) after it."""
+
 NWB_COLUMNS = {
-    "class_probs": f"{_MARK}: probabilities of the classes {', '.join(CLASSES)} (columns in that order)",
-    "class_labels": f"{_MARK}: most probable class, codes 1 neuron, 2 process, 3 noise, 4 doubtful",
-    "class_flags": f"{_MARK}: bit flags, 1 = empty footprint (classified noise), 2 = negative values clipped",
-    "class_accepted": f"{_MARK}: accepted by the rule in the provenance of class_probs",
+    "class_probs": f"{COLUMN_MARK}: probabilities of the classes {', '.join(CLASSES)} (columns in that order)",
+    "class_labels": f"{COLUMN_MARK}: most probable class, codes 1 neuron, 2 process, 3 noise, 4 doubtful",
+    "class_flags": f"{COLUMN_MARK}: bit flags, 1 = empty footprint (classified noise), 2 = negative values clipped",
+    "class_accepted": f"{COLUMN_MARK}: accepted by the rule in the provenance of class_probs",
 }
 """Columns written into the ``PlaneSegmentation`` and their descriptions."""
-
-_CHUNK_BYTES = 64 << 20  # dense image masks read at once: 64 MB (32 masks of 512 x 512 float64)
 
 
 def _pynwb():
@@ -95,13 +88,37 @@ def _pynwb():
     return pynwb
 
 
-def _check_file(path: Path) -> None:
+def check_nwb_path(path: str | os.PathLike) -> None:
+    """Raise unless ``path`` is an existing HDF5 file, with messages for NWB files.
+
+    Raises
+    ------
+    FileNotFoundError, InvalidFileError
+        As :func:`~calcomp_caiman.io.caiman_h5.check_hdf5_path`.
+    """
     check_hdf5_path(path, "an NWB file (.nwb)", "an HDF5-based NWB file (.nwb written by pynwb)")
 
 
 @contextlib.contextmanager
-def _open(path: Path, mode: str = "r", *, locking: bool = True) -> Iterator[Any]:
-    """Open with pynwb; errors become one-line :class:`InvalidFileError`."""
+def open_nwb(path: str | os.PathLike, mode: str = "r", *, locking: bool = True) -> Iterator[Any]:
+    """``(io, nwbfile)`` of ``path`` opened with pynwb; errors become one-line errors.
+
+    Parameters
+    ----------
+    path : path-like
+    mode : str
+        ``"r"``, or ``"a"`` to add to the file.
+    locking : bool
+        HDF5's file locking; False only for a caller holding
+        :func:`~calcomp_caiman.io.atomic.exclusive_lock` (the writer, on its temporary copy).
+
+    Raises
+    ------
+    InvalidFileError
+        Locked by another program, cannot be opened, or not NWB.
+    ImportError
+        pynwb is not installed.
+    """
     import h5py
 
     pynwb = _pynwb()
@@ -168,6 +185,18 @@ def _choose(planes: dict[str, Any], plane: str | None, path: Path):
     return matches[0]
 
 
+def find_plane(nwbfile, plane: str | None, path: str | os.PathLike) -> tuple[str, Any]:
+    """``(key, table)``: the ``PlaneSegmentation`` named ``plane``, or the only one.
+
+    Raises
+    ------
+    InvalidFileError
+        No ``PlaneSegmentation``; several and ``plane`` is None; none or several named
+        ``plane``. The message names ``path``.
+    """
+    return _choose(_planes(nwbfile), plane, Path(path))
+
+
 def list_planes(path: str | os.PathLike) -> list[str]:
     """The ``PlaneSegmentation`` tables of an NWB file, as ``module/container/name`` paths.
 
@@ -177,24 +206,9 @@ def list_planes(path: str | os.PathLike) -> list[str]:
         No such file; not an NWB file; pynwb missing.
     """
     path = Path(path)
-    _check_file(path)
-    with _open(path) as (_, nwbfile):
+    check_nwb_path(path)
+    with open_nwb(path) as (_, nwbfile):
         return list(_planes(nwbfile))
-
-
-def _to_columns(chunk: np.ndarray, caiman: bool) -> scipy.sparse.csc_matrix:
-    """(n, H, W[, D]) masks -> (pixels, n) sparse, Fortran pixel order.
-
-    ``caiman``: the masks are CaImAn's ``A[:, k].reshape(dims)`` (C order of a Fortran-order
-    column), so flattening them in C order gives ``A`` back.
-    """
-    n = chunk.shape[0]
-    if caiman:
-        flat = chunk.reshape(n, -1)
-    else:
-        order = (0, *reversed(range(1, chunk.ndim)))
-        flat = np.ascontiguousarray(chunk.transpose(order)).reshape(n, -1)
-    return scipy.sparse.csr_matrix(flat.astype(np.float32)).T.tocsc()
 
 
 def _caiman_layout(nwbfile, plane) -> dict | None:
@@ -227,106 +241,6 @@ def _caiman_layout(nwbfile, plane) -> dict | None:
     if isinstance(residuals, TimeSeries) and not isinstance(residuals, RoiResponseSeries):
         layout["residuals"] = residuals
     return layout
-
-
-def _image_mask_footprints(
-    plane, path: Path, caiman: bool = False
-) -> tuple[scipy.sparse.csc_matrix, tuple[int, ...]]:
-    data = plane["image_mask"].data
-    if len(data.shape) not in (3, 4):
-        raise InvalidFileError(
-            path,
-            f"image_mask of {plane.name} has shape {tuple(data.shape)}; expected (ROIs, H, W) "
-            "or (ROIs, H, W, D).",
-        )
-    n = data.shape[0]
-    dims = tuple(int(d) for d in data.shape[1:])
-    rows = max(1, _CHUNK_BYTES // max(1, int(np.prod(dims)) * data.dtype.itemsize))
-    parts = [_to_columns(np.asarray(data[start : start + rows]), caiman)
-             for start in range(0, n, rows)]  # fmt: skip
-    A = scipy.sparse.hstack(parts, format="csc") if parts else scipy.sparse.csc_matrix((0, 0))
-    return A, dims
-
-
-def _series_dims(nwbfile, plane) -> tuple[int, ...] | None:
-    from pynwb.ophys import TwoPhotonSeries
-
-    for obj in nwbfile.objects.values():
-        if isinstance(obj, TwoPhotonSeries) and obj.imaging_plane is plane.imaging_plane:
-            if obj.data is not None and len(obj.data.shape) >= 3:
-                return tuple(int(d) for d in obj.data.shape[1:])
-            if obj.dimension is not None:
-                return tuple(int(d) for d in np.ravel(obj.dimension))
-    return None
-
-
-def _pixel_mask_footprints(
-    nwbfile, plane, path: Path
-) -> tuple[scipy.sparse.csc_matrix, tuple[int, ...]]:
-    column = "pixel_mask" if "pixel_mask" in plane.colnames else "voxel_mask"
-    target = getattr(plane, column)
-    index = getattr(plane, f"{column}_index")
-    records = np.asarray(target.data[:])
-    ends = np.asarray(index.data[:], dtype=np.int64)
-    coords = ("x", "y") if column == "pixel_mask" else ("x", "y", "z")
-    try:
-        points = np.column_stack([np.asarray(records[name]) for name in coords])
-        weights = np.asarray(records["weight"], dtype=np.float64)
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise InvalidFileError(
-            path, f"{column} of {plane.name} is not a table of ({', '.join(coords)}, weight)."
-        ) from None
-    if points.size and (np.any(points < 0) or np.any(points != np.round(points))):
-        raise InvalidFileError(
-            path, f"{column} of {plane.name} has negative or fractional coordinates."
-        )
-    points = points.astype(np.int64)
-    extent = tuple(int(v) + 1 for v in points.max(axis=0)) if len(points) else (1,) * len(coords)
-    dims = _series_dims(nwbfile, plane)
-    if dims is None or len(dims) != len(coords):
-        logger.warning(
-            "%s: no TwoPhotonSeries gives the image size of %s; using the ROIs' extent %s",
-            path, plane.name, extent,
-        )  # fmt: skip
-        dims = extent
-    if any(e > d for e, d in zip(extent, dims)):
-        raise InvalidFileError(
-            path,
-            f"{column} of {plane.name} has pixels up to {extent}, outside the {dims} image of "
-            "its TwoPhotonSeries.",
-        )
-    n = len(ends)
-    if n and (np.any(np.diff(ends) < 0) or ends[-1] != len(records)):
-        raise InvalidFileError(
-            path, f"{column}_index of {plane.name} is inconsistent with {column}."
-        )
-    columns = np.repeat(np.arange(n), np.diff(np.concatenate([[0], ends])))
-    pixels = np.ravel_multi_index(tuple(points.T), dims, order="F") if len(points) else points[:, 0]
-    A = scipy.sparse.csc_matrix(
-        (weights.astype(np.float32), (pixels, columns)), shape=(int(np.prod(dims)), n)
-    )
-    return A, tuple(dims)
-
-
-def _footprints(
-    nwbfile, plane, path: Path, layout: dict | None
-) -> tuple[scipy.sparse.csc_matrix, tuple[int, ...]]:
-    """Footprints of every row of ``plane``."""
-    if "image_mask" in plane.colnames:
-        A, dims = _image_mask_footprints(plane, path, caiman=layout is not None)
-    elif "pixel_mask" in plane.colnames or "voxel_mask" in plane.colnames:
-        A, dims = _pixel_mask_footprints(nwbfile, plane, path)
-    else:
-        raise InvalidFileError(
-            path, f"PlaneSegmentation {plane.name} has no image_mask, pixel_mask or voxel_mask."
-        )
-    if A.shape[1] == 0:
-        raise InvalidFileError(
-            path, f"PlaneSegmentation {plane.name} has no ROI: nothing to classify."
-        )
-    if A.nnz and not np.all(np.isfinite(A.data)):
-        raise InvalidFileError(path, f"the masks of {plane.name} hold NaN or Inf values.")
-    return A, dims
 
 
 def _columns_of(series, rows: np.ndarray) -> np.ndarray | None:
@@ -440,6 +354,17 @@ def _components(nwbfile, table, path: Path) -> tuple[np.ndarray, dict | None]:
     return rows, layout
 
 
+def component_rows(nwbfile, table, path: str | os.PathLike) -> np.ndarray:
+    """The rows of ``table`` that are components, sorted (CaImAn's background rows left out).
+
+    Raises
+    ------
+    InvalidFileError
+        CaImAn's ``RoiResponseSeries`` refers to rows outside the table.
+    """
+    return _components(nwbfile, table, Path(path))[0]
+
+
 def read_evidence(
     path: str | os.PathLike, *, plane: str | None = None, gSig: float | None = None
 ) -> Evidence:
@@ -474,11 +399,11 @@ def read_evidence(
         pynwb is not installed.
     """
     path = Path(path)
-    _check_file(path)
-    with _open(path) as (_, nwbfile):
-        key, table = _choose(_planes(nwbfile), plane, path)
+    check_nwb_path(path)
+    with open_nwb(path) as (_, nwbfile):
+        key, table = find_plane(nwbfile, plane, path)
         rows, layout = _components(nwbfile, table, path)
-        A, dims = _footprints(nwbfile, table, path, layout)
+        A, dims = read_footprints(nwbfile, table, path, caiman=layout is not None)
         A = A[:, rows] if layout is not None else A
         if A.shape[1] == 0:
             raise InvalidFileError(path, f"PlaneSegmentation {table.name} has no component.")
@@ -489,150 +414,6 @@ def read_evidence(
             metrics["r_values"] = _metric(table, "r", rows)
     logger.debug("%s: %d ROIs from %s", path, A.shape[1], key)
     return Evidence.build(A, dims, traces=traces, gSig=gSig, source=str(path), **metrics)
-
-
-def _column_values(fields: Mapping[str, np.ndarray], rows: np.ndarray, n_rows: int) -> dict:
-    """Our columns over all ``n_rows`` rows; rows that are not components are unclassified
-    (``class_probs`` NaN, ``class_labels`` 0, ``class_flags`` 0, not accepted)."""
-    probs = np.full((n_rows, len(CLASSES)), np.nan, np.float32)
-    labels = np.zeros(n_rows, np.int8)
-    flags = np.zeros(n_rows, np.uint8)
-    accepted = np.zeros(n_rows, bool)
-    probs[rows] = fields["class_probs"]
-    labels[rows] = fields["class_labels"]
-    flags[rows] = fields["class_flags"]
-    accepted[rows] = accepted_mask(fields, len(rows))
-    return {"class_probs": probs, "class_labels": labels, "class_flags": flags,
-            "class_accepted": accepted}  # fmt: skip
-
-
-def _check_destination(destination: Path, *, in_place: bool, overwrite: bool) -> None:
-    if destination.is_dir():
-        raise InvalidFileError(destination, "is a folder; give a file name for the output.")
-    if not in_place and destination.exists() and not overwrite:
-        raise InvalidFileError(
-            destination, "already exists; use --overwrite (overwrite=True) to replace it."
-        )
-    folder = destination.resolve().parent
-    if not folder.is_dir():
-        raise InvalidFileError(destination, f"cannot be written: no folder {folder}.")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InvalidFileError(
-            destination, f"cannot be written: the folder {folder} is read-only; write elsewhere."
-        )
-
-
-def _add_columns(tmp: str, source: Path, plane: str | None, result: Mapping[str, Any]) -> None:
-    """Add or overwrite our columns in the copy ``tmp`` of ``source``."""
-    import h5py
-
-    with _open(Path(tmp), "a", locking=False) as (io, nwbfile):
-        key, table = _choose(_planes(nwbfile), plane, source)
-        rows, _ = _components(nwbfile, table, source)
-        fields = check_result(result, len(rows), str(source))
-        values = _column_values(fields, rows, len(table.id))
-        descriptions = dict(NWB_COLUMNS)
-        provenance = json.dumps(dict(result.get("provenance", {})), sort_keys=True)
-        descriptions["class_probs"] += _PROVENANCE + provenance
-        existing = {}
-        for name in values:
-            if name in table.colnames:
-                description = str(table[name].description)
-                if not description.startswith(_MARK):
-                    raise InvalidFileError(
-                        source,
-                        f"PlaneSegmentation {table.name} already has a column {name!r} that "
-                        "calcomp did not write; rename it before classifying.",
-                    )
-                existing[name] = table[name].data.name
-            else:
-                table.add_column(name=name, description=descriptions[name], data=values[name])
-        group = table.id.data.parent.name
-        if len(existing) < len(values):
-            io.write(nwbfile, cache_spec=False)
-    if existing:
-        with h5py.File(tmp, "r+", locking=False) as handle:
-            for name, dataset_name in existing.items():
-                dataset = handle[dataset_name]
-                new = np.asarray(values[name]).astype(dataset.dtype)
-                if dataset.shape != new.shape:
-                    raise ValueError(
-                        f"{group}/{name} has shape {dataset.shape}, expected {new.shape}"
-                    )
-                dataset[...] = new
-                dataset.attrs["description"] = descriptions[name]
-
-
-def write_classification(
-    path: str | os.PathLike,
-    result: Mapping[str, Any],
-    *,
-    out_path: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    plane: str | None = None,
-) -> str:
-    """Write the classification as columns of the ``PlaneSegmentation``, atomically.
-
-    Parameters
-    ----------
-    path : path-like
-        The NWB file that was classified.
-    result : mapping
-        :func:`calcomp_caiman.classify.classification_fields`, optionally with
-        ``provenance``.
-    out_path : path-like, optional
-        Write an updated copy here; ``None`` updates ``path`` in place.
-    overwrite : bool
-        Allow replacing an existing ``out_path``.
-    plane : str, optional
-        As in :func:`read_evidence`.
-
-    Returns
-    -------
-    str
-        The path written.
-
-    Raises
-    ------
-    FileNotFoundError, InvalidFileError, ImportError
-        As :func:`read_evidence`; ``out_path`` exists and ``overwrite`` is False; the table
-        has a column of our names that we did not write; writing failed. The destination
-        is then as before.
-    FileBusyError
-        Another calcomp process is writing ``path``.
-    ValueError
-        ``result`` does not have one row per ROI.
-    """
-    source = Path(path)
-    _check_file(source)
-    target = source if out_path is None else Path(out_path)
-    in_place = out_path is None or (target.exists() and os.path.samefile(source, target))
-    destination = Path(os.path.realpath(target)) if in_place else target
-    _check_destination(destination, in_place=in_place, overwrite=overwrite)
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(exclusive_lock(str(source)))
-        if not in_place and destination.exists():
-            stack.enter_context(exclusive_lock(str(destination)))
-
-        def build(tmp: str) -> None:
-            shutil.copyfile(source, tmp)
-            _add_columns(tmp, source, plane, result)
-
-        try:
-            atomic_replace(
-                str(destination),
-                build,
-                mode=os.stat(source).st_mode & 0o7777,
-                original=str(source),
-                label=str(target),
-            )
-        except InvalidFileError as err:
-            cause = err.__cause__
-            if isinstance(cause, (InvalidFileError, ValueError)):  # our own check, said plainly
-                raise (cause if isinstance(cause, InvalidFileError) else InvalidFileError(source, str(cause))) from None  # fmt: skip
-            raise
-    logger.info("wrote the classification to %s", target)
-    return str(target)
 
 
 def read_classification(
@@ -652,16 +433,20 @@ def read_classification(
         As :func:`read_evidence`.
     """
     path = Path(path)
-    _check_file(path)
-    with _open(path) as (_, nwbfile):
-        _, table = _choose(_planes(nwbfile), plane, path)
+    check_nwb_path(path)
+    with open_nwb(path) as (_, nwbfile):
+        _, table = find_plane(nwbfile, plane, path)
         if "class_probs" not in table.colnames:
             return None
         columns = {
             name: np.asarray(table[name].data[:]) for name in NWB_COLUMNS if name in table.colnames
         }
         description = str(table["class_probs"].description)
-    text = description.split(_PROVENANCE, 1)[1] if _PROVENANCE in description else "{}"
+    text = (
+        description.split(PROVENANCE_SEPARATOR, 1)[1]
+        if PROVENANCE_SEPARATOR in description
+        else "{}"
+    )
     return columns, json.loads(text)
 
 

@@ -1,16 +1,17 @@
 """Which reader and writer a path needs: CaImAn HDF5, NWB, a Suite2p folder, or masks.
 
 Every format has the same three functions, so one engine and one record serve them all:
-``read_evidence(path, **options) -> Evidence``,
-``write_classification(path, result, *, out_path=None, overwrite=False, **options) -> str``
-and ``is_classified_by(output, model_sha256, **options) -> bool`` (for resuming).
+its reader module has ``read_evidence(path, **options) -> Evidence`` and
+``is_classified_by(output, model_sha256, **options) -> bool`` (for resuming), its writer
+module ``write_classification(path, result, *, out_path=None, overwrite=False, **options)
+-> str``; every writer checks ``result`` with :func:`calcomp_caiman.schema.check_result`.
 
-| format | path | module |
-|---|---|---|
-| ``caiman`` | ``.hdf5``, ``.h5`` (``cnm.save``) | :mod:`calcomp_caiman.io.caiman_h5` |
-| ``nwb`` | ``.nwb`` | :mod:`calcomp_caiman.io.nwb` (pynwb) |
-| ``suite2p`` | a plane folder with ``stat.npy`` and ``ops.npy`` | :mod:`calcomp_caiman.io.suite2p` |
-| ``masks`` | ``.tif``, ``.tiff``, ``.npy`` | :mod:`calcomp_caiman.io.masks` |
+| format | path | reader | writer |
+|---|---|---|---|
+| ``caiman`` | ``.hdf5``, ``.h5`` (``cnm.save``) | :mod:`~calcomp_caiman.io.caiman_h5` | :mod:`~calcomp_caiman.io.caiman_h5_write` |
+| ``nwb`` | ``.nwb`` | :mod:`~calcomp_caiman.io.nwb` (pynwb) | :mod:`~calcomp_caiman.io.nwb_write` |
+| ``suite2p`` | a plane folder with ``stat.npy`` and ``ops.npy`` | :mod:`~calcomp_caiman.io.suite2p` | the same |
+| ``masks`` | ``.tif``, ``.tiff``, ``.npy`` | :mod:`~calcomp_caiman.io.masks` | the same |
 
 :data:`REGISTRY` holds one :class:`Format` per name; the optional libraries (pynwb,
 tifffile) are imported by their readers when a file of that format is read.
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calcomp_caiman.errors import InvalidFileError
-from calcomp_caiman.io import caiman_h5, masks, nwb, suite2p
+from calcomp_caiman.io import caiman_h5, caiman_h5_write, masks, nwb, nwb_write, suite2p
 
 __all__ = [
     "FORMATS",
@@ -76,22 +77,24 @@ class Format:
     write_options: tuple[str, ...] = ()
 
 
-def _format(name: str, module, read_options=(), write_options=()) -> Format:
+def _format(name: str, reader, writer, read_options=(), write_options=()) -> Format:
+    """The format whose ``read_evidence`` and ``is_classified_by`` are in the module
+    ``reader`` and whose ``write_classification`` is in ``writer``."""
     return Format(
         name,
-        module.read_evidence,
-        module.write_classification,
-        module.is_classified_by,
+        reader.read_evidence,
+        writer.write_classification,
+        reader.is_classified_by,
         tuple(read_options),
         tuple(write_options),
     )
 
 
 REGISTRY: dict[str, Format] = {
-    "caiman": _format("caiman", caiman_h5),
-    "nwb": _format("nwb", nwb, ("plane",), ("plane",)),
-    "suite2p": _format("suite2p", suite2p, (), ("replace_iscell",)),
-    "masks": _format("masks", masks),
+    "caiman": _format("caiman", caiman_h5, caiman_h5_write),
+    "nwb": _format("nwb", nwb, nwb_write, ("plane",), ("plane",)),
+    "suite2p": _format("suite2p", suite2p, suite2p, (), ("replace_iscell",)),
+    "masks": _format("masks", masks, masks),
 }
 """The reader and writer of every format, by name."""
 

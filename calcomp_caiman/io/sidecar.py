@@ -3,7 +3,7 @@
 CaImAn result files and NWB files take the classification inside them. Suite2p folders and
 mask files do not have a place for it, so their writers put it beside them: one
 ``.npz`` archive holding every array of
-:func:`calcomp_caiman.classify.classification_fields` plus the provenance (JSON), and a
+:data:`calcomp_caiman.schema.FIELDS` plus the provenance (JSON), and a
 per-component CSV table for people. Both are written atomically (a temporary file in the
 same folder, then ``os.replace``).
 """
@@ -22,89 +22,18 @@ import numpy as np
 
 from calcomp_caiman.errors import InvalidFileError
 from calcomp_caiman.io.atomic import atomic_replace
-from calcomp_caiman.schema import CLASSES, FIELDS
+from calcomp_caiman.schema import CLASSES
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "RECORD_FIELDS",
     "accepted_mask",
-    "check_result",
     "read_record",
     "record_model_sha256",
     "write_atomically",
     "write_component_table",
     "write_record",
 ]
-
-RECORD_FIELDS = tuple(FIELDS)
-"""Arrays of :func:`~calcomp_caiman.classify.classification_fields`, in the order stored."""
-
-
-def check_result(result: Mapping[str, Any], n: int, label: str) -> dict[str, np.ndarray]:
-    """Check a classification record against ``n`` components; return its arrays.
-
-    Parameters
-    ----------
-    result : mapping
-        From :func:`calcomp_caiman.classify.classification_fields`, optionally with
-        ``provenance`` (a dict of str to str or number).
-    n : int
-        Number of components of the file written.
-    label : str
-        The file, for messages.
-
-    Returns
-    -------
-    dict
-        The arrays present, with the dtypes of ``classification_fields``.
-
-    Raises
-    ------
-    TypeError
-        ``result`` is not a mapping.
-    ValueError
-        A required array is missing or has the wrong length.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> probs = np.array([[0.7, 0.1, 0.1, 0.1]], np.float32)
-    >>> fields = {"class_probs": probs, "class_labels": np.array([1], np.int8),
-    ...           "cnn_preds": probs[:, 0], "idx_components": np.array([0]),
-    ...           "idx_components_bad": np.array([], np.int64)}
-    >>> sorted(check_result(fields, 1, "x.npy"))[:3]
-    ['class_flags', 'class_labels', 'class_probs']
-    """
-    if not isinstance(result, Mapping):
-        raise TypeError(
-            f"result must be a dict of arrays (classification_fields), got {type(result).__name__}."
-        )
-    required = ("class_probs", "class_labels", "cnn_preds", "idx_components", "idx_components_bad")
-    missing = [key for key in required if key not in result]
-    if missing:
-        raise ValueError(
-            f"result lacks {missing}; build it with calcomp_caiman.classify.classification_fields."
-        )
-    probs = np.asarray(result["class_probs"], dtype=np.float32)
-    if probs.ndim != 2 or probs.shape != (n, len(CLASSES)):
-        raise ValueError(
-            f"result['class_probs'] has shape {probs.shape} but {label} has {n} components; "
-            f"expected ({n}, {len(CLASSES)}): classify this file's components."
-        )
-    dtypes = {name: dtype for name, (dtype, _, _) in FIELDS.items()}
-    fields = {}
-    for name in RECORD_FIELDS:
-        if name in result:
-            fields[name] = np.asarray(result[name], dtype=dtypes[name])
-    fields.setdefault("class_flags", np.zeros(n, np.uint8))
-    for name in ("class_labels", "class_flags", "cnn_preds"):
-        if len(fields[name]) != n:
-            raise ValueError(f"result['{name}'] has {len(fields[name])} entries, expected {n}.")
-    for name in ("idx_components", "idx_components_bad"):
-        if fields[name].size and (fields[name].min() < 0 or fields[name].max() >= n):
-            raise ValueError(f"result['{name}'] holds indices outside [0, {n}).")
-    return fields
 
 
 def accepted_mask(fields: Mapping[str, np.ndarray], n: int) -> np.ndarray:
@@ -163,7 +92,7 @@ def write_record(
     path : path-like
         The archive to write (replaced if it exists).
     fields : mapping
-        Arrays from :func:`check_result`.
+        Arrays of a checked record (:func:`calcomp_caiman.schema.check_result`).
     provenance : mapping
         Model name, SHA256, package version, date, acceptance rule; stored as the JSON
         string ``provenance``.
@@ -240,7 +169,7 @@ def write_component_table(
     ----------
     path : path-like
     fields : mapping
-        Arrays from :func:`check_result`.
+        Arrays of a checked record (:func:`calcomp_caiman.schema.check_result`).
     extra : mapping of str to sequence, optional
         More columns, placed after ``component`` (e.g. ``roi_value`` of a label image).
 

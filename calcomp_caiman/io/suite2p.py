@@ -46,11 +46,11 @@ from calcomp_caiman.evidence.evidence import Evidence
 from calcomp_caiman.evidence.traces import Traces
 from calcomp_caiman.io.sidecar import (
     accepted_mask,
-    check_result,
     record_model_sha256,
     write_atomically,
     write_record,
 )
+from calcomp_caiman.schema import check_result
 
 logger = logging.getLogger(__name__)
 
@@ -326,7 +326,8 @@ def write_classification(
     _check_folder(folder)
     dims = _image_size(_load_pickled(folder / "ops.npy", folder), folder / "ops.npy")
     n = _footprints(_load_pickled(folder / "stat.npy", folder), dims, folder / "stat.npy").shape[1]
-    fields = check_result(result, n, str(folder))
+    record = check_result(result, n, label=str(folder))
+    fields = record.fields
     target = folder if out_path is None else Path(out_path)
     if out_path is not None:
         if target.exists() and not target.is_dir():
@@ -353,7 +354,7 @@ def write_classification(
         if suite2p_own.exists() and not backup.exists():
             write_atomically(backup, suite2p_own.read_bytes())
         write_atomically(original, _npy_bytes(iscell))
-    write_record(target / RECORD_FILE, fields, result.get("provenance", {}))
+    write_record(target / RECORD_FILE, fields, record.provenance)
     logger.info("wrote the classification of %d ROIs to %s", n, target)
     return str(target)
 

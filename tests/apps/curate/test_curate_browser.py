@@ -263,7 +263,7 @@ def test_two_tabs_and_a_killed_server_lose_no_label(tmp_path, caiman_copy, tiny_
 
 
 def test_a_large_file_is_shown_in_batches(tmp_path, tiny_v2, browser):
-    from calcomp_caiman.io.caiman_h5 import write_caiman_file
+    from calcomp_caiman.research.caiman_files import write_caiman_file
 
     sim = simulate_session(dims=(200, 200), n_components=(200, 40, 40, 20), n_frames=100, seed=1)
     path = write_caiman_file(tmp_path / "big.hdf5", A=sim.A, C=sim.C, dims=sim.dims,

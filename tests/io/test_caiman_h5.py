@@ -1,4 +1,5 @@
-"""Tests of calcomp_caiman.io.caiman_h5 on CaImAn 1.12.1 result files and on files we write."""
+"""CaImAn HDF5 result files: reading (io.caiman_h5) and writing (io.caiman_h5_write), on CaImAn
+1.12.1 result files and on files written by research.caiman_files."""
 
 from __future__ import annotations
 
@@ -15,21 +16,16 @@ import h5py
 import numpy as np
 import pytest
 import scipy.sparse
+from conftest import CAIMAN_RESULTS
 
 from calcomp_caiman.errors import FileBusyError, InvalidFileError
 from calcomp_caiman.evidence.footprints import footprint_fingerprint
-from calcomp_caiman.io import atomic
-from calcomp_caiman.io import caiman_h5 as hdf5io
-from calcomp_caiman.io.caiman_h5 import (
-    BACKUP_FIELDS,
-    is_classified_by,
-    read_estimates,
-    write_caiman_file,
-    write_classification,
-)
-from calcomp_caiman.schema import FIELDS as CLASSIFICATION_FIELDS
-
-CAIMAN_RESULTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "caiman_results"
+from calcomp_caiman.io import atomic, caiman_h5_write
+from calcomp_caiman.io.caiman_h5 import is_classified_by, read_estimates
+from calcomp_caiman.io.caiman_h5_layout import BACKUP_FIELDS
+from calcomp_caiman.io.caiman_h5_write import write_classification
+from calcomp_caiman.research.caiman_files import write_caiman_file
+from calcomp_caiman.schema import FIELDS
 
 # name: (components, A dtype, row indices unsorted in the file, idx_components_bad or None)
 EXPECTED = {
@@ -213,11 +209,11 @@ def test_round_trip_keeps_everything(name, tmp_path):
                 assert_same_tree(src[key], dst[key], f"/{key}/")
             else:
                 assert_same_dataset(src[key], dst[key], f"/{key}")
-        ours = set(CLASSIFICATION_FIELDS) | set(BACKUP_FIELDS.values())
+        ours = set(FIELDS) | set(BACKUP_FIELDS.values())
         assert set(dst["estimates"]) == set(src["estimates"]) | ours
         # CaImAn's values of the fields we overwrite are kept under caiman_*, as stored
         assert_same_tree(src["estimates"], dst["estimates"], "/estimates/", renamed=BACKUP_FIELDS)
-        for key in CLASSIFICATION_FIELDS:
+        for key in FIELDS:
             assert values_equal(dst["estimates"][key][()], result[key]), key
         assert dst["estimates/class_labels"].dtype == np.int8
         assert dst["estimates/class_flags"].dtype == np.uint8
@@ -465,7 +461,7 @@ def test_locked_file_is_busy(tmp_path):
     assert read_estimates(path).classification is not None
 
 
-@pytest.mark.parametrize("module, where", [(hdf5io, "_write_fields"), (atomic, "_fsync")])
+@pytest.mark.parametrize("module, where", [(caiman_h5_write, "_write_fields"), (atomic, "_fsync")])
 def test_disk_full_leaves_original(module, where, tmp_path, monkeypatch):
     path = writable_copy("synthetic_seeded_cnmf.hdf5", tmp_path)
     before = sha256(path)
@@ -480,7 +476,7 @@ def test_disk_full_leaves_original(module, where, tmp_path, monkeypatch):
     assert temp_files(tmp_path) == []
 
 
-# --------------------------------------------------------------------------- write_caiman_file
+# --------------------------------------------------------------------------- research.caiman_files
 
 
 @pytest.mark.parametrize("dims", [(20, 30), (8, 10, 4)])
