@@ -11,9 +11,9 @@ or more, 415 a body that is not ``application/json``, 500 a bug (logged with its
 No other website can drive the page (it rewrites the user's files). Every request must
 name the page's own address in ``Host`` (``127.0.0.1:PORT`` or ``localhost:PORT``: a site
 whose name was pointed at this computer, DNS rebinding, is refused); a request that carries
-an ``Origin`` of another origin, a ``Sec-Fetch-Site`` other than ``same-origin`` on ``/api``,
-or, when it changes something, a ``Referer`` from another origin, is refused; every
-``/api`` request must carry the session's token in :data:`TOKEN_HEADER` (random, made when
+an ``Origin`` of another origin, a ``Sec-Fetch-Site`` other than ``same-origin`` (or
+``none``) on ``/api``, or, when it changes something, a ``Referer`` from another origin,
+is refused; every ``/api`` request must carry the session's token in :data:`TOKEN_HEADER` (random, made when
 the server starts, written into the page, never in the URL); and a POST body is parsed only
 when its type is ``application/json`` (a form another site submits is ``text/plain``). The
 page may be shown only inside pages of this computer (``frame-ancestors``: a notebook on
