@@ -429,6 +429,8 @@ def classify(
     used = evidence_used(evidence, model)
     facts = provenance(model, accept, min_prob, used)
     facts["crop_scale"] = float(footprints.scale)
+    if evidence.dropped:  # evidence found but unfit for its role: said, never silently used
+        facts["evidence_dropped"] = json.dumps(dict(evidence.dropped), sort_keys=True)
     score = is_ood = None
     if reference is not None:
         score, is_ood = ood_score(evidence, model, reference=reference, embedding=embedding)

@@ -8,6 +8,13 @@ another pipeline have no traces, an OnACID result may have no correlation image)
 
 Traces are held as a :class:`Traces` source that hands out row chunks, so that a file
 with 50,000 components and 10,000 frames is never read into memory at once.
+
+Evidence is checked for its role when it is built: a ``Cn`` outside [-1, 1] (not a local
+correlation image: Suite2p's ``Vcorr`` is on another scale), an image that is all NaN/Inf,
+traces with NaN/Inf values are left out, with a warning in the log and the reason in
+:attr:`Evidence.dropped`, which the classification's provenance records
+(``evidence_dropped``). Readers add what they left out themselves (a NaN neuropil
+coefficient).
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ from calcomp_caiman.evidence.footprints import footprint_fingerprint
 from calcomp_caiman.evidence.traces import Traces
 
 logger = logging.getLogger(__name__)
+
+_CORRELATION_SLACK = 0.01  # a correlation image may pass +-1 by rounding, not more
+_SCAN_ELEMENTS = 1 << 23  # trace values checked per chunk (32 MB as float32)
 
 __all__ = [
     "EVIDENCE_KINDS",
@@ -90,7 +100,51 @@ def _optional_image(value, dims: tuple[int, ...], name: str) -> np.ndarray | Non
             f"{name} has shape {image.shape} but the field of view is {plane}; pass the image "
             f"of the same movie."
         )
-    return np.where(np.isfinite(image), image, 0.0)
+    return image
+
+
+def _leave_out(name: str, reason: str, source: str, dropped: dict[str, str]) -> None:
+    logger.warning("%s: leaving out %s: %s", source or "evidence", name, reason)
+    dropped[name] = reason
+
+
+def _image_for_role(
+    image: np.ndarray | None, name: str, source: str, dropped: dict[str, str]
+) -> np.ndarray | None:
+    """``image`` (NaN/Inf pixels set to 0) when it can serve as ``name``; else None, with the
+    reason in ``dropped``: all NaN/Inf, or, for ``Cn``, values outside [-1, 1]."""
+    if image is None:
+        return None
+    finite = np.isfinite(image)
+    if not finite.any():
+        _leave_out(name, "all NaN/Inf", source, dropped)
+        return None
+    if name == "Cn":
+        low, high = float(image[finite].min()), float(image[finite].max())
+        if low < -1 - _CORRELATION_SLACK or high > 1 + _CORRELATION_SLACK:
+            reason = f"outside [-1, 1] (min {low:.4g}, max {high:.4g}): not a correlation image"
+            _leave_out(name, reason, source, dropped)
+            return None
+    return np.where(finite, image, 0.0)
+
+
+def _finite_traces(traces: Traces | None, source: str, dropped: dict[str, str]) -> Traces | None:
+    """``traces`` when every value is finite (read once, in row chunks); else None, with the
+    reason in ``dropped``."""
+    if traces is None:
+        return None
+    bad: dict[str, int] = {}
+    for _, chunk in traces.chunks(_SCAN_ELEMENTS // max(traces.frames, 1)):
+        for name, values in chunk.items():
+            count = int(np.count_nonzero(~np.isfinite(values).all(axis=1)))
+            if count:
+                bad[name] = bad.get(name, 0) + count
+    if not bad:
+        return traces
+    reason = ", ".join(f"{name} has NaN/Inf in {count} of {traces.n} components"
+                       for name, count in bad.items())  # fmt: skip
+    _leave_out("traces", reason, source, dropped)
+    return None
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,6 +179,10 @@ class Evidence:
     fingerprint : (N, 3) ndarray
         :func:`footprint_fingerprint` of ``A`` as given (before any conversion), which the
         record stores so that it can be matched to ``A`` after a selection.
+    dropped : dict of str to str
+        Evidence that was found but left out as unfit for its role, with the reason, e.g.
+        ``{"Cn": "outside [-1, 1] (min 1.585, max 21.77): not a correlation image"}``; the
+        classification's provenance records it as ``evidence_dropped``.
 
     Examples
     --------
@@ -149,6 +207,7 @@ class Evidence:
     gSig: float | None = None
     source: str = ""
     fingerprint: np.ndarray | None = None
+    dropped: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -185,8 +244,12 @@ class Evidence:
         r_values=None,
         gSig=None,
         source: str = "",
+        dropped: dict[str, str] | None = None,
     ) -> Evidence:
         """Check and assemble evidence from arrays (``None`` or ``'NoneType'``: absent).
+
+        ``Cn``, ``image`` and the traces are checked for their role (see the module's
+        notes); what is left out is added to ``dropped`` (what the reader left out already).
 
         Raises
         ------
@@ -205,19 +268,22 @@ class Evidence:
                 traces = Traces.from_arrays(C, YrA, S)
         if traces is not None and traces.n != n:
             raise ValueError(f"the traces have {traces.n} rows but A has {n} components.")
+        source = str(source)
+        dropped = dict(dropped or {})
         return cls(
             A=A,
             dims=dims,
-            traces=traces,
+            traces=_finite_traces(traces, source, dropped),
             g=_optional_vector(g, n, "g"),
             neurons_sn=_optional_vector(neurons_sn, n, "neurons_sn"),
-            Cn=_optional_image(Cn, dims, "Cn"),
-            image=_optional_image(image, dims, "image"),
+            Cn=_image_for_role(_optional_image(Cn, dims, "Cn"), "Cn", source, dropped),
+            image=_image_for_role(_optional_image(image, dims, "image"), "image", source, dropped),
             SNR_comp=_optional_vector(SNR_comp, n, "SNR_comp"),
             r_values=_optional_vector(r_values, n, "r_values"),
             gSig=check_gsig(gSig, len(dims)),
-            source=str(source),
+            source=source,
             fingerprint=fingerprint,
+            dropped=dropped,
         )
 
     @classmethod

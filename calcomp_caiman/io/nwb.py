@@ -9,9 +9,12 @@ What becomes :class:`~calcomp_caiman.evidence.evidence.Evidence`:
   (:mod:`calcomp_caiman.io.nwb_footprints`: which pixel is which row of ``A``, the image
   size; Suite2p's NWB export writes ``pixel_mask = (ypix, xpix, lam)``, so its ROIs come out
   as Suite2p has them);
-* traces: ``C`` from a ``RoiResponseSeries`` over this table (one in a ``Fluorescence``
-  container first, else one in ``DfOverF``), read in row chunks. NWB stores the traces
-  (frames, ROIs) and says nothing about denoising: there is no ``YrA`` or ``S``;
+* traces: ``C`` from a ``RoiResponseSeries`` over this table (one in the ``Fluorescence``
+  container named ``Fluorescence`` first, then another ``Fluorescence``, then ``DfOverF``;
+  never one whose container is named for neuropil, deconvolved spikes, background or a
+  second channel: Suite2p writes ``Fluorescence``, ``Neuropil`` and ``Deconvolved``, each
+  a ``Fluorescence`` container with a series ``plane0``), read in row chunks. NWB stores
+  the traces (frames, ROIs) and says nothing about denoising: there is no ``YrA`` or ``S``;
 * a file written by CaImAn's own ``Estimates.save_NWB`` (1.12: table description
   ``CNMF_ROIs``, columns ``r``, ``snr``, ``accepted``, ``rejected``) is read as CaImAn's
   ``load_CNMF`` reads it: ``image_mask`` is ``A[:, k].reshape(dims)`` in C order (so it is
@@ -19,10 +22,10 @@ What becomes :class:`~calcomp_caiman.evidence.evidence.Evidence`:
   appends to the table are left out, ``YrA`` comes from the ``residuals`` series and
   ``SNR_comp`` / ``r_values`` from the ``snr`` / ``r`` columns.
 
-Images: ``Cn`` and a mean image from ``Images`` containers of the same processing module
-(CaImAn's ``summary_images/local_correlations``, Suite2p's ``meanImg``), when they have the
-field of view's shape. ``gSig`` is not stored by either: it is estimated from the footprints
-unless given.
+Images: ``Cn`` (a local correlation image: ``local_correlations``, never Suite2p's
+``Vcorr``) and a mean image (Suite2p's ``meanImg`` before its ``max_proj``) from ``Images``
+containers of the same processing module, when they have the field of view's shape.
+``gSig`` is not stored by either: it is estimated from the footprints unless given.
 
 The classification this package wrote (:mod:`calcomp_caiman.io.nwb_write`) is read back by
 :func:`read_classification`.
@@ -262,6 +265,23 @@ def _usable(series, n_columns: int, path: Path) -> bool:
     return True
 
 
+_NOT_FLUORESCENCE = ("neuropil", "deconv", "spike", "spks", "background", "chan2")
+"""Words in a container's name that say its series are not the ROIs' own fluorescence
+(Suite2p writes ``Neuropil`` and ``Deconvolved`` as ``Fluorescence`` containers too)."""
+
+
+def _fluorescence_rank(container, fluorescence_type, dff_type) -> int | None:
+    """How fit a container's series are to be ``C``: 0 a ``Fluorescence`` container named
+    ``Fluorescence``, 1 another ``Fluorescence``, 2 ``DfOverF``, 3 anything else; None when
+    its name says neuropil, deconvolved spikes, background or a second channel."""
+    name = str(getattr(container, "name", "")).lower()
+    if any(word in name for word in _NOT_FLUORESCENCE):
+        return None
+    if isinstance(container, fluorescence_type):
+        return 0 if name == "fluorescence" else 1
+    return 2 if isinstance(container, dff_type) else 3
+
+
 def _traces(nwbfile, plane, rows: np.ndarray, path: Path, layout: dict | None) -> Traces | None:
     """``C`` (and, in CaImAn's layout, ``YrA``) of the components ``rows`` of ``plane``."""
     from pynwb.ophys import DfOverF, Fluorescence, RoiResponseSeries
@@ -272,9 +292,9 @@ def _traces(nwbfile, plane, rows: np.ndarray, path: Path, layout: dict | None) -
         candidates = []
         for obj in nwbfile.objects.values():
             if isinstance(obj, RoiResponseSeries) and obj.rois.table is plane:
-                parent = obj.parent
-                rank = 0 if isinstance(parent, Fluorescence) else 1 if isinstance(parent, DfOverF) else 2  # fmt: skip
-                candidates.append((rank, obj.name, obj))
+                rank = _fluorescence_rank(obj.parent, Fluorescence, DfOverF)
+                if rank is not None:
+                    candidates.append((rank, obj.name, obj))
     for _, _, series in sorted(candidates, key=lambda item: item[:2]):
         columns = _columns_of(series, rows)
         if columns is None:
@@ -315,16 +335,23 @@ def _metric(plane, name: str, rows: np.ndarray) -> np.ndarray | None:
     return values if values.size and np.all(np.isfinite(values)) else None
 
 
-_CORRELATION_IMAGES = ("local_correlations", "Cn", "correlation", "Vcorr")
-_MEAN_IMAGES = ("meanImg", "mean", "mean_image", "average", "max_proj", "max")
+_SUMMARY_IMAGES = {
+    # role: names, most wanted first. Suite2p's Vcorr is no correlation coefficient (values
+    # far above 1): it is never read as Cn.
+    "Cn": ("local_correlations", "Cn", "correlation_image", "correlation"),
+    "image": ("meanImg", "mean_image", "mean", "average", "max_proj", "max"),
+}
 
 
 def _summary_images(plane, dims: tuple[int, ...]) -> dict:
     """``Cn`` and ``image`` from the ``Images`` containers of the table's processing module.
 
-    CaImAn's ``save_NWB`` writes ``summary_images/local_correlations`` (its ``Cn``); Suite2p's
-    NWB export writes ``meanImg`` (and ``Vcorr``, ``max_proj`` cropped to its valid range,
-    which do not fit and are left out). Only images of the field of view's shape are used.
+    By name, the most wanted first (:data:`_SUMMARY_IMAGES`): a local correlation image
+    (CaImAn's ``local_correlations``) as ``Cn``, a mean image before a max projection as
+    ``image``. Suite2p's NWB export writes ``meanImg``, ``max_proj`` and ``Vcorr`` (its own
+    correlation map, on another scale: not read). CaImAn 1.12.1's ``save_NWB`` builds
+    ``summary_images`` but never adds it to the file. Only images of the field of view's
+    shape are read.
     """
     from pynwb.base import Images
 
@@ -335,14 +362,15 @@ def _summary_images(plane, dims: tuple[int, ...]) -> dict:
         if not isinstance(container, Images):
             continue
         for name, image in container.images.items():
-            data = np.asarray(image.data)
-            if data.shape != tuple(dims[:2]) or data.dtype.kind not in "biuf":
-                continue
-            if name in _CORRELATION_IMAGES:
-                found.setdefault("Cn", data)
-            elif name in _MEAN_IMAGES:
-                found.setdefault("image", data)
-    return found
+            for role, names in _SUMMARY_IMAGES.items():
+                if name not in names or tuple(image.data.shape) != tuple(dims[:2]):
+                    continue
+                rank = names.index(name)
+                if role not in found or rank < found[role][0]:
+                    data = np.asarray(image.data)
+                    if data.dtype.kind in "biuf":
+                        found[role] = (rank, data)
+    return {role: data for role, (_, data) in found.items()}
 
 
 def _components(nwbfile, table, path: Path) -> tuple[np.ndarray, dict | None]:

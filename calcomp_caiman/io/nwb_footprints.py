@@ -3,7 +3,8 @@
 NWB's ``x`` is the first axis of ``image_mask``, as pynwb's ``pixel_to_image`` has it, and
 is taken as the row: pixel ``(x, y)`` is row ``x + y * H`` of ``A`` (CaImAn's Fortran
 order). For ``pixel_mask`` the image size comes from the imaging plane's ``TwoPhotonSeries``
-when the file has one (else from the ROIs' extent, with a warning). Used by
+when the file has one (its data's frame shape, or the ``dimension`` of an external series
+whose data is a placeholder), else from the ROIs' extent, with a warning. Used by
 :mod:`calcomp_caiman.io.nwb`, which opens the file (pynwb).
 """
 
@@ -107,14 +108,19 @@ def _image_mask_footprints(
 
 
 def _series_dims(nwbfile, plane) -> tuple[int, ...] | None:
+    """Image size of the plane's ``TwoPhotonSeries``: its data's frame shape, else (an
+    external series, whose data is a ``(0, 0, 0)`` placeholder) its ``dimension``."""
     from pynwb.ophys import TwoPhotonSeries
 
     for obj in nwbfile.objects.values():
         if isinstance(obj, TwoPhotonSeries) and obj.imaging_plane is plane.imaging_plane:
-            if obj.data is not None and len(obj.data.shape) >= 3:
-                return tuple(int(d) for d in obj.data.shape[1:])
+            shape = tuple(int(d) for d in obj.data.shape) if obj.data is not None else ()
+            if len(shape) >= 3 and min(shape[1:]) > 0:
+                return shape[1:]
             if obj.dimension is not None:
-                return tuple(int(d) for d in np.ravel(obj.dimension))
+                dims = tuple(int(d) for d in np.ravel(obj.dimension[:]))
+                if dims and min(dims) > 0:
+                    return dims
     return None
 
 

@@ -3,7 +3,10 @@
 A Suite2p plane folder holds ``stat.npy`` (one dict per ROI: ``ypix``, ``xpix``, ``lam``),
 ``ops.npy`` (the settings, with the image size ``Ly`` x ``Lx`` and ``meanImg``), and when
 extraction ran ``F.npy``, ``Fneu.npy`` and ``spks.npy`` (ROIs x frames) and ``iscell.npy``
-(Suite2p's own classifier: ``(N, 2)``, accepted 0/1 and its probability).
+(Suite2p's own classifier: ``(N, 2)``, accepted 0/1 and its probability). Suite2p 1.x
+splits ``ops`` into ``db.npy`` (paths, ``Ly``, ``Lx``), ``settings.npy`` (what the user set)
+and ``reg_outputs.npy`` (``meanImg``, ...), and writes ``ops.npy`` as their union only with
+``save_ops_orig=True`` (its default): without ``ops.npy`` those files are read instead.
 
 What becomes :class:`~calcomp_caiman.evidence.evidence.Evidence`:
 
@@ -11,11 +14,14 @@ What becomes :class:`~calcomp_caiman.evidence.evidence.Evidence`:
   i.e. row ``ypix + xpix * Ly`` of ``A`` (CaImAn's Fortran order), all its pixels
   (also those Suite2p marks as overlapping);
 * traces: ``C = F - neucoeff * Fneu`` (Suite2p's neuropil-corrected fluorescence, with its
-  ``ops['neucoeff']``, default 0.7; ``F`` alone when there is no ``Fneu.npy``) and
+  ``ops['neucoeff']`` (0.x) or ``ops['extraction']['neuropil_coefficient']`` (1.x), default
+  0.7; ``F`` alone when there is no ``Fneu.npy``, or when the coefficient is NaN or negative:
+  it is then left out and named in the provenance) and
   ``S = spks``. Suite2p has no denoised trace: unlike CaImAn's ``C``, this ``C`` is the
   raw-ish trace (CaImAn's ``C + YrA``), so there is no ``YrA``. Traces are read in row
   chunks from memory-mapped files;
-* image: ``ops['meanImg']``. ``gSig`` is not taken from ``ops['diameter']`` (often
+* image: ``ops['meanImg']`` (never ``Vcorr``, Suite2p's correlation map, whose scale is
+  not CaImAn's ``Cn``). ``gSig`` is not taken from ``ops['diameter']`` (often
   Suite2p's default): it is estimated from the footprints unless given.
 
 Suite2p saves ``stat.npy`` and ``ops.npy`` as pickled Python objects, so reading them
@@ -69,10 +75,15 @@ PROBS_FILE = "calcomp_probs.npy"
 RECORD_FILE = "calcomp_classification.npz"
 _SUITE2P_BACKUP = "iscell_suite2p.npy"
 _DEFAULT_NEUCOEFF = 0.7
+_SETTINGS_MARKS = ("ops.npy", "db.npy")  # either one, beside stat.npy, marks a plane folder
+_SETTINGS_FILES = ("db.npy", "settings.npy", "reg_outputs.npy")  # ops.npy's parts in 1.x
 
 
 def is_suite2p_folder(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a Suite2p plane folder (holds ``stat.npy`` and ``ops.npy``).
+    """Whether ``path`` is a Suite2p plane folder (``stat.npy`` with ``ops.npy`` or ``db.npy``).
+
+    Suite2p 1.x run with ``save_ops_orig=False`` writes no ``ops.npy``; its ``db.npy`` (and
+    ``settings.npy``, ``reg_outputs.npy``) hold the same facts.
 
     Examples
     --------
@@ -80,7 +91,11 @@ def is_suite2p_folder(path: str | os.PathLike) -> bool:
     False
     """
     path = Path(path)
-    return path.is_dir() and (path / "stat.npy").is_file() and (path / "ops.npy").is_file()
+    return (
+        path.is_dir()
+        and (path / "stat.npy").is_file()
+        and any((path / name).is_file() for name in _SETTINGS_MARKS)
+    )
 
 
 def _load_pickled(path: Path, folder: Path) -> Any:
@@ -99,28 +114,81 @@ def _check_folder(folder: Path) -> None:
         raise InvalidFileError(
             folder, "is not a folder (a Suite2p plane folder, e.g. suite2p/plane0)."
         )
-    missing = [name for name in ("stat.npy", "ops.npy") if not (folder / name).is_file()]
-    if missing:
+    if not (folder / "stat.npy").is_file():
+        raise InvalidFileError(
+            folder, "is not a Suite2p plane folder: no stat.npy (give suite2p/planeN)."
+        )
+    if not any((folder / name).is_file() for name in _SETTINGS_MARKS):
         raise InvalidFileError(
             folder,
-            f"is not a Suite2p plane folder: no {' or '.join(missing)} (give suite2p/planeN).",
+            "is not a Suite2p plane folder: no ops.npy (Suite2p 0.x) or db.npy (Suite2p 1.x); "
+            "give suite2p/planeN.",
         )
 
 
-def _image_size(ops: Any, path: Path) -> tuple[int, int]:
-    if isinstance(ops, np.ndarray) and ops.dtype == object and ops.ndim == 0:
-        ops = ops.item()
-    if not isinstance(ops, dict):
+def _as_dict(value: Any, path: Path) -> dict:
+    if isinstance(value, np.ndarray) and value.dtype == object and value.ndim == 0:
+        value = value.item()
+    if not isinstance(value, dict):
         raise InvalidFileError(
-            path, f"must hold Suite2p's settings dict, got {type(ops).__name__}."
+            path, f"must hold Suite2p's settings dict, got {type(value).__name__}."
         )
+    return value
+
+
+def _plane_settings(folder: Path) -> tuple[dict, Path]:
+    """Suite2p's ``ops`` of a plane folder and the file it came from.
+
+    ``ops.npy`` when there is one; else (Suite2p 1.x with ``save_ops_orig=False``) ``db.npy``,
+    ``settings.npy`` and ``reg_outputs.npy`` merged in that order, as Suite2p itself merges
+    them into ``ops.npy`` (so ``meanImg`` is the registered mean image of ``reg_outputs``).
+    """
+    if (folder / "ops.npy").is_file():
+        path = folder / "ops.npy"
+        return _as_dict(_load_pickled(path, folder), path), path
+    ops: dict = {}
+    for name in _SETTINGS_FILES:
+        path = folder / name
+        if path.is_file():
+            ops.update(_as_dict(_load_pickled(path, folder), path))
+    return ops, folder / "db.npy"
+
+
+def _image_size(ops: dict, path: Path) -> tuple[int, int]:
     try:
         dims = (int(ops["Ly"]), int(ops["Lx"]))
     except (KeyError, TypeError, ValueError):
-        raise InvalidFileError(path, "has no image size (ops['Ly'], ops['Lx']).") from None
+        raise InvalidFileError(path, "has no image size (Ly, Lx).") from None
     if min(dims) < 1:
         raise InvalidFileError(path, f"has image size Ly x Lx = {dims}; both must be positive.")
     return dims
+
+
+def _neuropil_coefficient(ops: dict, path: Path, dropped: dict[str, str]) -> float | None:
+    """Suite2p's neuropil coefficient: ``ops['neucoeff']`` (0.x) or
+    ``ops['extraction']['neuropil_coefficient']`` (1.x); Suite2p's default 0.7 when neither is
+    there. None (with a reason in ``dropped``) when it is not a finite number >= 0: the
+    neuropil is then not subtracted."""
+    extraction = ops.get("extraction")
+    if "neucoeff" in ops:
+        value, where = ops["neucoeff"], "ops['neucoeff']"
+    elif isinstance(extraction, dict) and "neuropil_coefficient" in extraction:
+        value, where = extraction["neuropil_coefficient"], "ops['extraction']['neuropil_coefficient']"  # fmt: skip
+    else:
+        logger.info(
+            "%s: no neuropil coefficient; using Suite2p's default %s", path, _DEFAULT_NEUCOEFF
+        )
+        return _DEFAULT_NEUCOEFF
+    try:
+        coefficient = float(value)
+    except (TypeError, ValueError):
+        coefficient = float("nan")
+    if np.isfinite(coefficient) and coefficient >= 0:
+        return coefficient
+    reason = f"{where} is {value!r}, not a number >= 0: neuropil not subtracted (C = F)"
+    logger.warning("%s: leaving out the neuropil coefficient: %s", path, reason)
+    dropped["neucoeff"] = reason
+    return None
 
 
 def _footprints(stat: Any, dims: tuple[int, int], path: Path) -> scipy.sparse.csc_matrix:
@@ -151,8 +219,8 @@ def _footprints(stat: Any, dims: tuple[int, int], path: Path) -> scipy.sparse.cs
         ):
             raise InvalidFileError(
                 path,
-                f"ROI {k} has pixels outside the {height} x {width} image (ops Ly x Lx); "
-                "stat.npy and ops.npy must come from the same run.",
+                f"ROI {k} has pixels outside the {height} x {width} image (Ly x Lx); "
+                "stat.npy and the settings (ops.npy or db.npy) must come from the same run.",
             )
         if not np.all(np.isfinite(lam)):
             raise InvalidFileError(path, f"ROI {k} has NaN or Inf weights (lam).")
@@ -190,13 +258,16 @@ def _trace_file(folder: Path, name: str, n: int) -> Path | None:
     return path
 
 
-def _traces(folder: Path, n: int, neucoeff: float) -> Traces | None:
+def _traces(folder: Path, n: int, neucoeff: float | None) -> Traces | None:
+    """``C = F - neucoeff * Fneu`` (``F`` alone when ``neucoeff`` is None or there is no
+    ``Fneu.npy``) and ``S = spks``, read in row chunks."""
     f_path = _trace_file(folder, "F.npy", n)
     if f_path is None:
         return None
     frames = int(np.load(f_path, mmap_mode="r").shape[1])
     extra = {}
-    for name, key in (("Fneu.npy", "Fneu"), ("spks.npy", "S")):
+    wanted = (("spks.npy", "S"),) if neucoeff is None else (("Fneu.npy", "Fneu"), ("spks.npy", "S"))
+    for name, key in wanted:
         path = _trace_file(folder, name, n)
         if path is not None and np.load(path, mmap_mode="r").shape[1] == frames:
             extra[key] = path
@@ -219,7 +290,9 @@ def read_evidence(folder: str | os.PathLike, *, gSig: float | None = None) -> Ev
     Parameters
     ----------
     folder : path-like
-        A Suite2p plane folder (``.../suite2p/plane0``) with ``stat.npy`` and ``ops.npy``.
+        A Suite2p plane folder (``.../suite2p/plane0``) with ``stat.npy`` and ``ops.npy``, or
+        (Suite2p 1.x with ``save_ops_orig=False``) ``db.npy``, ``settings.npy`` and
+        ``reg_outputs.npy``.
     gSig : float, optional
         Typical neuron half-size in px; estimated from the footprints when omitted.
 
@@ -227,15 +300,16 @@ def read_evidence(folder: str | os.PathLike, *, gSig: float | None = None) -> Ev
     -------
     Evidence
         Footprints, traces (``C = F - neucoeff * Fneu``, ``S = spks``) when ``F.npy`` fits,
-        and ``image = ops['meanImg']`` when it has the image's shape.
+        and ``image = meanImg`` when it has the image's shape. A neuropil coefficient that is
+        not a number >= 0 is left out (``C = F``) and named in ``Evidence.dropped``.
 
     Raises
     ------
     FileNotFoundError
         No such folder.
     InvalidFileError
-        Not a plane folder; ``stat.npy``/``ops.npy`` unreadable or inconsistent (ROI pixels
-        outside ``Ly`` x ``Lx``, ragged ``ypix``/``xpix``/``lam``); no ROI.
+        Not a plane folder; ``stat.npy`` or the settings unreadable or inconsistent (ROI
+        pixels outside ``Ly`` x ``Lx``, ragged ``ypix``/``xpix``/``lam``); no ROI.
 
     Examples
     --------
@@ -252,14 +326,14 @@ def read_evidence(folder: str | os.PathLike, *, gSig: float | None = None) -> Ev
     """
     folder = Path(folder)
     _check_folder(folder)
-    ops_raw = _load_pickled(folder / "ops.npy", folder)
-    dims = _image_size(ops_raw, folder / "ops.npy")
-    ops = ops_raw.item() if isinstance(ops_raw, np.ndarray) else ops_raw
+    ops, ops_path = _plane_settings(folder)
+    dims = _image_size(ops, ops_path)
     A = _footprints(_load_pickled(folder / "stat.npy", folder), dims, folder / "stat.npy")
-    neucoeff = float(ops.get("neucoeff", _DEFAULT_NEUCOEFF))
+    dropped: dict[str, str] = {}
+    neucoeff = _neuropil_coefficient(ops, ops_path, dropped)
     image = ops.get("meanImg")
     if image is not None and np.shape(image) != dims:
-        logger.warning("%s: ignoring ops['meanImg'] of shape %s", folder, np.shape(image))
+        logger.warning("%s: ignoring meanImg of shape %s", folder, np.shape(image))
         image = None
     return Evidence.build(
         A,
@@ -268,6 +342,7 @@ def read_evidence(folder: str | os.PathLike, *, gSig: float | None = None) -> Ev
         image=image,
         gSig=gSig,
         source=str(folder),
+        dropped=dropped,
     )
 
 
@@ -324,7 +399,7 @@ def write_classification(
     """
     folder = Path(folder)
     _check_folder(folder)
-    dims = _image_size(_load_pickled(folder / "ops.npy", folder), folder / "ops.npy")
+    dims = _image_size(*_plane_settings(folder))
     n = _footprints(_load_pickled(folder / "stat.npy", folder), dims, folder / "stat.npy").shape[1]
     record = check_result(result, n, label=str(folder))
     fields = record.fields
