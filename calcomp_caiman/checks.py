@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse
 
+from calcomp_caiman.errors import GsigError
+
 
 def check_dims(dims) -> tuple[int, ...]:
     """Return ``dims`` as a tuple of 2 or 3 positive ints, or raise ``ValueError``."""
@@ -127,8 +129,8 @@ def check_gsig(gSig, n_dims: int = 2) -> float | None:
 
     Raises
     ------
-    ValueError
-        A value is not a number, not finite, not positive or above ``MAX_GSIG``.
+    GsigError
+        (a ``ValueError``) A value is not a number, not finite, not positive or above ``MAX_GSIG``.
     """
     if gSig is None:
         return None
@@ -139,13 +141,13 @@ def check_gsig(gSig, n_dims: int = 2) -> float | None:
     try:
         values = np.ravel(np.asarray(gSig, dtype=float))
     except (TypeError, ValueError):
-        raise ValueError(f"{allowed}; got {gSig!r}, which is not numbers.") from None
+        raise GsigError(f"{allowed}; got {gSig!r}, which is not numbers.") from None
     if values.size == 0 or not np.all(np.isfinite(values)) or np.any(values <= 0):
         shown = ", ".join(f"{v:g}" for v in values) or "nothing"
-        raise ValueError(f"{allowed}; got {shown}.")
+        raise GsigError(f"{allowed}; got {shown}.")
     if np.any(values > MAX_GSIG):
         shown = ", ".join(f"{v:g}" for v in values)
-        raise ValueError(
+        raise GsigError(
             f"{allowed}; got {shown}. Typical values are 2-20 px: give the neuron half-size "
             f"in pixels, not a diameter or a size in um."
         )

@@ -13,14 +13,15 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_complete
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from calcomp_caiman.checks import check_gsig
 from calcomp_caiman.classify import acceptance_rule, classify
-from calcomp_caiman.errors import CalcompError, InvalidFileError
+from calcomp_caiman.errors import CalcompError, GsigError, InvalidFileError
 from calcomp_caiman.io.atomic import remove_stale_temps
-from calcomp_caiman.io.registry import find_inputs, get_format
+from calcomp_caiman.io.registry import FORMATS, find_inputs, get_format
 from calcomp_caiman.model.folder import CalcompModel
 from calcomp_caiman.schema import CLASSES
 
@@ -28,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "FileResult",
+    "FoundInput",
+    "ReprocessOptions",
+    "Task",
     "classify_file",
     "find_result_files",
     "reprocess",
@@ -131,7 +135,7 @@ def classify_file(
     acceptance_rule(model, accept, min_prob)  # a bad rule fails before the file is read
     try:
         gsig = check_gsig(gSig)
-    except ValueError as err:
+    except GsigError as err:
         raise InvalidFileError(path, f"--gsig: {err}") from None
     kind = get_format(format, path)
     read_options = {"plane": plane} if "plane" in kind.read_options else {}
@@ -140,9 +144,7 @@ def classify_file(
         write_options["replace_iscell"] = True
     try:
         evidence = kind.read_evidence(path, **read_options)
-    except ValueError as err:  # stored gSig out of range (files hold anything)
-        if isinstance(err, InvalidFileError) or "gSig" not in str(err):
-            raise
+    except GsigError as err:  # stored gSig out of range (files hold anything)
         raise InvalidFileError(path, f"params/init/gSig: {err}") from None
     if gsig is not None:
         evidence = dataclasses.replace(evidence, gSig=gsig)
@@ -166,9 +168,19 @@ def classify_file(
     return result, fields
 
 
+class FoundInput(NamedTuple):
+    """One input found by :func:`find_result_files`."""
+
+    file: Path
+    """The file (or Suite2p plane folder), resolved."""
+    relative: Path
+    """Its path under the folder it was found in (its name when named directly); it places
+    the output in ``out_dir``."""
+
+
 def find_result_files(
     paths: Iterable[str | os.PathLike], *, format: str = "auto"
-) -> list[tuple[Path, Path]]:
+) -> list[FoundInput]:
     """Every ``.hdf5`` file named or found (recursively) under the folders named.
 
     With ``format`` other than ``"caiman"``, folders are searched for that format's inputs
@@ -177,9 +189,8 @@ def find_result_files(
 
     Returns
     -------
-    list of (file, relative path)
-        The relative path is the file's path under the folder it was found in (its name
-        for a file named directly); it places outputs in ``--out-dir``.
+    list of FoundInput
+        ``(file, relative)`` pairs, each input once.
 
     Raises
     ------
@@ -197,14 +208,111 @@ def find_result_files(
             found.setdefault(entry.resolve(), Path(entry.name))
         else:
             raise FileNotFoundError(f"{entry}: no such file or folder")
-    return list(found.items())
+    return [FoundInput(file, relative) for file, relative in found.items()]
 
 
-def target_path(relative: Path, file: Path, out_dir: Path | None) -> Path:
-    return file if out_dir is None else out_dir / relative
+@dataclass(frozen=True)
+class ReprocessOptions:
+    """How :func:`reprocess` and :func:`calcomp_caiman.apps.distributed.reprocess_dask` treat
+    every file: one option list for both.
+
+    Attributes
+    ----------
+    model : CalcompModel
+    out_dir : Path, optional
+        Write updated copies under this folder (keeping sub-folders); ``None`` updates
+        every file in place, each atomically.
+    overwrite : bool
+        Replace existing outputs in ``out_dir`` that were not made by this model.
+    resume : bool
+        Skip files whose output is already classified by this model (same SHA256).
+    accept : tuple of str, optional
+        Classes kept as accepted components (``idx_components``).
+    min_prob : float or "argmax", optional
+        Accept when P(accepted classes) >= this; ``"argmax"``: the most probable class.
+        Both default to the model folder's ``thresholds.json``
+        (:func:`calcomp_caiman.classify.acceptance_rule`).
+    gSig : float, optional
+        Overrides the ``gSig`` stored in (or estimated for) every file.
+    format : str
+        ``"auto"`` (from each path), ``"caiman"``, ``"nwb"``, ``"suite2p"`` or ``"masks"``;
+        also says what folders are searched for (:func:`find_result_files`).
+    plane : str, optional
+        NWB only: the ``PlaneSegmentation`` to classify (needed when there are several).
+    replace_iscell : bool
+        Suite2p only: also write ``iscell.npy`` (Suite2p's own kept as ``iscell_suite2p.npy``).
+
+    Raises
+    ------
+    TypeError
+        ``model`` is not a :class:`CalcompModel`.
+    ValueError
+        Unknown ``format``, or an acceptance rule the model does not allow.
+    GsigError
+        ``gSig`` outside ``(0, MAX_GSIG]``.
+    """
+
+    model: CalcompModel
+    out_dir: Path | None = None
+    overwrite: bool = False
+    resume: bool = True
+    accept: tuple[str, ...] | None = None
+    min_prob: float | str | None = None
+    gSig: float | None = None
+    format: str = "auto"
+    plane: str | None = None
+    replace_iscell: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, CalcompModel):
+            raise TypeError(
+                f"model must be a CalcompModel (CalcompModel.load(...)), "
+                f"got {type(self.model).__name__}."
+            )
+        if self.format != "auto" and self.format not in FORMATS:
+            raise ValueError(f"format must be 'auto' or one of {FORMATS}, got {self.format!r}.")
+        # checked before any file is read: a bad rule or gSig fails once, not per file; kept
+        # as given (None: the model's thresholds.json, "argmax": the most probable class)
+        acceptance_rule(self.model, self.accept, self.min_prob)
+        if self.accept is not None:
+            accept = (self.accept,) if isinstance(self.accept, str) else tuple(self.accept)
+            object.__setattr__(self, "accept", accept)
+        object.__setattr__(self, "gSig", check_gsig(self.gSig))
+        if self.out_dir is not None:
+            object.__setattr__(self, "out_dir", Path(self.out_dir))
 
 
-def _failure(file: Path, target: Path, err: BaseException | str) -> FileResult:
+def reprocess_options(
+    options: ReprocessOptions | None = None, **settings: object
+) -> ReprocessOptions:
+    """``options`` with ``settings`` (fields of :class:`ReprocessOptions`) on top.
+
+    Raises
+    ------
+    TypeError
+        Neither ``options`` nor ``model``, or a name that is not a field.
+    """
+    if options is None:
+        return ReprocessOptions(**settings)  # type: ignore[arg-type]
+    return dataclasses.replace(options, **settings) if settings else options
+
+
+class Task(NamedTuple):
+    """One file of a batch: where it is read and where its output goes."""
+
+    file: Path
+    target: Path
+    in_place: bool
+
+
+def make_tasks(found: Iterable[FoundInput], out_dir: str | os.PathLike | None) -> list[Task]:
+    """One :class:`Task` per input: the output under ``out_dir`` (``None``: in place)."""
+    if out_dir is None:
+        return [Task(item.file, item.file, True) for item in found]
+    return [Task(item.file, Path(out_dir) / item.relative, False) for item in found]
+
+
+def _failure(task: Task, err: BaseException | str) -> FileResult:
     """A ``failed`` result whose one-line error names the file.
 
     An unexpected exception is written ``"<file>: <ExceptionType>: message"`` (its first
@@ -215,18 +323,26 @@ def _failure(file: Path, target: Path, err: BaseException | str) -> FileResult:
     else:
         text = err
     lines = text.strip().splitlines() or [""]
-    return FileResult(str(file), str(target), "failed", error=f"{file}: {lines[0]}")
+    return FileResult(str(task.file), str(task.target), "failed", error=f"{task.file}: {lines[0]}")
 
 
-def process_one(file: Path, target: Path, in_place: bool, options: dict) -> FileResult:
-    model = options["model"]
-    formats = {"format": options.get("format", "auto"), "plane": options.get("plane"),
-               "replace_iscell": options.get("replace_iscell", False)}  # fmt: skip
+def process_one(task: Task, options: ReprocessOptions) -> FileResult:
+    """Classify the file of ``task`` as ``options`` say; every failure becomes a result.
+
+    Returns
+    -------
+    FileResult
+        ``skipped`` when resuming and the output is already classified by this model;
+        ``failed`` (with a one-line error naming the file) for any exception but
+        ``KeyboardInterrupt``.
+    """
+    file, target, in_place = task
+    model = options.model
     try:
-        kind = get_format(formats["format"], file)
-        seen = {"plane": formats["plane"]} if "plane" in kind.read_options else {}
+        kind = get_format(options.format, file)
+        seen = {"plane": options.plane} if "plane" in kind.read_options else {}
         if (
-            options["resume"]
+            options.resume
             and target.exists()
             and kind.is_classified_by(target, model.sha256, **seen)
         ):
@@ -237,10 +353,13 @@ def process_one(file: Path, target: Path, in_place: bool, options: dict) -> File
             file,
             model=model,
             out_path=None if in_place else target,
-            overwrite=options["overwrite"],
-            accept=options["accept"],
-            min_prob=options["min_prob"],
-            **formats,
+            overwrite=options.overwrite,
+            accept=options.accept,
+            min_prob=options.min_prob,
+            gSig=options.gSig,
+            format=options.format,
+            plane=options.plane,
+            replace_iscell=options.replace_iscell,
         )
         return result
     except (CalcompError, OSError, ValueError) as err:
@@ -248,7 +367,7 @@ def process_one(file: Path, target: Path, in_place: bool, options: dict) -> File
         return FileResult(str(file), str(target), "failed", error=str(err))
     except Exception as err:  # a bug or an odd file must not stop the batch: report it
         logger.debug("unexpected error on %s", file, exc_info=True)
-        return _failure(file, target, err)
+        return _failure(task, err)
 
 
 _MAX_IDLE_DEATHS = 3
@@ -260,7 +379,7 @@ _WORKER_DIED = (
 )
 
 
-def _collect(futures: dict, suspects: list[tuple]) -> Iterator[FileResult]:
+def _collect(futures: dict, suspects: list[Task]) -> Iterator[FileResult]:
     """Yield the results of ``futures`` (future -> task) as they finish.
 
     A task whose pool broke (a worker died) goes to ``suspects`` instead; any other
@@ -273,11 +392,11 @@ def _collect(futures: dict, suspects: list[tuple]) -> Iterator[FileResult]:
         except BrokenProcessPool:
             suspects.append(task)
         except Exception as err:
-            logger.debug("the pool failed on %s", task[0], exc_info=True)
-            yield _failure(task[0], task[1], err)
+            logger.debug("the pool failed on %s", task.file, exc_info=True)
+            yield _failure(task, err)
 
 
-def _in_processes(tasks: list[tuple], jobs: int, options: dict) -> Iterator[FileResult]:
+def _in_processes(tasks: list[Task], jobs: int, options: ReprocessOptions) -> Iterator[FileResult]:
     """Run ``tasks`` in ``jobs`` worker processes; a worker's death is reported, not raised.
 
     At most ``jobs`` tasks are in a pool at a time, so when a worker dies (killed for
@@ -289,14 +408,14 @@ def _in_processes(tasks: list[tuple], jobs: int, options: dict) -> Iterator[File
     pending = list(reversed(tasks))  # popped from the end: submission order kept
     idle_deaths = 0
     while pending:
-        suspects: list[tuple] = []
+        suspects: list[Task] = []
         running: dict = {}
         broken = False
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             while running or (pending and not broken):
                 while pending and len(running) < jobs and not broken:
                     try:
-                        future = pool.submit(process_one, *pending[-1], options)
+                        future = pool.submit(process_one, pending[-1], options)
                     except BrokenProcessPool:  # an idle worker died: go on in a fresh pool
                         broken = True
                         break
@@ -310,13 +429,13 @@ def _in_processes(tasks: list[tuple], jobs: int, options: dict) -> Iterator[File
         if broken and not suspects:
             idle_deaths += 1
             if idle_deaths > _MAX_IDLE_DEATHS:
-                for file, target, _ in reversed(pending):
-                    yield _failure(file, target, _WORKER_DIED)
+                for task in reversed(pending):
+                    yield _failure(task, _WORKER_DIED)
                 return
         else:
             idle_deaths = 0
-        for file, target, _ in suspects:
-            remove_stale_temps(file, target)
+        for task in suspects:
+            remove_stale_temps(task.file, task.target)
         if suspects:
             logger.info(
                 "a worker process died; retrying %d file(s) each in its own process",
@@ -325,58 +444,43 @@ def _in_processes(tasks: list[tuple], jobs: int, options: dict) -> Iterator[File
             yield from _isolated(suspects, options)
 
 
-def _isolated(tasks: list[tuple], options: dict) -> Iterator[FileResult]:
+def _isolated(tasks: list[Task], options: ReprocessOptions) -> Iterator[FileResult]:
     """Run each task in its own one-worker pool, all at once; a death fails that task only."""
     with contextlib.ExitStack() as stack:
         futures = {}
         for task in tasks:
             pool = stack.enter_context(ProcessPoolExecutor(max_workers=1))
-            futures[pool.submit(process_one, *task, options)] = task
-        died: list[tuple] = []
+            futures[pool.submit(process_one, task, options)] = task
+        died: list[Task] = []
         yield from _collect(futures, died)
-    for file, target, _ in died:
-        logger.debug("the worker process classifying %s died twice", file)
-        remove_stale_temps(file, target)
-        yield _failure(file, target, _WORKER_DIED)
+    for task in died:
+        logger.debug("the worker process classifying %s died twice", task.file)
+        remove_stale_temps(task.file, task.target)
+        yield _failure(task, _WORKER_DIED)
 
 
 def reprocess(
     paths: Iterable[str | os.PathLike],
+    options: ReprocessOptions | None = None,
     *,
-    model: CalcompModel,
-    out_dir: str | os.PathLike | None = None,
     jobs: int = 1,
-    overwrite: bool = False,
-    resume: bool = True,
-    accept: Sequence[str] | None = None,
-    min_prob: float | str | None = None,
-    format: str = "auto",
-    plane: str | None = None,
-    replace_iscell: bool = False,
+    **settings: object,
 ) -> Iterator[FileResult]:
-    """Classify many CaImAn result files; yield one :class:`FileResult` per file.
+    """Classify many result files; yield one :class:`FileResult` per file.
 
     Parameters
     ----------
     paths : iterable of path-like
-        Files and folders (searched recursively for ``*.hdf5``).
-    model : CalcompModel
-    out_dir : path-like, optional
-        Write updated copies under this folder (keeping sub-folders); ``None`` updates
-        every file in place, each atomically.
+        Files and folders (searched recursively: :func:`find_result_files`).
+    options : ReprocessOptions, optional
+        How every file is treated (model, output folder, resume, acceptance rule, format).
     jobs : int
         Worker processes. A worker that dies (killed for memory, say) costs only the
         file it was classifying: the files it was running with are retried, each alone
         in a fresh process, and the rest go on in a fresh pool.
-    overwrite : bool
-        Replace existing outputs in ``out_dir`` that were not made by this model.
-    resume : bool
-        Skip files whose output is already classified by this model (same SHA256).
-    accept, min_prob
-        Acceptance rule; default: the model folder's ``thresholds.json``.
-    format, plane, replace_iscell
-        As in :func:`classify_file`; ``format`` also says what folders are searched for
-        (:func:`find_result_files`).
+    **settings
+        Fields of :class:`ReprocessOptions` (``model=...``, ``out_dir=...``, ...), instead
+        of ``options`` or on top of it.
 
     Yields
     ------
@@ -386,24 +490,26 @@ def reprocess(
         unexpected ``"<ExceptionType>: message"`` whose traceback is logged at debug
         level, or that its worker process died twice) and left unchanged; the others go
         on. ``KeyboardInterrupt`` stops the batch.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad options (:class:`ReprocessOptions`), raised before any file is read.
+    FileNotFoundError
+        A named path does not exist.
+
+    Examples
+    --------
+    >>> from calcomp_caiman import CalcompModel
+    >>> options = ReprocessOptions(CalcompModel.load(), out_dir="classified")
+    >>> list(reprocess([], options))
+    []
     """
-    accept, min_prob = acceptance_rule(model, accept, min_prob)  # checked before any work
-    files = find_result_files(paths, format=format)
-    out = None if out_dir is None else Path(out_dir)
-    options = {
-        "model": model,
-        "resume": resume,
-        "overwrite": overwrite,
-        "accept": accept,
-        "min_prob": min_prob,
-        "format": format,
-        "plane": plane,
-        "replace_iscell": replace_iscell,
-    }
-    tasks = [(file, target_path(relative, file, out), out is None) for file, relative in files]
+    options = reprocess_options(options, **settings)
+    tasks = make_tasks(find_result_files(paths, format=options.format), options.out_dir)
     if jobs <= 1 or len(tasks) <= 1:
-        for file, target, in_place in tasks:
-            yield process_one(file, target, in_place, options)
+        for task in tasks:
+            yield process_one(task, options)
         return
     # the model (a few hundred kB of weights) travels with each task
     yield from _in_processes(tasks, int(jobs), options)

@@ -7,6 +7,7 @@ Heavy imports (Keras, matplotlib) happen inside the sub-commands that need them,
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 import warnings
@@ -90,10 +91,6 @@ def _format_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _format_options(args) -> dict:
-    return {"format": args.format, "plane": args.plane, "replace_iscell": args.replace_iscell}
-
-
 def _cmd_classify(args) -> int:
     from calcomp_caiman.apps.batch import classify_file, write_component_csv
 
@@ -110,7 +107,9 @@ def _cmd_classify(args) -> int:
         accept=args.accept,
         min_prob=args.min_prob,
         gSig=args.gsig,
-        **_format_options(args),
+        format=args.format,
+        plane=args.plane,
+        replace_iscell=args.replace_iscell,
     )
     if args.csv:
         write_component_csv(fields, args.csv)
@@ -130,28 +129,34 @@ def _cmd_classify(args) -> int:
 def _cmd_reprocess(args) -> int:
     from tqdm import tqdm
 
-    from calcomp_caiman.apps.batch import find_result_files, reprocess, write_summary_csv
+    from calcomp_caiman.apps.batch import (
+        ReprocessOptions,
+        find_result_files,
+        reprocess,
+        write_summary_csv,
+    )
 
     if args.out_dir is None and not args.in_place:
         raise CalcompError("give --out-dir DIR or --in-place")
-    model = _load_model(args.model)
-    total = len(find_result_files(args.paths, format=args.format))
-    options = dict(
-        model=model,
+    options = ReprocessOptions(
+        _load_model(args.model),
         out_dir=None if args.in_place else args.out_dir,
         overwrite=args.overwrite,
         resume=not args.no_resume,
         accept=args.accept,
         min_prob=args.min_prob,
+        gSig=args.gsig,
+        format=args.format,
+        plane=args.plane,
+        replace_iscell=args.replace_iscell,
     )
+    total = len(find_result_files(args.paths, format=args.format))
     if args.scheduler or args.dask:
         from calcomp_caiman.apps.distributed import reprocess_dask
 
-        if args.format != "auto" or args.plane or args.replace_iscell:
-            raise CalcompError("--format, --plane and --replace-iscell do not work with Dask yet")
-        stream = reprocess_dask(args.paths, scheduler=args.scheduler, workers=args.jobs, **options)
+        stream = reprocess_dask(args.paths, options, scheduler=args.scheduler, workers=args.jobs)
     else:
-        stream = reprocess(args.paths, jobs=args.jobs or 1, **options, **_format_options(args))
+        stream = reprocess(args.paths, options, jobs=args.jobs or 1)
     results = []
     with tqdm(total=total, unit="file", disable=args.quiet > 0, file=sys.stderr) as bar:
         for result in stream:
@@ -181,29 +186,16 @@ def _cmd_export_bioimageio(args) -> int:
 
 
 def _cmd_montage(args) -> int:
-    import dataclasses
-
-    from calcomp_caiman.apps.montage import plot_montage
+    from calcomp_caiman.apps.montage import write_montage
     from calcomp_caiman.checks import check_gsig
-    from calcomp_caiman.classify import classify
-    from calcomp_caiman.evidence.patches import crop_checked, footprints_for
-    from calcomp_caiman.io.caiman_h5 import read_estimates, read_evidence
+    from calcomp_caiman.errors import GsigError
 
     try:
-        gsig = check_gsig(args.gsig)
-    except ValueError as err:
+        check_gsig(args.gsig)
+    except GsigError as err:
         raise CalcompError(f"--gsig: {err}") from None
     model = _load_model(args.model)
-    evidence = read_evidence(args.input)
-    if gsig is not None:
-        evidence = dataclasses.replace(evidence, gSig=gsig)
-    # as `calcomp classify` stored them, else as it would: the same evidence, model, patches
-    probs = None if args.reclassify else read_estimates(args.input).class_probs
-    if probs is None or len(probs) != evidence.n:
-        probs = classify(evidence, model, ood=False).probs
-    flat, dims2, scale = footprints_for(evidence, model.scale_rule)
-    patches = crop_checked(flat, dims2, scale, model.patch_size)
-    path = plot_montage(patches, probs, args.output, title=Path(args.input).name)
+    path = write_montage(args.input, model, args.output, gSig=args.gsig, reclassify=args.reclassify)
     print(f"montage: {path}")
     return 0
 
@@ -258,83 +250,33 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _curation_table(paths) -> dict:
-    """``{file: (components, codes)}`` from CaImAn's accepted_list / rejected_list."""
-    import numpy as np
-
-    from calcomp_caiman.io.caiman_h5 import read_estimates
-
-    table = {}
-    for path in paths:
-        source = read_estimates(path)
-        accepted = np.asarray([] if source.accepted_list is None else source.accepted_list, int)
-        rejected = np.asarray([] if source.rejected_list is None else source.rejected_list, int)
-        if accepted.size + rejected.size == 0:
-            raise CalcompError(f"{path}: no accepted_list / rejected_list (no manual curation).")
-        table[Path(path).resolve()] = (
-            np.concatenate([accepted, rejected]),
-            np.r_[np.ones(accepted.size, int), np.zeros(rejected.size, int)],
-        )
-    return table
-
-
 def _cmd_finetune(args) -> int:
+    from calcomp_caiman.apps.finetune import finetune
+
     if not args.labels and not args.curation:
         raise CalcompError("give --labels LABELS.csv and/or --curation RESULT.hdf5 ...")
     base = _load_model(args.model)
-    if not base.uses_evidence:
-        return _finetune_network(args, base)
-    from calcomp_caiman.io.caiman_h5 import read_evidence
-    from calcomp_caiman.refit import read_label_table, refit
-
-    table = {}
-    if args.labels:
-        table.update(read_label_table(args.labels))
-    if args.curation:
-        table.update(_curation_table(args.curation))
-    evidences = [read_evidence(path) for path in table]
-    components = [index for index, _ in table.values()]
-    labels = [codes for _, codes in table.values()]
-    model, report = refit(base, evidences, labels, components, seed=args.seed, name=args.name)
-    model.save(args.out)
-    print(
-        f"refitted {base.name} on {report['labels']} labels from {len(table)} file(s) in "
-        f"{report['seconds']:.1f} s: held-out accuracy {report['before']:.3f} -> "
-        f"{report['after']:.3f} ({report['held_out']} labels held out); saved to {args.out}"
-    )
-    return 0
-
-
-def _finetune_network(args, base) -> int:
-    """Models without a fusion head (v1): fine-tune the network itself (Keras)."""
-    from calcomp_caiman.research.train import (
-        TrainingSet,
-        curation_labels,
-        fine_tune,
-        labels_from_csv,
-    )
-
-    parts = []
-    if args.labels:
-        parts.append(labels_from_csv(args.labels))
-    if args.curation:
-        parts.append(curation_labels(args.curation))
-    data = TrainingSet.concatenate(parts)
-    model, history = fine_tune(
+    report = finetune(
         base,
-        data.patches,
-        data.labels,
-        groups=data.groups,
+        labels=args.labels,
+        curation=args.curation,
         epochs=args.epochs,
         seed=args.seed,
         name=args.name,
     )
-    model.save(args.out)
-    print(
-        f"fine-tuned {base.name} on {len(data.labels)} labels: validation accuracy "
-        f"{history['val_accuracy'][0]:.3f} (first epoch) -> "
-        f"{max(history['val_accuracy']):.3f} (best); saved to {args.out}"
-    )
+    report.model.save(args.out)
+    if report.method == "refit":
+        print(
+            f"refitted {base.name} on {report.labels} labels from {report.files} file(s) in "
+            f"{report.seconds:.1f} s: held-out accuracy {report.before:.3f} -> "
+            f"{report.after:.3f} ({report.held_out} labels held out); saved to {args.out}"
+        )
+    else:
+        print(
+            f"fine-tuned {base.name} on {report.labels} labels: validation accuracy "
+            f"{report.before:.3f} (first epoch) -> {report.after:.3f} (best); "
+            f"saved to {args.out}"
+        )
     return 0
 
 
@@ -427,6 +369,27 @@ def _output_options(parser: argparse.ArgumentParser, default) -> None:
     parser.add_argument("--debug", action="store_true", default=default, help="show tracebacks")
 
 
+def _command(
+    sub,
+    common: argparse.ArgumentParser,
+    name: str,
+    help: str,
+    *,
+    description: str | None = None,
+    epilog: str | None = None,
+    formatter: type[argparse.HelpFormatter] = argparse.HelpFormatter,
+) -> argparse.ArgumentParser:
+    """A sub-command of ``calcomp`` that also takes the ``common`` options after its name."""
+    return sub.add_parser(
+        name,
+        parents=[common],
+        help=help,
+        description=description,
+        epilog=epilog,
+        formatter_class=formatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``calcomp`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -438,17 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _output_options(common, argparse.SUPPRESS)  # also after the sub-command
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_parser = sub.add_parser
-
-    def add_command(name, **kwargs):
-        return add_parser(name, parents=[common], **kwargs)
-
-    sub.add_parser = add_command
+    command = functools.partial(_command, sub, common)
 
     def model_arg(p):
         p.add_argument("--model", default="default", help="bundled model name or model folder")
 
-    p = sub.add_parser("classify", help="classify one CaImAn result file")
+    p = command("classify", help="classify one CaImAn result file")
     p.add_argument(
         "input", type=Path, help="CaImAn .hdf5 result file (or .nwb, Suite2p plane folder, masks)"
     )
@@ -463,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     _format_args(p)
     p.set_defaults(handler=_cmd_classify)
 
-    p = sub.add_parser("reprocess", help="classify many result files (folders recursive)")
+    p = command("reprocess", help="classify many result files (folders recursive)")
     p.add_argument(
         "paths",
         nargs="+",
@@ -480,26 +438,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace outputs of other models")
     p.add_argument("--no-resume", action="store_true", help="redo files already classified")
     p.add_argument("--summary", type=Path, help="summary CSV (default: in --out-dir or here)")
+    p.add_argument("--gsig", type=float, help="override every file's gSig (px)")
     model_arg(p)
     _accept_args(p)
     _format_args(p)
     p.set_defaults(handler=_cmd_reprocess)
 
-    p = sub.add_parser(
+    p = command(
         "export-bioimageio",
         help="write the shape CNN as a bioimage.io model package (ONNX; Fiji/deepImageJ)",
         description="Write the model's shape CNN as a bioimage.io model package: rdf.yaml, "
         "ONNX weights (softmax with the calibration temperature included), test tensors, "
         "cover, model card. Needs pip install 'calcomp_caiman[bioimageio]'.",
         epilog="example: calcomp export-bioimageio --model default --out calcomp_resnet.zip",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", type=Path, required=True, help="package to write (.zip)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     model_arg(p)
     p.set_defaults(handler=_cmd_export_bioimageio)
 
-    p = sub.add_parser("montage", help="PNG of the components grouped by predicted class")
+    p = command("montage", help="PNG of the components grouped by predicted class")
     p.add_argument("input", type=Path, help="CaImAn .hdf5 result file")
     p.add_argument("-o", "--output", type=Path, required=True, help="PNG to write")
     p.add_argument("--gsig", type=float, help="override params/init/gSig (px)")
@@ -507,14 +466,14 @@ def build_parser() -> argparse.ArgumentParser:
     model_arg(p)
     p.set_defaults(handler=_cmd_montage)
 
-    p = sub.add_parser(
+    p = command(
         "demo", help="classify a shipped CaImAn result of a simulated movie; montage and CSV"
     )
     p.add_argument("--out", type=Path, default=Path("calcomp_demo"), help="output folder")
     model_arg(p)
     p.set_defaults(handler=_cmd_demo)
 
-    p = sub.add_parser("train", help="train a model on labelled archives (needs Keras 3)")
+    p = command("train", help="train a model on labelled archives (needs Keras 3)")
     p.add_argument("--data", nargs="+", required=True, help="training .npz archives or folders")
     p.add_argument("--val-data", nargs="+", required=True, help="held-out videos' archives")
     p.add_argument(
@@ -536,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="model folder to write")
     p.set_defaults(handler=_cmd_train)
 
-    p = sub.add_parser(
+    p = command(
         "finetune",
         help="adapt a model to a lab's own labels (model v2: its head, in seconds; "
         "older models: the network, needs Keras 3)",
@@ -554,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="model folder to write")
     p.set_defaults(handler=_cmd_finetune)
 
-    p = sub.add_parser("evaluate", help="metrics report (JSON + PNG) on labelled data")
+    p = command("evaluate", help="metrics report (JSON + PNG) on labelled data")
     p.add_argument("data", nargs="+", help="labelled .npz archives or folders")
     p.add_argument("--out", type=Path, default=Path("calcomp_evaluation"), help="output prefix")
     p.add_argument("--baselines", action="store_true",
@@ -578,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_arg(p)
     p.set_defaults(handler=_cmd_evaluate)
 
-    p = sub.add_parser(
+    p = command(
         "curate",
         help="label components in the browser where the model is unsure; refit; apply",
         description="Serve a local page (127.0.0.1) with one card per component, most "
@@ -588,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the classification into the files (as classify --in-place) and saves the model.",
         epilog="example: calcomp curate session1/cnm.hdf5 session2/cnm.hdf5 "
         "--labels labels.csv --open",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", type=Path, help="CaImAn .hdf5 result files")
     p.add_argument("--labels", type=Path,

@@ -1,7 +1,7 @@
 """Run ``calcomp reprocess`` on Dask distributed: a local cluster or any running scheduler.
 
-One task per result file. The model is scattered once to every worker, so each worker
-holds one copy however many files it processes; only paths travel through the scheduler,
+One task per result file. The options (with the model) are scattered once to every
+worker, so each worker holds one copy however many files it processes; only paths travel through the scheduler,
 and each file is read and written by the worker that processes it (the folders must be
 visible to the workers under the same paths, as on a cluster file system).
 
@@ -14,45 +14,50 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 
-from calcomp_caiman.apps.batch import FileResult, find_result_files, process_one, target_path
-from calcomp_caiman.classify import acceptance_rule
+from calcomp_caiman.apps.batch import (
+    FileResult,
+    ReprocessOptions,
+    Task,
+    find_result_files,
+    make_tasks,
+    process_one,
+    reprocess_options,
+)
 from calcomp_caiman.errors import CalcompError
-from calcomp_caiman.model.folder import CalcompModel
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["reprocess_dask"]
 
 
-def _classify_task(
-    file: Path, target: Path, in_place: bool, model: CalcompModel, options: dict
-) -> FileResult:
+def _classify_task(task: Task, options: ReprocessOptions) -> FileResult:
     """Worker side of one file: :func:`calcomp_caiman.apps.batch.process_one`.
 
-    ``model`` arrives as the worker's own copy of the scattered model (Dask resolves the
-    future given as a top-level argument), so it is deserialized once per worker.
+    ``options`` arrives as the worker's own copy of the scattered options (Dask resolves
+    the future given as a top-level argument), so the model in it is deserialized once per
+    worker.
     """
-    return process_one(file, target, in_place, dict(options, model=model))
+    return process_one(task, options)
 
 
-def _failure(file: Path, target: Path, err: BaseException) -> FileResult:
+def _failure(task: Task, err: BaseException) -> FileResult:
     """A ``"failed"`` result for a task that did not return one (worker deaths, bugs)."""
+    from distributed import KilledWorker
+
     problem = str(err).strip().splitlines()[0] if str(err).strip() else "no message"
-    if type(err).__name__ == "KilledWorker":
+    if isinstance(err, KilledWorker):
         problem = f"the Dask workers processing it died repeatedly ({problem})"
     return FileResult(
-        str(file), str(target), "failed", error=f"{file}: {type(err).__name__}: {problem}"
+        str(task.file),
+        str(task.target),
+        "failed",
+        error=f"{task.file}: {type(err).__name__}: {problem}",
     )
 
 
-def _check_arguments(model, scheduler, workers, retries) -> None:
-    if not isinstance(model, CalcompModel):
-        raise TypeError(
-            f"model must be a CalcompModel (CalcompModel.load(...)), got {type(model).__name__}."
-        )
+def _check_arguments(scheduler, workers, retries) -> None:
     if scheduler is not None and not isinstance(scheduler, str):
         raise TypeError(
             f"scheduler must be an address string such as 'tcp://HOST:8786', "
@@ -68,16 +73,12 @@ def _check_arguments(model, scheduler, workers, retries) -> None:
 
 def reprocess_dask(
     paths: Iterable[str | os.PathLike],
+    options: ReprocessOptions | None = None,
     *,
-    model: CalcompModel,
     scheduler: str | None = None,
     workers: int | None = None,
-    out_dir: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    resume: bool = True,
-    accept: Sequence[str] | None = None,
-    min_prob: float | str | None = None,
     retries: int = 2,
+    **settings: object,
 ) -> Iterator[FileResult]:
     """Classify many CaImAn result files on Dask; yield one :class:`FileResult` per file.
 
@@ -87,12 +88,13 @@ def reprocess_dask(
     Parameters
     ----------
     paths : iterable of path-like
-        Files and folders (searched recursively for ``*.hdf5``), listed here on the client
-        with :func:`calcomp_caiman.apps.batch.find_result_files`. The workers open the same
+        Files and folders (searched recursively), listed here on the client with
+        :func:`calcomp_caiman.apps.batch.find_result_files`. The workers open the same
         paths, so they must see the same file system (absolute paths are sent).
-    model : CalcompModel
-        Scattered once to every worker (``broadcast=True``): one copy per worker, not
-        one per task.
+    options : ReprocessOptions, optional
+        How every file is treated, as in :func:`calcomp_caiman.apps.batch.reprocess`.
+        Scattered once to every worker (``broadcast=True``) with the model in it: one copy
+        per worker, not one per task.
     scheduler : str, optional
         Address of a running Dask scheduler (``"tcp://HOST:8786"``, e.g. a
         dask-jobqueue ``SLURMCluster``'s ``scheduler_address``). That cluster is used as
@@ -101,23 +103,13 @@ def reprocess_dask(
     workers : int, optional
         Worker processes of the local cluster (default ``os.cpu_count()``, never more than
         there are files). Ignored with ``scheduler``.
-    out_dir : path-like, optional
-        Write updated copies under this folder (keeping sub-folders); ``None`` updates
-        every file in place, each atomically.
-    overwrite : bool
-        Replace existing outputs in ``out_dir`` that were not made by this model.
-    resume : bool
-        Skip files whose output is already classified by this model (same SHA256).
-    accept : sequence of str, optional
-        Classes kept as accepted components (``idx_components``).
-    min_prob : float or "argmax", optional
-        Accept when P(accepted classes) >= this; ``"argmax"``: the most probable class.
-        Both default to the model folder's ``thresholds.json``
-        (:func:`calcomp_caiman.classify.acceptance_rule`).
     retries : int
         Extra runs of a file's task after an unexpected error in it. On the local cluster
         it is also the number of worker deaths a task survives (the scheduler's
         ``allowed-failures``); a remote scheduler applies its own setting.
+    **settings
+        Fields of :class:`~calcomp_caiman.apps.batch.ReprocessOptions` (``model=...``,
+        ``out_dir=...``, ``format=...``, ...), instead of ``options`` or on top of it.
 
     Yields
     ------
@@ -131,7 +123,8 @@ def reprocess_dask(
     FileNotFoundError
         A named path does not exist (raised on the first ``next()``).
     TypeError, ValueError
-        Wrong ``model``, ``scheduler``, ``workers``, ``retries`` or ``accept``.
+        Bad options (:class:`~calcomp_caiman.apps.batch.ReprocessOptions`), ``scheduler``,
+        ``workers`` or ``retries``.
     ImportError
         ``dask.distributed`` is not installed (``pip install "calcomp_caiman[dask]"``).
     OSError
@@ -151,15 +144,16 @@ def reprocess_dask(
     Examples
     --------
     >>> from calcomp_caiman.apps.distributed import reprocess_dask  # doctest: +SKIP
-    >>> for result in reprocess_dask(["results/"], model=CalcompModel.load(),
+    >>> options = ReprocessOptions(CalcompModel.load())  # doctest: +SKIP
+    >>> for result in reprocess_dask(["results/"], options,
     ...                              scheduler="tcp://10.0.0.5:8786"):  # doctest: +SKIP
     ...     print(result.file, result.status)
     """
-    _check_arguments(model, scheduler, workers, retries)
-    accept, min_prob = acceptance_rule(model, accept, min_prob)
-    files = find_result_files(paths)
-    if not files:
-        logger.info("no .hdf5 result files found")
+    options = reprocess_options(options, **settings)
+    _check_arguments(scheduler, workers, retries)
+    found = find_result_files(paths, format=options.format)
+    if not found:
+        logger.info("no result files found")
         return
 
     try:
@@ -171,18 +165,12 @@ def reprocess_dask(
             f"pip install 'calcomp_caiman[dask]'."
         ) from err
 
-    out = None if out_dir is None else Path(out_dir).resolve()
-    options = {
-        "resume": resume,
-        "overwrite": overwrite,
-        "accept": accept,
-        "min_prob": min_prob,
-    }
-    tasks = [(file, target_path(relative, file, out), out is None) for file, relative in files]
+    out = None if options.out_dir is None else options.out_dir.resolve()
+    tasks = make_tasks(found, out)
 
     cluster = None
     client = None
-    futures: dict = {}  # running task -> (file, target, in_place, the model future it uses)
+    futures: dict = {}  # running future -> (task, the options future it uses)
     try:
         if scheduler is None:
             n_workers = min(int(workers or os.cpu_count() or 1), len(tasks))
@@ -216,47 +204,38 @@ def reprocess_dask(
 
         # one copy per worker; tasks take the future as a top-level argument, so Dask
         # hands each task its worker's copy instead of shipping the model with every file
-        model_future = client.scatter(model, broadcast=True, hash=False)
-        reruns = dict.fromkeys((file for file, _, _ in tasks), 0)
+        shared = client.scatter(options, broadcast=True, hash=False)
+        reruns = dict.fromkeys((task.file for task in tasks), 0)
 
-        def submit(file: Path, target: Path, in_place: bool):
-            future = client.submit(
-                _classify_task,
-                file,
-                target,
-                in_place,
-                model_future,
-                options,
-                pure=False,
-                retries=int(retries),
-            )
-            futures[future] = (file, target, in_place, model_future)
+        def submit(task: Task):
+            future = client.submit(_classify_task, task, shared, pure=False, retries=int(retries))
+            futures[future] = (task, shared)
             return future
 
         for task in tasks:
-            submit(*task)
+            submit(task)
         logger.info("submitted %d files", len(tasks))
 
         pending = as_completed(list(futures), loop=client.loop)
         for future in pending:
-            file, target, in_place, used_model = futures.pop(future)
+            task, used = futures.pop(future)
             try:
                 result = future.result()
             except Exception as err:
-                result = _failure(file, target, err)
-                logger.debug("task for %s failed", file, exc_info=True)
-                if used_model.status != "finished" and reruns[file] < retries:
+                result = _failure(task, err)
+                logger.debug("task for %s failed", task.file, exc_info=True)
+                if used.status != "finished" and reruns[task.file] < retries:
                     # every worker holding the model died (a one-worker cluster, say) and
                     # Dask cancelled the tasks that needed it: scatter it again, rerun them
                     try:
-                        if model_future.status != "finished":
+                        if shared.status != "finished":
                             logger.warning("the model was lost with its workers; sending it again")
-                            model_future = client.scatter(model, broadcast=True, hash=False)
-                        reruns[file] += 1
-                        pending.add(submit(file, target, in_place))
+                            shared = client.scatter(options, broadcast=True, hash=False)
+                        reruns[task.file] += 1
+                        pending.add(submit(task))
                         continue
                     except Exception as again:
-                        result = _failure(file, target, again)
+                        result = _failure(task, again)
             finally:
                 future.release()
             yield result

@@ -2,14 +2,71 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import numpy as np
 
+from calcomp_caiman.checks import check_gsig
+from calcomp_caiman.classify import classify
+from calcomp_caiman.evidence.patches import crop_checked, footprints_for
+from calcomp_caiman.io.caiman_h5 import read_estimates, read_evidence
+from calcomp_caiman.model.folder import CalcompModel
 from calcomp_caiman.schema import CLASSES
 
-__all__ = ["plot_montage"]
+__all__ = ["plot_montage", "write_montage"]
+
+
+def write_montage(
+    path: str | os.PathLike,
+    model: CalcompModel,
+    output: str | os.PathLike,
+    *,
+    gSig: float | None = None,
+    reclassify: bool = False,
+) -> Path:
+    """Save a PNG of the components of a CaImAn result file, grouped by predicted class.
+
+    The tiles are the patches the model sees (the evidence, model and crop of
+    ``calcomp classify``), with the probabilities stored by ``calcomp classify`` or, when the
+    file holds none for its components (or ``reclassify``), those it would store.
+
+    Parameters
+    ----------
+    path : path-like
+        A CaImAn ``.hdf5`` result file.
+    model : CalcompModel
+        Crops the patches (its scale rule and patch size), and classifies when needed.
+    output : path-like
+        The PNG to write.
+    gSig : float, optional
+        Overrides the file's ``params/init/gSig``.
+    reclassify : bool
+        Ignore stored ``class_probs``.
+
+    Returns
+    -------
+    Path
+        ``output``.
+
+    Raises
+    ------
+    GsigError
+        ``gSig`` outside ``(0, MAX_GSIG]`` (:func:`calcomp_caiman.checks.check_gsig`).
+    InvalidFileError, FileNotFoundError
+        ``path`` cannot be read.
+    """
+    gsig = check_gsig(gSig)
+    evidence = read_evidence(path)
+    if gsig is not None:
+        evidence = dataclasses.replace(evidence, gSig=gsig)
+    probs = None if reclassify else read_estimates(path).class_probs
+    if probs is None or len(probs) != evidence.n:
+        probs = classify(evidence, model, ood=False).probs
+    flat, dims2, scale = footprints_for(evidence, model.scale_rule)
+    patches = crop_checked(flat, dims2, scale, model.patch_size)
+    return plot_montage(patches, probs, output, title=Path(path).name)
 
 
 def plot_montage(

@@ -236,3 +236,19 @@ def test_missing_file_and_unknown_model(caiman_copy, tmp_path, capsys):
     assert main(["classify", str(source), "--in-place", "--model", "nosuch"]) == 1
     err = capsys.readouterr().err
     assert "nosuch" in err and "default" in err  # names the known models
+
+
+def test_reprocess_applies_the_rule_given_as_classify_does(caiman_copy, tmp_path):
+    # the default model's thresholds.json cuts at P(neuron) >= 0.45; argmax accepts fewer
+    source = caiman_copy("real_mouse2p_cnmf.hdf5")
+    for rule in (["--min-prob", "argmax"], ["--gsig", "3"]):
+        single, out = tmp_path / "single.hdf5", tmp_path / "batch"
+        assert main(["classify", str(source), "--out", str(single), "--overwrite", *rule]) == 0
+        assert main(["reprocess", str(source), "--out-dir", str(out), "-q", "--no-resume",
+                     "--overwrite", *rule]) == 0  # fmt: skip
+        for name in ("idx_components", "class_probs"):
+            np.testing.assert_array_equal(
+                getattr(read_estimates(out / source.name), name),
+                getattr(read_estimates(single), name),
+                err_msg=f"{rule} {name}",
+            )

@@ -228,3 +228,60 @@ def test_arguments_checked_and_module_imports_without_dask(tmp_path, model):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def write_plane(folder: Path, dims=(40, 48), n=4) -> Path:
+    """A small Suite2p plane folder (stat.npy and ops.npy pickled, as Suite2p saves them)."""
+    import numpy as np
+    from conftest import disk_footprints
+
+    folder.mkdir(parents=True)
+    A = disk_footprints(dims, centres=[(10 + 6 * k, 12 + 7 * k) for k in range(n)], radius=4)
+    stat = []
+    for column in A.T:
+        pixels = np.flatnonzero(column)  # Fortran order: row + col * Ly
+        stat.append({"ypix": pixels % dims[0], "xpix": pixels // dims[0],
+                     "lam": np.ones(len(pixels), np.float32)})  # fmt: skip
+    np.save(folder / "stat.npy", np.array(stat, dtype=object), allow_pickle=True)
+    np.save(folder / "ops.npy", {"Ly": dims[0], "Lx": dims[1]}, allow_pickle=True)
+    np.save(folder / "iscell.npy", np.ones((n, 2)))
+    return folder
+
+
+def test_format_and_replace_iscell_reach_the_workers(tmp_path, model, cluster, capsys):
+    from calcomp_caiman.apps.cli import main
+
+    root = tmp_path / "results"
+    make_folder(root, copies=1)  # a CaImAn file and bad.hdf5: not Suite2p, not searched
+    planes = [write_plane(root / "suite2p" / f"plane{k}") for k in range(2)]
+    before = {plane: (plane / "iscell.npy").read_bytes() for plane in planes}
+    folder = model.save(tmp_path / "model")
+    local, _ = cluster
+    argv = ["reprocess", str(root), "--in-place", "--scheduler", local.scheduler_address,
+            "--format", "suite2p", "--replace-iscell", "--model", str(folder), "-q",
+            "--summary", str(tmp_path / "summary.csv")]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    with open(tmp_path / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(Path(row["file"]).name for row in rows) == ["plane0", "plane1"]
+    assert {(row["format"], row["status"]) for row in rows} == {("suite2p", "classified")}
+    for plane in planes:
+        assert (plane / "iscell_suite2p.npy").read_bytes() == before[plane]
+        assert (plane / "iscell.npy").read_bytes() == (plane / "calcomp_iscell.npy").read_bytes()
+
+
+def test_plane_reaches_the_workers(tmp_path, model, cluster):
+    pytest.importorskip("pynwb")
+    import numpy as np
+    from conftest import disk_footprints, write_caiman_nwb
+
+    A = disk_footprints(centres=[(20, 20), (40, 50)])
+    path = write_caiman_nwb(tmp_path / "session.nwb", A, (64, 80), np.ones((2, 20)),
+                            np.ones((64 * 80, 1)), np.ones((1, 20)), np.zeros((2, 20)))  # fmt: skip
+    local, _ = cluster
+    (result,) = reprocess_dask([path], model=model, scheduler=local.scheduler_address,
+                               plane="nope", out_dir=tmp_path / "out")  # fmt: skip
+    assert result.status == "failed" and "nope" in result.error, result
+    (result,) = reprocess_dask([path], model=model, scheduler=local.scheduler_address,
+                               plane="PlaneSegmentation", out_dir=tmp_path / "out")  # fmt: skip
+    assert result.status == "classified" and result.components == 2, result
