@@ -30,9 +30,9 @@ from calcomp_caiman.classify import classify_evidence
 from calcomp_caiman.model.folder import CalcompModel
 from calcomp_caiman.model.ood import ood_score
 from calcomp_caiman.refit import refit
-from calcomp_caiman.research.evaluate import held_out_videos
+from calcomp_caiman.research.labelled_results import load_real_masks, load_simulated, split
 from calcomp_caiman.research.metrics import roc_auc
-from calcomp_caiman.research.train_v2 import load_real_masks, load_simulated, split
+from calcomp_caiman.research.train import held_out_videos
 from calcomp_caiman.schema import label_masks
 
 ROOT = Path(__file__).resolve().parents[1]

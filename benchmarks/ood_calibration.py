@@ -2,7 +2,7 @@
 
 Reference: the model's embedding of a sample of its own training patches (the real
 ``real_rois`` training videos, i.e. neither the validation nor the test videos its
-``config.json`` records (``calcomp_caiman.research.evaluate.held_out_videos``), and
+``config.json`` records (``calcomp_caiman.research.train.held_out_videos``), and
 simulated ``TRAIN_SETTINGS`` fields), as ``recipes/train_calcomp_resnet_v1.py`` builds them,
 one group per class and kind (real / simulated).
 Threshold: 1.02 x the largest file score of the held-out in-distribution calibration files
@@ -40,14 +40,9 @@ from calcomp_caiman.model.ood import (
     fit_ood_reference,
     save_ood_reference,
 )
-from calcomp_caiman.research.datasets import load_roi_archive
-from calcomp_caiman.research.evaluate import held_out_videos
+from calcomp_caiman.research.datasets import load_roi_archive, video_key
 from calcomp_caiman.research.simulate import SHIFTED_SETTINGS, TRAIN_SETTINGS, simulate_footprints
-
-
-def video_key(path: Path) -> str:
-    with np.load(path, allow_pickle=False) as data:
-        return f"{data['dataset']}/{data['video']}"
+from calcomp_caiman.research.train import held_out_videos
 
 
 def roc_auc(negatives, positives) -> float:

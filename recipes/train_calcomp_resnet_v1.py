@@ -12,7 +12,7 @@ Test (reported in calcomp_caiman/models/README.md, never used for any choice): t
 The split is this recipe's own (it is specific to the ``real_rois`` data set): it is
 recorded in the model's ``config.json`` (``training_data``: ``real_validation_videos``,
 ``real_test_videos``), where ``calcomp evaluate --test-videos``, the v2 recipe and the
-benchmarks read it (``calcomp_caiman.research.evaluate.held_out_videos``).
+benchmarks read it (``calcomp_caiman.research.train.held_out_videos``).
 """
 
 from __future__ import annotations
@@ -24,14 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
+from calcomp_caiman.io.atomic import atomic_write_text
 from calcomp_caiman.model.network import DEFAULT_ARCHITECTURE
-from calcomp_caiman.research.datasets import load_roi_archive
-from calcomp_caiman.research.train import (
+from calcomp_caiman.research.datasets import (
     TrainingSet,
+    archive_paths,
+    load_roi_archive,
     make_training_set,
     simulated_training_set,
-    train_model,
+    video_key,
 )
+from calcomp_caiman.research.train import train
 
 VALIDATION = frozenset(  # early stopping and temperature calibration
     {"neurofinder_train/02.01", "caiman_paper_yst/YST_part21"}
@@ -46,11 +49,6 @@ TEST = frozenset(  # reported in calcomp_caiman/models/README.md, never used for
 )
 SIMULATED_PER_CLASS = 500  # per simulated field of view (one zoom each)
 SIMULATED_FIELDS = 12
-
-
-def video_key(path: Path) -> str:
-    with np.load(path, allow_pickle=False) as data:
-        return f"{data['dataset']}/{data['video']}"
 
 
 def simulated_set(seed: int) -> TrainingSet:
@@ -70,24 +68,21 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     train_sources, val_sources = [], []
-    for path in sorted(args.real_rois.glob("*.npz")):
+    for path in archive_paths(args.real_rois):
         key = video_key(path)
-        if key in TEST:
-            continue
-        source = load_roi_archive(path)
-        source = type(source)(source.A, source.dims, source.labels, key, source.method, str(path))
-        (val_sources if key in VALIDATION else train_sources).append(source)
+        if key not in TEST:
+            (val_sources if key in VALIDATION else train_sources).append(load_roi_archive(path))
     real_train = make_training_set(train_sources)
     real_val = make_training_set(val_sources)
     sim = simulated_set(args.seed)
     sim_val = simulated_set(args.seed + 1).select(
         np.arange(SIMULATED_FIELDS * 4 * SIMULATED_PER_CLASS) % 4 == 0
     )
-    train = TrainingSet.concatenate([real_train, sim])
+    data = TrainingSet.concatenate([real_train, sim])
     val = TrainingSet.concatenate([real_val, sim_val])
     logging.info(
         "training on %d patches (%d real), validating on %d",
-        len(train.labels),
+        len(data.labels),
         len(real_train.labels),
         len(val.labels),
     )
@@ -101,11 +96,9 @@ def main(argv=None) -> int:
         "real_validation_videos": sorted(VALIDATION),
         "real_test_videos": sorted(TEST),
     }
-    model, history = train_model(
-        train.patches,
-        train.labels,
-        val_patches=val.patches,
-        val_labels=val.labels,
+    model, history = train(
+        data,
+        val,
         name="calcomp_resnet_v1",
         architecture=dict(DEFAULT_ARCHITECTURE, widths=list(args.widths)),
         epochs=args.epochs,
@@ -115,9 +108,7 @@ def main(argv=None) -> int:
         data_description=description,
     )
     model.save(args.out)
-    (args.out / "history.json").write_text(
-        json.dumps({k: v for k, v in history.items() if k != "val_index"}, indent=1)
-    )
+    atomic_write_text(args.out / "history.json", json.dumps(history, indent=1))
     logging.info("saved %s", args.out)
     return 0
 

@@ -209,38 +209,18 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    from calcomp_caiman.research.train import run_training
 
-    from calcomp_caiman.research.datasets import load_roi_archive
-    from calcomp_caiman.research.train import (
-        TrainingSet,
-        make_training_set,
-        simulated_training_set,
-        train_model,
-    )
-
-    def load(paths):
-        files = [p for entry in paths for p in (sorted(Path(entry).glob("*.npz"))
-                 if Path(entry).is_dir() else [Path(entry)])]  # fmt: skip
-        return make_training_set(load_roi_archive(p) for p in files)
-
-    train = load(args.data)
-    val = load(args.val_data)
-    if args.simulated:
-        sim = simulated_training_set(args.simulated, fields=args.simulated_fields, seed=args.seed)
-        train = TrainingSet.concatenate([train, sim]) if len(train.labels) else sim
-    if len(val.labels) == 0:
-        raise CalcompError("--val-data must name labelled archives of held-out videos")
     base = _load_model(args.base) if args.base else None
-    model, history = train_model(
-        train.patches,
-        train.labels,
-        val_patches=val.patches,
-        val_labels=val.labels,
+    model, history = run_training(
+        args.data,
+        args.val_data,
+        simulated=args.simulated,
+        simulated_fields=args.simulated_fields,
         base=base,
         name=args.name,
         epochs=args.epochs,
         seed=args.seed,
-        data_description=f"calcomp train on {len(train.labels)} patches",
     )
     model.save(args.out)
     print(
@@ -281,64 +261,32 @@ def _cmd_finetune(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from calcomp_caiman.research.evaluate import held_out_videos, run_evaluation
+    from calcomp_caiman.research.evaluate import run_evaluation
 
-    if args.simulated_caiman:
-        return _evaluate_with_evidence(args)
-    if args.baselines and not args.train_data:
+    if args.baselines and not args.train_data and not args.simulated_caiman:
         raise CalcompError("--baselines needs --train-data (labelled archives to train them on)")
     model = _load_model(args.model)
-    try:  # also without --test-videos the baselines keep to the model's split, if it has one
-        validation, test = held_out_videos(model)
-    except ValueError:
-        if args.test_videos:
-            raise
-        validation, test = frozenset(), frozenset()
-    _, json_path, png_path = run_evaluation(
+    shape_model = None
+    if args.simulated_caiman:
+        if not model.uses_evidence:
+            raise CalcompError(f"--simulated-caiman evaluates a model v2; {model.name} has no head")
+        shape_model = _load_model("calcomp_resnet_v1")
+    _, json_path, summary_path = run_evaluation(
         model,
         args.data,
         out_prefix=args.out,
-        videos=test if args.test_videos else None,
+        simulated_caiman=args.simulated_caiman,
+        shape_model=shape_model,
+        test_videos_only=args.test_videos,
         group_by=args.group_by,
         baselines=args.baselines,
         training_paths=args.train_data,
-        validation_videos=validation,
-        test_videos=test,
         cnn_epochs=args.cnn_epochs,
         simulated=not args.no_simulated,
         simulated_settings=args.simulated_settings,
         seed=args.seed,
     )
-    print(f"report: {json_path} and {png_path}")
-    return 0
-
-
-def _evaluate_with_evidence(args) -> int:
-    """The model v2 report: CaImAn results of simulated movies and real masks, all rows."""
-    import json
-
-    from calcomp_caiman.io.atomic import atomic_write_text
-    from calcomp_caiman.model.folder import CalcompModel
-    from calcomp_caiman.research import evaluate_v2, train_v2
-    from calcomp_caiman.research.evaluate import held_out_videos
-
-    model = _load_model(args.model)
-    if not model.uses_evidence:
-        raise CalcompError(f"--simulated-caiman evaluates a model v2; {model.name} has no head")
-    validation_videos, test_videos = held_out_videos(model)
-    items = train_v2.load_simulated(args.simulated_caiman)
-    for folder in args.data:
-        items += train_v2.load_real_masks(folder, set(test_videos))
-    train, val, test = train_v2.split(items, validation_videos, test_videos)
-    report = evaluate_v2.run_report(
-        model, CalcompModel.load("calcomp_resnet_v1"), train, val, test,
-        cnn_baseline=args.baselines, seed=args.seed,
-    )  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = Path(f"{args.out}.json"), Path(f"{args.out}.md")
-    atomic_write_text(json_path, json.dumps(report, indent=1, default=float) + "\n")
-    atomic_write_text(md_path, evaluate_v2.summary_table(report))
-    print(f"report: {json_path} and {md_path}")
+    print(f"report: {json_path} and {summary_path}")
     return 0
 
 

@@ -184,12 +184,8 @@ def _fine_tune_network(
     name: str | None,
 ) -> FinetuneReport:
     """Models without a fusion head (v1): fine-tune the network itself (Keras)."""
-    from calcomp_caiman.research.train import (
-        TrainingSet,
-        curation_labels,
-        fine_tune,
-        labels_from_csv,
-    )
+    from calcomp_caiman.research.datasets import TrainingSet, curation_labels, labels_from_csv
+    from calcomp_caiman.research.train import fine_tune
 
     parts = []
     if labels:

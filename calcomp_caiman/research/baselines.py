@@ -5,15 +5,20 @@
 * :func:`build_caiman_cnn`: CaImAn's own component CNN architecture, trained by
   :func:`train_caiman_cnn_baseline` the way the calcomp model is trained and wrapped as
   a :class:`KerasBaseline`.
+* :func:`fit_baselines`: both, trained on one set of patches, features and labels (the
+  patch report and the evidence report train them alike).
+* :func:`caiman_rule_probs`: CaImAn's own SNR / r-value selection, as probabilities.
 
 Labels are codes 1-4 (``CLASSES``) or 0 for ``non_neuron`` (process or noise); both
-baselines fit the set cross-entropy of :mod:`calcomp_caiman.research.train`. Keras is imported
-only inside the CNN functions.
+trained baselines fit the set cross-entropy of
+:mod:`calcomp_caiman.research.train_network`. Keras is imported only inside the CNN
+functions.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,8 +28,8 @@ import scipy.spatial
 from calcomp_caiman.evidence.patches import project_footprints, resolve_gsig
 from calcomp_caiman.model.head import softmax
 from calcomp_caiman.research.metrics import check_probs_labels
-from calcomp_caiman.research.train import balanced_weights, fit_network, label_masks
-from calcomp_caiman.schema import CLASSES, PATCH_SIZE
+from calcomp_caiman.research.train_network import balanced_weights, fit_network
+from calcomp_caiman.schema import CLASSES, PATCH_SIZE, label_masks
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +38,8 @@ __all__ = [
     "KerasBaseline",
     "ShapeBaseline",
     "build_caiman_cnn",
+    "caiman_rule_probs",
+    "fit_baselines",
     "shape_features",
     "train_caiman_cnn_baseline",
 ]
@@ -432,9 +439,10 @@ def train_caiman_cnn_baseline(
     """Train :func:`build_caiman_cnn` the way the calcomp model is trained.
 
     Same loss (set cross-entropy), class-balanced sample weights, augmentation
-    (:func:`~calcomp_caiman.research.train.augment_patches`, fresh every epoch) and optimiser
-    (Adam, halved on plateaus) as :func:`~calcomp_caiman.research.train.train_model` -- both use
-    :func:`~calcomp_caiman.research.train.fit_network` -- so the comparison is about the
+    (:func:`~calcomp_caiman.research.train_network.augment_patches`, fresh every epoch) and
+    optimiser (Adam, halved on plateaus) as
+    :func:`~calcomp_caiman.research.train_network.train_network` -- both use
+    :func:`~calcomp_caiman.research.train_network.fit_network` -- so the comparison is about the
     architecture. The best epoch's weights are kept.
 
     Parameters
@@ -445,7 +453,7 @@ def train_caiman_cnn_baseline(
     val_patches, val_labels : ndarray
         Held-out videos, for early stopping.
     epochs, batch_size, learning_rate, patience, augment, seed
-        As in :func:`~calcomp_caiman.research.train.train_model`.
+        As the fields of :class:`~calcomp_caiman.research.train_network.TrainConfig`.
 
     Returns
     -------
@@ -467,3 +475,65 @@ def train_caiman_cnn_baseline(
         seed=seed, log_name="caiman_cnn ",
     )  # fmt: skip
     return KerasBaseline(net, "caiman_cnn", history)
+
+
+def fit_baselines(
+    patches,
+    features,
+    labels,
+    *,
+    val_patches,
+    val_labels,
+    cnn: bool = True,
+    cnn_epochs: int = 15,
+    seed: int = 0,
+) -> tuple[dict, dict]:
+    """:class:`ShapeBaseline` and (with ``cnn``) the CaImAn CNN, trained on the same data.
+
+    Parameters
+    ----------
+    patches : (N, 50, 50) float32 ndarray
+    features : (N, 10) float ndarray
+        :func:`shape_features` of the same components.
+    labels : (N,) int ndarray
+        Codes 1-4, or 0 for non_neuron.
+    val_patches, val_labels : ndarray
+        Held-out videos, for the CNN's early stopping.
+    cnn : bool
+        Also train :func:`train_caiman_cnn_baseline` (minutes; needs Keras).
+    cnn_epochs, seed
+        The CNN's most epochs and seed.
+
+    Returns
+    -------
+    baselines : dict
+        ``shape_baseline`` and ``caiman_cnn`` (when trained).
+    seconds : dict
+        Training time of each.
+    """
+    start = time.perf_counter()
+    baselines: dict = {"shape_baseline": ShapeBaseline().fit(features, labels)}
+    seconds = {"shape_baseline": time.perf_counter() - start}
+    if cnn:
+        start = time.perf_counter()
+        baselines["caiman_cnn"] = train_caiman_cnn_baseline(
+            patches, labels, val_patches=val_patches, val_labels=val_labels, epochs=cnn_epochs,
+            seed=seed,
+        )  # fmt: skip
+        seconds["caiman_cnn"] = time.perf_counter() - start
+    return baselines, seconds
+
+
+def caiman_rule_probs(accepted) -> np.ndarray | None:
+    """CaImAn's stored selection as probabilities: accepted -> neuron, rejected -> noise.
+
+    ``accepted`` is ``idx_components`` as a ``(N,)`` bool mask, or ``None`` (no selection
+    stored: ``None``).
+    """
+    if accepted is None:
+        return None
+    accepted = np.asarray(accepted, bool)
+    probs = np.zeros((len(accepted), len(CLASSES)), np.float32)
+    probs[accepted, CLASSES.index("neuron")] = 1.0
+    probs[~accepted, CLASSES.index("noise")] = 1.0
+    return probs

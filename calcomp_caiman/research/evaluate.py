@@ -1,117 +1,78 @@
-"""Evaluation of a classifier on held-out labelled components, against two baselines.
+"""Evaluation of a model on held-out labelled data, against baselines: ``calcomp evaluate``.
 
-* :func:`evaluate_model`: :func:`~calcomp_caiman.research.metrics.evaluation_metrics` of a
-  model and of baselines per video and pooled by kind (real, simulated).
-* :func:`write_report`: the report as JSON and a summary figure (PNG).
-* :func:`load_evaluation_data`: patches, labels and shape features of real-ROI
-  archives, one entry per video.
-* :func:`run_evaluation`: the whole job behind ``calcomp evaluate``: load the data,
-  train the baselines of :mod:`calcomp_caiman.research.baselines` on other videos, evaluate,
-  write the report.
+One entry, :func:`run_evaluation`, with two paths:
 
-* :func:`held_out_videos`: the real videos a model was early-stopped and tested on, as
-  its folder's ``config.json`` records them.
+* the patch report (models v1 and v2 alike, shape only): labelled-footprint archives,
+  one dataset per video, plus simulated footprints; the model against the shape-feature
+  baseline and CaImAn's CNN architecture trained here (:func:`evaluate_model`); per
+  video and pooled by kind (real, simulated); JSON and a figure (PNG).
+* the evidence report (``simulated_caiman``: a model v2): every component of CaImAn
+  results of simulated movies and the real test masks
+  (:mod:`calcomp_caiman.research.labelled_results`); v2, v2 without each kind of evidence,
+  the shape model alone (v1), the two baselines and CaImAn's own selection
+  (:func:`evaluate_results`); per test set, with the share of noise rejected and the F1
+  of the accepted set; JSON and Markdown tables.
 
-Which videos are held out is a fact of a model (its ``config.json``) and of the recipe
-that trained it, never of this module. Keras is imported only by the CNN baseline,
-matplotlib only by :func:`write_report`.
+Both score with :func:`~calcomp_caiman.research.metrics.evaluation_metrics`, train the
+baselines with :func:`~calcomp_caiman.research.baselines.fit_baselines` and write with
+:func:`~calcomp_caiman.research.report.write_report`. Which real videos are held out is
+a fact of a model (its ``config.json``,
+:func:`~calcomp_caiman.research.train.held_out_videos`) and of the recipe that trained
+it, never of this module. Keras is imported only by the CNN baseline,
+matplotlib only to draw the figure.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
-import zipfile
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from calcomp_caiman._version import __version__
-from calcomp_caiman.errors import InvalidFileError
-from calcomp_caiman.evidence.patches import extract_patches, project_footprints, resolve_gsig
-from calcomp_caiman.io.atomic import atomic_replace, atomic_write_text
+from calcomp_caiman.evidence.features import OPTIONAL_GROUPS
+from calcomp_caiman.evidence.patches import crop_checked, footprints_for
 from calcomp_caiman.model.folder import CalcompModel
-from calcomp_caiman.research.baselines import (
-    SHAPE_FEATURES,
-    ShapeBaseline,
-    shape_features,
-    train_caiman_cnn_baseline,
+from calcomp_caiman.refit import LabelledInputs
+from calcomp_caiman.research.baselines import caiman_rule_probs, fit_baselines, shape_features
+from calcomp_caiman.research.datasets import (
+    archive_paths,
+    concatenate_sets,
+    load_evaluation_data,
+    simulated_evaluation_set,
+    video_key,
 )
-from calcomp_caiman.research.datasets import load_roi_archive
-from calcomp_caiman.research.metrics import evaluation_metrics
-from calcomp_caiman.schema import CLASSES, PATCH_SIZE
+from calcomp_caiman.research.labelled_results import (
+    LabelledResult,
+    drop_groups,
+    evaluation_sets,
+    load_real_masks,
+    load_simulated,
+    result_inputs,
+    split,
+)
+from calcomp_caiman.research.metrics import evaluation_metrics, selection_scores
+from calcomp_caiman.research.report import write_report
+from calcomp_caiman.research.train import held_out_videos
+from calcomp_caiman.schema import CLASSES
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ablations",
     "evaluate_model",
-    "held_out_videos",
-    "write_report",
-    "load_evaluation_data",
+    "evaluate_results",
     "run_evaluation",
 ]
 
 _SIMULATED_PREFIX = "simulated"
-_HELD_OUT_KEYS = ("real_validation_videos", "real_test_videos")
+_NEURON = CLASSES.index("neuron")
 
 
-# ------------------------------------------------------------- held-out videos
-
-
-def held_out_videos(model: CalcompModel) -> tuple[frozenset[str], frozenset[str]]:
-    """The real videos a model was validated and tested on, from its ``config.json``.
-
-    Parameters
-    ----------
-    model : CalcompModel
-        A model whose ``config.json`` ``training_data`` records
-        ``real_validation_videos`` and ``real_test_videos`` (``"<dataset>/<video>"``
-        keys of the ``real_rois`` archives), as the bundled models do (a model trained
-        further or refitted records none: its new labels may come from those videos).
-
-    Returns
-    -------
-    validation : frozenset of str
-        Videos used for early stopping and calibration: never trained on.
-    test : frozenset of str
-        Videos held out for testing: never used for any choice.
-
-    Raises
-    ------
-    ValueError
-        The model's ``config.json`` records no such lists (e.g. a model a lab trained
-        with ``calcomp train``), or they are not lists of video keys.
-
-    Examples
-    --------
-    >>> from calcomp_caiman.model.folder import CalcompModel
-    >>> validation, test = held_out_videos(CalcompModel.load())
-    >>> sorted(validation)
-    ['caiman_paper_yst/YST_part21', 'neurofinder_train/02.01']
-    >>> sorted(test)  # doctest: +NORMALIZE_WHITESPACE
-    ['caiman_paper_yst/YST_part22', 'neurofinder_test/01.01', 'neurofinder_test/02.01',
-     'neurofinder_test/04.01']
-    """
-    data = model.config.get("training_data")
-    lists = []
-    for key in _HELD_OUT_KEYS:
-        videos = data.get(key) if isinstance(data, Mapping) else None
-        if not isinstance(videos, (list, tuple)) or not all(isinstance(v, str) for v in videos):
-            raise ValueError(
-                f"model {model.name!r} records no held-out videos: its config.json "
-                f"training_data has no {key!r} list of video keys (models trained outside "
-                f"the bundled recipes may not). Name the videos to evaluate yourself "
-                f"(calcomp evaluate without --test-videos, or run_evaluation(videos=...)), "
-                f"or add 'real_validation_videos' and 'real_test_videos' to its config.json."
-            )
-        lists.append(frozenset(videos))
-    return lists[0], lists[1]
-
-
-# -------------------------------------------------------------------- evaluation
+# -------------------------------------------------------------- patch report
 
 
 def _kind(name: str) -> str:
@@ -187,7 +148,7 @@ def evaluate_model(
         if len(entry) != 3:
             raise ValueError(
                 f"datasets[{name!r}] must be (patches, labels, features or None), got "
-                f"{len(entry)} items; load_evaluation_data returns that form."
+                f"{len(entry)} items; datasets.load_evaluation_data returns that form."
             )
         patches, labels, features = entry
         labels = np.asarray(labels, dtype=np.int64)
@@ -220,312 +181,150 @@ def evaluate_model(
     return report
 
 
-# ------------------------------------------------------------------------ report
+# ------------------------------------------------------------ evidence report
 
 
-def write_report(report: dict, out_prefix: str | os.PathLike) -> tuple[Path, Path]:
-    """Write a report as ``<out_prefix>.json`` and a summary figure ``<out_prefix>.png``.
+def ablations(
+    model: CalcompModel, logits: Sequence[np.ndarray], features: Sequence[np.ndarray]
+) -> Mapping[str, list[np.ndarray]]:
+    """v2's probabilities with all evidence, without each optional group, shape only."""
+    out = {"v2": [model.fuse(z, f) for z, f in zip(logits, features)]}
+    for group in OPTIONAL_GROUPS:
+        out[f"v2-no-{group}"] = [
+            model.fuse(z, drop_groups(f, [group])) for z, f in zip(logits, features)
+        ]
+    out["v2-shape-only"] = [
+        model.fuse(z, drop_groups(f, OPTIONAL_GROUPS)) for z, f in zip(logits, features)
+    ]
+    return out
+
+
+def _score(
+    probs: Sequence[np.ndarray],
+    items: Sequence[LabelledResult],
+    accept: Callable[[np.ndarray], np.ndarray],
+) -> dict:
+    """Pooled metrics of one method's probabilities over the results of a test set."""
+    p = np.concatenate(probs)
+    labels = np.concatenate([item.labels for item in items])
+    report = evaluation_metrics(p, labels)
+    report["selection"] = selection_scores(accept(p), labels)
+    return report
+
+
+def _patches_and_shape(model: CalcompModel, item: LabelledResult):
+    """Patches at the model's crop scale, and the shape features of the baseline."""
+    flat, dims, scale = footprints_for(item.evidence, model.scale_rule)
+    return crop_checked(flat, dims, scale, model.patch_size), shape_features(flat, dims, gSig=scale)
+
+
+def evaluate_results(
+    model: CalcompModel,
+    shape_model: CalcompModel,
+    train: Sequence[LabelledResult],
+    val: Sequence[LabelledResult],
+    test: Sequence[LabelledResult],
+    *,
+    inputs: Mapping[int, LabelledInputs] | None = None,
+    cnn_baseline: bool = True,
+    seed: int = 0,
+) -> dict:
+    """Score v2, its ablations, the shape model and the baselines on every test set.
 
     Parameters
     ----------
-    report : dict
-        From :func:`evaluate_model` (or :func:`run_evaluation`).
-    out_prefix : str or path-like
-        Path without suffix; its folder is created if needed.
+    model : CalcompModel
+        A model v2 (with a fusion head).
+    shape_model : CalcompModel
+        The shape model it is compared with (the bundled ``calcomp_resnet_v1``), as it
+        classifies on its own.
+    train, val, test : sequence of LabelledResult
+        :func:`~calcomp_caiman.research.labelled_results.split`. The test sets are
+        :func:`~calcomp_caiman.research.labelled_results.evaluation_sets`.
+    inputs : mapping, optional
+        Precomputed ``{id(result): (logits, features)}`` of ``model``.
+    cnn_baseline : bool
+        Also train CaImAn's CNN architecture (on ``train``, early-stopped on ``val``).
+    seed : int
 
     Returns
     -------
-    json_path, png_path : Path
-
-    Raises
-    ------
-    ValueError
-        The report holds values JSON cannot store (NaN, Inf, arrays).
+    dict
+        JSON-ready: ``model``, ``sha256``, ``min_prob``, ``temperature`` and ``sets``: per
+        test set, ``results``, ``components``, ``settings`` and ``methods``: per method
+        (``v2``, ``v2-no-<group>``, ``v2-shape-only``, ``v1``, ``shape-features``,
+        ``caiman-cnn``, ``caiman-rule``) an
+        :func:`~calcomp_caiman.research.metrics.evaluation_metrics` dict plus
+        ``selection`` (:func:`~calcomp_caiman.research.metrics.selection_scores`; v2 rows
+        accept ``P(neuron) >= min_prob``, the others their top class).
 
     Notes
     -----
-    The figure has, for each pooled kind of data (real, simulated), one confusion matrix
-    per method (3-way neuron / doubtful / non_neuron for real data, 4-class for
-    simulated data, rows normalised), then per-class F1 bars, ROC curves of neuron vs
-    non_neuron and a reliability diagram. It is drawn with matplotlib's Agg canvas, so no
-    display is needed and the global backend is not changed. Both files are written to
-    temporary names and renamed.
+    The shape-feature baseline and the CNN are trained at the same crops as v2.
+    ``caiman-rule`` is CaImAn's own SNR / r-value selection stored in the files
+    (``idx_components``, as ``evaluate_components`` applied it), where every result has it.
     """
-    prefix = Path(out_prefix)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    json_path = prefix.with_name(prefix.name + ".json")
-    png_path = prefix.with_name(prefix.name + ".png")
-    try:
-        text = json.dumps(report, indent=1, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise ValueError(
-            f"report cannot be written as JSON ({err}); build it with evaluate_model."
-        ) from err
-    atomic_write_text(json_path, text + "\n")
-    figure = _report_figure(report)
-    atomic_replace(
-        str(png_path),
-        lambda name: figure.savefig(name, format="png", dpi=110),
-        mode=0o644,
-        original=str(png_path) if png_path.exists() else None,
+    from calcomp_caiman.classify import classify_evidence
+
+    everything = [*train, *val, *test]
+    inputs = dict(inputs or {})
+    for item in everything:
+        if id(item) not in inputs:
+            inputs[id(item)] = result_inputs(model, item)
+    shape = {id(i): _patches_and_shape(model, i) for i in everything}
+    fitted, _ = fit_baselines(
+        np.concatenate([shape[id(i)][0] for i in train]),
+        np.concatenate([shape[id(i)][1] for i in train]),
+        np.concatenate([i.labels for i in train]),
+        val_patches=np.concatenate([shape[id(i)][0] for i in val]) if cnn_baseline else None,
+        val_labels=np.concatenate([i.labels for i in val]) if cnn_baseline else None,
+        cnn=cnn_baseline,
+        seed=seed,
     )
-    logger.info("wrote %s and %s", json_path, png_path)
-    return json_path, png_path
-
-
-def _report_figure(report: dict):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    pooled = report.get("pooled", {})
-    kinds = [kind for kind in ("real", "simulated") if kind in pooled] or list(pooled)
-    methods = list(report.get("methods", [])) or ["model"]
-    n_cols = max(len(methods), 4)
-    n_rows = len(kinds) + 1
-    figure = Figure(figsize=(3.6 * n_cols, 3.4 * n_rows), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(n_rows, n_cols, squeeze=False)
-    for ax in axes.ravel():
-        ax.set_visible(False)
-    colours = {name: f"C{i}" for i, name in enumerate(methods)}
-
-    def view(kind):
-        return "four_class" if kind == "simulated" else "three_way"
-
-    for row, kind in enumerate(kinds):
-        for col, method in enumerate(methods):
-            metrics = pooled[kind]["metrics"].get(method)
-            if metrics is None:
-                continue
-            ax = axes[row, col]
-            ax.set_visible(True)
-            summary = metrics[view(kind)]
-            matrix = np.asarray(summary["confusion"], dtype=float)
-            share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-            ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
-            for (i, j), value in np.ndenumerate(matrix):
-                ax.text(
-                    j,
-                    i,
-                    f"{int(value)}",
-                    ha="center",
-                    va="center",
-                    color="white" if share[i, j] > 0.6 else "black",
-                    fontsize=8,
-                )
-            ticks = range(len(summary["classes"]))
-            ax.set_xticks(ticks, summary["classes"], rotation=30, fontsize=8)
-            ax.set_yticks(ticks, summary["classes"], fontsize=8)
-            ax.set_xlabel("predicted")
-            ax.set_ylabel("true")
-            macro = summary["macro_f1"]
-            ax.set_title(
-                f"{kind}: {method}\nmacro-F1 {macro:.3f}"
-                if macro is not None
-                else f"{kind}: {method}",
-                fontsize=9,
-            )
-
-    bottom = axes[-1]
-    for col, kind in enumerate(kinds[:2]):
-        ax = bottom[col]
-        ax.set_visible(True)
-        classes = pooled[kind]["metrics"][next(iter(pooled[kind]["metrics"]))][view(kind)][
-            "classes"
-        ]
-        width = 0.8 / len(methods)
-        for i, method in enumerate(methods):
-            metrics = pooled[kind]["metrics"].get(method)
-            if metrics is None:
-                continue
-            f1 = [metrics[view(kind)]["f1"][c] for c in classes]
-            ax.bar(
-                np.arange(len(classes)) + i * width,
-                [v if v is not None else 0 for v in f1],
-                width,
-                label=method,
-                color=colours[method],
-            )
-        ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes, fontsize=8)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("F1")
-        ax.set_title(f"per-class F1 ({kind})", fontsize=9)
-        ax.legend(fontsize=7)
-    if kinds:
-        kind = kinds[0]
-        roc_ax, rel_ax = bottom[2], bottom[3]
-        roc_ax.set_visible(True)
-        rel_ax.set_visible(True)
-        for method in methods:
-            metrics = pooled[kind]["metrics"].get(method)
-            if metrics is None:
-                continue
-            roc = metrics["neuron_vs_non_neuron"]["roc"]
-            if roc is not None:
-                auc = metrics["auc_neuron_vs_non_neuron"]
-                roc_ax.plot(
-                    roc["fpr"], roc["tpr"], color=colours[method], label=f"{method} (AUC {auc:.3f})"
-                )
-            bins = metrics["calibration"]["bins"]
-            points = [(c, a) for c, a in zip(bins["confidence"], bins["accuracy"]) if c is not None]
-            if points:
-                ece = metrics["calibration"]["ece"]
-                rel_ax.plot(
-                    *zip(*points),
-                    "o-",
-                    color=colours[method],
-                    ms=3,
-                    label=f"{method} (ECE {ece:.3f})",
-                )
-        for ax in (roc_ax, rel_ax):
-            ax.plot([0, 1], [0, 1], ":", color="grey")
-            ax.set_xlim(0, 1)
-            ax.set_ylim(0, 1)
-            ax.legend(fontsize=7, loc="lower right")
-        roc_ax.set_xlabel("false positive rate")
-        roc_ax.set_ylabel("true positive rate")
-        roc_ax.set_title(f"neuron vs non_neuron ({kind})", fontsize=9)
-        rel_ax.set_xlabel("top-class confidence")
-        rel_ax.set_ylabel("accuracy")
-        rel_ax.set_title(f"reliability ({kind})", fontsize=9)
-    figure.suptitle(f"calcomp evaluation: {report.get('model', {}).get('name', '')}")
-    return figure
-
-
-# ------------------------------------------------------------------------- data
-
-
-def _archive_paths(paths) -> list[Path]:
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    found = []
-    for entry in paths:
-        path = Path(entry)
-        if path.is_dir():
-            found.extend(sorted(path.glob("*.npz")))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise FileNotFoundError(f"{path}: no such labelled-footprint archive or folder")
-    return found
-
-
-def _video_key(path: Path) -> str:
-    """``"<dataset>/<video>"`` of an archive (``video`` alone, or the file stem, if unknown)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            dataset = str(data["dataset"]) if "dataset" in data.files else ""
-            video = str(data["video"]) if "video" in data.files else path.stem
-    except (OSError, ValueError, EOFError, AttributeError, zipfile.BadZipFile) as err:
-        raise InvalidFileError(path, f"not a labelled-footprint archive (.npz): {err}") from err
-    return f"{dataset}/{video}" if dataset else video
-
-
-def load_evaluation_data(
-    paths,
-    *,
-    gSig=None,
-    videos: Collection[str] | None = None,
-    exclude_videos: Collection[str] = (),
-    group_by: str = "video",
-) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Patches, labels and shape features of real-ROI archives, one entry per video.
-
-    Parameters
-    ----------
-    paths : path-like or sequence of path-likes
-        Labelled-footprint archives (``.npz``, :func:`~calcomp_caiman.research.datasets.load_roi_archive`)
-        or folders of them (every ``*.npz`` inside).
-    gSig : float, optional
-        Typical neuron half-size in px; by default estimated per file from its footprints,
-        as :func:`~calcomp_caiman.research.train.make_training_set` does for training.
-    videos : collection of str, optional
-        Keep only these video keys (e.g. the test videos of :func:`held_out_videos`).
-    exclude_videos : collection of str
-        Drop these video keys.
-    group_by : {"video", "file"}
-        One entry per video (key ``"<dataset>/<video>"``, as in the training recipe; the
-        files of the methods of one video are concatenated in path order) or per file
-        (key ``"<dataset>/<video>/<method>"``).
-
-    Returns
-    -------
-    dict of str to (patches, labels, features)
-        ``(N, 50, 50)`` float32 patches, ``(N,)`` int64 codes (1 neuron, 4 doubtful,
-        0 non_neuron), ``(N, 10)`` float64
-        :func:`~calcomp_caiman.research.baselines.shape_features`; sorted by key.
-
-    Raises
-    ------
-    FileNotFoundError
-        A path does not exist.
-    InvalidFileError
-        An archive cannot be read.
-    ValueError
-        ``group_by`` is neither ``"video"`` nor ``"file"``.
-    """
-    if group_by not in ("video", "file"):
-        raise ValueError(f"group_by must be 'video' or 'file', got {group_by!r}.")
-    keep = None if videos is None else set(videos)
-    parts: dict[str, list] = {}
-    for path in _archive_paths(paths):
-        key = _video_key(path)
-        if (keep is not None and key not in keep) or key in set(exclude_videos):
+    min_prob = model.thresholds.get("min_prob")
+    report = {"model": model.name, "sha256": model.sha256, "min_prob": min_prob,
+              "temperature": model.thresholds.get("temperature"), "sets": {}}  # fmt: skip
+    for name, items in evaluation_sets(val, test).items():
+        if not items:
             continue
-        source = load_roi_archive(path)
-        if group_by == "file":
-            key = f"{key}/{source.method or path.stem}"
-        flat, dims2 = project_footprints(source.A, source.dims)
-        gsig = resolve_gsig(flat, dims2, gSig)
-        patches = extract_patches(flat, dims2, gSig=gsig)
-        features = shape_features(flat, dims2, gSig=gsig)
-        parts.setdefault(key, []).append((patches, source.labels.astype(np.int64), features))
-        logger.info("loaded %s: %d components (gSig %.2f)", path.name, len(patches), gsig)
-    return {key: _concatenate(items) for key, items in sorted(parts.items())}
+        logits = [inputs[id(i)].logits for i in items]
+        features = [inputs[id(i)].features for i in items]
+        methods = dict(ablations(model, logits, features))
+        methods["v1"] = [classify_evidence(i.evidence, shape_model) for i in items]
+        methods["shape-features"] = [
+            fitted["shape_baseline"].predict_proba(shape[id(i)][1]) for i in items
+        ]
+        if "caiman_cnn" in fitted:
+            methods["caiman-cnn"] = [fitted["caiman_cnn"].predict(shape[id(i)][0]) for i in items]
+        rule = [caiman_rule_probs(i.caiman_accepted) for i in items]
+        if all(r is not None for r in rule):
+            methods["caiman-rule"] = rule
+        rows = {}
+        for method, probs in methods.items():
+            if method.startswith("v2") and min_prob is not None:
+                cut = float(min_prob)
+                accept = lambda p, cut=cut: p[:, _NEURON] >= cut  # noqa: E731
+            else:
+                accept = lambda p: p.argmax(axis=1) == _NEURON  # noqa: E731
+            rows[method] = _score(probs, items, accept)
+        report["sets"][name] = {
+            "results": len(items),
+            "components": int(sum(i.evidence.n for i in items)),
+            "settings": sorted({i.setting for i in items}),
+            "methods": rows,
+        }
+        logger.info("%s (%d components)", name, report["sets"][name]["components"])
+        for method, r in rows.items():
+            logger.info(
+                "  %-18s macro-F1 %.3f  AUC %.3f  ECE %.3f  noise rejected %s  accepted-F1 %.3f",
+                method, r["four_class"]["macro_f1"], r["auc_neuron_vs_rest"] or float("nan"),
+                r["calibration"]["ece"], r["selection"]["noise_rejected"],
+                r["selection"]["accepted_f1"],
+            )  # fmt: skip
+    return report
 
 
-def _resolve_settings(settings):
-    """``simulate.TRAIN_SETTINGS`` / ``SHIFTED_SETTINGS`` for ``"train"`` / ``"shifted"``."""
-    if not isinstance(settings, str):
-        return settings
-    from calcomp_caiman.research import simulate
-
-    names = {"train": simulate.TRAIN_SETTINGS, "shifted": simulate.SHIFTED_SETTINGS}
-    if settings not in names:
-        raise ValueError(
-            f"simulation settings must be 'train', 'shifted' or a SimulationSettings, "
-            f"got {settings!r}."
-        )
-    return names[settings]
-
-
-def _simulated_data(fields: int, per_class: int, seed: int, settings) -> tuple:
-    """(patches, labels, features) of ``fields`` simulated fields of view."""
-    from calcomp_caiman.research.simulate import simulate_footprints
-
-    options = {} if settings is None else {"settings": _resolve_settings(settings)}
-    parts = []
-    for index in range(int(fields)):
-        A, dims, labels, gsig = simulate_footprints(per_class, seed=seed + index, **options)
-        parts.append(
-            (
-                extract_patches(A, dims, gSig=gsig),
-                np.asarray(labels, np.int64),
-                shape_features(A, dims, gSig=gsig),
-            )
-        )
-    if not parts:
-        return (
-            np.zeros((0, PATCH_SIZE, PATCH_SIZE), np.float32),
-            np.zeros(0, np.int64),
-            np.zeros((0, len(SHAPE_FEATURES))),
-        )
-    return _concatenate(parts)
-
-
-def _concatenate(items: Sequence[tuple]) -> tuple:
-    """Concatenate ``(patches, labels, features)`` triples part by part."""
-    return tuple(np.concatenate([item[i] for item in items]) for i in range(3))
+# ------------------------------------------------------------------ the entry
 
 
 def run_evaluation(
@@ -533,13 +332,16 @@ def run_evaluation(
     paths,
     *,
     out_prefix: str | os.PathLike,
+    simulated_caiman: str | os.PathLike | None = None,
+    shape_model: CalcompModel | None = None,
     videos: Collection[str] | None = None,
+    test_videos_only: bool = False,
     group_by: str = "video",
     gSig=None,
     baselines: bool = True,
     training_paths=None,
-    validation_videos: Collection[str] = frozenset(),
-    test_videos: Collection[str] = frozenset(),
+    validation_videos: Collection[str] | None = None,
+    test_videos: Collection[str] | None = None,
     training_simulated_fields: int = 8,
     training_simulated_per_class: int = 600,
     training_simulated_settings="train",
@@ -556,27 +358,42 @@ def run_evaluation(
     ----------
     model : CalcompModel
     paths : path-like or sequence
-        Real-ROI archives or folders to evaluate on (:func:`load_evaluation_data`).
+        Real-ROI archives or folders (:func:`~calcomp_caiman.research.datasets.archive_paths`):
+        evaluated on (patch report), or the real masks of the evidence report.
     out_prefix : path-like
-        The report goes to ``<out_prefix>.json`` and ``<out_prefix>.png``.
+        The report goes to ``<out_prefix>.json`` and ``<out_prefix>.png`` (patch report)
+        or ``<out_prefix>.md`` (evidence report).
+    simulated_caiman : path-like, optional
+        The evidence report of a model v2 instead of the patch report: a
+        ``recipes/build_caiman_sim_data.py`` folder of CaImAn results of simulated
+        movies, split with ``paths`` by whole movie and video
+        (:func:`~calcomp_caiman.research.labelled_results.split`) and scored by
+        :func:`evaluate_results`. Of the options below only ``validation_videos``,
+        ``test_videos``, ``baselines`` (the CNN; the shape-feature baseline always runs)
+        and ``seed`` apply.
+    shape_model : CalcompModel, optional
+        Evidence report: the shape model v2 is compared with (the bundled
+        ``calcomp_resnet_v1``).
     videos : collection of str, optional
-        Evaluate only these videos, e.g. the model's test videos
-        (:func:`held_out_videos`) when ``paths`` is the whole ``real_rois`` folder.
+        Evaluate only these videos, e.g. the model's test videos when ``paths`` is the
+        whole ``real_rois`` folder.
+    test_videos_only : bool
+        Evaluate only ``test_videos`` (the model's own by default).
     group_by, gSig
-        As in :func:`load_evaluation_data`.
+        As in :func:`~calcomp_caiman.research.datasets.load_evaluation_data`.
     baselines : bool
         Train and evaluate :class:`~calcomp_caiman.research.baselines.ShapeBaseline` and the
-        CaImAn CNN (:func:`~calcomp_caiman.research.baselines.train_caiman_cnn_baseline`).
+        CaImAn CNN (:func:`~calcomp_caiman.research.baselines.fit_baselines`).
     training_paths : path-like or sequence, optional
         Real-ROI archives or folders the baselines are trained on (required when
         ``baselines``). Videos in ``test_videos`` or among the evaluated ones are dropped;
         those in ``validation_videos`` are used for early stopping.
-    validation_videos, test_videos : collection of str
-        The real videos the baselines validate on and never train on; pass the model's
-        own (:func:`held_out_videos`) so that the baselines see the model's split.
-        Default: none, i.e. the baselines train on every real video of
-        ``training_paths`` that is not evaluated and validate on simulated data only
-        (``training_simulated_fields`` > 0).
+    validation_videos, test_videos : collection of str, optional
+        The real videos the baselines validate on and never train on. Default: the
+        model's own (:func:`~calcomp_caiman.research.train.held_out_videos`), so that the baselines see the model's
+        split; none when its ``config.json`` records none (then the baselines train on
+        every real video of ``training_paths`` that is not evaluated and validate on
+        simulated data only), an error for ``test_videos_only`` and the evidence report.
     training_simulated_fields, training_simulated_per_class, training_simulated_settings
         Simulated footprints added to the baselines' training data, as in the recipe of
         the bundled model (8 fields of 600 per class, ``"train"`` settings, seeds 0-7;
@@ -599,32 +416,53 @@ def run_evaluation(
     -------
     report : dict
         :func:`evaluate_model`'s report plus ``training`` (sizes, seconds, CNN history)
-        when baselines were trained, and ``evaluation_files``.
-    json_path, png_path : Path
+        when baselines were trained, and ``evaluation_files``; or :func:`evaluate_results`'.
+    json_path, summary_path : Path
+        As :func:`~calcomp_caiman.research.report.write_report` wrote them.
 
     Raises
     ------
     ValueError
-        ``baselines`` without ``training_paths``, or nothing to evaluate.
+        ``baselines`` without ``training_paths``; nothing to evaluate; no held-out
+        videos where they are needed; the evidence report of a model without a fusion
+        head, or without ``shape_model``.
 
     Notes
     -----
-    Time on two CPU cores (measured with the recipe's defaults): loading and featurising
-    the real archives, about 1.5 s per 10 000 components; simulating and cropping, about
-    1.6 s per field of 2 400 footprints (16 fields for the baselines' training and
-    validation data, 2 for the test set: about 30 s); the shape baseline fits in about
-    2 s; the CaImAn CNN dominates at about 3.5 ms per training patch per epoch, i.e.
-    about 100 s per epoch over ~27 000 training patches (8 000 real + 19 200 simulated),
-    so ``cnn_epochs=15`` takes up to about 25 minutes. ``baselines=False`` finishes in
-    under a minute; ``cnn_epochs`` or ``training_simulated_per_class`` bound the rest.
+    Time of the patch report on two CPU cores (measured with the recipe's defaults):
+    loading and featurising the real archives, about 1.5 s per 10 000 components;
+    simulating and cropping, about 1.6 s per field of 2 400 footprints (16 fields for the
+    baselines' training and validation data, 2 for the test set: about 30 s); the shape
+    baseline fits in about 2 s; the CaImAn CNN dominates at about 3.5 ms per training
+    patch per epoch, i.e. about 100 s per epoch over ~27 000 training patches (8 000 real
+    + 19 200 simulated), so ``cnn_epochs=15`` takes up to about 25 minutes.
+    ``baselines=False`` finishes in under a minute; ``cnn_epochs`` or
+    ``training_simulated_per_class`` bound the rest.
     """
-    eval_paths = _archive_paths(paths)
+    strict = test_videos_only or simulated_caiman is not None
+    validation_videos, test_videos = _held_out(model, validation_videos, test_videos, strict)
+    if simulated_caiman is not None:
+        if shape_model is None or not model.uses_evidence:
+            raise ValueError(
+                f"the evidence report (simulated_caiman) scores a model v2 against a shape "
+                f"model: {model.name!r} must have a fusion head, and shape_model must be "
+                f"given (e.g. CalcompModel.load('calcomp_resnet_v1'))."
+            )
+        items = load_simulated(simulated_caiman) + load_real_masks(paths, test_videos)
+        train, val, test = split(items, validation_videos, test_videos)
+        report = evaluate_results(
+            model, shape_model, train, val, test, cnn_baseline=baselines, seed=seed
+        )
+        return (report, *write_report(report, out_prefix))
+    if test_videos_only:
+        videos = test_videos
+    eval_paths = archive_paths(paths)
     datasets: dict = dict(
         load_evaluation_data(eval_paths, gSig=gSig, videos=videos, group_by=group_by)
     )
     if simulated:
         label = simulated_settings if isinstance(simulated_settings, str) else "custom"
-        datasets[f"{_SIMULATED_PREFIX}/{label}"] = _simulated_data(
+        datasets[f"{_SIMULATED_PREFIX}/{label}"] = simulated_evaluation_set(
             simulated_fields, simulated_per_class, 900_000, simulated_settings
         )
     if not datasets:
@@ -648,10 +486,10 @@ def run_evaluation(
         train_parts = [d for k, d in real.items() if k not in set(validation_videos)]
         val_parts = [d for k, d in real.items() if k in set(validation_videos)]
         if training_simulated_fields:
+            fields, per_class = training_simulated_fields, training_simulated_per_class
             settings = training_simulated_settings
-            per_class = training_simulated_per_class
-            train_parts.append(_simulated_data(training_simulated_fields, per_class, 0, settings))
-            sim_val = _simulated_data(training_simulated_fields, per_class, 1000, settings)
+            train_parts.append(simulated_evaluation_set(fields, per_class, 0, settings))
+            sim_val = simulated_evaluation_set(fields, per_class, 1000, settings)
             every_fourth = np.arange(len(sim_val[1])) % 4 == 0
             val_parts.append(tuple(part[every_fourth] for part in sim_val))
         if not train_parts or not val_parts:
@@ -660,31 +498,37 @@ def run_evaluation(
                 f"{len(train_parts)} training and {len(val_parts)} validation videos "
                 f"(validation videos: {sorted(validation_videos)})."
             )
-        train, val = _concatenate(train_parts), _concatenate(val_parts)
+        train, val = concatenate_sets(train_parts), concatenate_sets(val_parts)
         prepared = time.perf_counter()
-        shape = ShapeBaseline().fit(train[2], train[1])
-        fitted = time.perf_counter()
-        cnn = train_caiman_cnn_baseline(
-            train[0], train[1], val_patches=val[0], val_labels=val[1], epochs=cnn_epochs, seed=seed
-        )
-        done = time.perf_counter()
-        methods = {"shape_baseline": shape, "caiman_cnn": cnn}
+        methods, seconds = fit_baselines(
+            train[0], train[2], train[1], val_patches=val[0], val_labels=val[1],
+            cnn_epochs=cnn_epochs, seed=seed,
+        )  # fmt: skip
         training_info = {
             "train_components": int(len(train[1])),
             "validation_components": int(len(val[1])),
             "real_videos": sorted(real),
             "validation_videos": sorted(set(validation_videos) & set(real)),
             "simulated_fields": int(training_simulated_fields),
-            "seconds": {
-                "data": prepared - start,
-                "shape_baseline": fitted - prepared,
-                "caiman_cnn": done - fitted,
-            },
-            "caiman_cnn_history": cnn.history,
+            "seconds": {"data": prepared - start, **seconds},
+            "caiman_cnn_history": methods["caiman_cnn"].history,
         }
     report = evaluate_model(model, datasets, baselines=methods)
-    report["evaluation_files"] = [str(p) for p in eval_paths if _video_key(p) in evaluated]
+    report["evaluation_files"] = [str(p) for p in eval_paths if video_key(p) in evaluated]
     if training_info is not None:
         report["training"] = training_info
-    json_path, png_path = write_report(report, out_prefix)
-    return report, json_path, png_path
+    return (report, *write_report(report, out_prefix))
+
+
+def _held_out(model, validation_videos, test_videos, strict: bool):
+    """The given held-out videos, else the model's own (none if it records none and not ``strict``)."""
+    if validation_videos is None or test_videos is None:
+        try:
+            own = held_out_videos(model)
+        except ValueError:
+            if strict and test_videos is None:
+                raise
+            own = (frozenset(), frozenset())
+        validation_videos = own[0] if validation_videos is None else validation_videos
+        test_videos = own[1] if test_videos is None else test_videos
+    return frozenset(validation_videos), frozenset(test_videos)

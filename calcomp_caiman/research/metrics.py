@@ -10,6 +10,8 @@ process *or* noise, as in the real labelled data, whose labels are only ``neuron
   ``THREE_WAY_CLASSES`` view), F1, set accuracy and set NLL, ROC-AUC and precision at
   90 % recall of neuron vs non_neuron, and calibration (ECE in ``ECE_BINS`` bins) of one
   set of predictions; JSON-ready.
+* :func:`selection_scores`: what a CaImAn user selects by: the share of noise rejected
+  and the F1 of an accepted set against the true neurons.
 * :func:`roc_auc`: the rank (Mann-Whitney U) form of the area under the ROC curve.
 
 Computed with NumPy and SciPy: no Keras, no matplotlib.
@@ -28,6 +30,7 @@ __all__ = [
     "check_probs_labels",
     "evaluation_metrics",
     "roc_auc",
+    "selection_scores",
     "set_nll_of_probs",
 ]
 
@@ -314,4 +317,46 @@ def evaluation_metrics(probs, labels, *, min_recall: float = 0.9) -> dict:
         "precision_at_recall_90": binary["precision_at_recall"],
         "auc_neuron_vs_rest": roc_auc(score, codes == 1),
         "calibration": _calibration(probs, codes),
+    }
+
+
+def selection_scores(accepted, labels) -> dict:
+    """Share of noise rejected and F1 of the accepted set against the true neurons.
+
+    Parameters
+    ----------
+    accepted : (N,) bool ndarray
+        The components a selection rule keeps.
+    labels : (N,) int ndarray
+        Codes 0-4 (0 = non_neuron).
+
+    Returns
+    -------
+    dict
+        ``noise_rejected`` and ``non_neuron_rejected`` (shares of labels 3, and 0, 2 or
+        3, not accepted; ``None`` without such labels), ``accepted_precision``,
+        ``accepted_recall``, ``accepted_f1`` (true = label 1) and ``accepted`` (count).
+
+    Examples
+    --------
+    >>> scores = selection_scores([True, True, False, False], [1, 3, 1, 3])
+    >>> scores["noise_rejected"], scores["accepted_f1"]
+    (0.5, 0.5)
+    """
+    accepted = np.asarray(accepted, bool)
+    labels = np.asarray(labels)
+    noise = labels == CLASSES.index("noise") + 1
+    positive = labels == 1
+    tp = int(np.sum(accepted & positive))
+    precision = tp / max(int(accepted.sum()), 1)
+    recall = tp / max(int(positive.sum()), 1)
+    f1 = 2 * precision * recall / max(precision + recall, 1e-12)
+    non_neuron = (labels == 0) | (labels == 2) | (labels == 3)
+    return {
+        "noise_rejected": float(1 - accepted[noise].mean()) if noise.any() else None,
+        "non_neuron_rejected": float(1 - accepted[non_neuron].mean()) if non_neuron.any() else None,
+        "accepted_precision": precision,
+        "accepted_recall": recall,
+        "accepted_f1": f1,
+        "accepted": int(accepted.sum()),
     }

@@ -1,7 +1,7 @@
 """The labels CSV of a curation session, rewritten atomically after every label.
 
 The file is the one ``calcomp finetune --labels`` reads (columns ``file``, ``component``,
-``label``; :func:`calcomp_caiman.research.train.labels_from_csv`). Every change takes an exclusive
+``label``; :func:`calcomp_caiman.research.datasets.labels_from_csv`). Every change takes an exclusive
 lock on a sidecar file (``.<name>.lock``), re-reads the CSV (so that another tab or process
 that labelled meanwhile is not overwritten), applies the one change and rewrites the file
 with :func:`calcomp_caiman.io.atomic.atomic_replace` (temporary file, fsync, ``os.replace``),

@@ -33,8 +33,8 @@ from calcomp_caiman.apps.curate.session import contradicts  # noqa: E402
 from calcomp_caiman.evidence.evidence import Evidence  # noqa: E402
 from calcomp_caiman.model.head import fit_head, head_inputs  # noqa: E402
 from calcomp_caiman.refit import labelled_inputs  # noqa: E402
+from calcomp_caiman.research.datasets import labels_from_csv  # noqa: E402
 from calcomp_caiman.research.simulate import simulate_session  # noqa: E402
-from calcomp_caiman.research.train import labels_from_csv  # noqa: E402
 from calcomp_caiman.schema import label_masks  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

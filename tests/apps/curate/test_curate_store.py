@@ -13,7 +13,7 @@ from calcomp_caiman.apps.curate.session import contradicts, uncertainty
 from calcomp_caiman.apps.curate.store import LabelStore, label_name
 from calcomp_caiman.apps.curate.threshold import best_cut, fit_min_prob
 from calcomp_caiman.errors import InvalidFileError
-from calcomp_caiman.research.train import labels_from_csv
+from calcomp_caiman.research.datasets import labels_from_csv
 
 
 def test_labels_round_trip_in_the_finetune_format(tmp_path, caiman_copy):

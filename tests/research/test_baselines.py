@@ -1,4 +1,5 @@
-"""Tests of calcomp_caiman.research.baselines: shape features, the shape baseline, the CaImAn CNN.
+"""Tests of calcomp_caiman.research.baselines: shape features, the shape baseline, the CaImAn CNN,
+CaImAn's own selection rule.
 
 ``disks_and_lines_data`` and ``small_cnn_baseline`` are cached (computed once per
 session) and shared with ``test_evaluate.py``, which imports them.
@@ -16,6 +17,8 @@ from calcomp_caiman.research.baselines import (
     KerasBaseline,
     ShapeBaseline,
     build_caiman_cnn,
+    caiman_rule_probs,
+    fit_baselines,
     shape_features,
     train_caiman_cnn_baseline,
 )
@@ -115,3 +118,20 @@ def test_caiman_cnn_architecture_and_training():
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
     assert cnn_baseline.history["best_epoch"] == 1 and len(cnn_baseline.history["loss"]) == 1
     assert cnn_baseline.predict(np.zeros((0, 50, 50))).shape == (0, 4)
+
+
+def test_fit_baselines_trains_both_alike():
+    patches, labels, features = disks_and_lines_data()
+    fitted, seconds = fit_baselines(patches, features, labels, val_patches=None, val_labels=None,
+                                    cnn=False)  # fmt: skip
+    assert list(fitted) == ["shape_baseline"] and list(seconds) == ["shape_baseline"]
+    alone = ShapeBaseline().fit(features, labels)
+    np.testing.assert_array_equal(
+        fitted["shape_baseline"].predict_proba(features), alone.predict_proba(features)
+    )
+
+
+def test_caiman_rule_as_probabilities():
+    probs = caiman_rule_probs(np.array([True, False]))
+    assert probs.tolist() == [[1, 0, 0, 0], [0, 0, 1, 0]]  # accepted: neuron, rejected: noise
+    assert caiman_rule_probs(None) is None

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from calcomp_caiman import CLASSES
-from calcomp_caiman.research.metrics import evaluation_metrics, roc_auc
+from calcomp_caiman.research.metrics import evaluation_metrics, roc_auc, selection_scores
 
 
 def one_hot_probs(predicted, confidence=0.97):
@@ -163,3 +163,15 @@ def test_metrics_agree_with_scikit_learn():
     assert roc_auc(probs[:, 0], labels == 1) == pytest.approx(
         sklearn_metrics.roc_auc_score(labels == 1, probs[:, 0])
     )
+
+
+def test_selection_scores_of_an_accepted_set():
+    labels = np.array([1, 1, 1, 3, 3, 2, 0, 4])
+    accepted = np.array([True, True, False, True, False, False, False, True])
+    scores = selection_scores(accepted, labels)
+    assert scores["accepted"] == 4 and scores["noise_rejected"] == 0.5
+    assert scores["non_neuron_rejected"] == pytest.approx(3 / 4)  # labels 3, 3, 2, 0
+    assert scores["accepted_precision"] == 0.5 and scores["accepted_recall"] == pytest.approx(2 / 3)
+    assert scores["accepted_f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+    none = selection_scores(np.zeros(2, bool), np.array([1, 4]))
+    assert none["noise_rejected"] is None and none["accepted_f1"] == 0.0
