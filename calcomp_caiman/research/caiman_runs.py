@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "cnmf_params",
+    "motion_correct",
     "onacid_params",
     "quiet_caiman",
     "repack_hdf5",
@@ -59,6 +60,34 @@ def write_movie(movie: np.ndarray, path: str | Path) -> Path:
     path = Path(path).resolve()
     tifffile.imwrite(str(path), np.asarray(movie, dtype=np.float32))
     return path
+
+
+def motion_correct(tif: str | Path, out: str | Path, *, max_shifts=(6, 6)):
+    """Rigid motion correction as a user of a real recording runs it before CNMF/OnACID.
+
+    CaImAn's ``MotionCorrect`` with ``pw_rigid=False``, ``border_nan='copy'`` (as for the
+    shared ``real_mouse2p_*`` results); the corrected movie is written as a float32 TIFF to
+    ``out`` and CaImAn's memory-mapped copy removed. Returns ``(out, shifts, seconds)`` with
+    CaImAn's rigid shifts ``(T, 2)`` (the correcting shifts).
+    """
+    import caiman as cm
+    from caiman.motion_correction import MotionCorrect
+
+    tif, out = Path(tif).resolve(), Path(out).resolve()
+    t0 = time.perf_counter()
+    with quiet_caiman():
+        mc = MotionCorrect(str(tif), dview=None, max_shifts=tuple(max_shifts), pw_rigid=False,
+                           border_nan="copy")  # fmt: skip
+        mc.motion_correct(save_movie=True)
+        files = [mc.mmap_file] if isinstance(mc.mmap_file, str) else list(mc.mmap_file)
+        try:
+            write_movie(np.asarray(cm.load(files)), out)
+        finally:
+            for name in files:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(name)
+    shifts = np.asarray(mc.shifts_rig, dtype=np.float32)
+    return out, shifts, time.perf_counter() - t0
 
 
 def patch_settings(gsig: int, n_per_patch: float) -> dict:

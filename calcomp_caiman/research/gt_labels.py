@@ -35,12 +35,22 @@ Then, in this order:
      doubtful; otherwise noise;
    * dendrite / axon: local ``s >= PROCESS_SPATIAL`` and ``t >= PARTIAL_TEMPORAL`` -> process;
      otherwise noise;
+   * an object whose class is noise (``gt_class``, when the ground truth has it: the junk a
+     hybrid or one-photon generator paints in, e.g. neuropil clouds, speckle, motion edges,
+     vessels) -> noise, named after the object;
    * no object with positive score -> noise (neuropil, background, noise fragments).
 
 4. **duplicates** -> doubtful: when several components are labelled neuron on the same object,
    the one with the highest ``s * t`` stays neuron; the others become doubtful (a duplicate looks
    like a neuron, so "noise" would teach the classifier a contradiction; CaImAn's
    ``remove_duplicates`` is the tool for them). Their ``duplicate_of`` names the kept component.
+5. **unlabelled** (code ``UNLABELLED`` = 0, only when ``recording_activity`` is given: hybrid
+   movies, whose real recording has cells of its own that nobody labelled): the share of the
+   component's energy on the recording's active pixels outside every injected object's
+   support (a junk object's: where it is above half its peak) (``recording_share``) decides. A component labelled noise with a share of at least
+   ``UNLABELLED_SHARE``, or labelled anything else with a share of at least
+   ``UNLABELLED_MAJORITY``, lies on the recording's own structure: its class is unknown, so it
+   gets no label (leave it out of training, or learn from it without labels).
 
 Every component gets a reason string saying which branch fired.
 """
@@ -59,7 +69,7 @@ from calcomp_caiman.schema import CLASSES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["label_components", "LABEL_RULE"]
+__all__ = ["LABEL_RULE", "UNLABELLED", "label_components"]
 
 NEURON_SPATIAL = 0.6
 NEURON_TEMPORAL = 0.5
@@ -70,6 +80,11 @@ MERGE_SHARE = 0.2
 LOCAL_DILATION = 2
 MAX_CANDIDATES = 12
 SUPPORT_FRACTION = 0.05  # a pixel is in a component's support above this fraction of its max
+JUNK_SUPPORT_FRACTION = 0.5  # a junk object covers a recording pixel above this fraction of its max
+UNLABELLED_SHARE = 0.3
+UNLABELLED_MAJORITY = 0.5
+UNLABELLED = 0
+"""Label code of a component that lies on a real recording's own (unlabelled) structure."""
 
 SOMATIC = ("soma", "donut_soma", "out_of_focus", "border_cut", "dim")
 PROCESSES = ("dendrite", "axon")
@@ -83,7 +98,11 @@ LABEL_RULE = {
     "merge_share": MERGE_SHARE,
     "local_dilation": LOCAL_DILATION,
     "duplicates": "doubtful",
-    "version": "1.0",
+    "junk": "noise (ground-truth objects of class noise)",
+    "unlabelled_share": UNLABELLED_SHARE,
+    "unlabelled_majority": UNLABELLED_MAJORITY,
+    "unlabelled_code": UNLABELLED,
+    "version": "1.1",
 }
 """The thresholds of the rule (stored with the labels for provenance)."""
 
@@ -121,7 +140,27 @@ def _temporal_scores(C: np.ndarray, C_gt: np.ndarray) -> np.ndarray:
     return out
 
 
-def label_components(A, C, dims: Sequence[int], gt) -> dict:
+def _recording_share(A, G, dims, activity, junk) -> np.ndarray:
+    """Share of each component's energy on active recording pixels that no injected object
+    covers: objects' supports (junk, e.g. a broad neuropil cloud: only its brighter half)."""
+    activity = np.asarray(activity, dtype=bool)
+    if activity.shape == tuple(dims):
+        activity = activity.ravel(order="F")
+    if activity.shape != (A.shape[0],):
+        raise ValueError(
+            f"recording_activity has shape {activity.shape}; expected {tuple(dims)} or "
+            f"({A.shape[0]},)"
+        )
+    fraction = np.where(junk, JUNK_SUPPORT_FRACTION, SUPPORT_FRACTION)[None, :]
+    covered = (G > fraction * np.maximum(G.max(axis=0, keepdims=True), 1e-12)).any(axis=1)
+    free = activity & ~covered
+    energy = np.sum(A * A, axis=0)
+    return np.divide(
+        np.sum(A[free] ** 2, axis=0), energy, out=np.zeros(A.shape[1]), where=energy > 0
+    )
+
+
+def label_components(A, C, dims: Sequence[int], gt, *, recording_activity=None) -> dict:
     """Class code of every CaImAn component, by matching to the simulation's ground truth.
 
     Parameters
@@ -133,15 +172,20 @@ def label_components(A, C, dims: Sequence[int], gt) -> dict:
     dims : (rows, cols)
         Field of view.
     gt : SimulatedMovie or dict
-        Ground truth with ``A`` (pixels x K), ``C`` (K x T) and ``gt_kind`` (K kinds).
+        Ground truth with ``A`` (pixels x K), ``C`` (K x T) and ``gt_kind`` (K kinds); with
+        ``gt_class`` (K class codes), objects of class noise are junk (matched -> noise).
+    recording_activity : (rows, cols) or (pixels,) bool array, optional
+        Hybrid movies: the pixels where the real recording has structure of its own (its own
+        cells). Components mostly there get the label ``UNLABELLED`` (0).
 
     Returns
     -------
     dict of arrays, one entry per component:
-        ``labels`` (N,) int8 class codes 1-4 (order of ``CLASSES``); ``matched`` (N,) int GT index
-        or -1; ``spatial`` and ``temporal`` (N,) float32 scores of the match (0 when none);
-        ``share`` (N,) float32 energy share of the matched object; ``duplicate_of`` (N,) int
-        (-1 unless a duplicate); ``reason`` (N,) str.
+        ``labels`` (N,) int8 class codes 1-4 (order of ``CLASSES``), 0 for unlabelled;
+        ``matched`` (N,) int GT index or -1; ``spatial`` and ``temporal`` (N,) float32 scores of
+        the match (0 when none); ``share`` (N,) float32 energy share of the matched object;
+        ``duplicate_of`` (N,) int (-1 unless a duplicate); ``recording_share`` (N,) float32
+        (0 without ``recording_activity``); ``reason`` (N,) str.
 
     Raises
     ------
@@ -164,6 +208,8 @@ def label_components(A, C, dims: Sequence[int], gt) -> dict:
     G = _dense_columns(_get(gt, "A"))
     C_gt = np.asarray(_get(gt, "C"), dtype=np.float64)
     kinds = tuple(_get(gt, "gt_kind"))
+    has_class = "gt_class" in gt if isinstance(gt, dict) else hasattr(gt, "gt_class")
+    classes = np.asarray(_get(gt, "gt_class")).ravel() if has_class else None
     if A.ndim != 2 or A.shape[0] != n_pixels:
         raise ValueError(f"A has shape {A.shape}; expected ({n_pixels}, N) for dims={dims}")
     n = A.shape[1]
@@ -176,6 +222,8 @@ def label_components(A, C, dims: Sequence[int], gt) -> dict:
         )
     if C_gt.shape[1] != C.shape[1]:
         raise ValueError(f"C has {C.shape[1]} frames, ground truth {C_gt.shape[1]}")
+    if classes is not None and classes.shape != (len(kinds),):
+        raise ValueError(f"gt_class has {classes.size} entries for {len(kinds)} objects")
     n_gt = G.shape[1]
     out = {
         "labels": np.full(n, _CODE["noise"], np.int8),
@@ -184,14 +232,21 @@ def label_components(A, C, dims: Sequence[int], gt) -> dict:
         "temporal": np.zeros(n, np.float32),
         "share": np.zeros(n, np.float32),
         "duplicate_of": np.full(n, -1, int),
+        "recording_share": np.zeros(n, np.float32),
         "reason": np.array(["noise: no ground-truth object"] * n, dtype=object),
     }
-    if n == 0 or n_gt == 0:
+    if n == 0:
+        out["reason"] = out["reason"].astype(str)
+        return out
+    junk = classes == _CODE["noise"] if classes is not None else np.zeros(n_gt, bool)
+    if n_gt == 0:
+        if recording_activity is not None:
+            _mark_unlabelled(out, _recording_share(A, G, dims, recording_activity, junk))
         out["reason"] = out["reason"].astype(str)
         return out
 
-    somatic = np.array([k in SOMATIC for k in kinds])
-    process = np.array([k in PROCESSES for k in kinds])
+    somatic = np.array([k in SOMATIC for k in kinds]) & ~junk
+    process = np.array([k in PROCESSES for k in kinds]) & ~junk
     a_norm = np.linalg.norm(A, axis=0)
     g_norm = np.linalg.norm(G, axis=0)
     dot = A.T @ G  # (N, K)
@@ -245,7 +300,9 @@ def label_components(A, C, dims: Sequence[int], gt) -> dict:
         out["matched"][i] = k
         out["spatial"][i], out["temporal"][i], out["share"][i] = s, t, shares[k]
         kind = kinds[k]
-        if kind in ("soma", "donut_soma"):
+        if junk[k]:
+            label, why = "noise", f"{kind} {k}"
+        elif kind in ("soma", "donut_soma"):
             if s >= NEURON_SPATIAL and t >= NEURON_TEMPORAL:
                 label, why = "neuron", f"{kind} {k}"
             elif s >= PARTIAL_SPATIAL and t >= PARTIAL_TEMPORAL:
@@ -278,5 +335,20 @@ def label_components(A, C, dims: Sequence[int], gt) -> dict:
             out["labels"][i] = _CODE["doubtful"]
             out["duplicate_of"][i] = best
             out["reason"][i] = f"doubtful: duplicate of component {best} on {kinds[k]} {k}"
+    if recording_activity is not None:
+        _mark_unlabelled(out, _recording_share(A, G, dims, recording_activity, junk))
     out["reason"] = out["reason"].astype(str)
     return out
+
+
+def _mark_unlabelled(out: dict, share: np.ndarray) -> None:
+    """Rule 5: components on the recording's own structure get no label."""
+    out["recording_share"] = share.astype(np.float32)
+    noise = out["labels"] == _CODE["noise"]
+    unknown = (noise & (share >= UNLABELLED_SHARE)) | (~noise & (share >= UNLABELLED_MAJORITY))
+    for i in np.flatnonzero(unknown):
+        out["reason"][i] = (
+            f"unlabelled: {share[i]:.0%} of its energy on the recording's own active pixels "
+            f"(was {out['reason'][i]})"
+        )
+    out["labels"][unknown] = UNLABELLED

@@ -55,6 +55,8 @@ __all__ = [
     "lowpass_noise",
     "path_image",
     "place_centres",
+    "power_law_field",
+    "scan_line_smear",
     "simulate_movie",
     "smooth_field",
     "soma_image",
@@ -98,6 +100,15 @@ class MovieSettings:
     Counts are per field of view. ``zoom`` scales the pixel size (``1.2 / zoom`` um per px);
     somata are 5-6.5 um in radius. ``photons_per_unit`` converts a resting soma's
     fluorescence (1 unit) into photons per pixel per frame: it sets the SNR.
+
+    The last five fields are scalars, fitted to real recordings and randomised around by
+    ``research.calibration`` (their defaults leave the movie as before, bit for bit):
+    ``pmt_excess`` is the variance excess of the PMT's gain per photon (0: pure Poisson; 0.5:
+    variance 1.5 times the mean); ``noise_correlation`` the correlation of neighbouring pixels'
+    noise along the scan line (the detector's bandwidth smears each line: a two-tap filter on
+    the recorded movie); ``texture_level`` the sd of a static tissue texture with power spectrum
+    ``k^-texture_beta`` multiplying the static structure; ``neuropil_time_s`` the correlation
+    time of the slow neuropil components.
     """
 
     name: str
@@ -127,6 +138,11 @@ class MovieSettings:
     n_vessels: tuple[int, int] = (0, 2)
     vignette: tuple[float, float] = (0.1, 0.3)
     max_motion_px: float = 1.0
+    pmt_excess: float = 0.0
+    noise_correlation: float = 0.0
+    texture_level: float = 0.0
+    texture_beta: float = 2.5
+    neuropil_time_s: float = 5.0
 
     def to_json(self) -> str:
         """The settings as a JSON string (for provenance)."""
@@ -335,6 +351,46 @@ def smooth_field(rng, dims, sigma) -> np.ndarray:
     field = scipy.ndimage.gaussian_filter(rng.standard_normal(dims), sigma, mode="wrap")
     field -= field.min()
     return field / max(field.max(), 1e-12)
+
+
+def power_law_field(rng: np.random.Generator, dims, beta: float) -> np.ndarray:
+    """Zero-mean, unit-sd random image whose power spectrum falls as ``k^-beta``.
+
+    Examples
+    --------
+    >>> field = power_law_field(np.random.default_rng(0), (32, 48), 2.5)
+    >>> field.shape, round(float(field.std()), 6)
+    ((32, 48), 1.0)
+    """
+    k = np.hypot(np.fft.fftfreq(dims[0])[:, None], np.fft.fftfreq(dims[1])[None, :])
+    k[0, 0] = 1.0
+    amplitude = np.maximum(k, 1.0 / max(dims)) ** (-beta / 2)
+    amplitude[0, 0] = 0.0
+    field = np.real(np.fft.ifft2(np.fft.fft2(rng.standard_normal(dims)) * amplitude))
+    return (field - field.mean()) / max(field.std(), 1e-12)
+
+
+def scan_line_smear(movie: np.ndarray, correlation: float) -> np.ndarray:
+    """Filter each scan line (along columns) with ``(x[c] + a x[c-1]) / (1 + a)``: the mean is
+    kept and white noise becomes correlated between neighbours by ``a / (1 + a^2)``.
+
+    Examples
+    --------
+    >>> noise = np.random.default_rng(1).normal(size=(50, 40, 40))
+    >>> out = scan_line_smear(noise, 0.3)
+    >>> z = out[:, :, 1:].ravel(), out[:, :, :-1].ravel()
+    >>> round(float(np.corrcoef(*z)[0, 1]), 1)
+    0.3
+    """
+    if not 0 <= correlation < 0.5:
+        raise ValueError(f"noise correlation must be in [0, 0.5), got {correlation!r}")
+    if correlation == 0:
+        return movie
+    a = (1 - math.sqrt(1 - 4 * correlation**2)) / (2 * correlation)
+    out = movie.copy()
+    out[..., 1:] += a * movie[..., :-1]
+    out[..., 1:] /= 1 + a
+    return out
 
 
 def lowpass_noise(rng, frames, fr, seconds) -> np.ndarray:
@@ -588,7 +644,9 @@ def simulate_movie(settings: MovieSettings, seed: int) -> SimulatedMovie:
         field = 0.3 + 0.7 * smooth_field(rng, dims, _uniform(rng, (8.0, 20.0)))
         b_cols.append(field)
         f_rows.append(
-            level / settings.neuropil_rank * (1.0 + 0.15 * lowpass_noise(rng, frames, fr, 5.0))
+            level
+            / settings.neuropil_rank
+            * (1.0 + 0.15 * lowpass_noise(rng, frames, fr, settings.neuropil_time_s))
         )
     population = calcium[: max(n_somata, 1)].mean(axis=0) if n_objects else np.zeros(frames)
     population = scipy.ndimage.gaussian_filter1d(population, 0.3 * fr)
@@ -606,6 +664,9 @@ def simulate_movie(settings: MovieSettings, seed: int) -> SimulatedMovie:
     for _ in range(_count(rng, settings.n_vessels)):
         static *= 1.0 - _uniform(rng, (0.5, 0.85)) * _vessel_mask(rng, dims)
     auto = _uniform(rng, settings.autofluorescence) * (0.5 + smooth_field(rng, dims, 3.0))
+    if settings.texture_level > 0:
+        texture = power_law_field(rng, dims, settings.texture_beta)
+        static *= np.clip(1.0 + settings.texture_level * texture, 0.2, None)
 
     # the clean movie, in resting-soma units, then motion
     clean = np.tensordot(fluorescence.T.astype(np.float32), stack.astype(np.float32), axes=1)
@@ -623,7 +684,13 @@ def simulate_movie(settings: MovieSettings, seed: int) -> SimulatedMovie:
     gain = _uniform(rng, settings.photons_per_unit)
     read = _uniform(rng, settings.read_noise)
     movie = rng.poisson(np.clip(clean, 0, None) * gain).astype(np.float32)
+    if settings.pmt_excess > 0:  # each photon's charge varies: a sum of n Gamma gains
+        counted = movie > 0
+        e = settings.pmt_excess
+        movie[counted] = rng.gamma(movie[counted] / e, e).astype(np.float32)
     movie += rng.normal(0.0, read, movie.shape).astype(np.float32)
+    if settings.noise_correlation > 0:
+        movie = scan_line_smear(movie, settings.noise_correlation)
 
     A = scipy.sparse.csc_matrix(
         stack.reshape(n_objects, -1, order="F").T.astype(np.float32)
