@@ -103,6 +103,22 @@ def _optional_image(value, dims: tuple[int, ...], name: str) -> np.ndarray | Non
     return image
 
 
+def _frame_rate(value, source: str) -> float | None:
+    """``value`` as frames per second when it is one positive finite number; else None."""
+    if value is None or isinstance(value, (str, bytes)):
+        return None
+    try:
+        rate = float(np.asarray(value, dtype=np.float64).reshape(()))
+    except (TypeError, ValueError):
+        rate = float("nan")
+    if not (np.isfinite(rate) and rate > 0):
+        logger.info(
+            "%s: ignoring frame rate %r (not a positive number)", source or "evidence", value
+        )
+        return None
+    return rate
+
+
 def _leave_out(name: str, reason: str, source: str, dropped: dict[str, str]) -> None:
     logger.warning("%s: leaving out %s: %s", source or "evidence", name, reason)
     dropped[name] = reason
@@ -174,6 +190,9 @@ class Evidence:
         CaImAn's trace SNR and spatial correlation with the movie (``evaluate_components``).
     gSig : float, optional
         The user's ``gSig`` (``params.init``), if known.
+    frame_rate : float, optional
+        Frames per second of the traces (``params.data['fr']``, an NWB series' rate,
+        Suite2p's ``fs``), if known.
     source : str
         Where it came from (a file path, ``"estimates"``), for messages and provenance.
     fingerprint : (N, 3) ndarray
@@ -205,6 +224,7 @@ class Evidence:
     SNR_comp: np.ndarray | None = None
     r_values: np.ndarray | None = None
     gSig: float | None = None
+    frame_rate: float | None = None
     source: str = ""
     fingerprint: np.ndarray | None = None
     dropped: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -243,6 +263,7 @@ class Evidence:
         SNR_comp=None,
         r_values=None,
         gSig=None,
+        frame_rate=None,
         source: str = "",
         dropped: dict[str, str] | None = None,
     ) -> Evidence:
@@ -281,6 +302,7 @@ class Evidence:
             SNR_comp=_optional_vector(SNR_comp, n, "SNR_comp"),
             r_values=_optional_vector(r_values, n, "r_values"),
             gSig=check_gsig(gSig, len(dims)),
+            frame_rate=_frame_rate(frame_rate, source),
             source=source,
             fingerprint=fingerprint,
             dropped=dropped,
@@ -294,8 +316,8 @@ class Evidence:
         ----------
         estimates : caiman ``Estimates`` or any object with ``A`` and ``dims``
         params : CaImAn ``CNMFParams`` or dict, optional
-            ``gSig`` from ``params.init``; ``dims`` from ``params.data`` when
-            ``estimates.dims`` is missing.
+            ``gSig`` from ``params.init``; the frame rate from ``params.data['fr']``;
+            ``dims`` from ``params.data`` when ``estimates.dims`` is missing.
         image : (H, W) ndarray, optional
             A mean or max image of the movie.
         dims : tuple of int, optional
@@ -336,6 +358,7 @@ class Evidence:
             dims,
             image=image,
             gSig=params_value(params, "init", "gSig"),
+            frame_rate=params_value(params, "data", "fr"),
             source="estimates",
             **fields,
         )

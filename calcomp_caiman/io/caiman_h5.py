@@ -170,9 +170,9 @@ def read_evidence(path: str | os.PathLike, *, image=None) -> Evidence:
     Evidence
         Footprints as :func:`read_estimates` reads them; ``C``/``YrA``/``S`` as a
         :class:`~calcomp_caiman.evidence.traces.Traces` that reads row chunks from the file when
-        asked; ``g``, ``neurons_sn``, ``Cn``, ``SNR_comp``, ``r_values`` and ``gSig`` where
-        stored. Traces or images that do not fit ``A`` are left out with a warning (the
-        footprints are still classified).
+        asked; ``g``, ``neurons_sn``, ``Cn``, ``SNR_comp``, ``r_values``, ``gSig`` and the
+        frame rate (``params/data/fr``) where stored. Traces or images that do not fit
+        ``A`` are left out with a warning (the footprints are still classified).
 
     Raises
     ------
@@ -194,6 +194,8 @@ def read_evidence(path: str | os.PathLike, *, image=None) -> Evidence:
             if value is not None and value.dtype.kind in "biuf":
                 extra[name] = value
         names, frames = _trace_layout(estimates, n, path)
+        rate = handle.get("params/data/fr")  # CaImAn's frame rate (Hz), a scalar
+        frame_rate = rate[()] if isinstance(rate, h5py.Dataset) and rate.size == 1 else None
     traces = None
     if names:
 
@@ -219,6 +221,7 @@ def read_evidence(path: str | os.PathLike, *, image=None) -> Evidence:
         SNR_comp=_fits(source.SNR_comp, n),
         r_values=_fits(source.r_values, n),
         gSig=source.gSig,
+        frame_rate=frame_rate,
         source=path,
         **extra,
     )

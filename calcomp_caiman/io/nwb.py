@@ -282,8 +282,11 @@ def _fluorescence_rank(container, fluorescence_type, dff_type) -> int | None:
     return 2 if isinstance(container, dff_type) else 3
 
 
-def _traces(nwbfile, plane, rows: np.ndarray, path: Path, layout: dict | None) -> Traces | None:
-    """``C`` (and, in CaImAn's layout, ``YrA``) of the components ``rows`` of ``plane``."""
+def _traces(
+    nwbfile, plane, rows: np.ndarray, path: Path, layout: dict | None
+) -> tuple[Traces | None, float | None]:
+    """``C`` (and, in CaImAn's layout, ``YrA``) of the components ``rows`` of ``plane``, and
+    the series' frame rate (its ``rate``, else from its first timestamps)."""
     from pynwb.ophys import DfOverF, Fluorescence, RoiResponseSeries
 
     if layout is not None and layout["series"] is not None:
@@ -323,8 +326,12 @@ def _traces(nwbfile, plane, rows: np.ndarray, path: Path, layout: dict | None) -
             return out
 
         logger.debug("%s: traces from %s", path, series.name)
-        return Traces(len(rows), frames, read, tuple(names))
-    return None
+        rate = series.rate
+        if rate is None and series.timestamps is not None:  # from the first time steps
+            step = np.median(np.diff(np.asarray(series.timestamps[:1001], np.float64)))
+            rate = 1.0 / step if step > 0 else None
+        return Traces(len(rows), frames, read, tuple(names)), rate
+    return None, None
 
 
 def _metric(plane, name: str, rows: np.ndarray) -> np.ndarray | None:
@@ -435,13 +442,15 @@ def read_evidence(
         A = A[:, rows] if layout is not None else A
         if A.shape[1] == 0:
             raise InvalidFileError(path, f"PlaneSegmentation {table.name} has no component.")
-        traces = _traces(nwbfile, table, rows, path, layout)
+        traces, frame_rate = _traces(nwbfile, table, rows, path, layout)
         metrics = _summary_images(table, dims)
         if layout is not None:
             metrics["SNR_comp"] = _metric(table, "snr", rows)
             metrics["r_values"] = _metric(table, "r", rows)
     logger.debug("%s: %d ROIs from %s", path, A.shape[1], key)
-    return Evidence.build(A, dims, traces=traces, gSig=gSig, source=str(path), **metrics)
+    return Evidence.build(
+        A, dims, traces=traces, gSig=gSig, frame_rate=frame_rate, source=str(path), **metrics
+    )
 
 
 def read_classification(

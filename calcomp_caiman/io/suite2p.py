@@ -300,8 +300,9 @@ def read_evidence(folder: str | os.PathLike, *, gSig: float | None = None) -> Ev
     -------
     Evidence
         Footprints, traces (``C = F - neucoeff * Fneu``, ``S = spks``) when ``F.npy`` fits,
-        and ``image = meanImg`` when it has the image's shape. A neuropil coefficient that is
-        not a number >= 0 is left out (``C = F``) and named in ``Evidence.dropped``.
+        ``image = meanImg`` when it has the image's shape, and the frame rate ``ops['fs']``.
+        A neuropil coefficient that is not a number >= 0 is left out (``C = F``) and named
+        in ``Evidence.dropped``.
 
     Raises
     ------
@@ -341,6 +342,7 @@ def read_evidence(folder: str | os.PathLike, *, gSig: float | None = None) -> Ev
         traces=_traces(folder, A.shape[1], neucoeff),
         image=image,
         gSig=gSig,
+        frame_rate=ops.get("fs"),  # Suite2p's frame rate per plane (Hz)
         source=str(folder),
         dropped=dropped,
     )
