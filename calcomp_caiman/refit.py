@@ -98,6 +98,20 @@ def _set_accuracy(probs: np.ndarray, codes: np.ndarray) -> float:
     return float(allowed[np.arange(len(codes)), probs.argmax(axis=1)].mean())
 
 
+def _label_codes(labels, result: int) -> np.ndarray:
+    """Labels of one result as codes 0-4: integer codes as they are, names (or codes
+    written as text) through :func:`~calcomp_caiman.schema.class_codes`."""
+    values = np.asarray(labels)
+    try:
+        if values.size and not np.issubdtype(values.dtype, np.integer):
+            values = class_codes(values.ravel().tolist())
+        codes = values.astype(np.int64).ravel()
+        label_masks(codes)  # checks the codes
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"result {result}: {err}") from None
+    return codes
+
+
 def refit(
     model: CalcompModel,
     evidences: Sequence[Evidence],
@@ -118,8 +132,10 @@ def refit(
         A model with a fusion head (:attr:`CalcompModel.uses_evidence`), e.g. the default.
     evidences : sequence of Evidence
         One per labelled result (file).
-    labels : sequence of (K_i,) int arrays
-        Class codes 1-4 or 0 (``non_neuron``: process or noise), per result.
+    labels : sequence of (K_i,) arrays or lists
+        Per result, one label per component: a class name (``"neuron"``, ``"process"``,
+        ``"noise"``, ``"doubtful"``) or ``"non_neuron"`` (process or noise), or its code
+        (1-4, 0 for ``non_neuron``), as the labels CSV allows.
     components : sequence of (K_i,) int arrays
         The labelled components' indices (columns of ``A``), per result.
     validation_fraction : float
@@ -166,10 +182,9 @@ def refit(
     logits, features, codes, groups = [], [], [], []
     for i, (evidence, label, index) in enumerate(zip(evidences, labels, components)):
         index = np.asarray(index, dtype=np.int64)
-        code = np.asarray(label, dtype=np.int64)
+        code = _label_codes(label, i)
         if len(code) != len(index):
             raise ValueError(f"result {i}: {len(index)} components but {len(code)} labels.")
-        label_masks(code)  # checks the codes
         if not len(index):
             continue
         z, f = labelled_inputs(model, evidence, index)
