@@ -11,7 +11,9 @@ ground-truth object ``k`` (footprint ``g_k``, trace ``gt.C[k]``):
   dim) the cosine between ``a_i`` and ``g_k`` over the whole field. For processes (dendrite,
   axon), which CaImAn finds in pieces, the *local* cosine: ``g_k`` restricted to the
   component's support dilated by ``LOCAL_DILATION`` px, so a good piece of a long dendrite
-  scores high.
+  scores high. The local cosine too for one-photon background sources (``ONE_PHOTON_JUNK``:
+  deep cells, background fields, vessels, motion), which extend beyond any component: a
+  component is their residue when its trace follows them better than any cell's.
 * **temporal score** ``t_ik``: Pearson correlation of ``c_i`` with the object's calcium, over
   the frames from ``c_i``'s first non-zero value on (OnACID adds components late; their trace
   is 0 before).
@@ -37,7 +39,8 @@ Then, in this order:
      otherwise noise;
    * an object whose class is noise (``gt_class``, when the ground truth has it: the junk a
      hybrid or one-photon generator paints in, e.g. neuropil clouds, speckle, motion edges,
-     vessels) -> noise, named after the object;
+     vessels) -> noise, named after the object (one-photon sources also without ``gt_class``:
+     "background residue", "vessel edge", "motion edge");
    * no object with positive score -> noise (neuropil, background, noise fragments).
 
 4. **duplicates** -> doubtful: when several components are labelled neuron on the same object,
@@ -88,6 +91,14 @@ UNLABELLED = 0
 
 SOMATIC = ("soma", "donut_soma", "out_of_focus", "border_cut", "dim")
 PROCESSES = ("dendrite", "axon")
+ONE_PHOTON_JUNK = {
+    "deep_cell": "background residue",
+    "background": "background residue",
+    "vessel": "vessel edge",
+    "motion": "motion edge",
+}
+"""Kinds of ``research.onephoton``'s background sources (noise; local spatial score) and
+what a component matched to them is."""
 
 LABEL_RULE = {
     "neuron_spatial": NEURON_SPATIAL,
@@ -99,10 +110,11 @@ LABEL_RULE = {
     "local_dilation": LOCAL_DILATION,
     "duplicates": "doubtful",
     "junk": "noise (ground-truth objects of class noise)",
+    "one_photon_junk": "deep_cell, background, vessel, motion: local cosine, noise",
     "unlabelled_share": UNLABELLED_SHARE,
     "unlabelled_majority": UNLABELLED_MAJORITY,
     "unlabelled_code": UNLABELLED,
-    "version": "1.1",
+    "version": "1.2",
 }
 """The thresholds of the rule (stored with the labels for provenance)."""
 
@@ -239,6 +251,8 @@ def label_components(A, C, dims: Sequence[int], gt, *, recording_activity=None) 
         out["reason"] = out["reason"].astype(str)
         return out
     junk = classes == _CODE["noise"] if classes is not None else np.zeros(n_gt, bool)
+    one_photon = np.array([k in ONE_PHOTON_JUNK for k in kinds], bool)
+    junk = junk | one_photon
     if n_gt == 0:
         if recording_activity is not None:
             _mark_unlabelled(out, _recording_share(A, G, dims, recording_activity, junk))
@@ -266,7 +280,7 @@ def label_components(A, C, dims: Sequence[int], gt, *, recording_activity=None) 
     ).astype(np.float64)
     local_norm = np.sqrt(np.maximum(masks.T @ (G**2), 0))  # (N, K)
     local_cos = dot / np.maximum(a_norm[:, None] * local_norm, 1e-12)
-    spatial = np.where(process[None, :], np.minimum(local_cos, 1.0), cos)
+    spatial = np.where((process | one_photon)[None, :], np.minimum(local_cos, 1.0), cos)
 
     temporal = _temporal_scores(C, C_gt)  # (N, K)
     combined = spatial * np.clip(temporal, 0, None)
@@ -301,7 +315,8 @@ def label_components(A, C, dims: Sequence[int], gt, *, recording_activity=None) 
         out["spatial"][i], out["temporal"][i], out["share"][i] = s, t, shares[k]
         kind = kinds[k]
         if junk[k]:
-            label, why = "noise", f"{kind} {k}"
+            named = f"{ONE_PHOTON_JUNK[kind]}, " if one_photon[k] else ""
+            label, why = "noise", f"{named}{kind} {k}"
         elif kind in ("soma", "donut_soma"):
             if s >= NEURON_SPATIAL and t >= NEURON_TEMPORAL:
                 label, why = "neuron", f"{kind} {k}"
