@@ -155,3 +155,34 @@ def test_presets_cover_the_demo_gsig_range_and_hold_out_whole_settings():
     train_indicators = {s.indicator for s in TRAIN_PRESETS.values()}
     assert {s.indicator for s in HELD_OUT_PRESETS.values()} - train_indicators  # one unseen
     assert isinstance(SMALL, OnePhotonSettings) and SMALL.to_json().startswith("{")
+
+
+def test_matching_rule_names_one_photon_junk_and_keeps_cells(small):
+    """research.gt_labels on one-photon ground truth: a soma's own footprint and calcium is a
+    neuron, two overlapping somata merged are doubtful, and components that follow the
+    background, a vessel or the motion are noise named after what they follow."""
+    from calcomp_caiman.research.gt_labels import label_components
+
+    kinds = np.array(small.gt_kind)
+    G = small.A.toarray()
+    first, second = np.flatnonzero(kinds == "soma")[:2]
+    field = np.flatnonzero(kinds == "background")[1]  # a fluctuating field, not the baseline
+    vessel, motion = kinds.tolist().index("vessel"), kinds.tolist().index("motion")
+    blob = np.zeros(SMALL.dims)
+    blob[40:46, 8:14] = 1.0  # a residue blob somewhere; its trace is the field's
+    columns = [
+        (G[:, first], small.C[first]),
+        (G[:, first] + G[:, second], small.C[first] + small.C[second]),
+        (blob.ravel(order="F"), small.C[field]),
+        (G[:, vessel], small.C[vessel]),
+        (G[:, motion], small.C[motion]),
+    ]
+    A = np.stack([c[0] for c in columns], axis=1)
+    C = np.stack([c[1] for c in columns])
+    for gt in (small, {"A": small.A, "C": small.C, "gt_kind": small.gt_kind}):
+        out = label_components(A, C, SMALL.dims, gt)
+        names = [CLASSES[code - 1] for code in out["labels"]]
+        assert names == ["neuron", "doubtful", "noise", "noise", "noise"], out["reason"]
+        assert out["reason"][1].startswith("doubtful: merge")
+        assert "background residue" in out["reason"][2]
+        assert "vessel edge" in out["reason"][3] and "motion edge" in out["reason"][4]
