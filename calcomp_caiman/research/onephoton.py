@@ -20,8 +20,8 @@ a GRIN lens, and how it is drawn here:
   the flow flickers in the lumen. A ``vessel`` object's footprint is the vessel's edges
   (where a change of diameter changes the movie), its activity the constriction.
 * **Non-rigid microendoscope motion**: slow drift, jitter and movement bouts (rigid, up to
-  ``max_shift_px``) plus a smooth deformation and a small scaling (non-rigid, up to
-  ``nonrigid_px``) that rigid motion correction leaves behind. The ``motion`` object's
+  ``max_shift_px``) plus a smooth deformation (of the order of ``nonrigid_px``) and a 0.4 %
+  scaling, which rigid motion correction leaves behind. The ``motion`` object's
   footprint is where the tissue has strong edges, its activity the displacement.
 * **Lower SNR**: shot noise on a bright background plus camera read noise.
 * Frame rates 10-30 Hz, GCaMP6f / GCaMP6s / jGCaMP8f kinetics (``movies.INDICATORS``);
