@@ -324,7 +324,9 @@ def _read_member(source: RecordingSource, data: bytes) -> np.ndarray:
 
 def _pip_download(requirement: str, binary: bool, folder: Path) -> Path:
     """``pip download <requirement> --no-deps`` into ``folder``; the archive's path."""
-    kind = ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
+    name = requirement.split("==")[0]
+    # an sdist's metadata is prepared with this environment's build tools (not built from source)
+    kind = ["--only-binary", name] if binary else ["--no-binary", name, "--no-build-isolation"]
     command = [sys.executable, "-m", "pip", "download", requirement, "--no-deps", *kind]
     command += ["-d", str(folder), "--quiet"]
     logger.info("fetching %s from PyPI", requirement)
