@@ -121,7 +121,9 @@ def test_same_seed_same_movie_other_seed_other_movie(small):
 
 @pytest.mark.parametrize("fr", [10.0, 30.0])
 def test_frame_rate_sets_the_kinetics_and_rates(fr):
-    settings = dataclasses.replace(SMALL, fr=fr, frames=int(60 * fr), n_vessels=(0, 0))
+    settings = dataclasses.replace(
+        SMALL, dims=(48, 48), fr=fr, frames=int(40 * fr), n_deep=(3, 3), n_vessels=(0, 0)
+    )
     sim = simulate_onephoton(settings, seed=3)
     rise, decay, _ = INDICATORS[settings.indicator]
     kernel = calcium_kernel(fr, rise, decay)
@@ -132,7 +134,7 @@ def test_frame_rate_sets_the_kinetics_and_rates(fr):
     peak = int(np.argmax(kernel))
     half = np.argmax(kernel[peak:] < 0.5) / fr  # from the peak to half of it, in seconds
     assert abs(half - decay * math.log(2)) < 0.25 * decay + 1.0 / fr
-    events_per_s = (sim.S[cells] > 0).sum() / len(cells) / 60.0
+    events_per_s = (sim.S[cells] > 0).sum() / len(cells) / 40.0
     low, high = settings.event_rate_hz
     assert 0.5 * low < events_per_s < 2.0 * high  # rates are per second, not per frame
 
