@@ -12,6 +12,7 @@
 | :mod:`~calcomp_caiman.io.suite2p` | Suite2p plane folders |
 | :mod:`~calcomp_caiman.io.masks` | label images and mask stacks |
 | :mod:`~calcomp_caiman.io.sidecar` | the CSV/npz results written beside files we do not rewrite |
+| :mod:`~calcomp_caiman.io.limits` | sizes a file declares, checked against the file and a memory budget before reading |
 | :mod:`~calcomp_caiman.io.atomic` | temp file + ``os.replace`` + lock: a file is old or new, never half written |
 
 A reader knows no model; a writer takes a :class:`~calcomp_caiman.schema.Classification`

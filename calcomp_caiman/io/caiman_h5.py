@@ -38,6 +38,7 @@ from calcomp_caiman.io.caiman_h5_layout import (
     optional_array,
     read_footprint_parts,
 )
+from calcomp_caiman.io.limits import check_hdf5_dataset, check_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ def read_evidence(path: str | os.PathLike, *, image=None) -> Evidence:
         As :func:`read_estimates`.
     """
     path = os.fspath(path)
-    source = _read(path, locking=True)
+    source = _read(path, locking=True, fields=("SNR_comp", "r_values"))
     n = source.n_components
     extra: dict[str, Any] = {}
     with _reading(path) as handle:
@@ -247,18 +248,26 @@ def _trace_layout(estimates: h5py.Group, n: int, path: str) -> tuple[tuple[str, 
                 path, name, node.shape, n,
             )  # fmt: skip
             continue
+        check_hdf5_dataset(node, row_axis=0)  # read a few components at a time
         if name == "C" or names:
             names.append(name)
             frames = int(node.shape[1])
     return tuple(names), frames
 
 
-def _read(path: str, *, locking: bool, stored_probs: bool = False) -> ResultFile:
-    """The file's :class:`ResultFile`; ``class_probs`` matched to ``A`` only if ``stored_probs``
-    (classifying and writing never use them)."""
+_FIELDS = ("cnn_preds", "idx_components", "idx_components_bad", "SNR_comp", "r_values",
+           "accepted_list", "rejected_list")  # fmt: skip
+
+
+def _read(
+    path: str, *, locking: bool, stored_probs: bool = False, fields: tuple[str, ...] = _FIELDS
+) -> ResultFile:
+    """The file's :class:`ResultFile`, with only the optional ``fields`` read (the others
+    None); ``class_probs`` read and matched to ``A`` only if ``stored_probs`` (classifying
+    and writing never use them)."""
     check_caiman_path(path)
     with _reading(path, locking=locking) as handle:
-        raw = _read_raw(handle, path)
+        raw = _read_raw(handle, path, fields, stored_probs)
     A = footprints_from_parts(raw["A"], path)
     dims = _dims(raw, path)
     n_pixels = math.prod(dims)  # Python ints: no overflow whatever dims says
@@ -351,8 +360,10 @@ def _open_hdf5(path: str, *, locking: bool) -> h5py.File:
     return h5py.File(path, "r", locking=False)
 
 
-def _read_raw(handle: h5py.File, path: str) -> dict[str, Any]:
-    """Everything needed from an open file, as plain arrays; structural checks only."""
+def _read_raw(
+    handle: h5py.File, path: str, wanted: tuple[str, ...], stored_probs: bool
+) -> dict[str, Any]:
+    """What is needed from an open file, as plain arrays; structural checks only."""
     estimates = handle.get("estimates")
     if not isinstance(estimates, h5py.Group):
         raise InvalidFileError(
@@ -365,21 +376,21 @@ def _read_raw(handle: h5py.File, path: str) -> dict[str, Any]:
     for where in ("estimates/dims", "dims", "params/data/dims"):
         candidate = handle.get(where)
         if isinstance(candidate, h5py.Dataset):
+            check_hdf5_dataset(candidate)
             value = candidate[()]
             if not is_none(value):
                 dims_where, dims_value = where, value
                 break
     fields: dict[str, Any] = {
-        name: optional_array(estimates, name)
-        for name in ("cnn_preds", "idx_components", "idx_components_bad", "SNR_comp",
-                     "r_values", "accepted_list", "rejected_list", "class_probs")
-    }  # fmt: skip
+        name: optional_array(estimates, name) if name in wanted else None for name in _FIELDS
+    }
+    fields["class_probs"] = optional_array(estimates, "class_probs") if stored_probs else None
     fields["gSig"] = _gsig(handle)
     fields["classification"] = _provenance_of(estimates)
     # every classified row the file holds, with its footprint's fingerprint: CaImAn's own
     # selection before cnm.save leaves our rows as they were (kept and discarded ones)
     stored = []
-    for group in (estimates, estimates.get("discarded_components")):
+    for group in (estimates, estimates.get("discarded_components")) if stored_probs else ():
         if isinstance(group, h5py.Group):
             probs, fingerprint = (optional_array(group, name) for name in _STORED_ROWS)
             if probs is not None and fingerprint is not None and len(probs) == len(fingerprint):
@@ -414,13 +425,15 @@ def _dims(raw: dict, path: str) -> tuple[int, ...]:
             "rows of estimates/A to the image.",
         )
     try:
-        return check_dims(raw["dims"])
+        dims = check_dims(raw["dims"])
     except ValueError:
         raise InvalidFileError(
             path,
             f"{raw['dims_where']} = {_one_line(raw['dims'])} is not 2 or 3 positive integers (the "
             "field-of-view shape).",
         ) from None
+    check_pixels(path, raw["dims_where"], dims)
+    return dims
 
 
 def _one_line(value: Any, limit: int = 60) -> str:
@@ -432,6 +445,7 @@ def _gsig(handle: h5py.File) -> tuple[float, ...] | None:
     node = handle.get("params/init/gSig")
     if not isinstance(node, h5py.Dataset):
         return None
+    check_hdf5_dataset(node)
     value = node[()]
     if is_none(value):
         return None

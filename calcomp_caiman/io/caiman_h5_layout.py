@@ -17,6 +17,7 @@ import scipy.sparse
 
 from calcomp_caiman.errors import InvalidFileError
 from calcomp_caiman.io.atomic import reason
+from calcomp_caiman.io.limits import check_hdf5_dataset
 
 __all__ = [
     "ATTR_PREFIX",
@@ -62,10 +63,17 @@ def is_none(value: Any) -> bool:
 
 def optional_array(group: h5py.Group, name: str) -> np.ndarray | None:
     """The dataset ``name`` of ``group`` as an array; None when absent, not a dataset, or
-    CaImAn's ``None``."""
+    CaImAn's ``None``.
+
+    Raises
+    ------
+    InvalidFileError
+        It declares more than the file can hold (:mod:`calcomp_caiman.io.limits`).
+    """
     node = group.get(name)
     if not isinstance(node, h5py.Dataset):
         return None
+    check_hdf5_dataset(node)
     value = node[()]
     return None if is_none(value) else np.asarray(value)
 
@@ -97,7 +105,8 @@ def read_footprint_parts(estimates: h5py.Group, path: str) -> Any:
     Raises
     ------
     InvalidFileError
-        No ``estimates/A``, or a group without every part of :data:`SPARSE_PARTS`.
+        No ``estimates/A``, or a group without every part of :data:`SPARSE_PARTS`; a part
+        that declares more than the file can hold (:mod:`calcomp_caiman.io.limits`).
     """
     node = estimates.get("A")
     if node is None:
@@ -114,7 +123,10 @@ def read_footprint_parts(estimates: h5py.Group, path: str) -> Any:
                 f"estimates/A lacks {', '.join(missing)}; expected CaImAn's sparse layout "
                 "(data, indices, indptr, shape).",
             )
+        for part in SPARSE_PARTS:
+            check_hdf5_dataset(node[part])
         return {part: node[part][()] for part in SPARSE_PARTS}
+    check_hdf5_dataset(node)
     return node[()]
 
 

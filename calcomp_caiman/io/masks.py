@@ -31,6 +31,7 @@ import scipy.sparse
 
 from calcomp_caiman.errors import InvalidFileError
 from calcomp_caiman.evidence.evidence import Evidence
+from calcomp_caiman.io.limits import check_declared
 from calcomp_caiman.io.sidecar import (
     record_model_sha256,
     write_component_table,
@@ -64,7 +65,9 @@ def read_masks(path: str | os.PathLike) -> np.ndarray:
     FileNotFoundError
         No such file.
     InvalidFileError
-        Not a readable ``.npy``/TIFF, or an array of Python objects (a ragged list).
+        Not a readable ``.npy``/TIFF, an array of Python objects (a ragged list), or a
+        declared shape the file cannot hold or too large to read
+        (:mod:`calcomp_caiman.io.limits`).
     ImportError
         A TIFF and ``tifffile`` is not installed (``pip install "calcomp_caiman[masks]"``).
     """
@@ -75,10 +78,15 @@ def read_masks(path: str | os.PathLike) -> np.ndarray:
     if suffix not in MASK_SUFFIXES:
         raise InvalidFileError(path, f"is not a mask file (expected one of {MASK_SUFFIXES}).")
     if suffix == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)
+        try:  # memory-mapped first: a header that declares more than the file is refused
+            mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+            check_declared(path, "the array", mapped.shape, mapped.dtype.itemsize,
+                           path.stat().st_size)  # fmt: skip
+            return np.array(mapped)
         except ValueError as err:
-            if "allow_pickle" in str(err):
+            if isinstance(err, InvalidFileError):
+                raise
+            if "allow_pickle" in str(err) or "Python objects" in str(err):
                 raise InvalidFileError(
                     path,
                     "holds Python objects (a ragged list of masks?); save a label image "
@@ -94,7 +102,13 @@ def read_masks(path: str | os.PathLike) -> np.ndarray:
             f"{path}: reading TIFF masks needs tifffile: pip install 'calcomp_caiman[masks]'"
         ) from None
     try:
-        return tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]  # what imread reads; its shape as the tags declare it
+            check_declared(path, "the image", series.shape, series.dtype.itemsize,
+                           path.stat().st_size)  # fmt: skip
+            return tif.asarray()
+    except InvalidFileError:
+        raise
     except Exception as err:  # tifffile raises many kinds on a damaged file
         raise InvalidFileError(
             path, f"cannot be read as TIFF ({type(err).__name__}: {err})."

@@ -47,6 +47,7 @@ from calcomp_caiman.errors import InvalidFileError
 from calcomp_caiman.evidence.evidence import Evidence
 from calcomp_caiman.evidence.traces import Traces
 from calcomp_caiman.io.caiman_h5 import check_hdf5_path
+from calcomp_caiman.io.limits import check_hdf5_dataset
 from calcomp_caiman.io.nwb_footprints import read_footprints
 from calcomp_caiman.schema import CLASSES
 
@@ -236,6 +237,7 @@ def _caiman_layout(nwbfile, plane) -> dict | None:
         if isinstance(obj, RoiResponseSeries) and obj.rois.table is plane:
             if obj.name == "RoiResponseSeries":
                 layout["series"] = obj
+                check_hdf5_dataset(obj.rois.data, f"the rois of {obj.name}")
                 layout["rows"] = np.asarray(obj.rois.data[:], dtype=np.int64)
     module = plane.parent.parent if plane.parent is not None else None
     residuals = None
@@ -248,6 +250,7 @@ def _caiman_layout(nwbfile, plane) -> dict | None:
 
 def _columns_of(series, rows: np.ndarray) -> np.ndarray | None:
     """Column of ``series.data`` holding each of ``rows`` (None unless each is there once)."""
+    check_hdf5_dataset(series.rois.data, f"the rois of {series.name}")
     covered = np.asarray(series.rois.data[:], dtype=np.int64)
     if len(covered) != len(rows) or not np.array_equal(np.sort(covered), np.sort(rows)):
         return None
@@ -262,6 +265,7 @@ def _usable(series, n_columns: int, path: Path) -> bool:
     if len(shape) != 2 or shape[1] != n_columns or shape[0] < 2 or not hasattr(series.data, "name"):
         logger.warning("%s: ignoring %s of shape %s", path, series.name, shape)
         return False
+    check_hdf5_dataset(series.data, f"the traces of {series.name}", row_axis=1)  # per ROI
     return True
 
 
@@ -335,6 +339,8 @@ def _traces(
 
 
 def _metric(plane, name: str, rows: np.ndarray) -> np.ndarray | None:
+    if name in plane.colnames:
+        check_hdf5_dataset(plane[name].data, f"column {name} of {plane.name}")
     try:
         values = np.asarray(plane[name].data[:], dtype=np.float64)[rows]
     except (KeyError, ValueError, TypeError, IndexError):
@@ -374,6 +380,7 @@ def _summary_images(plane, dims: tuple[int, ...]) -> dict:
                     continue
                 rank = names.index(name)
                 if role not in found or rank < found[role][0]:
+                    check_hdf5_dataset(image.data, f"image {name}")
                     data = np.asarray(image.data)
                     if data.dtype.kind in "biuf":
                         found[role] = (rank, data)

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse
 
 from calcomp_caiman.errors import InvalidFileError
+from calcomp_caiman.io.limits import check_hdf5_dataset, check_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ def read_footprints(
     ------
     InvalidFileError
         No mask column, masks of the wrong shape, outside the image or not finite, or no
-        ROI; the message names ``path``.
+        ROI; masks or an image size that declare more than the file can hold or too much to
+        read (:mod:`calcomp_caiman.io.limits`); the message names ``path``.
     """
     path = Path(path)
     if "image_mask" in plane.colnames:
@@ -100,6 +102,8 @@ def _image_mask_footprints(
         )
     n = data.shape[0]
     dims = tuple(int(d) for d in data.shape[1:])
+    check_pixels(path, f"the image_mask size of {plane.name}", dims)
+    check_hdf5_dataset(data, f"image_mask of {plane.name}", row_axis=0)
     rows = max(1, _CHUNK_BYTES // max(1, int(np.prod(dims)) * data.dtype.itemsize))
     parts = [_to_columns(np.asarray(data[start : start + rows]), caiman)
              for start in range(0, n, rows)]  # fmt: skip
@@ -130,6 +134,8 @@ def _pixel_mask_footprints(
     column = "pixel_mask" if "pixel_mask" in plane.colnames else "voxel_mask"
     target = getattr(plane, column)
     index = getattr(plane, f"{column}_index")
+    check_hdf5_dataset(target.data, f"{column} of {plane.name}")
+    check_hdf5_dataset(index.data, f"{column}_index of {plane.name}")
     records = np.asarray(target.data[:])
     ends = np.asarray(index.data[:], dtype=np.int64)
     coords = ("x", "y") if column == "pixel_mask" else ("x", "y", "z")
@@ -153,6 +159,7 @@ def _pixel_mask_footprints(
             path, plane.name, extent,
         )  # fmt: skip
         dims = extent
+    check_pixels(path, f"the image size of {plane.name}", dims)
     if any(e > d for e, d in zip(extent, dims)):
         raise InvalidFileError(
             path,

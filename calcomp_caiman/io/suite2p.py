@@ -50,6 +50,7 @@ import scipy.sparse
 from calcomp_caiman.errors import InvalidFileError
 from calcomp_caiman.evidence.evidence import Evidence
 from calcomp_caiman.evidence.traces import Traces
+from calcomp_caiman.io.limits import check_pixels
 from calcomp_caiman.io.sidecar import (
     accepted_mask,
     record_model_sha256,
@@ -161,6 +162,7 @@ def _image_size(ops: dict, path: Path) -> tuple[int, int]:
         raise InvalidFileError(path, "has no image size (Ly, Lx).") from None
     if min(dims) < 1:
         raise InvalidFileError(path, f"has image size Ly x Lx = {dims}; both must be positive.")
+    check_pixels(path, "Ly x Lx", dims)
     return dims
 
 
