@@ -111,6 +111,17 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write_text(str(path), text)
 
 
+def finite_json(value):
+    """``value`` with every NaN or infinity replaced by None (strict JSON)."""
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def read_components(path: Path):
     """``A`` (csc), ``C``, ``dims`` and CaImAn's accepted indices (or None) of a saved result."""
     import h5py
@@ -378,7 +389,7 @@ def calibrate(cache: Path, out: Path, names) -> dict:
         "table": statistics_table(statistics, held_out=held_out),
         "statistics": statistics,
     }
-    _write_text(path, json.dumps(record, indent=1) + "\n")
+    _write_text(path, json.dumps(finite_json(record), indent=1, allow_nan=False) + "\n")
     return record
 
 
