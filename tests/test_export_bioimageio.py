@@ -52,7 +52,8 @@ def test_package_validates_with_bioimageio_spec(package, model):
         assert {"rdf.yaml", "weights.onnx", "test_input.npy", "test_output.npy", "cover.png",
                 "README.md"} <= set(archive.namelist())  # fmt: skip
         card = archive.read("README.md").decode()
-    assert "half-width `4 * gSig + 1`" in card and "Model card: `calcomp_resnet_v1`" in card
+    assert "half-width `4 * scale + 1`" in card and "Model card: `calcomp_resnet_v1`" in card
+    assert "the user's gSig" in card  # v1 crops at gSig (calcomp_v2 at the footprints' spread)
 
 
 def test_test_tensors_run_in_onnxruntime(package, session, model, tmp_path):

@@ -15,6 +15,7 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from conftest import CAIMAN_RESULTS
@@ -38,6 +39,13 @@ def _user_folder(folder: Path, source: Path) -> Path:
     return folder
 
 
+def _classified(folder: Path) -> None:
+    """``results_4class.hdf5``: ``results.hdf5`` after ``calcomp classify``."""
+    from calcomp_caiman.apps.cli import main
+
+    assert main(["classify", str(folder / "results.hdf5"), "--out", str(folder / "results_4class.hdf5"), "-q"]) == 0  # fmt: skip
+
+
 def _check(code: str, names: dict) -> None:
     """What some blocks claim, beyond running."""
     if "evidence_features(" in code:  # the consistent way: predict == classify_footprints
@@ -51,6 +59,10 @@ def _check(code: str, names: dict) -> None:
         assert names["model"].name.endswith("-refit")
     if "ood_score(" in code:
         assert np.isfinite(names["score"]) and isinstance(names["is_ood"], bool)
+    if "calcomp_crop_scale" in code:  # the recorded scale is the one measured
+        with h5py.File("results_4class.hdf5", "r") as handle:
+            recorded = handle["estimates/class_probs"].attrs["calcomp_crop_scale"]
+        assert names["scale"] == pytest.approx(recorded)
     if "serve(" in code:
         assert names["server"].url.startswith("http://127.0.0.1:")
 
@@ -70,6 +82,8 @@ def test_block_runs(block, source, tmp_path, monkeypatch):
     if ".nwb" in block.code:
         pytest.importorskip("pynwb")
     monkeypatch.chdir(_user_folder(tmp_path, source))
+    if "results_4class.hdf5" in block.code:
+        _classified(tmp_path)
     names: dict = {"__name__": "__readme__"}
     exec(compile(block.code, block.id, "exec"), names)
     _check(block.code, names)

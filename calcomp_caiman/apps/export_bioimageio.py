@@ -9,9 +9,10 @@ the same numbers. It takes ``(batch, 1, 50, 50)`` float32 crops and returns ``(b
 probabilities. The crop's own normalisation is inside the graph: negative values clipped to
 0, square root, unit L2 norm over the patch (an all-zero crop stays zero), then the network,
 the logits divided by the calibration temperature and a softmax. What the graph cannot do is
-the crop itself (centre of mass, window half-width ``4 * gSig + 1``, zero padding, resampling
-to 50 x 50: :func:`calcomp_caiman.extract_patches`), nor what a model v2 adds from traces,
-images and neighbours: the package holds the shape network only.
+the crop itself (centre of mass, window half-width ``4 * scale + 1`` with the scale of
+:func:`crop_rule`, zero padding, resampling to 50 x 50: :func:`calcomp_caiman.extract_patches`
+with ``gSig=scale``), nor what a model v2 adds from traces, images and neighbours: the
+package holds the shape network only.
 """
 
 from __future__ import annotations
@@ -27,12 +28,20 @@ import numpy as np
 
 from calcomp_caiman._version import __version__
 from calcomp_caiman.errors import CalcompError, InvalidFileError
+from calcomp_caiman.evidence.patches import GSIG_TO_SCALE, SCALE_MIN_COMPONENTS, crop_half_width
 from calcomp_caiman.model.folder import CalcompModel, bundled_models
 from calcomp_caiman.schema import CLASSES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ONNX_OPSET", "build_onnx", "export_bioimageio", "shape_probabilities", "sample_crops"]
+__all__ = [
+    "ONNX_OPSET",
+    "build_onnx",
+    "crop_rule",
+    "export_bioimageio",
+    "shape_probabilities",
+    "sample_crops",
+]
 
 ONNX_OPSET = 13
 """ONNX opset of the exported graph (old enough for the runtimes Fiji plugins bundle)."""
@@ -96,6 +105,65 @@ def shape_probabilities(model: CalcompModel, patches: np.ndarray) -> np.ndarray:
     logits -= logits.max(axis=1, keepdims=True)
     probs = np.exp(logits)
     return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def crop_rule(model: CalcompModel) -> dict:
+    """How calcomp cuts the crop ``model`` classifies, for a user who crops elsewhere (Fiji).
+
+    The numbers come from :mod:`calcomp_caiman.evidence.patches`, where the crop is made:
+    a window of half-width ``half_width_per_scale * scale + half_width_plus`` px around the
+    footprint's centre of mass. For a model whose ``scale_rule`` is ``"footprints"`` (model
+    v2), the scale is the median spread of the file's footprints
+    (:func:`calcomp_caiman.estimate_gsig`) when ``min_components`` or more are non-empty,
+    else ``gsig_factor * gSig``; for an older model (``"gsig"``), the user's ``gSig``, else
+    that median spread. ``calcomp classify`` records the scale it used (``crop_scale`` in
+    the provenance; ``calcomp_crop_scale`` on ``estimates/class_probs`` of a CaImAn file).
+
+    Parameters
+    ----------
+    model : CalcompModel
+
+    Returns
+    -------
+    dict
+        ``scale_rule``, ``scale`` (the rule in words), ``min_components`` and
+        ``gsig_factor`` (None for ``"gsig"``), ``half_width_per_scale``,
+        ``half_width_plus``, ``resample``, ``inside_the_model``.
+
+    Examples
+    --------
+    >>> rule = crop_rule(CalcompModel.load())
+    >>> rule["half_width_per_scale"], rule["half_width_plus"], rule["min_components"], rule["gsig_factor"]
+    (4.0, 1.0, 20, 1.7)
+    """
+    plus = crop_half_width(0.0)
+    if model.scale_rule == "footprints":
+        scale = (
+            "the median spread of the file's footprints (calcomp_caiman.estimate_gsig) when "
+            f"{SCALE_MIN_COMPONENTS} or more are non-empty, else {GSIG_TO_SCALE:g} x gSig"
+        )
+        least, factor = SCALE_MIN_COMPONENTS, GSIG_TO_SCALE
+    else:
+        scale = (
+            "the user's gSig (CaImAn's params.init['gSig']), else the median spread of the "
+            "file's footprints (calcomp_caiman.estimate_gsig)"
+        )
+        least, factor = None, None
+    return {
+        "scale_rule": model.scale_rule,
+        "scale": scale,
+        "min_components": least,
+        "gsig_factor": factor,
+        "half_width_per_scale": crop_half_width(1.0) - plus,
+        "half_width_plus": plus,
+        "resample": f"window to {model.patch_size}x{model.patch_size}, linear interpolation "
+        "(area-averaged when shrinking); zero outside the image",
+        "inside_the_model": "negative values clipped, square root, unit L2 norm",
+    }
+
+
+def _half_width(rule: dict) -> str:
+    return f"{rule['half_width_per_scale']:g} * scale + {rule['half_width_plus']:g}"
 
 
 def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
@@ -233,6 +301,7 @@ def _model_card(model: CalcompModel, kind: str) -> str:
     folder = bundled_models().get(model.name)
     if folder is not None and (folder.parent / "README.md").is_file():
         card = (folder.parent / "README.md").read_text()
+    rule = crop_rule(model)
     return f"""# {model.name}: shape CNN of calcomp_caiman ({kind})
 
 Classifies one calcium-imaging component (a CaImAn/CNMF footprint, a Suite2p ROI or a
@@ -242,11 +311,15 @@ SHA256 `{model.sha256}`; ONNX built from the same folded parameters as the NumPy
 
 ## Input: what you must do before the model
 
-1. Centre of mass of the footprint (weighted by its values), in pixels.
-2. A square window of half-width `4 * gSig + 1` pixels around it (`gSig`: the neuron's
-   half-size in px, CaImAn's `params.init['gSig']`; about the soma radius). Pixels outside
+1. The crop scale of the file, `scale` in px: {rule["scale"]}.
+   `calcomp classify` records the scale it used: `calcomp_crop_scale`, an attribute of
+   `estimates/class_probs` in a CaImAn file (`crop_scale` in the provenance of the other
+   formats' outputs).
+2. Centre of mass of the footprint (weighted by its values), in pixels.
+3. A square window of half-width `{_half_width(rule)}` pixels around it. Pixels outside
    the image are zero (the component stays centred).
-3. Resample the window to 50 x 50 (linear interpolation, area-averaged when shrinking).
+4. Resample the window to {model.patch_size} x {model.patch_size} (linear interpolation,
+   area-averaged when shrinking).
 
 The model itself then clips negative values, takes the square root and scales the crop to
 unit L2 norm, so intensity units do not matter. Input: `(batch, 1, 50, 50)` float32
@@ -279,6 +352,8 @@ def _cover(path: Path, crops: np.ndarray) -> None:
 
 def _rdf(model: CalcompModel, kind: str, opset: int, format_version: str) -> dict:
     size = model.patch_size
+    rule = crop_rule(model)
+    half = f"{rule['half_width_per_scale']:g}*scale+{rule['half_width_plus']:g}"
     return {
         "format_version": format_version,
         "type": "model",
@@ -311,8 +386,8 @@ def _rdf(model: CalcompModel, kind: str, opset: int, format_version: str) -> dic
         "inputs": [
             {
                 "id": "patches",
-                "description": "footprint crop, half-width 4*gSig+1 around its centre of mass, "
-                "resampled to 50x50; sqrt and L2 norm inside",
+                "description": f"footprint crop: half-width {half} px around its centre of mass "
+                "(scale: config.calcomp_caiman.crop), sqrt+L2 norm inside",
                 "axes": [
                     {"type": "batch"},
                     {"type": "channel", "channel_names": ["footprint"]},
@@ -345,8 +420,13 @@ def _rdf(model: CalcompModel, kind: str, opset: int, format_version: str) -> dic
                 "exported": kind,
                 "classes": list(CLASSES),
                 "temperature": _temperature(model),
-                "crop": "half-width 4*gSig+1 around the centre of mass, zero padding, "
-                "resampled to 50x50 (calcomp_caiman.extract_patches before its sqrt)",
+                "crop": {
+                    **rule,
+                    "text": f"half-width {half} px around the centre of mass, scale: "
+                    f"{rule['scale']}; zero padding, resampled to {size}x{size} "
+                    "(calcomp_caiman.extract_patches(A, dims, gSig=scale) before its sqrt); "
+                    "calcomp classify records the scale as crop_scale",
+                },
             }
         },
     }
