@@ -18,8 +18,9 @@ from typing import NamedTuple
 import numpy as np
 
 from calcomp_caiman._version import __version__
+from calcomp_caiman.evidence.channels import ChannelSource
 from calcomp_caiman.evidence.evidence import Evidence
-from calcomp_caiman.evidence.features import evidence_features
+from calcomp_caiman.evidence.features import evidence_inputs
 from calcomp_caiman.evidence.footprints import flags_of_checked, footprint_fingerprint
 from calcomp_caiman.evidence.patches import Footprints, crop_checked, footprints_for
 from calcomp_caiman.model.folder import CalcompModel
@@ -128,7 +129,10 @@ def classify_evidence(
 
     Notes
     -----
-    The crop window of a model v2 is sized by the footprints themselves
+    A model v3 reads, besides the features, a stack of channels at each component
+    (:mod:`~calcomp_caiman.evidence.channels`) and the transient profiles of its traces
+    (:mod:`~calcomp_caiman.evidence.transients`, at the evidence's frame rate), made
+    here in chunks. The crop window of models v2 and v3 is sized by the footprints themselves
     (:func:`~calcomp_caiman.evidence.patches.crop_scale`), so a component gets the same class
     whether ``gSig`` is known or not; ``gSig`` only matters for fewer than 20 components.
 
@@ -169,22 +173,33 @@ def classify_with_embedding(
     if footprints is None:
         footprints = footprints_for(evidence, model.scale_rule, scale=scale)
     flat, flat_dims, scale = footprints
-    features = None
-    if model.uses_evidence:
-        features = evidence_features(evidence, flat, flat_dims, scale, use=use)
+    features = profiles = channels = None
+    if model.uses_evidence:  # model v3: the transient profiles from the same pass
+        features, profiles = evidence_inputs(
+            evidence, flat, flat_dims, scale, use=use, profiles=model.version >= 3,
+            profile_options=model.temporal_options,
+        )  # fmt: skip
+    if model.version >= 3:
+        channels = ChannelSource.from_evidence(
+            evidence, footprints, patch_size=model.patch_size, names=model.channel_names, use=use
+        )
     n = flat.shape[1]
     probs = np.empty((n, len(CLASSES)), dtype=np.float32)
     embedding = np.empty((n, model.engine.dense[0].shape[0]), np.float32) if embed else None
     for start in range(0, n, _COMPONENTS_PER_CHUNK):
         stop = min(n, start + _COMPONENTS_PER_CHUNK)
-        patches = crop_checked(flat[:, start:stop], flat_dims, scale, model.patch_size)
+        if channels is None:
+            patches = crop_checked(flat[:, start:stop], flat_dims, scale, model.patch_size)
+        else:
+            patches = channels.crop(start, stop)
         part = None if features is None else features[start:stop]
+        traces = None if profiles is None else profiles[start:stop]
         if embed:
             probs[start:stop], embedding[start:stop] = model.predict_with_embedding(
-                patches, part, batch_size=batch_size
+                patches, part, profiles=traces, batch_size=batch_size
             )
         else:
-            probs[start:stop] = model.predict(patches, part, batch_size=batch_size)
+            probs[start:stop] = model.predict(patches, part, profiles=traces, batch_size=batch_size)
     empty = np.diff(flat.indptr) == 0
     probs[empty] = np.eye(len(CLASSES), dtype=np.float32)[CLASSES.index("noise")]
     if empty.any():

@@ -23,7 +23,7 @@ from calcomp_caiman.evidence.evidence import Evidence
 from calcomp_caiman.evidence.features import evidence_features
 from calcomp_caiman.evidence.patches import crop_checked, footprints_for
 from calcomp_caiman.model.folder import CalcompModel
-from calcomp_caiman.model.head import fit_head, head_inputs, probability_set_nll
+from calcomp_caiman.model.head import fit_head, probability_set_nll
 from calcomp_caiman.schema import class_codes, label_masks
 
 logger = logging.getLogger(__name__)
@@ -176,6 +176,11 @@ def refit(
             f"model {model.name!r} has no fusion head to refit; use a model v2 (the default) "
             f"or fine-tune the network with `calcomp finetune`."
         )
+    if model.version >= 3:
+        raise CalcompError(
+            f"model {model.name!r} is a model v3: refitting its head is not supported yet; "
+            f"refit a model v2 (calcomp_v2)."
+        )
     if not (len(evidences) == len(labels) == len(components)):
         raise ValueError("evidences, labels and components must have the same length.")
     report_progress = progress or (lambda fraction, message: None)
@@ -198,7 +203,7 @@ def refit(
         raise ValueError(f"a refit needs at least {MIN_LABELS} labelled components, got {n}.")
     z, f = np.concatenate(logits), np.concatenate(features)
     code, group = np.concatenate(codes), np.concatenate(groups)
-    inputs = head_inputs(z, f)
+    inputs = model.head_inputs(z, f)  # the feature columns the head reads
     allowed = label_masks(code).astype(bool)
     held = _split(code, group, validation_fraction, seed)
     before_probs = model.fuse(z[held], f[held])

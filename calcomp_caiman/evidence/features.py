@@ -19,32 +19,47 @@ traces     SNR of ``C`` against the residual noise, skewness of the raw trace
            skewness of ``diff(C)`` (fast rise, slow decay), lag-1
            autocorrelation of the residual
 metrics    CaImAn's ``log(1 + SNR_comp)`` and ``r_values``
+relative   within-file percentile ranks (0..1) of the log area, the trace SNR,
+           CaImAn's SNR, ``Cn`` inside the footprint and the footprint's peak
+           value: comparable across labs whatever a file's units (a rank whose
+           evidence is absent is 0; the group needs two components)
 ========== ====================================================================
 
 Traces are read in row chunks (:meth:`~calcomp_caiman.evidence.traces.Traces.chunks`); images
-are read at the footprint pixels only; nothing is densified per component.
+are read at the footprint pixels only; nothing is densified per component. With
+``profiles=True``, :func:`evidence_inputs` also makes the transient profiles of model v3
+(:func:`~calcomp_caiman.evidence.transients.transient_profiles`) in the same pass over the
+traces.
+
+A model records the names of the columns it reads (``config.json``) and selects them by
+name, so adding a group never changes what an older model computes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import scipy.ndimage
 import scipy.sparse
 import scipy.spatial
+import scipy.stats
 
 from calcomp_caiman.evidence.evidence import Evidence
 from calcomp_caiman.evidence.patches import component_centres
+from calcomp_caiman.evidence.transients import SAMPLES, transient_profiles
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "FEATURE_GROUPS",
     "OPTIONAL_GROUPS",
+    "EvidenceInputs",
     "absent_features",
     "evidence_features",
+    "evidence_inputs",
     "feature_names",
     "group_columns",
 ]
@@ -64,10 +79,12 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
         "residual_autocorr",
     ),
     "metrics": ("caiman_log_snr", "caiman_r_value"),
-}
+    "relative": ("rank_log_area", "rank_trace_snr", "rank_caiman_log_snr", "rank_cn_inside",
+                 "rank_peak"),
+}  # fmt: skip
 """Feature names by evidence group, in column order."""
 
-OPTIONAL_GROUPS = ("neighbours", "image", "traces", "metrics")
+OPTIONAL_GROUPS = ("neighbours", "image", "traces", "metrics", "relative")
 """Groups that may be missing; each gets a presence column."""
 
 _TRACE_ELEMENTS = 1 << 23  # trace values held per chunk (32 MB per float32 array)
@@ -75,10 +92,20 @@ _OVERLAP = 0.1  # cosine above which two footprints count as overlapping
 _ORDER_FRAMES = 1000  # frames the medians and percentiles of a trace are taken over
 
 
-def feature_names() -> list[str]:
-    """All feature columns of :func:`evidence_features`, presence columns last."""
-    names = [name for group in FEATURE_GROUPS.values() for name in group]
-    return names + [f"has_{group}" for group in OPTIONAL_GROUPS]
+def feature_names(groups: Sequence[str] | None = None) -> list[str]:
+    """All feature columns of :func:`evidence_features`, presence columns last.
+
+    ``groups``: only those of these groups (in :data:`FEATURE_GROUPS` order), e.g. the
+    groups of a model trained before a group was added.
+
+    Examples
+    --------
+    >>> feature_names(("shape", "metrics"))
+    ['log_area', 'caiman_log_snr', 'caiman_r_value', 'has_metrics']
+    """
+    chosen = [group for group in FEATURE_GROUPS if groups is None or group in groups]
+    names = [name for group in chosen for name in FEATURE_GROUPS[group]]
+    return names + [f"has_{group}" for group in OPTIONAL_GROUPS if group in chosen]
 
 
 def group_columns() -> dict[str, np.ndarray]:
@@ -87,7 +114,7 @@ def group_columns() -> dict[str, np.ndarray]:
     Examples
     --------
     >>> group_columns()["metrics"].tolist()
-    [18, 19, 23]
+    [18, 19, 28]
     """
     names = feature_names()
     columns = {}
@@ -102,6 +129,88 @@ def group_columns() -> dict[str, np.ndarray]:
 def absent_features(n: int) -> np.ndarray:
     """Features of ``n`` components known by their patch alone (all groups absent)."""
     return np.zeros((int(n), len(feature_names())), dtype=np.float32)
+
+
+class EvidenceInputs(NamedTuple):
+    """What a model reads beside the images: features and transient profiles."""
+
+    features: np.ndarray
+    """(N, F) float32: :func:`feature_names` columns."""
+    profiles: np.ndarray | None
+    """(N, 2, S) float32 transient profiles, or None (not asked, or no traces)."""
+
+
+def evidence_inputs(
+    evidence: Evidence,
+    A: scipy.sparse.csc_matrix,
+    dims: tuple[int, int],
+    scale: float,
+    *,
+    use: Sequence[str] | None = None,
+    profiles: bool = False,
+    profile_options: Mapping | None = None,
+) -> EvidenceInputs:
+    """:func:`evidence_features`, and the transient profiles from the same pass over the traces.
+
+    Parameters
+    ----------
+    evidence, A, dims, scale, use
+        As :func:`evidence_features`.
+    profiles : bool
+        Also make :func:`~calcomp_caiman.evidence.transients.transient_profiles` of every
+        component with traces, at the evidence's frame rate.
+    profile_options : mapping, optional
+        ``window``, ``samples``, ``peaks`` of the profiles (a model v3's ``config.json``
+        ``temporal``); default those of :func:`~calcomp_caiman.evidence.transients.transient_profiles`.
+
+    Returns
+    -------
+    EvidenceInputs
+        ``profiles`` is None without traces (or when the traces are not used).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from calcomp_caiman.evidence.evidence import Evidence
+    >>> from calcomp_caiman.evidence.patches import project_footprints
+    >>> A = np.zeros((20 * 20, 2)); A[:30, 0] = 1; A[200:230, 1] = 1
+    >>> ev = Evidence.build(A, (20, 20), C=np.random.default_rng(0).random((2, 100)))
+    >>> found = evidence_inputs(ev, *project_footprints(ev.A, ev.dims), 3.0, profiles=True)
+    >>> found.features.shape == (2, len(feature_names())), found.profiles.shape
+    (True, (2, 2, 32))
+    """
+    n = A.shape[1]
+    use = OPTIONAL_GROUPS if use is None else tuple(use)
+    scale = max(float(scale), 0.5)
+    options = dict(profile_options or {})
+    made = None
+    if profiles and evidence.traces is not None and "traces" in use:
+        made = np.zeros((n, 2, int(options.get("samples", SAMPLES))), np.float32)
+    columns: list[np.ndarray] = [_log_area(A, scale)]
+    present: dict[str, bool] = {}
+    for group, compute, available in (
+        ("neighbours", _neighbour_features, n > 1),
+        ("image", _image_features, evidence.Cn is not None),
+        ("traces", _trace_features, evidence.traces is not None),
+        ("metrics", _metric_features, "metrics" in evidence.kinds),
+    ):
+        present[group] = available and group in use
+        width = len(FEATURE_GROUPS[group])
+        if group == "traces" and present[group]:
+            values = _trace_features(evidence, A, dims, scale, made, options)
+        elif present[group]:
+            values = compute(evidence, A, dims, scale)
+        else:
+            values = np.zeros((n, width))
+        columns.append(values.reshape(n, width))
+    present["relative"] = n > 1  # derived: its ranks of unused groups are 0
+    if present["relative"]:
+        columns.append(_relative_features(A, columns, present))
+    else:
+        columns.append(np.zeros((n, len(FEATURE_GROUPS["relative"]))))
+    columns.append(np.tile(np.array([present[g] for g in OPTIONAL_GROUPS], np.float64), (n, 1)))
+    out = np.concatenate(columns, axis=1).astype(np.float32)
+    return EvidenceInputs(np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0), made)
 
 
 def evidence_features(
@@ -127,6 +236,8 @@ def evidence_features(
         The crop scale (:func:`~calcomp_caiman.evidence.patches.crop_scale`), in px.
     use : sequence of str, optional
         Optional groups to use (default: all present); the others are reported absent.
+        The ``relative`` group is present with two components or more; its ranks of
+        groups not used are 0.
 
     Returns
     -------
@@ -144,27 +255,43 @@ def evidence_features(
     >>> evidence_features(ev, flat, dims2, 3.0).shape == (2, len(feature_names()))
     True
     """
+    return evidence_inputs(evidence, A, dims, scale, use=use).features
+
+
+_RANKED = (  # the relative group's columns: (group, column within the group)
+    ("shape", 0), ("traces", 0), ("metrics", 0), ("image", 0), (None, None),
+)  # fmt: skip
+
+
+def _percentile_rank(values: np.ndarray) -> np.ndarray:
+    """Rank of each value among the others, 0 (lowest) to 1 (highest); ties share the
+    mean rank; a NaN or infinite value ranks 0.5."""
+    out = np.full(len(values), 0.5)
+    finite = np.isfinite(values)
+    count = int(finite.sum())
+    if count > 1:
+        out[finite] = (scipy.stats.rankdata(values[finite]) - 1.0) / (count - 1)
+    return out
+
+
+def _relative_features(A, columns: list[np.ndarray], present: dict[str, bool]) -> np.ndarray:
+    """Within-file percentile ranks of the features named in :data:`_RANKED`."""
     n = A.shape[1]
-    use = OPTIONAL_GROUPS if use is None else tuple(use)
-    scale = max(float(scale), 0.5)
-    columns: list[np.ndarray] = [_log_area(A, scale)]
-    present: dict[str, bool] = {}
-    for group, compute, available in (
-        ("neighbours", _neighbour_features, n > 1),
-        ("image", _image_features, evidence.Cn is not None),
-        ("traces", _trace_features, evidence.traces is not None),
-        ("metrics", _metric_features, "metrics" in evidence.kinds),
-    ):
-        present[group] = available and group in use
-        width = len(FEATURE_GROUPS[group])
-        if present[group]:
-            values = compute(evidence, A, dims, scale)
+    groups = ["shape", "neighbours", "image", "traces", "metrics"]  # the order of `columns`
+    out = np.zeros((n, len(_RANKED)))
+    for k, (group, index) in enumerate(_RANKED):
+        if group is None:  # the footprint's peak value
+            counts = np.diff(A.indptr)
+            values = np.zeros(n)
+            if A.nnz:
+                nonempty = counts > 0
+                values[nonempty] = np.maximum.reduceat(A.data, A.indptr[:-1][nonempty])
+        elif group == "shape" or present[group]:
+            values = columns[groups.index(group)][:, index]
         else:
-            values = np.zeros((n, width))
-        columns.append(values.reshape(n, width))
-    columns.append(np.tile(np.array([present[g] for g in OPTIONAL_GROUPS], np.float64), (n, 1)))
-    out = np.concatenate(columns, axis=1).astype(np.float32)
-    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+            continue
+        out[:, k] = _percentile_rank(np.asarray(values, np.float64))
+    return out
 
 
 def _column_sums(A: scipy.sparse.csc_matrix, values: np.ndarray) -> np.ndarray:
@@ -269,7 +396,8 @@ def _correlation(a_dev: np.ndarray, b_dev: np.ndarray) -> np.ndarray:
     return np.where(denom > 0, _row_dot(a_dev, b_dev) / np.where(denom > 0, denom, 1.0), 0.0)
 
 
-def _trace_features(evidence, A, dims, scale) -> np.ndarray:
+def _trace_features(evidence, A, dims, scale, profiles=None, options=None) -> np.ndarray:
+    """Trace features; with ``profiles`` (an (N, 2, S) array) also the transient profiles."""
     traces = evidence.traces
     rows = max(1, _TRACE_ELEMENTS // max(traces.frames, 1))
     out = np.zeros((traces.n, len(FEATURE_GROUPS["traces"])))
@@ -278,6 +406,10 @@ def _trace_features(evidence, A, dims, scale) -> np.ndarray:
         has_residual = chunk.get("YrA") is not None
         residual = chunk["YrA"] if has_residual else np.zeros_like(C)
         raw = C + residual
+        if profiles is not None:
+            profiles[start : start + len(C)] = transient_profiles(
+                C, chunk.get("YrA"), frame_rate=evidence.frame_rate, **dict(options or {})
+            )
         # order statistics from at most _ORDER_FRAMES frames (evenly spaced): the same
         # numbers to within noise, several times faster on long recordings
         step = max(1, C.shape[1] // _ORDER_FRAMES)

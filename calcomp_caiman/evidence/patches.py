@@ -29,6 +29,9 @@ __all__ = [
     "GSIG_TO_SCALE",
     "crop_scale",
     "crop_checked",
+    "crop_windows",
+    "CropWindows",
+    "compress_patches",
     "component_centres",
     "extract_patches",
     "estimate_gsig",
@@ -337,35 +340,112 @@ def crop_checked(
     """
     n = A.shape[1]
     half = crop_half_width(gsig)
-    window = int(np.ceil(2.0 * half)) + 4
-    chunk = max(1, _MAX_CHUNK_ELEMENTS // (window * window))
+    chunk = max(1, _MAX_CHUNK_ELEMENTS // _window(half) ** 2)
     out = np.empty((n, patch_size, patch_size), dtype=np.float32)
-    table = _tent_table(patch_size, half, window)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        part = A[:, start:stop]
-        component, row, col = coords = _pixel_coordinates(part, dims[0])
-        centre_r, centre_c, _ = _centres(part, dims[0], coords)
-        # window origin 2 px before the crop start; the sub-pixel rest selects the weights
-        start_r = (centre_r - half) * _SUBPIXEL_STEPS
-        start_c = (centre_c - half) * _SUBPIXEL_STEPS
-        origin_r = np.floor(np.round(start_r) / _SUBPIXEL_STEPS).astype(np.int64) - 2
-        origin_c = np.floor(np.round(start_c) / _SUBPIXEL_STEPS).astype(np.int64) - 2
-        shift_r = np.round(start_r).astype(np.int64) % _SUBPIXEL_STEPS
-        shift_c = np.round(start_c).astype(np.int64) % _SUBPIXEL_STEPS
-        local_r = row - origin_r[component]
-        local_c = col - origin_c[component]
-        inside = (local_r >= 0) & (local_r < window) & (local_c >= 0) & (local_c < window)
-        crops = np.zeros((stop - start, window, window), dtype=np.float32)
-        crops[component[inside], local_r[inside], local_c[inside]] = part.data[inside]
-        patches = np.matmul(np.matmul(table[shift_r], crops), table[shift_c].transpose(0, 2, 1))
-        # square root: CNMF's peaked footprints and binary masks of the same cell look alike
-        np.sqrt(np.maximum(patches, 0, out=patches), out=patches)
-        norms = np.sqrt(np.einsum("nij,nij->n", patches, patches))
-        patches /= np.where(norms > 0, norms, 1.0)[:, None, None]
-        out[start:stop] = patches
+        windows = crop_windows(A[:, start:stop], dims, gsig, patch_size)
+        out[start:stop] = compress_patches(windows.resample(windows.crops))
     logger.debug("extracted %d patches (gSig=%.2f, window half-width %.1f px)", n, gsig, half)
     return out
+
+
+def compress_patches(patches: np.ndarray) -> np.ndarray:
+    """Square root, then unit L2 norm of each (n, P, P) float32 patch, in place; returned.
+
+    The square root makes CNMF's peaked footprints and binary masks of the same cell look
+    alike; an all-zero patch stays zero.
+    """
+    np.sqrt(np.maximum(patches, 0, out=patches), out=patches)
+    norms = np.sqrt(np.einsum("nij,nij->n", patches, patches))
+    patches /= np.where(norms > 0, norms, 1.0)[:, None, None]
+    return patches
+
+
+def _window(half: float) -> int:
+    """Side of the square window read around a centre: the crop plus 2 px on each side."""
+    return int(np.ceil(2.0 * half)) + 4
+
+
+class CropWindows(NamedTuple):
+    """The crop windows of some footprints: where each lies, and its resampling weights.
+
+    Every channel a model sees at a component (the footprint, images of the field of
+    view) is read in the same window and resampled with the same weights, so that its
+    pixels line up with the footprint patch (:func:`crop_windows`).
+    """
+
+    crops: np.ndarray
+    """(n, window, window) float32: each footprint densified in its window."""
+    origin_r: np.ndarray
+    """(n,) int64: image row of each window's first row (may be outside the image)."""
+    origin_c: np.ndarray
+    """(n,) int64: image column of each window's first column."""
+    shift_r: np.ndarray
+    """(n,) int64: sub-pixel row shift, an index into ``table``."""
+    shift_c: np.ndarray
+    """(n,) int64: sub-pixel column shift."""
+    table: np.ndarray
+    """(Q, P, window) float32: tent weights of the P output pixels at Q sub-pixel shifts."""
+
+    @property
+    def window(self) -> int:
+        """Side of the windows in px."""
+        return int(self.table.shape[2])
+
+    def resample(self, stack: np.ndarray) -> np.ndarray:
+        """Windows to patches: ``(n, window, window)`` -> ``(n, P, P)``, or several
+        channels at once, ``(n, window, C, window)`` -> ``(n, P, P, C)`` (float32)."""
+        rows = self.table[self.shift_r]
+        cols = self.table[self.shift_c].transpose(0, 2, 1)
+        if stack.ndim == 3:
+            return np.matmul(np.matmul(rows, stack), cols)
+        n, window, channels, _ = stack.shape
+        size = self.table.shape[1]
+        part = np.matmul(rows, stack.reshape(n, window, channels * window))
+        part = np.matmul(part.reshape(n, size * channels, window), cols)
+        return part.reshape(n, size, channels, size).transpose(0, 1, 3, 2)
+
+
+def crop_windows(
+    A: scipy.sparse.csc_matrix, dims: tuple[int, int], scale: float, patch_size: int
+) -> CropWindows:
+    """The crop window of every footprint: centre of mass, half-width ``4 * scale + 1``.
+
+    Parameters
+    ----------
+    A : (H * W, n) csc_matrix
+        Checked, projected, non-negative footprints (a chunk: the windows are dense).
+    dims : (int, int)
+    scale : float
+        The crop scale (:attr:`Footprints.scale`).
+    patch_size : int
+
+    Returns
+    -------
+    CropWindows
+        ``crops`` the footprints in their windows; :meth:`CropWindows.resample` makes the
+        patches of :func:`crop_checked` (before :func:`compress_patches`), and of any
+        image read at ``origin_r + arange(window)``, ``origin_c + arange(window)``.
+    """
+    half = crop_half_width(scale)
+    window = _window(half)
+    component, row, col = coords = _pixel_coordinates(A, dims[0])
+    centre_r, centre_c, _ = _centres(A, dims[0], coords)
+    # window origin 2 px before the crop start; the sub-pixel rest selects the weights
+    start_r = (centre_r - half) * _SUBPIXEL_STEPS
+    start_c = (centre_c - half) * _SUBPIXEL_STEPS
+    origin_r = np.floor(np.round(start_r) / _SUBPIXEL_STEPS).astype(np.int64) - 2
+    origin_c = np.floor(np.round(start_c) / _SUBPIXEL_STEPS).astype(np.int64) - 2
+    shift_r = np.round(start_r).astype(np.int64) % _SUBPIXEL_STEPS
+    shift_c = np.round(start_c).astype(np.int64) % _SUBPIXEL_STEPS
+    local_r = row - origin_r[component]
+    local_c = col - origin_c[component]
+    inside = (local_r >= 0) & (local_r < window) & (local_c >= 0) & (local_c < window)
+    crops = np.zeros((A.shape[1], window, window), dtype=np.float32)
+    crops[component[inside], local_r[inside], local_c[inside]] = A.data[inside]
+    table = _tent_table(patch_size, half, window)
+    return CropWindows(crops, origin_r, origin_c, shift_r, shift_c, table)
 
 
 class Footprints(NamedTuple):

@@ -1,4 +1,8 @@
-"""The shape network's inference in NumPy: batch-norm folded into the convolutions."""
+"""The image network's inference in NumPy: batch-norm folded into the convolutions.
+
+The network reads ``(N, P, P)`` patches (one channel: models v1 and v2) or
+``(N, P, P, C)`` stacks of channels (model v3, :mod:`calcomp_caiman.evidence.channels`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,11 @@ import numpy as np
 
 from calcomp_caiman.model.network import BN_EPSILON, layer_names
 
-__all__ = ["Engine"]
+__all__ = ["BRANCH_PREFIXES", "Engine"]
+
+BRANCH_PREFIXES = ("head/", "temporal/")
+"""Weights of the parts after the image network (fusion head, temporal branch): not the
+engine's."""
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
@@ -76,7 +84,9 @@ class Engine:
             for suffix in ("_conv/kernel", "_conv/bias", "_bn/gamma", "_bn/beta",
                            "_bn/moving_mean", "_bn/moving_variance")
         }  # fmt: skip
-        unexpected = sorted(k for k in weights if k not in known and not k.startswith("head/"))
+        unexpected = sorted(
+            k for k in weights if k not in known and not k.startswith(BRANCH_PREFIXES)
+        )
         if unexpected:
             raise KeyError(
                 f"weights not used by the {architecture.get('widths')} network: "
@@ -101,12 +111,28 @@ class Engine:
         )
         return cls(_fold_batch_norm(weights, "stem"), blocks, dense)
 
+    @property
+    def channels(self) -> int:
+        """Input channels the network reads (1: patches ``(N, P, P)``)."""
+        return int(self.stem[0].shape[2])
+
     def logits(self, patches: np.ndarray) -> np.ndarray:
+        """(N, classes) logits of ``(N, P, P)`` patches or ``(N, P, P, C)`` channels."""
         return self.pooled(patches) @ self.dense[0] + self.dense[1]
 
     def pooled(self, patches: np.ndarray) -> np.ndarray:
-        """The globally pooled features the dense head reads (the network's embedding)."""
-        x = patches[..., None].astype(np.float32, copy=False)
+        """The globally pooled features the dense head reads (the network's embedding).
+
+        ``patches``: ``(N, P, P)`` for a one-channel network, else ``(N, P, P, C)`` (any
+        memory layout).
+        """
+        x = patches[..., None] if patches.ndim == 3 else patches
+        if x.ndim != 4 or x.shape[3] != self.channels:
+            raise ValueError(
+                f"the network reads {self.channels} channel(s) per pixel, got an input of "
+                f"shape {patches.shape}."
+            )
+        x = x.astype(np.float32, copy=False)
         x = np.maximum(_conv2d(x, *self.stem, 2), 0)
         for stride, conv_a, conv_b, skip in self.blocks:
             y = np.maximum(_conv2d(x, *conv_a, stride), 0)

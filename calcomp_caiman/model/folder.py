@@ -5,7 +5,24 @@ A model folder holds
 * ``config.json``: classes, patch size, architecture, normalisation, versions, and the
   SHA256 of the weights;
 * ``thresholds.json``: the default acceptance rule and the calibration temperature;
-* ``weights.npz``: every Keras variable, keyed ``<layer name>/<variable>``.
+* ``weights.npz``: every Keras variable, keyed ``<layer name>/<variable>``, and the
+  perceptrons after the network (``head/*``: the fusion head of models v2 and v3;
+  ``temporal/*``: model v3's temporal branch).
+
+Three kinds of model share the folder (``config.json`` ``version``):
+
+* v1: the image network over a footprint patch ``(N, P, P)``;
+* v2: the same network and a fusion head over its log-probabilities and the evidence
+  features (:func:`~calcomp_caiman.evidence.features.evidence_features`);
+* v3: the network over a stack of channels ``(N, P, P, C)``
+  (:mod:`calcomp_caiman.evidence.channels`), a temporal branch over the transient
+  profiles (:mod:`calcomp_caiman.evidence.transients`), and a fusion head over both
+  branches' log-probabilities, the channels' presence and the features.
+
+A model with a head reads the feature columns named in its ``config.json``
+(``feature_names``, or v2's ``fusion_head.inputs``) and selects them by name from
+whatever :func:`~calcomp_caiman.evidence.features.evidence_features` makes, so features
+added later never change an older model's output.
 
 ``weights.npz`` is the one source of truth. Training and fine-tuning rebuild the Keras
 network from ``config.json`` (:func:`build_resnet`, :meth:`CalcompModel.to_keras`), so they
@@ -32,6 +49,7 @@ import numpy as np
 
 from calcomp_caiman.errors import CalcompError
 from calcomp_caiman.evidence.features import absent_features, feature_names
+from calcomp_caiman.evidence.transients import SAMPLES
 from calcomp_caiman.io.atomic import atomic_replace, atomic_write_text
 from calcomp_caiman.model.cpus import available_cpus
 from calcomp_caiman.model.engine import Engine
@@ -47,6 +65,9 @@ __all__ = ["CalcompModel", "bundled_models"]
 
 _BUNDLED_PACKAGE = "calcomp_caiman.models"
 _DEFAULT_NAME = "calcomp_v2"
+_V2_GROUPS = ("shape", "neighbours", "image", "traces", "metrics")  # before "relative"
+_TEMPORAL = "temporal/"  # weights of model v3's temporal branch
+_PROFILE_OPTIONS = ("window", "samples", "peaks")  # transient_profiles' keywords
 
 
 def _sha256(path: Path) -> str:
@@ -117,19 +138,113 @@ class CalcompModel:
         object.__setattr__(self, "_engine", engine)
         try:
             head = FusionHead.from_arrays(self.weights)
+            temporal = FusionHead.from_arrays(self.weights, prefix=_TEMPORAL)
         except ValueError as err:
             raise CalcompError(f"model {self.name!r}: {err}") from None
-        if head is not None and head.n_inputs != len(CLASSES) + len(feature_names()):
-            raise CalcompError(
-                f"model {self.name!r}: its fusion head takes {head.n_inputs} inputs, this "
-                f"version of calcomp_caiman makes {len(CLASSES) + len(feature_names())}; "
-                f"use the calcomp_caiman version that trained it."
-            )
         object.__setattr__(self, "_head", head)
+        object.__setattr__(self, "_temporal", temporal)
+        version = self.config.get("version", 2 if head is not None else 1)
+        object.__setattr__(self, "_version", int(version))
+        names = self._recorded_feature_names(head)
+        object.__setattr__(self, "_feature_names", names)
+        object.__setattr__(self, "_columns", np.array([feature_names().index(n) for n in names]))
+        self._check_branches(engine, head, temporal)
+
+    def _recorded_feature_names(self, head: FusionHead | None) -> tuple[str, ...]:
+        """The feature columns the head reads: as ``config.json`` records them, else (a head
+        fitted without recording them) by the head's width."""
+        if head is None:
+            return ()
+        names = self.config.get("feature_names")
+        fusion = self.config.get("fusion_head")
+        if names is None and isinstance(fusion, dict) and fusion.get("inputs"):  # model v2
+            names = [name for name in fusion["inputs"] if not name.startswith("log_p_")]
+        if names is None and self.version < 3:
+            width = head.n_inputs - len(CLASSES)
+            for candidate in (feature_names(), feature_names(_V2_GROUPS)):
+                if len(candidate) == width:
+                    names = candidate
+        if names is None:
+            raise CalcompError(
+                f"model {self.name!r}: config.json names no feature columns for its fusion "
+                f"head of {head.n_inputs} inputs; use the calcomp_caiman version that trained it."
+            )
+        unknown = [name for name in names if name not in feature_names()]
+        if unknown:
+            raise CalcompError(
+                f"model {self.name!r} reads features this version of calcomp_caiman does not "
+                f"make ({', '.join(unknown[:5])}); use the calcomp_caiman version that trained it."
+            )
+        return tuple(names)
+
+    def _check_branches(self, engine: Engine, head, temporal) -> None:
+        """The parts fit together: inputs of the head, channels of the network."""
+        if self.version < 3:
+            expected = len(CLASSES) + len(self._feature_names)
+            if head is not None and head.n_inputs != expected:
+                raise CalcompError(
+                    f"model {self.name!r}: its fusion head takes {head.n_inputs} inputs, but "
+                    f"{len(CLASSES)} log-probabilities and the {len(self._feature_names)} "
+                    f"features its config.json names make {expected}."
+                )
+            return
+        problems = []
+        if head is None or temporal is None:
+            problems.append("a model v3 needs head/* and temporal/* weights")
+        if engine.channels != len(self.channel_names):
+            problems.append(
+                f"its network reads {engine.channels} channels, config.json names "
+                f"{len(self.channel_names)}"
+            )
+        if head is not None and head.n_inputs != len(self.head_input_names):
+            problems.append(
+                f"its head takes {head.n_inputs} inputs, config.json makes "
+                f"{len(self.head_input_names)}"
+            )
+        width = 2 * int(self.temporal_options.get("samples", SAMPLES))
+        if temporal is not None and temporal.n_inputs != width:
+            problems.append(f"its temporal branch takes {temporal.n_inputs} inputs, not {width}")
+        if problems:
+            raise CalcompError(f"model {self.name!r}: {'; '.join(problems)}.")
+
+    @property
+    def version(self) -> int:
+        """1: network only; 2: network and fusion head; 3: channels, temporal branch, head
+        (``config.json`` ``version``; older folders: 2 when they have a head, else 1)."""
+        return self._version
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """The channels the network reads (model v3, :data:`~calcomp_caiman.evidence.channels.CHANNELS`);
+        ``("footprint",)`` for models v1 and v2."""
+        return tuple(self.config.get("channels", ("footprint",)))
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The feature columns the fusion head reads (empty without a head)."""
+        return self._feature_names
+
+    @property
+    def temporal_options(self) -> dict:
+        """``window``, ``samples``, ``peaks`` of the transient profiles (model v3)."""
+        temporal = self.config.get("temporal") or {}
+        return {key: temporal[key] for key in _PROFILE_OPTIONS if key in temporal}
+
+    @property
+    def head_input_names(self) -> list[str]:
+        """The fusion head's input columns, in order."""
+        if self.version < 3:
+            return [f"log_p_{c}" for c in CLASSES] + list(self._feature_names)
+        return (
+            [f"log_p_image_{c}" for c in CLASSES]
+            + [f"log_p_temporal_{c}" for c in CLASSES]
+            + [f"has_channel_{name}" for name in self.channel_names if name != "footprint"]
+            + list(self._feature_names)
+        )
 
     @property
     def uses_evidence(self) -> bool:
-        """Whether the model reads the evidence features beside the patch (model v2)."""
+        """Whether the model reads the evidence features beside the patch (models v2, v3)."""
         return self._head is not None
 
     @property
@@ -219,19 +334,28 @@ class CalcompModel:
         patches: np.ndarray,
         features: np.ndarray | None = None,
         *,
+        profiles: np.ndarray | None = None,
         batch_size: int = 128,
         threads: int | None = None,
     ) -> np.ndarray:
-        """Class probabilities of patches (and, for a model v2, their evidence features).
+        """Class probabilities of patches (and, for a model with a head, their evidence).
 
         Parameters
         ----------
-        patches : (N, P, P) float ndarray
-            Patches from :func:`calcomp_caiman.extract_patches` (``P == patch_size``).
+        patches : (N, P, P) or (N, P, P, C) float ndarray
+            Models v1, v2: patches from :func:`calcomp_caiman.extract_patches`
+            (``P == patch_size``). Model v3: the channels of
+            :func:`calcomp_caiman.evidence.channels.component_channels`
+            (``C == len(channel_names)``; a missing channel is all zeros).
         features : (N, F) ndarray, optional
-            :func:`calcomp_caiman.evidence.features.evidence_features` of the same components, for
-            a model with a fusion head (:attr:`uses_evidence`); ``None``: shape only, as
-            if no other evidence were present. Ignored by models without a head.
+            :func:`calcomp_caiman.evidence.features.evidence_features` of the same
+            components (all its columns, or only the model's :attr:`feature_names`), for a
+            model with a fusion head (:attr:`uses_evidence`); ``None``: as if no other
+            evidence were present. Ignored by models without a head.
+        profiles : (N, 2, S) ndarray, optional
+            Model v3: :func:`calcomp_caiman.evidence.transients.transient_profiles` of the
+            same components (with the model's :attr:`temporal_options`); ``None`` or an
+            all-zero row: no traces. Ignored by models v1 and v2.
         batch_size : int
             Patches per forward pass; memory grows with it, not with N.
         threads : int, optional
@@ -258,20 +382,20 @@ class CalcompModel:
             )
         if features is None:
             features = absent_features(len(patches))
-        features = np.asarray(features, dtype=np.float64)
-        if features.shape != (len(patches), len(feature_names())):
-            raise ValueError(
-                f"features must have shape ({len(patches)}, {len(feature_names())}), got "
-                f"{features.shape}; make them with evidence_features."
-            )
+        self.select_features(features, len(patches))  # checks the shape before the network
         shape_logits = self.shape_logits(patches, batch_size=batch_size, threads=threads)
-        return self.fuse(shape_logits, features) if len(patches) else shape_logits
+        if not len(patches):
+            return shape_logits
+        return self.fuse(
+            shape_logits, features, profiles=profiles, presence=self.channel_presence(patches)
+        )
 
     def predict_with_embedding(
         self,
         patches: np.ndarray,
         features: np.ndarray | None = None,
         *,
+        profiles: np.ndarray | None = None,
         batch_size: int = 128,
         threads: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -291,33 +415,119 @@ class CalcompModel:
             return softmax(logits / temperature), embedding
         if features is None:
             features = absent_features(len(patches))
-        return self.fuse(logits, features), embedding
+        if not len(patches):
+            return logits, embedding
+        presence = self.channel_presence(patches)
+        return self.fuse(logits, features, profiles=profiles, presence=presence), embedding
 
     def shape_logits(
         self, patches: np.ndarray, *, batch_size: int = 128, threads: int | None = None
     ) -> np.ndarray:
-        """The shape network's raw class logits (before any head or temperature)."""
+        """The image network's raw class logits (before any head or temperature)."""
         patches = self._check_patches(patches)
         return self._run(patches, len(CLASSES), self._engine.logits, batch_size, threads)
 
-    def fuse(self, shape_logits: np.ndarray, features: np.ndarray) -> np.ndarray:
-        """Probabilities from the shape network's logits and the features (head models).
+    def select_features(self, features: np.ndarray, n: int | None = None) -> np.ndarray:
+        """The columns of ``features`` the head reads (:attr:`feature_names`), float64.
+
+        ``features`` holds every column of :func:`~calcomp_caiman.evidence.features.evidence_features`
+        (or only the model's, taken as they are); ``n``: the rows expected.
+        """
+        features = np.asarray(features, np.float64)
+        n = len(features) if n is None else n
+        if features.ndim == 2 and len(features) == n:
+            if features.shape[1] == len(feature_names()):
+                return features[:, self._columns] if len(self._columns) else features[:, :0]
+            if features.shape[1] == len(self._feature_names):
+                return features
+        raise ValueError(
+            f"features must have shape ({n}, {len(feature_names())}) (evidence_features) or "
+            f"({n}, {len(self._feature_names)}) (the model's feature_names), got "
+            f"{features.shape}; make them with evidence_features."
+        )
+
+    def channel_presence(self, patches: np.ndarray) -> np.ndarray:
+        """(N, C - 1) float: 1 where an optional channel (all but the footprint) has any
+        non-zero pixel; (N, 0) for models v1, v2."""
+        if patches.ndim != 4:
+            return np.zeros((len(patches), 0))
+        optional = [c for c, name in enumerate(self.channel_names) if name != "footprint"]
+        present = np.empty((len(patches), len(optional)))
+        for k, c in enumerate(optional):
+            present[:, k] = np.abs(patches[..., c]).max(axis=(1, 2), initial=0.0) > 0
+        return present
+
+    def temporal_logits(self, profiles: np.ndarray | None, n: int) -> np.ndarray:
+        """(N, 4) logits of model v3's temporal branch; 0 where a profile is all zero or
+        ``profiles`` is None (no traces)."""
+        out = np.zeros((n, len(CLASSES)))
+        if profiles is None or self._temporal is None or not n:
+            return out
+        flat = np.asarray(profiles, np.float64).reshape(n, -1)
+        has = np.abs(flat).max(axis=1) > 0
+        if has.any():
+            out[has] = self._temporal.logits(flat[has])
+        return out
+
+    def head_inputs(
+        self,
+        shape_logits: np.ndarray,
+        features: np.ndarray,
+        *,
+        profiles: np.ndarray | None = None,
+        presence: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The fusion head's input columns (:attr:`head_input_names`).
+
+        Model v2: the network's log-probabilities and the selected features. Model v3:
+        the image and temporal log-probabilities, ``presence`` (required: (N, C - 1), as
+        :meth:`channel_presence` makes it) and the selected features.
+        """
+        n = len(shape_logits)
+        selected = self.select_features(features, n)
+        if self.version < 3:
+            return head_inputs(shape_logits, selected)
+        if presence is None:
+            raise ValueError("a model v3's head needs the channels' presence (channel_presence).")
+        # log_softmax(image), log_softmax(temporal), presence, features
+        rest = head_inputs(self.temporal_logits(profiles, n), np.asarray(presence, np.float64))
+        return np.concatenate([head_inputs(shape_logits, rest), selected], axis=1)
+
+    def fuse(
+        self,
+        shape_logits: np.ndarray,
+        features: np.ndarray,
+        *,
+        profiles: np.ndarray | None = None,
+        presence: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Probabilities from the network's logits and the other evidence (head models).
 
         The step after the network, exposed so that training and refitting can reuse
         the network's output instead of recomputing it. Components without traces are
         calibrated with ``thresholds.json``'s ``temperature_without_traces`` when present
-        (masks from other pipelines), the others with ``temperature``.
+        (masks from other pipelines), the others with ``temperature``. ``profiles`` and
+        ``presence``: model v3 (:meth:`head_inputs`).
         """
         if self._head is None:
             raise CalcompError(f"model {self.name!r} has no fusion head.")
-        features = np.asarray(features, np.float64)
-        temperature = np.full(len(features), float(self.thresholds.get("temperature", 1.0)))
+        inputs = self.head_inputs(shape_logits, features, profiles=profiles, presence=presence)
+        temperature = np.full(len(inputs), float(self.thresholds.get("temperature", 1.0)))
         without = self.thresholds.get("temperature_without_traces")
-        if without is not None and len(features):
-            has_traces = features[:, feature_names().index("has_traces")] > 0
-            temperature[~has_traces] = float(without)
-        logits = self._head.logits(head_inputs(shape_logits, features))
+        if without is not None and len(inputs):
+            temperature[~self._has_traces(features, profiles)] = float(without)
+        logits = self._head.logits(inputs)
         return softmax((logits / temperature[:, None]).astype(np.float32))
+
+    def _has_traces(self, features: np.ndarray, profiles: np.ndarray | None) -> np.ndarray:
+        features = np.asarray(features)
+        if features.shape[1] == len(feature_names()):
+            return features[:, feature_names().index("has_traces")] > 0
+        if "has_traces" in self._feature_names:
+            return features[:, self._feature_names.index("has_traces")] > 0
+        if profiles is None:
+            return np.zeros(len(features), bool)
+        return np.abs(np.asarray(profiles)).reshape(len(features), -1).max(axis=1) > 0
 
     @property
     def engine(self) -> Engine:
@@ -327,8 +537,13 @@ class CalcompModel:
 
     @property
     def head(self) -> FusionHead | None:
-        """The fusion head (model v2), or None."""
+        """The fusion head (models v2, v3), or None."""
         return self._head
+
+    @property
+    def temporal(self) -> FusionHead | None:
+        """Model v3's temporal branch (a perceptron over the flattened profiles), or None."""
+        return self._temporal
 
     def with_head(self, head: FusionHead, **config_changes) -> CalcompModel:
         """A copy with this fusion head (and ``config.json`` changes), not saved yet."""
@@ -367,6 +582,14 @@ class CalcompModel:
     def _check_patches(self, patches) -> np.ndarray:
         patches = np.asarray(patches, dtype=np.float32)
         size = self.patch_size
+        if self.version >= 3:
+            expected = (size, size, len(self.channel_names))
+            if patches.ndim != 4 or patches.shape[1:] != expected:
+                raise ValueError(
+                    f"channels must have shape (N, {size}, {size}, {expected[2]}), got "
+                    f"{patches.shape}; make them with component_channels."
+                )
+            return patches
         if patches.ndim != 3 or patches.shape[1:] != (size, size):
             raise ValueError(
                 f"patches must have shape (N, {size}, {size}), got {patches.shape}; "
@@ -426,6 +649,7 @@ class CalcompModel:
             widths=architecture["widths"],
             blocks=architecture["blocks"],
             dropout=float(architecture.get("dropout", 0.0)),
+            channels=int(architecture.get("channels", 1)),
         )
         for layer in net.layers:
             names = [variable_name(variable) for variable in layer.weights]

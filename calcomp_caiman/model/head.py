@@ -108,19 +108,20 @@ class FusionHead:
         hidden = np.maximum((inputs - self.mean) / self.scale @ self.w1 + self.b1, 0.0)
         return hidden @ self.w2 + self.b2
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """The head as ``head/<part>`` arrays (for ``weights.npz``)."""
-        return {_PREFIX + part: np.asarray(getattr(self, part), np.float64) for part in _PARTS}
+    def to_arrays(self, prefix: str = _PREFIX) -> dict[str, np.ndarray]:
+        """The head as ``<prefix><part>`` arrays (for ``weights.npz``); ``prefix`` names the
+        perceptron among a model's (``head/``; model v3's temporal branch: ``temporal/``)."""
+        return {prefix + part: np.asarray(getattr(self, part), np.float64) for part in _PARTS}
 
     @classmethod
-    def from_arrays(cls, arrays) -> FusionHead | None:
-        """The head stored in ``arrays`` (``head/<part>``), or None when there is none."""
-        if not any(key.startswith(_PREFIX) for key in arrays):
+    def from_arrays(cls, arrays, prefix: str = _PREFIX) -> FusionHead | None:
+        """The perceptron stored in ``arrays`` as ``<prefix><part>``, or None when there is none."""
+        if not any(key.startswith(prefix) for key in arrays):
             return None
-        missing = [part for part in _PARTS if _PREFIX + part not in arrays]
+        missing = [part for part in _PARTS if prefix + part not in arrays]
         if missing:
-            raise ValueError(f"the fusion head lacks {', '.join(_PREFIX + m for m in missing)}.")
-        head = cls(*(np.asarray(arrays[_PREFIX + part], np.float64) for part in _PARTS))
+            raise ValueError(f"the fusion head lacks {', '.join(prefix + m for m in missing)}.")
+        head = cls(*(np.asarray(arrays[prefix + part], np.float64) for part in _PARTS))
         f, h = head.w1.shape
         if head.mean.shape != (f,) or head.scale.shape != (f,) or head.b1.shape != (h,):
             raise ValueError("the fusion head's arrays do not fit together.")

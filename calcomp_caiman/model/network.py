@@ -36,6 +36,7 @@ def build_resnet(
     widths: Sequence[int] = tuple(DEFAULT_ARCHITECTURE["widths"]),
     blocks: Sequence[int] = tuple(DEFAULT_ARCHITECTURE["blocks"]),
     dropout: float = DEFAULT_ARCHITECTURE["dropout"],
+    channels: int = 1,
 ):
     """Build the classifier network as a Keras functional model (built-in layers only).
 
@@ -48,13 +49,16 @@ def build_resnet(
     Parameters
     ----------
     patch_size : int
-        Input patches are ``(patch_size, patch_size, 1)``.
+        Input patches are ``(patch_size, patch_size, channels)``.
     num_classes : int
         Output units (4: ``CLASSES``).
     widths, blocks : sequences of int
         Channels and number of residual blocks per stage.
     dropout : float
         Dropout rate before the output layer (training only).
+    channels : int
+        Input channels: 1 for a footprint patch (models v1, v2), 4 for model v3's stack
+        (:data:`calcomp_caiman.evidence.channels.CHANNELS`).
 
     Returns
     -------
@@ -79,7 +83,7 @@ def build_resnet(
         return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
 
     architecture = {"widths": list(widths), "blocks": list(blocks)}
-    inputs = keras.Input(shape=(patch_size, patch_size, 1), name="patches")
+    inputs = keras.Input(shape=(patch_size, patch_size, int(channels)), name="patches")
     x = conv_bn(inputs, int(widths[0]), 3, 2, "stem")
     channels = int(widths[0])
     for prefix, width, stride in layer_names(architecture):
