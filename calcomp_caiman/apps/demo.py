@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from calcomp_caiman.apps.batch import classify_file, write_component_csv
-from calcomp_caiman.apps.montage import plot_montage
-from calcomp_caiman.classify import evidence_used
+from calcomp_caiman.apps.montage import plot_montage, rule_text
+from calcomp_caiman.classify import acceptance_rule, evidence_used
 from calcomp_caiman.evidence.patches import crop_checked, footprints_for
 from calcomp_caiman.io.caiman_h5 import read_estimates, read_evidence
 from calcomp_caiman.model.folder import CalcompModel
@@ -79,12 +79,12 @@ def run_demo(out_dir: str | os.PathLike, *, model: CalcompModel) -> str:
     table = write_component_csv(fields, out / "demo_components.csv")
     flat, dims, scale = footprints_for(evidence, model.scale_rule)
     patches = crop_checked(flat, dims, scale, model.patch_size)
-    montage = plot_montage(
-        patches, fields["class_probs"], out / "demo_montage.png", title="calcomp demo"
-    )
     predicted = fields["class_labels"].astype(np.int64)
     accepted = np.zeros(evidence.n, bool)
     accepted[fields["idx_components"]] = True
+    rule = rule_text(*acceptance_rule(model))  # the rule classify_file applied
+    montage = plot_montage(patches, fields["class_probs"], out / "demo_montage.png",
+                           accepted=accepted, evidence=evidence, rule=rule, title="calcomp demo")  # fmt: skip
     lines = [
         f"calcomp demo: {result.components} components that CaImAn 1.12.1 (batch CNMF) found "
         f"in a simulated {evidence.dims[0]}x{evidence.dims[1]} movie; model {model.name}, "
