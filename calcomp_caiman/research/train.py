@@ -1,24 +1,26 @@
-"""Training a model: one entry for the shape network (v1) and the fusion head (v2).
+"""Training a model: one entry for the shape network (v1), the fusion head (v2) and model v3.
 
 * :func:`train`: a model from labelled data: the shape network on patches
   (:class:`~calcomp_caiman.research.datasets.TrainingSet`, model v1;
   :mod:`~calcomp_caiman.research.train_network`) or, with ``fusion_head=True``, a fusion
   head over a network on labelled CaImAn results
   (:class:`~calcomp_caiman.research.labelled_results.LabelledResult`, model v2;
-  :mod:`~calcomp_caiman.research.train_head`). Both record the same provenance in
-  ``config.json`` (:func:`training_record`).
+  :mod:`~calcomp_caiman.research.train_head`), or, with ``v3_settings``, model v3 on
+  labelled results (:mod:`~calcomp_caiman.research.train_branches`). All record the same
+  provenance in ``config.json`` (:func:`training_record`).
 * :func:`fine_tune`: a network adapted to a lab's own labelled patches.
 * :func:`run_training`: the job behind ``calcomp train``: archives in, a model out.
 * :func:`held_out_videos`: the real videos a model was validated and tested on, as its
   ``config.json`` records them (:func:`training_record` writes them there).
 
 The recipes of the bundled models (``recipes/train_calcomp_resnet_v1.py``,
-``recipes/train_calcomp_v2.py``) call :func:`train`. Training the network needs Keras 3;
+``recipes/train_calcomp_v2.py``, ``recipes/train_calcomp_v3.py``) call :func:`train`. Training the network needs Keras 3;
 the head needs only NumPy and SciPy.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -33,6 +35,7 @@ from calcomp_caiman.research.datasets import (
     load_training_set,
     simulated_training_set,
 )
+from calcomp_caiman.research.train_branches import V3Settings, train_v3
 from calcomp_caiman.research.train_head import HEAD_GRID, train_head
 from calcomp_caiman.research.train_network import TrainConfig, train_network
 from calcomp_caiman.schema import class_codes
@@ -150,17 +153,19 @@ def train(
     augment: bool = TrainConfig.augment,
     inputs: Mapping[int, LabelledInputs] | None = None,
     head_grid: Sequence[tuple[int, float]] = HEAD_GRID,
+    v3_settings: V3Settings | None = None,
 ) -> tuple[CalcompModel, dict]:
-    """Train a model: the shape network (v1), or a fusion head over one (v2).
+    """Train a model: the shape network (v1), a fusion head over one (v2), or model v3.
 
     Parameters
     ----------
     data, validation
         Without ``fusion_head``: :class:`~calcomp_caiman.research.datasets.TrainingSet`
         patches (validation: whole held-out videos, for early stopping and the
-        temperature). With it: sequences of
+        temperature). With it, or with ``v3_settings``: sequences of
         :class:`~calcomp_caiman.research.labelled_results.LabelledResult` (validation:
-        for the head's size, temperatures and ``min_prob``).
+        for the head's size, temperatures and ``min_prob``; model v3: also the image
+        branch's early stopping, every source weighing the same).
     base : CalcompModel, optional
         Network path: start from this model's weights (fine-tuning). Head path
         (required): the shape network the head sits on, kept unchanged.
@@ -183,6 +188,11 @@ def train(
         Head path: precomputed ``{id(result): (logits, features)}``.
     head_grid : sequence of (int, float)
         Head path: the ``(hidden, l2)`` candidates.
+    v3_settings : V3Settings, optional
+        Train model v3 (:func:`~calcomp_caiman.research.train_branches.train_v3`: image
+        branch over channels, temporal branch, fusion head, calibration) with these
+        settings (``V3Settings()`` for the defaults; its ``seed`` is set to ``seed``);
+        the network options above are not used.
 
     Returns
     -------
@@ -198,6 +208,9 @@ def train(
         ``fusion_head`` without ``base``; empty training or validation data.
     """
     record = training_record(name, seed=seed, data_description=data_description, base=base)
+    if v3_settings is not None:
+        settings = dataclasses.replace(v3_settings, seed=seed)
+        return train_v3(data, validation, settings=settings, record=record)
     if fusion_head:
         if base is None:
             raise ValueError(
