@@ -31,7 +31,8 @@ class codes 1-4 (neuron, process, noise, doubtful) and **0 for unlabelled** comp
 HELD OUT: every hybrid of ``optinist_mouse2p`` (the movie behind the shared ``real_mouse2p_*``
 CaImAn results) is for the report only: never train, select models or tune thresholds on it.
 
-Cached and resumable: a movie whose outputs all exist is skipped; every file is written to a
+Cached and resumable: a movie whose outputs all exist is skipped (``--relabel`` recomputes
+the labels of built movies after a change of the label rule, without CaImAn); every file is written to a
 temporary name and moved into place. The movies are never kept (regenerate one with
 ``make_hybrid`` from the cached recording, its field and seed). Runs with the CaImAn
 environment's Python; the GitHub recordings come from local copies (``--allen-source``,
@@ -88,7 +89,7 @@ FIELDS = {
     ),
 }
 SEEDS_PER_FIELD = {
-    "optinist_mouse2p": 3,
+    "optinist_mouse2p": 6,
     "allen_movie_100": 8,
     "allen_792757260": 8,
     "calscipy_bruker": 2,
@@ -168,6 +169,7 @@ def field_analysis(recording: str, field: tuple, cache: Path, out: Path):
             )
         return crop, analysis
     analysis = analyse_recording(crop, soma_radius_px=rec.source.soma_radius_px)
+    analysis = analysis._replace(shifts=analysis.shifts.astype(np.float32))  # as saved
     _atomic_npz(
         path,
         noise_json=np.array(json.dumps(analysis.noise)),
@@ -264,6 +266,11 @@ def build_one(recording: str, field: tuple, seed: int, frames: int, out: str, ca
     labels_path = folder / f"{name}_labels.npz"
     if labels_path.exists() and all(p.exists() for p in paths.values()):
         return {"recording": recording, "id": name, "skipped": True}
+    for stale in [*folder.glob(f".work_{name}_*"), *folder.glob(f".{name}_*.hdf5")]:
+        if stale.is_dir():  # left by an interrupted build of this movie
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
     timings = {}
     t0 = time.perf_counter()
     crop, analysis = field_analysis(recording, field, Path(cache), out_path)
@@ -320,6 +327,36 @@ def build_one(recording: str, field: tuple, seed: int, frames: int, out: str, ca
     }
     return {"recording": recording, "id": name, "skipped": False, "timings": timings,
             "counts": counts, "user": user}  # fmt: skip
+
+
+KEPT_ON_RELABEL = ("recording", "field", "held_out", "user_settings_json", "motion_corrected",
+                   "mc_shifts", "timings_json")  # fmt: skip
+
+
+def relabel_one(recording: str, field: tuple, seed: int, frames: int, out: str, cache: str) -> dict:
+    """Recompute ``<id>_labels.npz`` from the saved CaImAn results after a change of the label
+    rule: the hybrid's ground truth is regenerated from its seed, CaImAn is not rerun."""
+    from calcomp_caiman.research.hybrid import make_hybrid
+    from calcomp_caiman.research.recordings import RECORDINGS
+
+    spec = RECORDINGS[recording]
+    folder = Path(out) / recording
+    name = movie_id(field[0], seed)
+    labels_path = folder / f"{name}_labels.npz"
+    paths = {m: folder / f"{name}_{m}.hdf5" for m in METHODS}
+    paths = {m: p for m, p in paths.items() if p.exists()}
+    if not labels_path.exists() or not paths:
+        return {"recording": recording, "id": name, "skipped": True}
+    with np.load(labels_path) as old:
+        kept = {key: old[key] for key in KEPT_ON_RELABEL if key in old}
+    crop, analysis = field_analysis(recording, field, Path(cache), Path(out))
+    hybrid = make_hybrid(crop, fr=spec.fr, soma_radius_px=spec.soma_radius_px, seed=seed,
+                         frames=frames, analysis=analysis)  # fmt: skip
+    arrays = {**label_arrays(hybrid, paths, frames), **kept}
+    _atomic_npz(labels_path, **arrays)
+    counts = {m: np.bincount(arrays[f"{m}_labels"], minlength=5).tolist() for m in paths}
+    return {"recording": recording, "id": name, "skipped": False, "counts": counts,
+            "timings": json.loads(str(kept.get("timings_json", "{}")))}  # fmt: skip
 
 
 def plan_movies(recordings, seeds_scale: float = 1.0) -> list:
@@ -513,6 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sima-source", default=None,
                         help="sima-1.3.2 sdist (default: pip download)")  # fmt: skip
     parser.add_argument("--fetch-only", action="store_true", help="only fetch the recordings")
+    parser.add_argument("--relabel", action="store_true",
+                        help="only recompute the labels of movies already built (after a "
+                        "change of the label rule)")  # fmt: skip
     parser.add_argument("--calibrate-only", action="store_true",
                         help="only fetch and write calibration.json and README.md")  # fmt: skip
     return parser
@@ -542,7 +582,8 @@ def main(argv=None) -> int:
     plan = plan_movies(names, args.seeds_scale)
     if args.quick:
         plan = plan[:1]
-    write_manifest(out, plan, args, status="running")
+    if not args.relabel:
+        write_manifest(out, plan, args, status="running")
     logger.info("%d movies planned in %s with %d jobs", len(plan), out, args.jobs)
     progress = out / "PROGRESS.txt"
     t0 = time.perf_counter()
@@ -550,10 +591,13 @@ def main(argv=None) -> int:
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
         futures = {
-            pool.submit(build_one, r, field, seed, frames, str(out), str(cache), METHODS):
-            (r, movie_id(field[0], seed))
+            (
+                pool.submit(relabel_one, r, field, seed, frames, str(out), str(cache))
+                if args.relabel
+                else pool.submit(build_one, r, field, seed, frames, str(out), str(cache), METHODS)
+            ): (r, movie_id(field[0], seed))
             for r, field, seed, frames in plan
-        }  # fmt: skip
+        }
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
             recording, name = futures[future]
             stamp = f"{time.strftime('%H:%M:%S')} {done}/{len(plan)} {recording} {name}"
@@ -565,7 +609,7 @@ def main(argv=None) -> int:
                 line = f"{stamp} FAILED"
             else:
                 if info["skipped"]:
-                    line = f"{stamp} cached"
+                    line = f"{stamp} {'not built' if args.relabel else 'cached'}"
                 else:
                     seconds = {k: round(v) for k, v in info["timings"].items()}
                     line = (f"{stamp} counts[unlabelled,neuron,process,noise,doubtful]="

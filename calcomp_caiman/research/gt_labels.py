@@ -49,8 +49,8 @@ Then, in this order:
    ``remove_duplicates`` is the tool for them). Their ``duplicate_of`` names the kept component.
 5. **unlabelled** (code ``UNLABELLED`` = 0, only when ``recording_activity`` is given: hybrid
    movies, whose real recording has cells of its own that nobody labelled): the share of the
-   component's energy on the recording's active pixels outside every injected object's
-   support (a junk object's: where it is above half its peak) (``recording_share``) decides. A component labelled noise with a share of at least
+   component's energy on the recording's active pixels outside the support of every injected
+   object but junk (``recording_share``) decides. A component labelled noise with a share of at least
    ``UNLABELLED_SHARE``, or labelled anything else with a share of at least
    ``UNLABELLED_MAJORITY``, lies on the recording's own structure: its class is unknown, so it
    gets no label (leave it out of training, or learn from it without labels).
@@ -83,7 +83,6 @@ MERGE_SHARE = 0.2
 LOCAL_DILATION = 2
 MAX_CANDIDATES = 12
 SUPPORT_FRACTION = 0.05  # a pixel is in a component's support above this fraction of its max
-JUNK_SUPPORT_FRACTION = 0.5  # a junk object covers a recording pixel above this fraction of its max
 UNLABELLED_SHARE = 0.3
 UNLABELLED_MAJORITY = 0.5
 UNLABELLED = 0
@@ -154,7 +153,8 @@ def _temporal_scores(C: np.ndarray, C_gt: np.ndarray) -> np.ndarray:
 
 def _recording_share(A, G, dims, activity, junk) -> np.ndarray:
     """Share of each component's energy on active recording pixels that no injected object
-    covers: objects' supports (junk, e.g. a broad neuropil cloud: only its brighter half)."""
+    covers (junk does not cover: a compact component on a real cell under a broad neuropil
+    cloud is that cell; a component on the cloud itself has little energy on active pixels)."""
     activity = np.asarray(activity, dtype=bool)
     if activity.shape == tuple(dims):
         activity = activity.ravel(order="F")
@@ -163,8 +163,10 @@ def _recording_share(A, G, dims, activity, junk) -> np.ndarray:
             f"recording_activity has shape {activity.shape}; expected {tuple(dims)} or "
             f"({A.shape[0]},)"
         )
-    fraction = np.where(junk, JUNK_SUPPORT_FRACTION, SUPPORT_FRACTION)[None, :]
-    covered = (G > fraction * np.maximum(G.max(axis=0, keepdims=True), 1e-12)).any(axis=1)
+    objects = G[:, ~junk]
+    covered = (
+        objects > SUPPORT_FRACTION * np.maximum(objects.max(axis=0, keepdims=True), 1e-12)
+    ).any(axis=1)
     free = activity & ~covered
     energy = np.sum(A * A, axis=0)
     return np.divide(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.ndimage
+import scipy.signal
 
 from calcomp_caiman.research.gt_labels import UNLABELLED, label_components
 from calcomp_caiman.research.hybrid import (
@@ -173,3 +174,27 @@ def test_labels_of_a_tiny_hybrid(recording, hybrid):
     # without the recording's activity, the component on its cell is plain noise (as in v2)
     plain = label_components(A, np.stack(traces), DIMS, hybrid)
     assert plain["labels"][1] == NOISE and plain["recording_share"][1] == 0
+
+
+def test_a_real_cell_under_a_broad_injected_cloud_stays_unlabelled():
+    """Junk does not claim the recording's pixels: a compact component on the recording's cell
+    under a neuropil cloud is that cell (unlabelled); the cloud itself is noise."""
+    rows, cols = np.mgrid[: DIMS[0], : DIMS[1]]
+    cell = ((rows - CELL[0]) ** 2 + (cols - CELL[1]) ** 2 <= RADIUS**2).astype(float)
+    cloud = np.exp(-((rows - CELL[0]) ** 2 + (cols - CELL[1]) ** 2) / (2 * 15.0**2))
+    soma = ((rows - 50) ** 2 + (cols - 60) ** 2 <= RADIUS**2).astype(float)
+    rng = np.random.default_rng(1)
+    drift = scipy.ndimage.gaussian_filter1d(rng.standard_normal(T), 20)
+    spikes = scipy.signal.lfilter([1], [1, -0.9], rng.random(T) < 0.03)
+    gt = {
+        "A": np.stack([soma.ravel(order="F"), cloud.ravel(order="F")], axis=1),
+        "C": np.stack([spikes, drift]),
+        "gt_kind": ("soma", "neuropil_cloud"),
+        "gt_class": np.array([NEURON, NOISE]),
+    }
+    activity = scipy.ndimage.binary_dilation(cell > 0, iterations=2)
+    A = np.stack([cell.ravel(order="F"), cloud.ravel(order="F")], axis=1)
+    C = np.stack([drift + rng.standard_normal(T), drift])
+    out = label_components(A, C, DIMS, gt, recording_activity=activity)
+    assert out["labels"].tolist() == [UNLABELLED, NOISE]
+    assert out["recording_share"][0] == pytest.approx(1.0)
