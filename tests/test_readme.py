@@ -63,6 +63,14 @@ def _check(code: str, names: dict) -> None:
         with h5py.File("results_4class.hdf5", "r") as handle:
             recorded = handle["estimates/class_probs"].attrs["calcomp_crop_scale"]
         assert names["scale"] == pytest.approx(recorded)
+    if "screenshot(" in code:  # taken once the cards were drawn
+        from PIL import Image
+
+        shot = np.asarray(Image.open("curate.png").convert("RGB")).astype(int)
+        assert shot.shape == (900, 1400, 3)
+        r, g, b = shot[..., 0], shot[..., 1], shot[..., 2]
+        outline = (r > 200) & (g > 150) & (g < 230) & (b < 90)  # footprint outlines (#fc3)
+        assert outline.sum() > 500, "no card was drawn when the screenshot was taken"
     if "serve(" in code:
         assert names["server"].url.startswith("http://127.0.0.1:")
 
@@ -79,6 +87,10 @@ def test_every_block_runs_somewhere():
 def test_block_runs(block, source, tmp_path, monkeypatch):
     if "curate" in block.code:
         pytest.importorskip("flask")
+    if "playwright" in block.code:
+        pytest.importorskip("playwright.sync_api")
+        if shutil.which("chromium") is None:
+            pytest.skip("needs Debian's chromium (apt-get install chromium)")
     if ".nwb" in block.code:
         pytest.importorskip("pynwb")
     monkeypatch.chdir(_user_folder(tmp_path, source))

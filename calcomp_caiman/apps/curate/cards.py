@@ -3,8 +3,10 @@
 A card is one component: its footprint and the local image (``Cn`` when stored, else the
 user's image, else the sum of all footprints) cropped around it, as PNG data URLs; the
 outline of the component and of its neighbours in that window (polylines, in pixels of the
-crop); and its raw (``C + YrA``) and denoised (``C``) traces, reduced to at most
-:data:`TRACE_POINTS` points by keeping each bin's minimum and maximum (spikes stay visible).
+crop); its raw (``C + YrA``) and denoised (``C``) traces, reduced to at most
+:data:`TRACE_POINTS` points by keeping each bin's minimum and maximum (spikes stay visible),
+with the frame rate when known (the page's time axis); and CaImAn's own accept
+(``idx_components``) and ``SNR_comp`` when the file holds them.
 """
 
 from __future__ import annotations
@@ -138,7 +140,11 @@ def render_card(geometry: FileGeometry, evidence: Evidence, k: int) -> dict:
         ``size`` (crop side, px), ``origin`` ([row, col] of the crop's top-left pixel in the
         FOV), ``footprint_png`` and ``image_png`` (data URLs), ``image_name``, ``outline``
         and ``neighbours`` (lists of polylines, ``[col, row]`` in crop pixels), and
-        ``traces``: ``{"raw": [...], "C": [...], "frames": T}`` or None without traces.
+        ``traces``: ``{"raw": [...], "C": [...], "frames": T, "frame_rate": Hz or None}``
+        (each list spans the whole recording, frames 0 to T - 1) or None without traces;
+        ``caiman``: CaImAn's own view of the component where the file holds it,
+        ``{"accepted": bool or None, "snr": float or None}`` (``accepted``: kept by
+        CaImAn's selection, ``idx_components``; ``snr``: ``SNR_comp`` to 0.1).
     """
     size = 2 * geometry.half_width + 1
     centre = np.round(geometry.centres[k]).astype(int)
@@ -159,8 +165,14 @@ def render_card(geometry: FileGeometry, evidence: Evidence, k: int) -> dict:
         chunk = next(part.chunks(1))[1]
         C = chunk["C"][0]
         raw = C + chunk["YrA"][0] if "YrA" in chunk else C
-        traces = {"raw": _reduce(raw), "C": _reduce(C), "frames": int(len(C))}
+        traces = {"raw": _reduce(raw), "C": _reduce(C), "frames": int(len(C)),
+                  "frame_rate": evidence.frame_rate}  # fmt: skip
     peak = float(footprint.max())
+    kept, snr = evidence.caiman_accepted, evidence.SNR_comp
+    caiman = {
+        "accepted": None if kept is None else bool(kept[k]),
+        "snr": None if snr is None or not np.isfinite(snr[k]) else round(float(snr[k]), 1),
+    }
     return {
         "size": size,
         "origin": [top, left],
@@ -172,4 +184,5 @@ def render_card(geometry: FileGeometry, evidence: Evidence, k: int) -> dict:
             line for j in near for line in _outline(_dense_crop(geometry, int(j), top, left, size))
         ],
         "traces": traces,
+        "caiman": caiman,
     }

@@ -5,6 +5,10 @@
   const SVG = "http://www.w3.org/2000/svg";
   const page = { state: null, items: [], focus: 0, undo: [], cards: new Map(), version: -1, request: 0, shown: 0, sentinel: null };
   const $ = (id) => document.getElementById(id);
+  const TRACE = { width: 332, height: 90, axis: 66 };  // the trace panel: plot above y = axis
+  const UNCERTAINTY = "uncertainty: normalised entropy of the four probabilities, 0 = one class " +
+    "certain, 1 = all four equally likely; the most uncertain cards come first (a label there " +
+    "teaches a refit the most)";
 
   function message(text) { $("message").textContent = text || ""; }
 
@@ -131,11 +135,18 @@
     const head = el("div", { class: "head" }, card);
     el("span", { text: `${name} #${item.component}` }, head);
     el("span", { class: "pred", text: item.predicted }, head);
-    el("span", { text: `uncertainty ${item.uncertainty.toFixed(2)}` }, head);
+    el("span", { class: "uncertainty", title: UNCERTAINTY, text: `uncertainty ${item.uncertainty.toFixed(2)}` }, head);
+    el("span", { class: "caiman", hidden: "" }, head);
     const images = el("div", { class: "images" }, card);
-    el("svg", { class: "panel footprint", viewBox: "0 0 1 1" }, images, true);
-    el("svg", { class: "panel local", viewBox: "0 0 1 1" }, images, true);
-    el("svg", { class: "trace", viewBox: "0 0 332 70", preserveAspectRatio: "none" }, card, true);
+    const footprint = el("figure", {}, images);
+    el("svg", { class: "panel footprint", viewBox: "0 0 1 1" }, footprint, true);
+    el("figcaption", { text: "footprint (yellow outline)" }, footprint);
+    const local = el("figure", {}, images);
+    el("svg", { class: "panel local", viewBox: "0 0 1 1" }, local, true);
+    el("figcaption", { text: "local image" }, local);
+    const traces = el("figure", {}, card);
+    el("svg", { class: "trace", viewBox: `0 0 ${TRACE.width} ${TRACE.height}`, preserveAspectRatio: "none" }, traces, true);
+    el("figcaption", { text: "traces: raw C + YrA (grey), denoised C (orange)" }, traces);
     const probs = el("div", { class: "probs" }, card);
     const top = item.probs.indexOf(Math.max(...item.probs));
     page.state.classes.forEach((cls, c) => {
@@ -173,15 +184,48 @@
       for (const line of data.outline) polyline(svg, line, cls === "local" ? "#f33" : "#fc3", 0.45, "");
       if (cls === "local") el("title", { text: data.image_name + ": red = this component, blue = neighbours" }, svg, true);
     }
+    card.querySelectorAll("figcaption")[1].textContent = `${data.image_name}: red = this component, blue dashed = neighbours`;
     const trace = card.querySelector("svg.trace");
     if (data.traces) {
       drawTrace(trace, data.traces.raw, "#999", data.traces);
       drawTrace(trace, data.traces.C, "#e67e22", data.traces);
-      el("title", { text: `raw (C + YrA) grey, denoised C orange; ${data.traces.frames} frames` }, trace, true);
+      drawTimeAxis(trace, data.traces.frames, data.traces.frame_rate);
+      const rate = data.traces.frame_rate ? ` at ${data.traces.frame_rate} Hz` : "";
+      el("title", { text: `raw (C + YrA) grey, denoised C orange; ${data.traces.frames} frames${rate}` }, trace, true);
     } else {
       el("text", { x: 6, y: 40, "font-size": 12, fill: "#999", text: "no traces in this file" }, trace, true);
     }
+    showCaiman(card.querySelector(".caiman"), data.caiman);
     card.classList.add("loaded");
+  }
+
+  // CaImAn's own view of the component, where the file holds it
+  function showCaiman(node, caiman) {
+    const parts = [];
+    if (caiman && caiman.accepted !== null) parts.push(caiman.accepted ? "kept" : "rejected");
+    if (caiman && caiman.snr !== null) parts.push(`SNR ${caiman.snr.toFixed(1)}`);
+    if (!parts.length) return;
+    node.textContent = "CaImAn: " + parts.join(", ");
+    node.title = "CaImAn's own selection (idx_components) and trace SNR (SNR_comp) stored in the file";
+    node.hidden = false;
+  }
+
+  // ticks under the traces: seconds when the frame rate is known, else frames
+  function drawTimeAxis(svg, frames, rate) {
+    const span = Math.max(frames - 1, 1) / (rate || 1);  // the last frame's time
+    const raw = span / 4;
+    const power = Math.pow(10, Math.floor(Math.log10(raw)));
+    const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw);
+    const digits = Math.max(0, -Math.floor(Math.log10(step)));
+    const axis = el("g", { class: "axis" }, svg, true);
+    el("line", { x1: 0, y1: TRACE.axis, x2: TRACE.width, y2: TRACE.axis }, axis, true);
+    for (let t = 0; t <= span + 1e-9; t += step) {
+      const x = TRACE.width * t / span;
+      el("line", { x1: x, y1: TRACE.axis, x2: x, y2: TRACE.axis + 3 }, axis, true);
+      const anchor = x < 10 ? "start" : x > TRACE.width - 10 ? "end" : "middle";
+      el("text", { x: x, y: TRACE.axis + 12, "text-anchor": anchor, text: t.toFixed(digits) }, axis, true);
+    }
+    el("text", { x: TRACE.width / 2, y: TRACE.height - 2, "text-anchor": "middle", text: rate ? "time (s)" : "frame" }, axis, true);
   }
 
   function polyline(svg, line, colour, width, dash) {
@@ -192,8 +236,9 @@
   function drawTrace(svg, values, colour, traces) {
     const all = traces.raw.concat(traces.C);
     const low = Math.min(...all), high = Math.max(...all), span = high - low || 1;
-    const step = 332 / Math.max(values.length - 1, 1);
-    const points = values.map((v, i) => `${(i * step).toFixed(1)},${(66 - 62 * (v - low) / span).toFixed(1)}`);
+    const step = TRACE.width / Math.max(values.length - 1, 1);
+    const bottom = TRACE.axis - 3, top = 4;
+    const points = values.map((v, i) => `${(i * step).toFixed(1)},${(bottom - (bottom - top) * (v - low) / span).toFixed(1)}`);
     el("polyline", { points: points.join(" "), fill: "none", stroke: colour, "stroke-width": 1 }, svg, true);
   }
 
@@ -272,7 +317,7 @@
 
   function showRefit(status) {
     const bar = $("refit-progress"), text = $("refit-status");
-    if (!status) { bar.hidden = true; text.textContent = ""; return; }
+    if (!status || status.state === "idle") { bar.hidden = true; text.textContent = ""; return; }
     bar.hidden = !(status.state === "starting" || status.state === "running");
     bar.value = status.progress || 0;
     if (status.state === "done" && status.report) {
