@@ -71,6 +71,7 @@ __all__ = [
     "HYBRID_KINDS",
     "HYBRID_SETTINGS",
     "JUNK_KINDS",
+    "MIN_MOTION_PX",
     "HybridMovie",
     "HybridSettings",
     "RecordingAnalysis",
@@ -92,6 +93,9 @@ HYBRID_KINDS = KINDS + JUNK_KINDS
 _NOISE = CLASSES.index("noise") + 1
 HYBRID_KIND_CLASS = {**KIND_CLASS, **{kind: _NOISE for kind in JUNK_KINDS}}
 """Class code (1-4, order of ``CLASSES``) of each kind of injected object."""
+
+MIN_MOTION_PX = 0.5
+"""Estimated motion smaller than this (px) is not applied to the injected objects."""
 
 _SOMATIC = ("soma", "donut_soma", "dim", "border_cut", "out_of_focus")
 _STANDARD = TRAIN_PRESETS["train_gcamp6f_standard"]
@@ -314,7 +318,10 @@ def analyse_recording(recording, *, soma_radius_px: float, motion: bool = True):
     recording : (T0, rows, cols) array
     soma_radius_px : float
     motion : bool
-        Estimate the rigid shifts by phase correlation (False: the objects stay still).
+        Estimate the rigid shifts (``calibration.phase_correlation_shifts``; False: the objects
+        stay still). The estimate is smoothed over 1.5 frames (its error is nearly white, about
+        0.2 px on weakly structured fields) and dropped when it stays under ``MIN_MOTION_PX``:
+        objects must not jitter where the recording does not move.
 
     Returns
     -------
@@ -326,7 +333,10 @@ def analyse_recording(recording, *, soma_radius_px: float, motion: bool = True):
     shifts = np.zeros((real.shape[0], 2))
     if motion:
         shifts = phase_correlation_shifts(real)
+        shifts = scipy.ndimage.gaussian_filter1d(shifts, 1.5, axis=0, mode="nearest")
         shifts -= np.median(shifts, axis=0)
+        if np.abs(shifts).max() < MIN_MOTION_PX:
+            shifts = np.zeros_like(shifts)
     correlation = float(np.clip(fit_noise_correlation(real)["along_line"], 0.0, 0.45))
     return RecordingAnalysis(
         noise=fit_noise(real),

@@ -198,3 +198,17 @@ def test_a_real_cell_under_a_broad_injected_cloud_stays_unlabelled():
     out = label_components(A, C, DIMS, gt, recording_activity=activity)
     assert out["labels"].tolist() == [UNLABELLED, NOISE]
     assert out["recording_share"][0] == pytest.approx(1.0)
+
+
+def test_motion_is_applied_only_where_the_recording_moves():
+    rng = np.random.default_rng(3)
+    tissue = 100 + 400 * scipy.ndimage.gaussian_filter(rng.random(DIMS), 2.0)
+    still_frames = rng.poisson(np.broadcast_to(tissue, (120, *DIMS))).astype(np.float32)
+    assert not analyse_recording(still_frames, soma_radius_px=RADIUS).shifts.any()
+    step = np.where(np.arange(120) < 60, 0.0, 3.0)
+    moving_frames = np.stack(
+        [rng.poisson(scipy.ndimage.shift(tissue, (s, 0), mode="nearest")) for s in step]
+    ).astype(np.float32)
+    shifts = analyse_recording(moving_frames, soma_radius_px=RADIUS).shifts
+    assert np.median(shifts[70:, 0]) - np.median(shifts[:50, 0]) == pytest.approx(3.0, abs=0.3)
+    assert np.abs(shifts[:, 1]).max() < 0.3
