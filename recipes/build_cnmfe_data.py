@@ -6,8 +6,9 @@ movie, run CaImAn's CNMF-E the way its demo does (``demos/general/demo_pipeline_
 ``method_init='corr_pnr'``, ``center_psf=True``, ring background ``nb=0``,
 ``low_rank_background=None``, ``only_init=True`` patches, ``ssub_B=2``, ``tsub=2``,
 ``merge_thr``, p = 1, then ``evaluate_components`` with ``min_SNR``/``rval_thr`` and
-``use_cnn=False``), with per-movie user choices (``min_corr``, ``min_pnr``, ``gSiz``,
-``ring_size_factor``, ``merge_thr``) drawn from the preset's :data:`USER_CHOICES`; label every
+``use_cnn=False``), with per-movie user choices (``gSiz``, ``ring_size_factor``,
+``merge_thr``, and ``min_corr`` / ``min_pnr`` read off the movie's correlation and PNR images
+at a percentile) drawn from :data:`TRAIN_CHOICES` or :data:`HELD_OUT_CHOICES`; label every
 component by matching to the ground truth (``research.gt_labels``); and write, under
 ``--out``::
 
@@ -95,15 +96,13 @@ DEMO = {  # CaImAn 1.12.1 demos/general/params_demo_pipeline_cnmfE.json (what a 
 }
 
 TRAIN_CHOICES = {
-    "min_corr": (0.7, 0.75, 0.8, 0.85),
-    "min_pnr": (6.0, 8.0, 10.0, 12.0),
+    "seed_percentile": (85.0, 90.0, 95.0),  # min_corr / min_pnr read off the images, see below
     "gsiz_per_gsig": (2, 4),  # gSiz = k gSig + 1: 2 in the demo notebook, 4 in the script
     "ring_size_factor": (1.2, 1.4, 1.6),
     "merge_thr": (0.65, 0.7, 0.8),
 }
 HELD_OUT_CHOICES = {  # values never drawn for training (gSiz rules are the demo's two)
-    "min_corr": (0.78, 0.9),
-    "min_pnr": (7.0, 9.0, 14.0),
+    "seed_percentile": (88.0, 93.0),
     "gsiz_per_gsig": (2, 4),
     "ring_size_factor": (1.8,),
     "merge_thr": (0.75, 0.85),
@@ -112,9 +111,11 @@ HELD_OUT_CHOICES = {  # values never drawn for training (gSiz rules are the demo
 
 def user_settings(sim) -> dict:
     """What a CNMF-E user sets for this movie: ``gSig`` from the movie (the blurred soma's
-    sigma), ``gSiz``, thresholds and ring from the preset's choices (drawn with the movie's
-    seed), patches ``rf`` = 3 ``gSiz`` (the notebook: 3-4 neuron diameters; the demo's 40 at
-    gSiz 13), ``stride`` = ``rf`` / 2 (the demo's 20), the demo's other values."""
+    sigma); ``gSiz``, ring, merge threshold and the percentile at which ``min_corr`` /
+    ``min_pnr`` are read off the images (:func:`seed_thresholds`, once the images exist) from
+    the choices (drawn with the movie's seed); patches ``rf`` = 3 ``gSiz`` (the notebook: 3-4
+    neuron diameters; the demo's 40 at gSiz 13), ``stride`` = ``rf`` / 2 (the demo's 20); the
+    demo's other values."""
     choices = HELD_OUT_CHOICES if sim.settings.held_out else TRAIN_CHOICES
     rng = np.random.default_rng([sim.seed, 1])
     drawn = {key: values[int(rng.integers(len(values)))] for key, values in choices.items()}
@@ -203,9 +204,26 @@ def save_result(cnm, out: Path) -> None:
             os.remove(raw)
 
 
+def seed_thresholds(correlation: np.ndarray, pnr: np.ndarray, percentile: float) -> dict:
+    """``min_corr`` / ``min_pnr`` as a user reads them off the correlation and PNR images
+    (CaImAn's notebook: pick them on ``nb_inspect_correlation_pnr`` so that most background and
+    vessels fall below): the ``percentile``-th of the image's pixels, rounded as a user writes
+    them (0.05; a whole number, at least 3). At the 90th percentile of the default preset's
+    images this gives the demo's 0.8 and 10."""
+    corr = float(np.nanpercentile(correlation, percentile))
+    peak = float(np.nanpercentile(pnr, percentile))
+    return {
+        "min_corr": float(np.clip(round(corr * 20) / 20, 0.5, 0.95)),
+        "min_pnr": float(max(3, round(peak))),
+    }
+
+
 def run_cnmfe(tif: Path, out: Path, user: dict, work: Path):
-    """Rigid motion correction, memmap, CNMF-E on patches, ``evaluate_components``, ``Cn``,
-    save: every component kept. Returns ``(cnm, rigid shifts, timings)``."""
+    """Rigid motion correction, memmap, correlation and PNR images, seed thresholds read off
+    them, CNMF-E on patches, ``evaluate_components``, save: every component kept.
+
+    Returns ``(cnm, user, rigid shifts, timings)``; ``user`` with ``min_corr`` / ``min_pnr``.
+    """
     import caiman as cm
     from caiman.motion_correction import MotionCorrect
     from caiman.source_extraction.cnmf import cnmf
@@ -216,10 +234,10 @@ def run_cnmfe(tif: Path, out: Path, user: dict, work: Path):
     timings = {}
     t0 = time.perf_counter()
     with quiet_caiman():
-        opts = cnmfe_params(str(tif), user)
+        opts = cnmfe_params(str(tif), {**user, "min_corr": 0.8, "min_pnr": 10.0})  # set below
         motion = MotionCorrect([str(tif)], dview=None, **opts.get_group("motion"))
         motion.motion_correct(save_movie=True)
-        try:  # CaImAn writes the corrected movie under CAIMAN_DATA/temp: removed once read
+        try:  # CaImAn writes its memmaps under CAIMAN_DATA/temp: removed once used
             memmap = cm.save_memmap(
                 motion.mmap_file, base_name=str(work / "memmap_"), order="C", border_to_0=0
             )
@@ -227,22 +245,35 @@ def run_cnmfe(tif: Path, out: Path, user: dict, work: Path):
             for name in motion.mmap_file:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(name)
-        Yr, dims, T = cm.load_memmap(memmap)
-        images = Yr.T.reshape((T,) + dims, order="F")
-        timings["motion"] = time.perf_counter() - t0
-        opts.change_params(params_dict={"dims": dims, "border_pix": 0})
-        cnm = cnmf.CNMF(n_processes=1, dview=None, params=opts)
-        cnm.fit(images)
-        timings["cnmfe"] = time.perf_counter() - t0 - sum(timings.values())
-        cnm.estimates.evaluate_components(images, cnm.params, dview=None)
-        Cn, _ = correlation_pnr(images, gSig=user["gSig"][0], swap_dim=False)
-        cnm.estimates.Cn = np.nan_to_num(Cn).astype(np.float32)
-        timings["evaluate"] = time.perf_counter() - t0 - sum(timings.values())
-        del Yr, images
+        try:
+            Yr, dims, T = cm.load_memmap(memmap)
+            images = Yr.T.reshape((T,) + dims, order="F")
+            timings["motion"] = time.perf_counter() - t0
+            Cn, pnr = correlation_pnr(images, gSig=user["gSig"][0], swap_dim=False)
+            user = {**user, **seed_thresholds(Cn, pnr, user["seed_percentile"])}
+            opts.change_params(
+                params_dict={
+                    "dims": dims,
+                    "border_pix": 0,
+                    "min_corr": user["min_corr"],
+                    "min_pnr": user["min_pnr"],
+                }
+            )
+            timings["summary_images"] = time.perf_counter() - t0 - sum(timings.values())
+            cnm = cnmf.CNMF(n_processes=1, dview=None, params=opts)
+            cnm.fit(images)
+            timings["cnmfe"] = time.perf_counter() - t0 - sum(timings.values())
+            cnm.estimates.evaluate_components(images, cnm.params, dview=None)
+            cnm.estimates.Cn = np.nan_to_num(Cn).astype(np.float32)
+            timings["evaluate"] = time.perf_counter() - t0 - sum(timings.values())
+            del Yr, images
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(memmap)
         save_result(cnm, out)
     timings["total"] = time.perf_counter() - t0
     shifts = np.asarray(motion.shifts_rig, dtype=np.float32)
-    return cnm, shifts, timings
+    return cnm, user, shifts, timings
 
 
 def _atomic_npz(path: Path, **arrays) -> None:
@@ -267,6 +298,14 @@ def read_result(path: Path):
     if C.ndim != 2 or C.shape[0] != result.A.shape[1]:  # CaImAn stores None for no components
         C = np.zeros((result.A.shape[1], 0))
     return result, C
+
+
+def saved_thresholds(path: Path) -> dict:
+    """``min_corr`` / ``min_pnr`` of a saved CNMF-E result (its ``params/init``)."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        return {key: float(handle[f"params/init/{key}"][()]) for key in ("min_corr", "min_pnr")}
 
 
 def label_arrays(sim, result_path: Path, user: dict) -> dict:
@@ -337,11 +376,13 @@ def build_one(preset: str, seed: int, out: str, relabel: bool = False) -> dict:
         work = Path(tempfile.mkdtemp(prefix=f".work_{movie_id}_", dir=folder))
         try:
             tif = caiman_runs.write_movie(sim.movie, work / f"{movie_id}.tif")
-            cnm, shifts, run_timings = run_cnmfe(tif, result_path, user, work)
+            cnm, user, shifts, run_timings = run_cnmfe(tif, result_path, user, work)
             timings.update({f"caiman_{k}": v for k, v in run_timings.items()})
             del cnm
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    else:  # the thresholds read off the images are in the saved parameters
+        user.update(saved_thresholds(result_path))
     t1 = time.perf_counter()
     arrays = label_arrays(sim, result_path, user)
     timings["label"] = time.perf_counter() - t1
@@ -360,6 +401,8 @@ def build_one(preset: str, seed: int, out: str, relabel: bool = False) -> dict:
         "counts": np.bincount(labels, minlength=5)[1:].tolist(),
         "caiman_accepted_counts": np.bincount(labels[accepted], minlength=5)[1:].tolist(),
         "somata": sim.gt_kind.count("soma"),
+        "min_corr": user["min_corr"],
+        "min_pnr": user["min_pnr"],
     }
 
 
@@ -492,7 +535,6 @@ def main(argv=None) -> int:
     context = multiprocessing.get_context("spawn")
     # one movie per child process: CaImAn's memory is returned after each movie
     for done, (preset, seed) in enumerate(plan, start=1):
-        stamp = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {done}/{len(plan)} {preset} s{seed:05d}"
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
             future = pool.submit(build_one, preset, seed, str(out), args.relabel)
             try:
@@ -500,17 +542,20 @@ def main(argv=None) -> int:
             except Exception:  # one movie failing must not stop the build; it is reported
                 logger.exception("movie %s seed %d failed", preset, seed)
                 failures += 1
-                line = f"{stamp} FAILED"
-            else:
-                if info["skipped"]:
-                    line = f"{stamp} cached"
-                else:
-                    seconds = {k: round(v) for k, v in info["timings"].items()}
-                    line = (
-                        f"{stamp} somata={info['somata']} labels[neuron,process,noise,doubtful]="
-                        f"{info['counts']} caiman_accepted={info['caiman_accepted_counts']} "
-                        f"seconds={seconds}"
-                    )
+                info = None
+        # the time the movie finished
+        stamp = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {done}/{len(plan)} {preset} s{seed:05d}"
+        if info is None:
+            line = f"{stamp} FAILED"
+        elif info["skipped"]:
+            line = f"{stamp} cached"
+        else:
+            seconds = {k: round(v) for k, v in info["timings"].items()}
+            line = (
+                f"{stamp} somata={info['somata']} labels[neuron,process,noise,doubtful]="
+                f"{info['counts']} caiman_accepted={info['caiman_accepted_counts']} "
+                f"min_corr={info['min_corr']} min_pnr={info['min_pnr']} seconds={seconds}"
+            )
         logger.info(line)
         with open(progress, "a") as handle:
             handle.write(line + "\n")
