@@ -1,4 +1,4 @@
-"""End-to-end benchmark of model v2: ``classify_file`` on CaImAn result files with traces.
+"""End-to-end benchmark of models v2 and v3: ``classify_file`` on CaImAn result files with traces.
 
 Simulated CaImAn-layout result files (``write_caiman_file``: footprints as in
 ``_footprints.simulate_footprints``, a correlation image ``Cn``, ``SNR_comp`` and
@@ -27,12 +27,18 @@ parent imports only the standard library):
 
 The model: the first bundled model with a fusion head (``model.uses_evidence``), or,
 when there is none, the bundled v1 network with a head fitted on random inputs (the
-speed does not depend on the head's values); ``-m`` picks one. The report says which.
+speed does not depend on the head's values); ``-m`` picks one (a model v2 or v3 folder);
+``--random-v3`` times model v3's run-time path (channels, transient profiles, features,
+the multi-channel network, the temporal branch and the head) with a model of the
+default v3 architecture and random weights (needs Keras to build it). The report says
+which. For a model v3 the split's "patches" are its channels and "features" include the
+transient profiles.
 
 Examples
 --------
     python benchmarks/bench_v2_end_to_end.py --quick
     python benchmarks/bench_v2_end_to_end.py --throughput-size 512x512:10000:2000 --skip-rss
+    python benchmarks/bench_v2_end_to_end.py --random-v3 --skip-rss --skip-baseline
     nice -n 5 python benchmarks/bench_v2_end_to_end.py --json v2.json
 
 Numbers depend on the machine and on whatever else runs on it; the load average is
@@ -98,7 +104,8 @@ def trace_bytes(n: int, frames: int) -> int:
 
 
 def task_model(task: dict) -> dict:
-    """Pick the model v2: ``task["model"]``, a bundled head model, or v1 + a random head."""
+    """Pick the model: ``task["model"]``, a random-weight v3 (``task["random_v3"]``), a
+    bundled head model, or v1 + a random head."""
     import numpy as np
 
     from calcomp_caiman import CLASSES, CalcompModel
@@ -108,8 +115,18 @@ def task_model(task: dict) -> dict:
     if task["model"]:
         model = CalcompModel.load(task["model"])
         if not model.uses_evidence:
-            raise SystemExit(f"model {task['model']!r} has no fusion head (not a model v2)")
+            raise SystemExit(f"model {task['model']!r} has no fusion head (not a model v2 or v3)")
         spec, source = task["model"], f"given: {task['model']}"
+    elif task.get("random_v3"):
+        from calcomp_caiman.research.train_branches import V3Settings, untrained_v3
+
+        settings = V3Settings(seed=task["seed"])
+        model = untrained_v3(settings)
+        spec = str(model.save(Path(task["tmp"]) / "model_v3"))
+        source = (
+            f"model v3 of the default architecture with random weights (widths "
+            f"{settings.widths}, patch {settings.patch_size}, channels {settings.channels})"
+        )
     else:
         spec = source = None
         for name in bundled_models():
@@ -137,6 +154,7 @@ def task_model(task: dict) -> dict:
         "spec": spec,
         "source": source,
         "name": model.name,
+        "version": int(model.version),
         "uses_evidence": bool(model.uses_evidence),
         "scale_rule": model.scale_rule,
         "flops_per_patch": int(model.flops_per_patch),
@@ -215,7 +233,8 @@ def _split(path: str, out: str, model) -> dict:
     import numpy as np
 
     from calcomp_caiman.classify import acceptance_rule, classification_fields
-    from calcomp_caiman.evidence.features import evidence_features
+    from calcomp_caiman.evidence.channels import ChannelSource
+    from calcomp_caiman.evidence.features import evidence_inputs
     from calcomp_caiman.evidence.footprints import footprint_fingerprint, footprint_flags
     from calcomp_caiman.evidence.patches import crop_checked, footprints_for
     from calcomp_caiman.io.caiman_h5 import read_evidence
@@ -237,18 +256,33 @@ def _split(path: str, out: str, model) -> dict:
             pass
     times["traces_read"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    features = evidence_features(evidence, flat, flat_dims, scale)
+    v3 = model.version >= 3
+    t0 = time.perf_counter()  # a model v3: the transient profiles in the same pass
+    features, profiles = evidence_inputs(
+        evidence, flat, flat_dims, scale, profiles=v3, profile_options=model.temporal_options
+    )
     times["features"] = time.perf_counter() - t0
 
     n = flat.shape[1]
     probs = np.empty((n, 4), np.float32)
+    t0 = time.perf_counter()
+    channels = None
+    if v3:
+        channels = ChannelSource.from_evidence(
+            evidence, (flat, flat_dims, scale), patch_size=model.patch_size,
+            names=model.channel_names,
+        )  # fmt: skip
+    times["patches"] = time.perf_counter() - t0
     for start in range(0, n, COMPONENTS_PER_CHUNK):
         stop = min(n, start + COMPONENTS_PER_CHUNK)
         t0 = time.perf_counter()
-        patches = crop_checked(flat[:, start:stop], flat_dims, scale, model.patch_size)
+        if channels is None:
+            patches = crop_checked(flat[:, start:stop], flat_dims, scale, model.patch_size)
+        else:
+            patches = channels.crop(start, stop)
         t1 = time.perf_counter()
-        probs[start:stop] = model.predict(patches, features[start:stop])
+        part = None if profiles is None else profiles[start:stop]
+        probs[start:stop] = model.predict(patches, features[start:stop], profiles=part)
         times["patches"] += t1 - t0
         times["network"] += time.perf_counter() - t1
 
@@ -377,7 +411,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-rss", action="store_true", help="no memory-size file")
     parser.add_argument("--skip-baseline", action="store_true", help="do not run the baseline")
     parser.add_argument(
-        "-m", "--model", default=None, help="model v2 (bundled name or folder); default: see above"
+        "-m",
+        "--model",
+        default=None,
+        help="model v2 or v3 (bundled name or folder); default: see above",
+    )
+    parser.add_argument(
+        "--random-v3",
+        action="store_true",
+        help="time a model v3 of the default architecture with random weights (needs Keras)",
     )
     parser.add_argument(
         "--baseline-max-n",
@@ -441,10 +483,11 @@ def run_benchmark(args) -> dict:
         log(f"temp dir {tmp}: {free / 2**30:.1f} GB free")
         run = _runner.Runner(__file__, tmp_path, args.blas_threads)
         model = run(
-            "model", "pick or build the model v2", model=args.model, seed=args.seed, tmp=tmp
-        )
+            "model", "pick or build the model", model=args.model, seed=args.seed, tmp=tmp,
+            random_v3=args.random_v3,
+        )  # fmt: skip
         if "error" in model:
-            raise SystemExit(f"bench_v2_end_to_end: no model v2: {model['error']}")
+            raise SystemExit(f"bench_v2_end_to_end: no model: {model['error']}")
         report["model"] = model
 
         warmup = run(
@@ -569,12 +612,13 @@ def yes_no(met: bool | None) -> str:
 def print_report(report: dict) -> None:
     _runner.print_header(
         report,
-        "calcomp_caiman model v2 end-to-end benchmark (classify_file on CaImAn result files)",
+        "calcomp_caiman model v2/v3 end-to-end benchmark (classify_file on CaImAn result files)",
         "timings are pessimistic and noisy.",
     )
     model = report["model"]
     print(
-        f"model: {model['name']} (uses_evidence={model['uses_evidence']}, scale_rule="
+        f"model: {model['name']} (version {model.get('version', 2)}, uses_evidence="
+        f"{model['uses_evidence']}, scale_rule="
         f"{model['scale_rule']}, {model['flops_per_patch'] / 1e6:.2f} MFLOP/patch)"
     )
     print(f"model source: {model['source']}; bundled: {', '.join(model['bundled'])}")
@@ -639,7 +683,8 @@ def print_report(report: dict) -> None:
             )
         print(
             "  features include reading the traces (traces read: the same chunks read alone); "
-            "network = shape network + fusion head; other = crop scale, flags, fields"
+            "network = shape network + fusion head (v3: + temporal branch); patches (v3: "
+            "channels); other = crop scale, flags, fields"
         )
 
     print("\nOurs, memory of the child process (MB; ru_maxrss; VmHWM = this address space)")

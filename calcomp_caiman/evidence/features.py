@@ -385,7 +385,7 @@ def _robust_sd(x: np.ndarray, step: int = 1) -> np.ndarray:
 
     With ``step > 1``, from every ``step``-th difference (consecutive frames still).
     """
-    diff = (x[:, 1:] - x[:, :-1])[:, ::step]
+    diff = x[:, 1::step] - x[:, :-1:step]  # every step-th first difference, no more
     diff -= np.median(diff, axis=1, keepdims=True)
     mad = np.median(np.abs(diff, out=diff), axis=1)
     return mad / (0.6745 * np.sqrt(2.0))

@@ -35,7 +35,7 @@ def _every(frames: int) -> int:
 def _robust_sd(x: np.ndarray) -> np.ndarray:
     """Noise of each row: MAD of first differences / (0.6745 sqrt 2), never 0."""
     step = _every(x.shape[1])
-    diff = (x[:, 1:] - x[:, :-1])[:, ::step]
+    diff = x[:, 1::step] - x[:, :-1:step]  # every step-th first difference, no more
     diff -= np.median(diff, axis=1, keepdims=True)
     sd = np.median(np.abs(diff), axis=1) / (0.6745 * np.sqrt(2.0))
     spread = np.std(x[:, ::step], axis=1)

@@ -75,6 +75,7 @@ __all__ = [
     "load_hybrid_results",
     "source_weights",
     "train_v3",
+    "untrained_v3",
 ]
 
 UNLABELLED = -1
@@ -577,6 +578,89 @@ def _source_nll(probs: np.ndarray, rows: HeadRows) -> float:
                           for s in np.unique(rows.sources)]))  # fmt: skip
 
 
+def _temporal_options() -> dict:
+    return {"window": list(WINDOW), "samples": SAMPLES, "peaks": PEAKS}
+
+
+def _head_width(channels: Sequence[str], columns: Sequence[str]) -> int:
+    """Inputs of the fusion head: two branches' log-probabilities, presence, features."""
+    return 2 * len(CLASSES) + sum(name != "footprint" for name in channels) + len(columns)
+
+
+def _v3_config(settings: V3Settings, columns, *, training_samples: int, record) -> dict:
+    """``config.json`` of a model v3 of ``settings`` reading the features ``columns``."""
+    import keras
+
+    return {
+        "version": 3,
+        "classes": list(CLASSES),
+        "patch_size": settings.patch_size,
+        "scale_rule": "footprints",
+        "inputs": ["channels", "profiles", "features"],
+        "channels": list(settings.channels),
+        "architecture": {"widths": list(settings.widths), "blocks": list(settings.blocks),
+                         "dropout": settings.dropout, "channels": len(settings.channels)},
+        "temporal": {"hidden": settings.temporal_hidden, **_temporal_options()},
+        "feature_names": list(columns),
+        "feature_groups": FEATURE_GROUPS,
+        "normalisation": "channels of calcomp_caiman.evidence.channels (footprint: square "
+                         "root, unit L2 norm)",
+        "crop": "half-width 4*scale+1 around the centre of mass (scale measured from the "
+                "footprints), zero padding at borders",
+        "training": dataclasses.asdict(settings),
+        "keras_version": keras.__version__,
+        "keras_backend": keras.backend.backend(),
+        "training_samples": training_samples,
+        **dict(record or {}),
+    }  # fmt: skip
+
+
+def _assemble(network_weights: Mapping, head: FusionHead, config: Mapping) -> CalcompModel:
+    weights = dict(network_weights)
+    weights.update({k: v.astype(np.float32) for k, v in head.to_arrays().items()})
+    return CalcompModel(weights, dict(config), {})
+
+
+def untrained_v3(
+    settings: V3Settings | None = None, *, feature_columns: Sequence[str] | None = None
+) -> CalcompModel:
+    """A model v3 of ``settings`` with random weights (Keras' initialisation, random
+    perceptrons): for timing and testing the run-time path, whose speed does not depend
+    on the weights' values.
+
+    Examples
+    --------
+    >>> model = untrained_v3(V3Settings(widths=(4, 8), blocks=(1, 1)))  # doctest: +SKIP
+    >>> model.version, model.channel_names  # doctest: +SKIP
+    (3, ('footprint', 'neighbours', 'cn', 'image'))
+    """
+    import keras
+
+    settings = V3Settings() if settings is None else settings
+    keras.utils.set_random_seed(settings.seed)
+    columns = list(feature_names() if feature_columns is None else feature_columns)
+    net = build_resnet(patch_size=settings.patch_size, widths=settings.widths,
+                       blocks=settings.blocks, dropout=settings.dropout,
+                       channels=len(settings.channels))  # fmt: skip
+    rng = np.random.default_rng(settings.seed)
+
+    def perceptron(inputs: int, hidden: int) -> FusionHead:
+        return FusionHead(np.zeros(inputs), np.ones(inputs),
+                          rng.normal(0, np.sqrt(2.0 / inputs), (inputs, hidden)), np.zeros(hidden),
+                          rng.normal(0, np.sqrt(1.0 / hidden), (hidden, len(CLASSES))),
+                          np.zeros(len(CLASSES)))  # fmt: skip
+
+    weights = _keras_weights(net)
+    temporal = perceptron(2 * SAMPLES, settings.temporal_hidden)
+    weights.update(
+        {k: v.astype(np.float32) for k, v in temporal.to_arrays(_TEMPORAL_PREFIX).items()}
+    )
+    config = _v3_config(settings, columns, training_samples=0,
+                        record={"name": "untrained_v3", "training_data": "none: random weights"})  # fmt: skip
+    head = perceptron(_head_width(settings.channels, columns), settings.head_grid[0][0])
+    return _assemble(weights, head, config)
+
+
 def train_v3(
     train: Sequence[LabelledResult],
     validation: Sequence[LabelledResult],
@@ -615,7 +699,7 @@ def train_v3(
     started = time.perf_counter()
     settings = V3Settings() if settings is None else settings
     names = tuple(settings.channels)
-    temporal_options = {"window": list(WINDOW), "samples": SAMPLES, "peaks": PEAKS}
+    temporal_options = _temporal_options()
     keras.utils.set_random_seed(settings.seed)
 
     def prepare(items):
@@ -637,8 +721,6 @@ def train_v3(
 
     x, profiles, labels, weights = stacked(train, train_inputs)
     val_x, _, val_labels, val_weights = stacked(validation, val_inputs)
-    architecture = {"widths": list(settings.widths), "blocks": list(settings.blocks),
-                    "dropout": settings.dropout, "channels": len(names)}  # fmt: skip
     net = build_resnet(patch_size=settings.patch_size, widths=settings.widths,
                        blocks=settings.blocks, dropout=settings.dropout, channels=len(names))  # fmt: skip
     image_history = fit_image_branch(
@@ -648,36 +730,12 @@ def train_v3(
     temporal = fit_temporal_branch(profiles, labels, weights, hidden=settings.temporal_hidden,
                                    l2=settings.temporal_l2, seed=settings.seed)  # fmt: skip
     columns = list(feature_names() if feature_columns is None else feature_columns)
-    config = {
-        "version": 3,
-        "classes": list(CLASSES),
-        "patch_size": settings.patch_size,
-        "scale_rule": "footprints",
-        "inputs": ["channels", "profiles", "features"],
-        "channels": list(names),
-        "architecture": architecture,
-        "temporal": {"hidden": settings.temporal_hidden, **temporal_options},
-        "feature_names": columns,
-        "feature_groups": FEATURE_GROUPS,
-        "normalisation": "channels of calcomp_caiman.evidence.channels (footprint: square "
-                         "root, unit L2 norm)",
-        "crop": "half-width 4*scale+1 around the centre of mass (scale measured from the "
-                "footprints), zero padding at borders",
-        "training": dataclasses.asdict(settings),
-        "keras_version": keras.__version__,
-        "keras_backend": keras.backend.backend(),
-        "training_samples": int(len(labels)),
-        **dict(record or {}),
-    }  # fmt: skip
+    config = _v3_config(settings, columns, training_samples=int(len(labels)), record=record)
     weights_v3 = _keras_weights(net)
     weights_v3.update(
         {k: v.astype(np.float32) for k, v in temporal.to_arrays(_TEMPORAL_PREFIX).items()}
     )
-    width = 2 * len(CLASSES) + sum(name != "footprint" for name in names) + len(columns)
-    shell = CalcompModel(
-        {**weights_v3, **{k: v.astype(np.float32) for k, v in _placeholder(width).to_arrays().items()}},
-        config, {},
-    )  # fmt: skip
+    shell = _assemble(weights_v3, _placeholder(_head_width(names, columns)), config)
     rows = head_rows(shell, train, train_inputs, copies=settings.copies, p_drop=settings.p_drop,
                      seed=settings.seed)  # fmt: skip
     val_rows = head_rows(shell, validation, val_inputs)

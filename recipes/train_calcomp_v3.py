@@ -1,0 +1,198 @@
+"""Recipe: train and evaluate model v3 (``calcomp_caiman/models/calcomp_v3``).
+
+Inputs (data folders, given as arguments):
+
+* ``--sim``: simulated movies run through real CaImAn (CNMF and OnACID) by
+  ``recipes/build_caiman_sim_data.py`` (``research.labelled_results.load_simulated``);
+* ``--hybrid``: simulated sources injected into real recordings and run through real
+  CaImAn by ``recipes/build_hybrid_data.py`` (``research.train_branches.load_hybrid_results``:
+  the recordings' own cells are unlabelled neighbours); optional;
+* ``--real``: the real labelled masks (``../shared/data/real_rois``): image branch and
+  head without traces, ``Cn`` or mean image.
+
+Steps:
+
+1. split, always by whole movie, recording or video: simulator presets marked held out
+   and hybrid results marked held out (``optinist_mouse2p``, the movie behind the shared
+   ``real_mouse2p_*`` results) are test sets; in every other preset and recording the
+   movie with the last name is validation, the rest training; real videos as for v1 and v2
+   (``train.held_out_videos`` of ``calcomp_v2``: validation and test videos never trained on);
+2. ``train.train(..., v3_settings=V3Settings())`` (``research.train_branches.train_v3``):
+   inputs by the run-time functions (channels, transient profiles, features), the image
+   branch with channel dropout, the temporal branch, the fusion head with missing-evidence
+   copies, temperatures and the acceptance cut on the validation set, every source
+   weighing the same and the cut keeping >= 95 % of the true neurons of every source;
+3. the model folder is written (``--out``), loaded back, and scored on every test set with
+   ``classify_evidence`` (what ``calcomp classify`` computes), beside model v2 and CaImAn's
+   own selection: per-class F1, macro-F1, neuron-vs-rest AUC, accepted-set F1, recall of
+   true neurons at the default rule, noise rejected, calibration error, and the best cut
+   against the default one; written to ``evaluation.json`` in the model folder.
+
+Usage (``--quick``: tiny network, 2 epochs, to check the data and the pipeline)::
+
+    .venv/bin/python recipes/train_calcomp_v3.py --sim ~/.cache/calcomp/simdata \\
+        --hybrid ~/.cache/calcomp/hybrid --real ../shared/data/real_rois
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+# TensorFlow 2.21's oneDNN kernels crashed Keras training here (double free, segfault) in
+# most runs of a plain build_resnet fit on random data; without them, none did. Set before
+# Keras is first imported; TensorFlow remains the backend the environment chose.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import numpy as np
+
+from calcomp_caiman.classify import accept_components, classify_evidence
+from calcomp_caiman.io.atomic import atomic_write_text
+from calcomp_caiman.model.folder import CalcompModel
+from calcomp_caiman.research.labelled_results import load_real_masks, load_simulated, split
+from calcomp_caiman.research.metrics import evaluation_metrics, selection_scores
+from calcomp_caiman.research.train import held_out_videos, train
+from calcomp_caiman.research.train_branches import (
+    UNLABELLED,
+    V3Settings,
+    choose_min_prob,
+    load_hybrid_results,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "calcomp_caiman" / "models" / "calcomp_v3"
+CACHE = Path.home() / ".cache" / "calcomp"
+QUICK = {"widths": (4, 8), "blocks": (1, 1), "epochs": 2, "head_grid": ((8, 1e-3),)}
+log = logging.getLogger("train_calcomp_v3")
+
+
+def split_hybrid(items):
+    """Hybrid results: held out -> test; per recording the last movie -> validation."""
+    last: dict[str, str] = {}
+    for item in items:
+        if not item.held_out:
+            last[item.setting] = max(last.get(item.setting, ""), item.group)
+    train_items, val, test = [], [], []
+    for item in items:
+        if item.held_out:
+            test.append(item)
+        elif item.group == last[item.setting]:
+            val.append(item)
+        else:
+            train_items.append(item)
+    return train_items, val, test
+
+
+def score(model: CalcompModel, items, *, rule=None) -> dict:
+    """The report's numbers for one model on one test set (labelled components only)."""
+    probs, labels, caiman = [], [], []
+    for item in items:
+        labelled = item.labels != UNLABELLED
+        probs.append(classify_evidence(item.evidence, model)[labelled])
+        labels.append(item.labels[labelled])
+        stored = item.caiman_accepted
+        caiman.append(None if stored is None else np.asarray(stored, bool)[labelled])
+    probs, labels = np.concatenate(probs), np.concatenate(labels)
+    accept = tuple(model.thresholds.get("accept") or ("neuron",))
+    min_prob = model.thresholds.get("min_prob") if rule is None else rule
+    accepted = accept_components(probs, accept=accept, min_prob=min_prob)
+    metrics = evaluation_metrics(probs, labels)
+    best_cut, _ = choose_min_prob(probs, labels, np.zeros(len(labels)), recall_target=0.0)
+    out = {
+        "components": int(len(labels)),
+        "macro_f1": metrics["four_class"]["macro_f1"],
+        "f1": metrics["four_class"]["f1"],
+        "auc_neuron_vs_rest": metrics["auc_neuron_vs_rest"],
+        "ece": metrics["calibration"]["ece"],
+        "default_rule": {"accept": list(accept), "min_prob": min_prob},
+        "at_default_rule": selection_scores(accepted, labels),
+        "best_cut": best_cut,
+        "at_best_cut": selection_scores(probs[:, 0] >= best_cut, labels),
+    }
+    if all(c is not None for c in caiman):
+        out["caiman_selection"] = selection_scores(np.concatenate(caiman), labels)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sim", type=Path, default=CACHE / "simdata")
+    parser.add_argument("--hybrid", type=Path, default=CACHE / "hybrid")
+    parser.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "data" / "real_rois")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--epochs", type=int, default=V3Settings.epochs)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="tiny network, 2 epochs")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    started = time.perf_counter()
+
+    v2 = CalcompModel.load("calcomp_v2")
+    validation_videos, test_videos = held_out_videos(v2)
+    sim = load_simulated(args.sim)
+    real = load_real_masks(args.real, set(test_videos))
+    base_train, base_val, base_test = split(sim + real, validation_videos, test_videos)
+    hybrid = load_hybrid_results(args.hybrid) if args.hybrid.is_dir() else []
+    if not hybrid:
+        log.warning("no hybrid results in %s: training on simulated results and masks only", args.hybrid)  # fmt: skip
+    hybrid_train, hybrid_val, hybrid_test = split_hybrid(hybrid)
+    train_items, val = base_train + hybrid_train, base_val + hybrid_val
+    log.info("train %d results, validation %d, test %d",
+             len(train_items), len(val), len(base_test) + len(hybrid_test))  # fmt: skip
+
+    settings = V3Settings(**{"epochs": args.epochs, **(QUICK if args.quick else {})})
+    description = {
+        "simulated": sorted({i.group for i in train_items if i.source == "simulated"}),
+        "simulated_validation": sorted({i.group for i in val if i.source == "simulated"}),
+        "simulated_test_presets": sorted({i.setting for i in base_test if i.source == "simulated"}),
+        "hybrid": sorted({i.group for i in train_items if i.source == "hybrid"}),
+        "hybrid_validation": sorted({i.group for i in val if i.source == "hybrid"}),
+        "hybrid_test": sorted({i.group for i in hybrid_test}),
+        "real_train_videos": sorted({i.group for i in train_items if i.source == "real"}),
+        "real_validation_videos": sorted(validation_videos),
+        "real_test_videos": sorted(test_videos),
+        "components_train": int(sum(int(np.sum(i.labels != UNLABELLED)) for i in train_items)),
+    }  # fmt: skip
+    model, history = train(train_items, val, v3_settings=settings, name="calcomp_v3",
+                           seed=args.seed, data_description=description)  # fmt: skip
+    model.save(args.out)
+    model = CalcompModel.load(args.out)
+    log.info("saved %s after %.0f s", args.out, time.perf_counter() - started)
+
+    # ------------------------------------------------------------------ evaluation
+    sets = {
+        "simulated_heldout_cnmf": [i for i in base_test if i.source == "simulated" and i.method == "cnmf"],
+        "simulated_heldout_onacid": [i for i in base_test if i.source == "simulated" and i.method == "onacid"],
+        "hybrid_heldout": hybrid_test,
+        "real_test_masks": [i for i in base_test if i.source == "real"],
+    }  # fmt: skip
+    report = {
+        "settings": dataclasses.asdict(settings),
+        "history": history,
+        "sets": {name: [i.group for i in items] for name, items in sets.items()},
+        "v3": {},
+        "v2": {},
+    }
+    for name, items in sets.items():
+        if items:
+            report["v3"][name] = score(model, items)
+            report["v2"][name] = score(v2, items)
+            log.info("%s: v3 recall of neurons %.3f, accepted F1 %.3f (v2 %.3f, %.3f)", name,
+                     report["v3"][name]["at_default_rule"]["accepted_recall"],
+                     report["v3"][name]["at_default_rule"]["accepted_f1"],
+                     report["v2"][name]["at_default_rule"]["accepted_recall"],
+                     report["v2"][name]["at_default_rule"]["accepted_f1"])  # fmt: skip
+    report["seconds"] = time.perf_counter() - started
+    atomic_write_text(
+        args.out / "evaluation.json", json.dumps(report, indent=2, default=str) + "\n"
+    )
+    log.info("done after %.0f s", report["seconds"])
+
+
+if __name__ == "__main__":
+    main()
