@@ -63,7 +63,8 @@ def classify_footprints(
     dims : tuple of 2 or 3 ints
         Field of view shape (``estimates.dims``).
     model : CalcompModel, optional
-        Default: the bundled model (``CalcompModel.load()``), loaded here once per call:
+        Default: the lab's default model, else the bundled one (``CalcompModel.load()``,
+        :mod:`calcomp_caiman.model.defaults`), loaded here once per call:
         pass a loaded model when classifying many arrays.
     gSig : float or sequence, optional
         Typical neuron half-size in px (``params.init['gSig']``); estimated from the
@@ -367,8 +368,12 @@ def classification_fields(
 def provenance(
     model: CalcompModel, accept: Sequence[str], min_prob: float | None, evidence: Sequence[str]
 ) -> dict[str, str | float]:
-    """What produced a classification (stored with it; strings and numbers only)."""
-    return {
+    """What produced a classification (stored with it; strings and numbers only).
+
+    A model refitted on a lab's labels adds ``labels_file`` (its ``config.json``'s: the
+    labels CSV's path, SHA256 and count) and ``refit_level``.
+    """
+    facts = {
         "model": model.name,
         "model_sha256": model.sha256,
         "version": __version__,
@@ -378,6 +383,11 @@ def provenance(
         "min_prob": "none" if min_prob is None else float(min_prob),
         "evidence": json.dumps(list(evidence)),
     }
+    if model.config.get("labels_file") is not None:
+        facts["labels_file"] = json.dumps(model.config["labels_file"], sort_keys=True)
+    if model.config.get("refit_level") is not None:
+        facts["refit_level"] = str(model.config["refit_level"])
+    return facts
 
 
 def classify(

@@ -1,40 +1,91 @@
-"""Refit a model v2 to a lab's own labels in seconds: its fusion head, not its network.
+"""Adapt a model v2 to a lab's own labels, as far as the labels can carry it.
 
-The shape network stays as it is; the fusion head (:mod:`calcomp_caiman.model.head`) is refitted
-on the labelled components' network outputs and evidence features, pulled towards the
-head it started from so that a few hundred labels adapt it without forgetting. Labels
-held out (whole files when there are several) choose how strong that pull is, and measure
-the accuracy before and after; a refit that does not help them is not applied.
+The shape network stays as it is. What changes depends on the labels (:func:`refit`):
+
+* **calibration**, what a few labels can carry: one bias per class added to the fusion
+  head's logits, one factor on the calibration temperatures
+  (:func:`~calcomp_caiman.model.head.fit_calibration`) and the acceptance cut ``min_prob``
+  (:func:`fit_cut`), each fitted by penalised likelihood on the labels with a prior that
+  pulls towards no change. The only level tried with fewer than :data:`HEAD_LABELS` labels.
+* **head**, from :data:`HEAD_LABELS` labels on: the fusion head itself
+  (:mod:`calcomp_caiman.model.head`), refitted on the labelled components' network outputs
+  and evidence features and pulled towards the head it started from, so that a few hundred
+  labels adapt it without forgetting.
+* **none**: the model is kept as it is, and the report says why.
+
+Labels the fit did not see choose the level: cross-validation below :data:`HEAD_LABELS`
+labels, held-out labels (whole files when there are several) from there on. A level that
+does not beat the model as it is on them is not applied: the model returned is then the
+model given, unchanged, and the report's ``level`` is ``"none"``.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import scipy.optimize
 
+from calcomp_caiman.classify import accept_components, acceptance_rule
 from calcomp_caiman.errors import CalcompError
 from calcomp_caiman.evidence.evidence import Evidence
 from calcomp_caiman.evidence.features import evidence_features
 from calcomp_caiman.evidence.patches import crop_checked, footprints_for
 from calcomp_caiman.model.folder import CalcompModel
-from calcomp_caiman.model.head import fit_head, probability_set_nll
-from calcomp_caiman.schema import class_codes, label_masks
+from calcomp_caiman.model.head import (
+    Calibration,
+    FusionHead,
+    calibrated_log_probs,
+    fit_calibration,
+    fit_head,
+)
+from calcomp_caiman.schema import CLASSES, class_codes, label_masks
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["refit", "read_label_table", "labelled_inputs", "LabelledInputs"]
+__all__ = [
+    "LEVELS",
+    "LabelledInputs",
+    "calibrated_model",
+    "changes",
+    "fit_cut",
+    "labelled_inputs",
+    "read_label_table",
+    "refit",
+    "refit_inputs",
+    "robust_set_nll",
+]
 
-MIN_LABELS = 8
+MIN_LABELS = 5
 """Fewest labels a refit accepts."""
+
+HEAD_LABELS = 30
+"""From this many labels on, the head is refitted too (fewer: calibration only)."""
 
 ANCHORS = (1e-3, 1e-2, 1e-1, 1.0)
 """Pulls towards the starting head tried by :func:`refit`; the held-out labels choose."""
+
+CUT_PRIOR = 1.0
+"""Standard deviation, in logit units, of the prior of ``logit(min_prob)`` around the
+model's own cut."""
+
+CV_FOLDS = 5
+"""Cross-validation folds that judge a calibration (fewer labels: one label per fold)."""
+
+LEVELS = {
+    "calibration": "calibration: class biases + temperature + cut",
+    "head": "head",
+    "none": "none",
+}
+"""The levels of a refit and how the report names them (``none`` adds why: ``none (kept:
+...)``)."""
 
 
 class LabelledInputs(NamedTuple):
@@ -91,6 +142,56 @@ def _split(codes: np.ndarray, groups: np.ndarray, fraction: float, seed: int) ->
     return held
 
 
+LABEL_NOISE = 0.05
+"""Share of labels :func:`robust_set_nll` allows to be wrong."""
+
+
+def robust_set_nll(probs: np.ndarray, allowed: np.ndarray, noise: float = LABEL_NOISE) -> float:
+    """Mean ``-log`` likelihood of labels of which a share ``noise`` may be wrong (a wrong
+    label falls on any class at random): what judges a refit on labels it did not see, so
+    that one label the model deems impossible (a slip, or a component no calibration can
+    save) cannot outweigh all the others.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> round(robust_set_nll(np.array([[1.0, 0, 0, 0]]), np.array([[0, 0, 1, 0]], bool)), 3)
+    4.382
+    """
+    return float(_robust_losses(probs, allowed, noise).mean())
+
+
+def _robust_losses(
+    probs: np.ndarray, allowed: np.ndarray, noise: float = LABEL_NOISE
+) -> np.ndarray:
+    probs = np.asarray(probs, np.float64)
+    allowed = np.asarray(allowed, bool)
+    p_set = (probs * allowed).sum(axis=1)
+    share = allowed.sum(axis=1) / allowed.shape[1]
+    return -np.log((1 - noise) * p_set + noise * share)
+
+
+def _clearly_worse(losses: np.ndarray, than: np.ndarray) -> bool:
+    """Whether ``losses`` exceed ``than`` (paired, per label) by more than one standard
+    error: the simpler level is kept unless the richer one is clearly better."""
+    d = np.asarray(losses) - np.asarray(than)
+    if len(d) < 2:
+        return bool(d.mean() > 0)
+    return bool(d.mean() > d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def _folds(codes: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold of each label, stratified by label code."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(codes), np.int64)
+    offset = 0
+    for code in np.unique(codes):
+        members = rng.permutation(np.flatnonzero(codes == code))
+        fold[members] = (offset + np.arange(len(members))) % k
+        offset += len(members)
+    return fold
+
+
 def _set_accuracy(probs: np.ndarray, codes: np.ndarray) -> float:
     if not len(codes):
         return float("nan")
@@ -112,19 +213,326 @@ def _label_codes(labels, result: int) -> np.ndarray:
     return codes
 
 
+def _temperatures(model: CalcompModel, logits: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """Each row's calibration temperature as :meth:`CalcompModel.fuse` applies it: a probe
+    head whose logits are (1, 0, 0, 0) everywhere gives ``softmax((1, 0, 0, 0) / T)``."""
+    head = model.head
+    probe = FusionHead(head.mean, head.scale, head.w1, head.b1, np.zeros_like(head.w2),
+                       np.eye(head.w2.shape[1])[0])  # fmt: skip
+    p = model.with_head(probe).fuse(logits, features).astype(np.float64)
+    return 1.0 / (np.log(p[:, 0]) - np.log(p[:, 1]))
+
+
+def _log_probs(model: CalcompModel, logits: np.ndarray, features: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(model.fuse(logits, features).astype(np.float64), 1e-40))
+
+
+def _accept_decisions(model: CalcompModel, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which labels decide acceptance under the model's rule, and their decision."""
+    accept = acceptance_rule(model).accept
+    columns = [CLASSES.index(name) + 1 for name in accept]
+    # non_neuron (process or noise) decides only when both or neither are accepted
+    both = {2, 3} <= set(columns) or not ({2, 3} & set(columns))
+    decides = (codes > 0) | both
+    return decides, np.isin(codes, columns) | ((codes == 0) & (2 in columns))
+
+
+def fit_cut(
+    p_accept: np.ndarray, accepted: np.ndarray, prior_cut: float, *, prior: float = CUT_PRIOR
+) -> float:
+    """The acceptance cut ``min_prob`` by penalised likelihood on accept / reject decisions.
+
+    A decision is taken to follow ``P(accept) = sigmoid(logit(p) - logit(min_prob))`` (for
+    calibrated probabilities the best cut is then 0.5), with a Gaussian prior of standard
+    deviation ``prior`` on ``logit(min_prob)`` around ``logit(prior_cut)``: a few decisions
+    move the cut a little, many as far as they agree.
+
+    Parameters
+    ----------
+    p_accept : (N,) ndarray
+        Summed probability of the accepted classes of each labelled component.
+    accepted : (N,) bool ndarray
+        The lab's decision for each.
+    prior_cut : float
+        The cut without labels (the model's ``min_prob``).
+    prior : float
+
+    Returns
+    -------
+    float
+        The cut, rounded to 4 decimals.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.array([0.2, 0.3, 0.35, 0.4, 0.7, 0.8])
+    >>> fit_cut(p, np.array([0, 0, 0, 0, 1, 1], bool), 0.45) > 0.45   # stricter than the model
+    True
+    >>> fit_cut(np.zeros(0), np.zeros(0, bool), 0.45)
+    0.45
+    """
+    p = np.clip(np.asarray(p_accept, np.float64), 1e-6, 1 - 1e-6)
+    sign = np.where(np.asarray(accepted, bool), 1.0, -1.0)
+    logit_p = np.log(p / (1 - p))
+    c0 = float(np.log(prior_cut / (1 - prior_cut))) if 0 < prior_cut < 1 else 0.0
+    if not len(p):
+        return round(float(prior_cut), 4)
+
+    def loss(c: float) -> float:
+        return float(np.logaddexp(0.0, -sign * (logit_p - c)).sum()) + (c - c0) ** 2 / (
+            2 * prior**2
+        )
+
+    best = scipy.optimize.minimize_scalar(loss, bounds=(c0 - 8 * prior, c0 + 8 * prior),
+                                          method="bounded").x  # fmt: skip
+    return round(float(1.0 / (1.0 + np.exp(-best))), 4)
+
+
+def calibrated_model(
+    model: CalcompModel, calibration: Calibration, min_prob: float | None = None, **config
+) -> CalcompModel:
+    """``model`` with ``calibration`` folded in: biases added to its head's output biases,
+    its temperatures multiplied by the factor; ``min_prob`` when given. Not saved."""
+    keys = [k for k in ("temperature", "temperature_without_traces") if k in model.thresholds]
+    thresholds = {key: float(model.thresholds[key]) * calibration.factor for key in keys}
+    thresholds.setdefault("temperature", calibration.factor)
+    if min_prob is not None:
+        thresholds["min_prob"] = min_prob
+    head = model.head.with_bias(calibration.biases)
+    return model.with_head(head, **config).with_thresholds(**thresholds)
+
+
+def changes(
+    before: CalcompModel, after: CalcompModel, inputs: Sequence[LabelledInputs]
+) -> dict[str, int]:
+    """How many components change class (most probable) and acceptance (each model's own
+    rule, :func:`~calcomp_caiman.classify.acceptance_rule`) from ``before`` to ``after``.
+
+    ``inputs``: :func:`labelled_inputs` of every component of each file.
+    """
+    rule_before, rule_after = acceptance_rule(before), acceptance_rule(after)
+    total = {"components": 0, "class": 0, "acceptance": 0}
+    for z, f in inputs:
+        if not len(z):
+            continue
+        p0, p1 = before.fuse(z, f), after.fuse(z, f)
+        a0 = accept_components(p0, accept=rule_before.accept, min_prob=rule_before.min_prob)
+        a1 = accept_components(p1, accept=rule_after.accept, min_prob=rule_after.min_prob)
+        total["components"] += len(z)
+        total["class"] += int((p0.argmax(axis=1) != p1.argmax(axis=1)).sum())
+        total["acceptance"] += int((a0 != a1).sum())
+    return total
+
+
+def _labels_file(path: str | os.PathLike, count: int) -> dict:
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return {"path": str(Path(path).resolve()), "sha256": digest, "count": int(count)}
+
+
+def _calibration_cv(model, log_p, temperature, allowed, codes, seed) -> tuple[float, float, float]:
+    """Cross-validated set NLL and accuracy of a calibration, and the model's NLL."""
+    k = min(CV_FOLDS, len(codes))
+    fold = _folds(codes, k, seed)
+    log_q = np.empty_like(log_p)
+    for i in range(k):
+        test = fold == i
+        cal = fit_calibration(log_p[~test], temperature[~test], allowed[~test])
+        log_q[test] = calibrated_log_probs(log_p[test], temperature[test], cal)
+    q = np.exp(log_q)
+    return (robust_set_nll(q, allowed), _set_accuracy(q, codes),
+            robust_set_nll(np.exp(log_p), allowed))  # fmt: skip
+
+
+def refit_inputs(
+    model: CalcompModel,
+    logits: np.ndarray,
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    groups: np.ndarray | None = None,
+    level: str = "auto",
+    validation_fraction: float = 0.25,
+    anchor: float | None = None,
+    seed: int = 0,
+    progress: Callable[[float, str], None] | None = None,
+    name: str | None = None,
+    labels_file: str | os.PathLike | None = None,
+) -> tuple[CalcompModel, dict]:
+    """:func:`refit` on the labelled components' network logits and features.
+
+    Parameters
+    ----------
+    model : CalcompModel
+        A model v2 (with a fusion head).
+    logits, features : ndarray
+        :func:`labelled_inputs` of the labelled components, (K, 4) and (K, F).
+    labels : (K,) int ndarray
+        Class codes 1-4, 0 for ``non_neuron``.
+    groups : (K,) ndarray, optional
+        The file each label comes from (held out whole when there are several).
+    level, validation_fraction, anchor, seed, progress, name, labels_file
+        As :func:`refit`.
+
+    Returns
+    -------
+    model, report
+        As :func:`refit`, without ``changed``.
+    """
+    started = time.perf_counter()
+    if not model.uses_evidence:
+        raise CalcompError(
+            f"model {model.name!r} has no fusion head to refit; use a model v2 (the default) "
+            f"or fine-tune the network with `calcomp finetune`."
+        )
+    if model.version >= 3:
+        raise CalcompError(
+            f"model {model.name!r} is a model v3: refitting its head is not supported yet; "
+            f"refit a model v2 (calcomp_v2)."
+        )
+    if level not in ("auto", "calibration", "head"):
+        raise ValueError(f"level must be 'auto', 'calibration' or 'head', got {level!r}.")
+    report_progress = progress or (lambda fraction, message: None)
+    z, f = np.asarray(logits), np.asarray(features)
+    code = _label_codes(labels, 0)
+    n = len(code)
+    if n < MIN_LABELS:
+        raise ValueError(f"a refit needs at least {MIN_LABELS} labelled components, got {n}.")
+    if len(z) != n or len(f) != n:
+        raise ValueError(f"{n} labels but {len(z)} logits and {len(f)} feature rows.")
+    group = np.zeros(n, np.int64) if groups is None else np.asarray(groups)
+    allowed = label_masks(code).astype(bool)
+    log_p = _log_probs(model, z, f)
+    temperature = _temperatures(model, z, f)
+    use_head = level == "head" or (level == "auto" and n >= HEAD_LABELS)
+    use_calibration = level in ("auto", "calibration")
+    calibration = None
+    if not use_head:  # few labels: cross-validated calibration against the model as it is
+        cv_nll, after, kept_nll = _calibration_cv(model, log_p, temperature, allowed, code, seed)
+        before = _set_accuracy(np.exp(log_p), code)
+        chosen, held = ("calibration" if cv_nll < kept_nll else "none"), np.zeros(n, bool)
+        validation = f"cross-validated ({min(CV_FOLDS, n)} folds)"
+        why = "calibration did not improve the cross-validated likelihood of the labels"
+        pull = None
+        if chosen == "none":
+            after = before
+    else:
+        inputs = model.head_inputs(z, f)  # the feature columns the head reads
+        held = _split(code, group, validation_fraction, seed)
+        before_probs = np.exp(log_p[held])
+        before = _set_accuracy(before_probs, code[held])
+        # (level, head's pull, held-out losses per label, held-out accuracy)
+        trials = [("none", None, _robust_losses(before_probs, allowed[held]), before)]
+        if use_calibration:
+            cal = fit_calibration(log_p[~held], temperature[~held], allowed[~held])
+            probs = np.exp(calibrated_log_probs(log_p[held], temperature[held], cal))
+            trials.append(("calibration", None, _robust_losses(probs, allowed[held]),
+                           _set_accuracy(probs, code[held])))  # fmt: skip
+        for trial_anchor in ANCHORS if anchor is None else (anchor,):
+            trial = fit_head(inputs[~held], allowed[~held], start=model.head, anchor=trial_anchor)
+            probs = model.with_head(trial).fuse(z[held], f[held])
+            trials.append(("head", trial_anchor, _robust_losses(probs, allowed[held]),
+                           _set_accuracy(probs, code[held])))  # fmt: skip
+            logger.debug("refit anchor %g: held-out NLL %.4f", trial_anchor, trials[-1][2].mean())
+        best = min(trials, key=lambda trial: trial[2].mean())
+        calibrated = [t for t in trials if t[0] == "calibration"]
+        if best[0] == "head" and calibrated and calibrated[0][2].mean() < trials[0][2].mean():
+            if not _clearly_worse(calibrated[0][2], best[2]):  # the simpler level will do
+                best = calibrated[0]
+        chosen, pull, _, after = best
+        validation = f"held out: {int(held.sum())} labels"
+        why = "no refit beat the model on the held-out labels"
+    report_progress(0.8, "validated")
+    config = {}
+    if chosen == "none":
+        logger.info("refit on %d labels: not applied (%s)", n, why)
+        new = model
+    else:
+        trained_on = model.training_description or f"that of {model.name}"  # the text only
+        config = {
+            "name": name or f"{model.name}-refit",
+            "refit_from": f"{model.name} ({model.sha256[:12]})",
+            "refit_labels": int(n),
+            "refit_level": chosen,
+            "training_data": f"{trained_on}; {LEVELS[chosen]} refitted on {int(n)} labels",
+        }
+        if labels_file is not None:
+            config["labels_file"] = _labels_file(labels_file, n)
+        if chosen == "calibration":
+            calibration = fit_calibration(log_p, temperature, allowed)
+            new = calibrated_model(model, calibration, **config)
+        else:
+            final = fit_head(inputs, allowed, start=model.head, anchor=pull)
+            new = model.with_head(final, **config)
+        new = _with_cut(model, new, z, f, code)
+    probs_after = new.fuse(z, f)
+    report = {
+        "labels": int(n),
+        "held_out": int(held.sum()),
+        "validation": validation,
+        "before": before,
+        "after": after,
+        "anchor": pull,
+        "level": chosen,
+        "applied": chosen != "none",
+        "summary": LEVELS[chosen] if chosen != "none" else f"none (kept: {why})",
+        "agreement": {
+            "before": _set_accuracy(np.exp(log_p), code),
+            "after": _set_accuracy(probs_after, code),
+        },  # fmt: skip
+        "calibration": None
+        if calibration is None
+        else {
+            "biases": {c: round(float(b), 4) for c, b in zip(CLASSES, calibration.biases)},
+            "temperature_factor": round(calibration.factor, 4),
+        },  # fmt: skip
+        "min_prob": {
+            "before": acceptance_rule(model).min_prob,
+            "after": acceptance_rule(new).min_prob,
+        },  # fmt: skip
+        "seconds": time.perf_counter() - started,
+    }
+    logger.info("refit on %d labels: %s; %s accuracy %.3f -> %.3f", n, report["summary"],
+                validation, before, after)  # fmt: skip
+    report_progress(1.0, "done")
+    return new, report
+
+
+def _with_cut(model: CalcompModel, new: CalcompModel, z, f, code) -> CalcompModel:
+    """``new`` with the acceptance cut fitted on the labels (none under the argmax rule)."""
+    rule = acceptance_rule(model)
+    if rule.min_prob is None:
+        return new
+    decides, accepted = _accept_decisions(model, code)
+    columns = [CLASSES.index(name) for name in rule.accept]
+    p_accept = new.fuse(z[decides], f[decides])[:, columns].sum(axis=1)
+    cut = fit_cut(p_accept, accepted[decides], rule.min_prob)
+    fit = {"method": "penalised likelihood", "prior_min_prob": rule.min_prob,
+           "labels": int(decides.sum()), "accepted": int(accepted[decides].sum()),
+           "agreement": round(float(((p_accept >= cut) == accepted[decides]).mean()), 4)
+           if decides.any() else None}  # fmt: skip
+    return new.with_thresholds(min_prob=cut, min_prob_fit=fit)
+
+
 def refit(
     model: CalcompModel,
     evidences: Sequence[Evidence],
     labels: Sequence[np.ndarray],
     components: Sequence[np.ndarray],
     *,
+    level: str = "auto",
     validation_fraction: float = 0.25,
     anchor: float | None = None,
     seed: int = 0,
     progress: Callable[[float, str], None] | None = None,
     name: str | None = None,
+    labels_file: str | os.PathLike | None = None,
 ) -> tuple[CalcompModel, dict]:
     """Adapt a model v2 to labelled components of one or more results.
+
+    With fewer than :data:`HEAD_LABELS` labels only a calibration is fitted (class
+    biases, temperature and acceptance cut); with more, the head too, and whichever does
+    best on held-out labels is applied; one that does not beat the model as it is on
+    labels it did not see is not applied (the model is returned unchanged).
 
     Parameters
     ----------
@@ -138,28 +546,40 @@ def refit(
         (1-4, 0 for ``non_neuron``), as the labels CSV allows.
     components : sequence of (K_i,) int arrays
         The labelled components' indices (columns of ``A``), per result.
+    level : str
+        ``"auto"`` (default: by the number of labels), ``"calibration"`` or ``"head"``
+        (tried even with few labels; still applied only when it beats the model).
     validation_fraction : float
-        Share of labels held out (whole results when there are several) to measure
-        accuracy before and after; the final head is then refitted on all labels.
+        With :data:`HEAD_LABELS` labels or more: share of labels held out (whole results
+        when there are several) to choose the level and measure accuracy before and after;
+        the chosen level is then refitted on all labels.
     anchor : float, optional
-        Pull towards the starting head (larger: closer to the original model). Default:
-        each of :data:`ANCHORS` is fitted on the labels not held out and the one with the
-        lowest held-out NLL wins; if none beats the model as it is, the head is kept.
+        Pull of a refitted head towards the starting one (larger: closer to the original
+        model). Default: each of :data:`ANCHORS` is tried on the held-out labels.
     seed : int
-        Seed of the split (own generator).
+        Seed of the split and folds (own generator).
     progress : callable, optional
         ``progress(fraction_done, message)``, called a few times.
     name : str, optional
         The new model's name (default ``<name>-refit``).
+    labels_file : path-like, optional
+        The labels CSV the labels come from: recorded in the new model's ``config.json``
+        (``labels_file``: path, SHA256, count) and from there in every output it makes.
 
     Returns
     -------
     model : CalcompModel
-        Not saved; :meth:`CalcompModel.save` writes it.
+        Not saved (:meth:`CalcompModel.save` writes it); ``model`` itself when no refit
+        was applied.
     report : dict
-        ``labels``, ``held_out``, ``before`` and ``after`` (held-out accuracy: the top class
-        is one the label allows), ``anchor`` (the pull chosen; None: head kept),
-        ``seconds``.
+        ``level`` (``calibration``, ``head`` or ``none``), ``applied``, ``summary`` (the
+        level in words; ``none (kept: why)``), ``labels``, ``validation`` (how the level
+        was chosen), ``held_out``, ``before`` and ``after`` (accuracy on labels the fit
+        did not see: the top class is one the label allows), ``agreement`` (``before``
+        and ``after`` on all labels), ``calibration`` (biases and temperature factor, or
+        None), ``min_prob`` (``before``, ``after``), ``anchor`` (the head's pull, or
+        None), ``changed`` (components of these results whose class and acceptance
+        change: ``components``, ``class``, ``acceptance``), ``seconds``.
 
     Raises
     ------
@@ -168,23 +588,16 @@ def refit(
     ValueError
         Fewer than :data:`MIN_LABELS` labels, mismatched lengths, bad indices or codes.
     """
-    import time
-
     started = time.perf_counter()
     if not model.uses_evidence:
         raise CalcompError(
             f"model {model.name!r} has no fusion head to refit; use a model v2 (the default) "
             f"or fine-tune the network with `calcomp finetune`."
         )
-    if model.version >= 3:
-        raise CalcompError(
-            f"model {model.name!r} is a model v3: refitting its head is not supported yet; "
-            f"refit a model v2 (calcomp_v2)."
-        )
     if not (len(evidences) == len(labels) == len(components)):
         raise ValueError("evidences, labels and components must have the same length.")
     report_progress = progress or (lambda fraction, message: None)
-    logits, features, codes, groups = [], [], [], []
+    every, logits, features, codes, groups = [], [], [], [], []
     for i, (evidence, label, index) in enumerate(zip(evidences, labels, components)):
         index = np.asarray(index, dtype=np.int64)
         code = _label_codes(label, i)
@@ -192,56 +605,29 @@ def refit(
             raise ValueError(f"result {i}: {len(index)} components but {len(code)} labels.")
         if not len(index):
             continue
-        z, f = labelled_inputs(model, evidence, index)
-        logits.append(z)
-        features.append(f)
+        if index.min() < 0 or index.max() >= evidence.n:
+            raise ValueError(
+                f"{evidence.source or f'result {i}'}: component indices must be in "
+                f"0..{evidence.n - 1}."
+            )
+        z, f = labelled_inputs(model, evidence, np.arange(evidence.n))  # all: what changes
+        every.append(LabelledInputs(z, f))
+        logits.append(z[index])
+        features.append(f[index])
         codes.append(code)
         groups.append(np.full(len(code), i))
         report_progress(0.6 * (i + 1) / len(evidences), f"read {evidence.source or i}")
     n = sum(len(c) for c in codes)
     if n < MIN_LABELS:
         raise ValueError(f"a refit needs at least {MIN_LABELS} labelled components, got {n}.")
-    z, f = np.concatenate(logits), np.concatenate(features)
-    code, group = np.concatenate(codes), np.concatenate(groups)
-    inputs = model.head_inputs(z, f)  # the feature columns the head reads
-    allowed = label_masks(code).astype(bool)
-    held = _split(code, group, validation_fraction, seed)
-    before_probs = model.fuse(z[held], f[held])
-    before = _set_accuracy(before_probs, code[held])
-    best = (probability_set_nll(before_probs, allowed[held]), None, before)  # the head as it is
-    for pull in ANCHORS if anchor is None else (anchor,):
-        trial = fit_head(inputs[~held], allowed[~held], start=model.head, anchor=pull)
-        probs = model.with_head(trial).fuse(z[held], f[held])
-        nll = probability_set_nll(probs, allowed[held])
-        logger.debug("refit anchor %g: held-out NLL %.4f", pull, nll)
-        if nll < best[0]:
-            best = (nll, pull, _set_accuracy(probs, code[held]))
-    _, chosen, after = best
-    report_progress(0.8, "validated")
-    if chosen is None:  # no refit beat the model on the held-out labels: keep it
-        logger.info("refit: no anchor improved on the held-out labels; the head is kept")
-        final = model.head
-    else:
-        final = fit_head(inputs, allowed, start=model.head, anchor=chosen)
-    # the text only: the base's lists of held-out videos may be among the labels now
-    trained_on = model.training_description or f"that of {model.name}"
-    new = model.with_head(
-        final,
-        name=name or f"{model.name}-refit",
-        refit_from=f"{model.name} ({model.sha256[:12]})",
-        refit_labels=int(n),
-        training_data=f"{trained_on}; head refitted on {int(n)} labels",
-    )
-    report = {
-        "labels": int(n),
-        "held_out": int(held.sum()),
-        "before": before,
-        "after": after,
-        "anchor": chosen,
-        "seconds": time.perf_counter() - started,
-    }
-    logger.info("refit on %d labels: held-out accuracy %.3f -> %.3f", n, before, after)
-    report_progress(1.0, "done")
+    new, report = refit_inputs(
+        model, np.concatenate(logits), np.concatenate(features), np.concatenate(codes),
+        groups=np.concatenate(groups), level=level, validation_fraction=validation_fraction,
+        anchor=anchor, seed=seed, name=name, labels_file=labels_file,
+        progress=lambda fraction, message: report_progress(0.6 + 0.4 * fraction, message),
+    )  # fmt: skip
+    report["changed"] = changes(model, new, every)
+    report["seconds"] = time.perf_counter() - started
     return new, report
 
 

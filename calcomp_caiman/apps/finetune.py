@@ -53,6 +53,14 @@ class FinetuneReport:
         ``refit`` only: labels held out to measure ``before`` and ``after`` (0 otherwise).
     seconds : float
         ``refit`` only: time taken (0 otherwise).
+    applied : bool
+        Whether the model changed (``refit``: False when no level beat the model on labels
+        it did not see; ``model`` is then the base model itself).
+    summary : str
+        ``refit`` only: the level applied in words (:data:`calcomp_caiman.refit.LEVELS`),
+        ``none (kept: why)`` when none was.
+    validation : str
+        ``refit`` only: how ``before`` and ``after`` were measured.
     """
 
     model: CalcompModel
@@ -63,6 +71,9 @@ class FinetuneReport:
     after: float
     held_out: int = 0
     seconds: float = 0.0
+    applied: bool = True
+    summary: str = ""
+    validation: str = ""
 
 
 def curation_table(paths: Sequence[str | os.PathLike]) -> dict[Path, LabelledComponents]:
@@ -161,7 +172,8 @@ def finetune(
     evidences = [read_evidence(path) for path in table]
     components = [index for index, _ in table.values()]
     codes = [code for _, code in table.values()]
-    model, report = refit(base, evidences, codes, components, seed=seed, name=name)
+    model, report = refit(base, evidences, codes, components, seed=seed, name=name,
+                          labels_file=labels if labels and not curation else None)  # fmt: skip
     return FinetuneReport(
         model,
         "refit",
@@ -171,6 +183,9 @@ def finetune(
         after=report["after"],
         held_out=report["held_out"],
         seconds=report["seconds"],
+        applied=report["applied"],
+        summary=report["summary"],
+        validation=report["validation"],
     )
 
 

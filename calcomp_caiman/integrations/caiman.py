@@ -220,7 +220,8 @@ def evaluate_components_4class(
         ``estimates.dims`` is missing; with ``use_metrics``, the thresholds from
         ``params.quality``. Without it, ``gSig`` is estimated from the footprints.
     model : CalcompModel, optional
-        Default: the bundled model.
+        Default: the lab's default model (``calcomp lab``, :mod:`calcomp_caiman.model.defaults`),
+        else the bundled one.
     accept : sequence of str, optional
         Classes that count as accepted (``idx_components``), e.g. ``("neuron",)`` or
         ``("neuron", "doubtful")``; default: the model folder's ``thresholds.json``.

@@ -137,8 +137,8 @@ def use_calcomp_screening(
         :class:`~calcomp_caiman.integrations.onacid_screen.CandidateScreen` and
         ``params.online['sniper_mode']`` is True.
     model : CalcompModel, str or path-like, optional
-        A loaded model, a bundled model's name or a model folder; default: the bundled
-        default model. Loaded (once) here.
+        A loaded model, a bundled model's name or a model folder; default: the lab's
+        default model (``calcomp lab``), else the bundled one. Loaded (once) here.
     threshold : float in [0, 1), optional
         Keep a candidate when the summed probability of the ``accept`` classes exceeds
         this; written to ``params.online['thresh_CNN_noisy']``. Default: the value

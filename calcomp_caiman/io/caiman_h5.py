@@ -186,8 +186,7 @@ def read_evidence(path: str | os.PathLike, *, image=None) -> Evidence:
     extra: dict[str, Any] = {}
     with _reading(path) as handle:
         estimates = handle["estimates"]
-        # idx_components: CaImAn's own selection, shown beside ours (Evidence.caiman_accepted)
-        for name in ("g", "neurons_sn", "Cn", "idx_components"):
+        for name in ("g", "neurons_sn", "Cn"):
             try:
                 value = optional_array(estimates, name)
             except (OSError, ValueError, TypeError) as err:

@@ -52,6 +52,7 @@ from calcomp_caiman.evidence.features import absent_features, feature_names
 from calcomp_caiman.evidence.transients import SAMPLES
 from calcomp_caiman.io.atomic import atomic_replace, atomic_write_text
 from calcomp_caiman.model.cpus import available_cpus
+from calcomp_caiman.model.defaults import resolve
 from calcomp_caiman.model.engine import Engine
 from calcomp_caiman.model.head import FusionHead, head_inputs, softmax
 from calcomp_caiman.model.network import build_resnet, variable_name
@@ -282,8 +283,9 @@ class CalcompModel:
         Parameters
         ----------
         name_or_folder : str or path-like
-            ``"default"`` (the bundled model), another bundled name, or the path of a
-            folder written by :meth:`save`.
+            ``"default"`` (the lab's default model when one is set, else the bundled
+            ``calcomp_v2``: :mod:`calcomp_caiman.model.defaults`), a bundled name, or the
+            path of a folder written by :meth:`save`.
 
         Returns
         -------
@@ -292,13 +294,14 @@ class CalcompModel:
         Raises
         ------
         FileNotFoundError
-            Neither a bundled name nor an existing folder; the message lists the known names.
+            Neither a bundled name nor an existing folder; the message lists the known names
+            (for ``"default"``: says where the lab's default was set).
         CalcompError
             The weights do not match the SHA256 recorded in ``config.json``, or a file is
             missing or unreadable.
         """
         known = bundled_models()
-        key = os.fspath(name_or_folder)
+        key = resolve(name_or_folder, known)  # "default": the lab's, else the bundled one
         if key in known:
             folder = known[key]
         elif Path(key).is_dir():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import scipy.optimize
@@ -20,7 +21,12 @@ from calcomp_caiman.model.threads import single_threaded_blas
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "BIAS_PRIOR",
+    "TEMPERATURE_PRIOR",
+    "Calibration",
     "FusionHead",
+    "calibrated_log_probs",
+    "fit_calibration",
     "fit_head",
     "fit_temperature",
     "probability_set_nll",
@@ -128,6 +134,13 @@ class FusionHead:
         if head.w2.shape[0] != h or head.b2.shape != (head.w2.shape[1],):
             raise ValueError("the fusion head's arrays do not fit together.")
         return head
+
+    def with_bias(self, biases: np.ndarray) -> FusionHead:
+        """A copy whose output biases are shifted by ``biases`` ((C,): one per class)."""
+        biases = np.asarray(biases, np.float64)
+        if biases.shape != self.b2.shape:
+            raise ValueError(f"biases must have shape {self.b2.shape}, got {biases.shape}.")
+        return FusionHead(self.mean, self.scale, self.w1, self.b1, self.w2, self.b2 + biases)
 
     def _unpack(self, flat: np.ndarray) -> FusionHead:
         f, h = self.w1.shape
@@ -268,6 +281,142 @@ def fit_temperature(logits: np.ndarray, allowed: np.ndarray) -> float:
         method="bounded",
     )
     return float(np.exp(result.x))
+
+
+class Calibration(NamedTuple):
+    """What a few labels can carry: one bias per class and one temperature factor.
+
+    A model calibrated this way computes ``softmax((logits + biases) / (T * factor))``
+    from its fusion head's ``logits``, where ``T`` is the row's calibration temperature:
+    the biases are added to the head's output bias and the factor multiplies
+    ``thresholds.json``'s temperatures.
+    """
+
+    biases: np.ndarray
+    """(C,) float: added to the head's logits (the head's own units, before the temperature)."""
+    factor: float
+    """Multiplies every calibration temperature (> 1: less confident)."""
+
+    @property
+    def is_identity(self) -> bool:
+        """Whether it changes nothing."""
+        return not np.any(self.biases) and self.factor == 1.0
+
+
+BIAS_PRIOR = 1.0
+"""Standard deviation of the class biases' prior (logit units): a few labels move a bias by
+about one, many labels by as much as they need."""
+
+TEMPERATURE_PRIOR = 0.5
+"""Standard deviation of the log temperature factor's prior."""
+
+
+def calibrated_log_probs(
+    log_probs: np.ndarray, temperature: np.ndarray, calibration: Calibration
+) -> np.ndarray:
+    """Log-probabilities after ``calibration``, from the model's own.
+
+    Parameters
+    ----------
+    log_probs : (N, C) ndarray
+        The model's log-probabilities, ``log softmax(logits / T)``.
+    temperature : (N,) ndarray
+        Each row's calibration temperature ``T``.
+    calibration : Calibration
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> log_p = np.log(np.full((1, 4), 0.25))
+    >>> np.exp(calibrated_log_probs(log_p, np.ones(1), Calibration(np.zeros(4), 1.0))).round(2)
+    array([[0.25, 0.25, 0.25, 0.25]])
+    """
+    u = _calibrated_logits(np.asarray(log_probs, np.float64), np.asarray(temperature, np.float64),
+                           np.asarray(calibration.biases, np.float64), np.log(calibration.factor))  # fmt: skip
+    return _log_softmax(u)
+
+
+def _calibrated_logits(
+    log_p: np.ndarray, temperature: np.ndarray, biases, log_factor
+) -> np.ndarray:
+    # (logits + b) / (T * factor) = (log p + b / T) / factor, up to a constant per row
+    return (log_p + biases[None, :] / temperature[:, None]) * np.exp(-log_factor)
+
+
+def fit_calibration(
+    log_probs: np.ndarray,
+    temperature: np.ndarray,
+    allowed: np.ndarray,
+    *,
+    bias_prior: float = BIAS_PRIOR,
+    temperature_prior: float = TEMPERATURE_PRIOR,
+) -> Calibration:
+    """Class biases and a temperature factor by penalised likelihood on a few labels.
+
+    Minimises the summed set-valued NLL of the labels (a label may allow several classes)
+    plus Gaussian priors centred on no change: ``sum(b**2) / (2 bias_prior**2)`` and
+    ``log(factor)**2 / (2 temperature_prior**2)``. With no labels, or labels the model
+    already fits, it returns (close to) no change; the more labels, the less the priors
+    matter. Shifting every bias by one constant changes no probability: the prior keeps
+    their mean at zero.
+
+    Parameters
+    ----------
+    log_probs : (N, C) ndarray
+        The model's log-probabilities of the labelled components.
+    temperature : (N,) ndarray
+        Their calibration temperatures (:class:`Calibration`).
+    allowed : (N, C) bool ndarray
+        Classes each label allows.
+    bias_prior, temperature_prior : float
+        Standard deviations of the priors.
+
+    Returns
+    -------
+    Calibration
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> log_p = np.log(np.tile([[0.7, 0.1, 0.1, 0.1]], (20, 1)))  # says neuron; labels: noise
+    >>> cal = fit_calibration(log_p, np.ones(20), np.eye(4, dtype=bool)[np.full(20, 2)])
+    >>> int(np.argmax(cal.biases))
+    2
+    """
+    log_p = np.asarray(log_probs, np.float64)
+    temperature = np.asarray(temperature, np.float64)
+    allowed = np.asarray(allowed, bool)
+    n, c = log_p.shape
+    if allowed.shape != (n, c) or temperature.shape != (n,):
+        raise ValueError("log_probs, temperature and allowed must describe the same rows.")
+    if n == 0:
+        return Calibration(np.zeros(c), 1.0)
+    if not allowed.any(axis=1).all():
+        raise ValueError("every label must allow a class.")
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        biases, log_factor = theta[:c], theta[c]
+        u = _calibrated_logits(log_p, temperature, biases, log_factor)
+        log_q = _log_softmax(u)
+        p = np.exp(log_q)
+        in_set = p * allowed
+        p_set = np.maximum(in_set.sum(axis=1), 1e-300)
+        value = -float(np.log(p_set).sum())
+        du = p - in_set / p_set[:, None]  # d(-log P(set)) / du
+        grad_b = (du / (temperature[:, None] * np.exp(log_factor))).sum(axis=0)
+        grad_s = -float((du * u).sum())
+        value += float((biases**2).sum()) / (2 * bias_prior**2)
+        value += log_factor**2 / (2 * temperature_prior**2)
+        grad_b = grad_b + biases / bias_prior**2
+        grad_s += log_factor / temperature_prior**2
+        return value, np.r_[grad_b, grad_s]
+
+    with single_threaded_blas():  # a few small products: many BLAS threads only slow them
+        result = scipy.optimize.minimize(
+            loss, np.zeros(c + 1), jac=True, method="L-BFGS-B", options={"maxiter": 200}
+        )
+    biases = result.x[:c] - result.x[:c].mean()  # the mean changes no probability
+    return Calibration(biases, float(np.exp(result.x[c])))
 
 
 def head_inputs(shape_logits: np.ndarray, features: np.ndarray) -> np.ndarray:

@@ -261,7 +261,8 @@ def test_finetune_cli_refits_a_v2_head_from_labelled_files(tmp_path, v1, session
     out = tmp_path / "refitted"
     assert main(["finetune", "--model", str(model_dir), "--labels", str(tmp_path / "labels.csv"),
                  "--out", str(out)]) == 0  # fmt: skip
-    assert "held-out accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert printed.startswith("refitted ") and "(held out: " in printed, printed
     refitted = CalcompModel.load(out)
     assert refitted.uses_evidence and refitted.config["refit_labels"] == 74
     assert classify_evidence(read_evidence(files[0]), refitted).shape == (37, 4)

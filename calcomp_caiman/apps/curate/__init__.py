@@ -19,7 +19,7 @@ import os
 import webbrowser
 
 from calcomp_caiman.apps.curate.app import CurateServer, create_app
-from calcomp_caiman.apps.curate.session import CurationSession
+from calcomp_caiman.apps.curate.session import AUTO_REFIT, CurationSession
 from calcomp_caiman.apps.curate.store import LABEL_NAMES, LabelStore
 
 __all__ = ["serve", "CurateServer", "CurationSession", "LabelStore", "LABEL_NAMES", "create_app"]
@@ -33,6 +33,7 @@ def serve(
     model_out: str | os.PathLike | None = None,
     port: int = 0,
     open_browser: bool = False,
+    auto_refit: int = AUTO_REFIT,
 ) -> CurateServer:
     """Serve the curation page for CaImAn result files on 127.0.0.1, in the background.
 
@@ -45,7 +46,8 @@ def serve(
         and rewritten atomically after every label. Default ``curate_labels.csv`` beside
         the first file.
     model : str or path-like
-        Bundled model name or model folder.
+        Bundled model name or model folder; ``"default"``: the lab's default model
+        (``calcomp lab``), else the bundled one.
     model_out : path-like, optional
         Where "Apply" saves the (refitted) model; default ``calcomp_curated_model`` beside
         the labels CSV.
@@ -53,6 +55,9 @@ def serve(
         TCP port; 0 (default) picks a free one.
     open_browser : bool
         Open the page in the default browser.
+    auto_refit : int
+        Refit in the background after this many new labels (default 5); 0: only when
+        the page's Refit button is pressed.
 
     Returns
     -------
@@ -78,7 +83,8 @@ def serve(
     """
     if isinstance(files, (str, os.PathLike)):
         files = [files]
-    session = CurationSession(files, labels=labels, model=model, model_out=model_out)
+    session = CurationSession(files, labels=labels, model=model, model_out=model_out,
+                              auto_refit=auto_refit)  # fmt: skip
     server = CurateServer(session, port=port)
     if open_browser:
         webbrowser.open(server.url)

@@ -1,21 +1,20 @@
-"""Refit in a background process while labelling goes on.
+"""Refit in the background while labelling goes on.
 
-:class:`RefitJob` starts ``calcomp_caiman.refit.refit`` in a fresh ``spawn`` process (the
-server's threads are never forked), hands it the model's weights and the labelled
-components, and collects its progress and result through a queue, from a watcher thread.
-The child re-reads each result file itself (evidence is read lazily from the files).
+:class:`RefitJob` runs one refit in a daemon thread of the server and collects its
+progress and result; the page polls :meth:`RefitJob.status`. A refit works on the network
+outputs and features the session computed once (:func:`calcomp_caiman.refit.refit_inputs`):
+it reads no file and runs no network, so it takes a fraction of a second and needs no
+process of its own (starting one, and importing SciPy in it, took 2-4 s on a loaded
+2-core machine: most of the time a label may take to show new probabilities).
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-import multiprocessing
-import queue
 import threading
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 
@@ -23,11 +22,26 @@ from calcomp_caiman.model.folder import CalcompModel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RefitJob", "REFIT_FUNCTION"]
+__all__ = ["RefitJob", "REFIT_FUNCTION", "load_function"]
 
-REFIT_FUNCTION = "calcomp_caiman.refit:refit"
-"""``module:function`` the job runs: ``refit(model, evidences, labels, components, *,
-seed, progress) -> (new_model, report)``."""
+REFIT_FUNCTION = "calcomp_caiman.refit:refit_inputs"
+"""``module:function`` a session refits with: ``refit_inputs(model, logits, features,
+labels, *, groups, seed, progress, labels_file) -> (new_model, report)``."""
+
+
+def load_function(spec: str) -> Callable:
+    """The function a ``module:function`` string names.
+
+    Raises
+    ------
+    ValueError
+        ``spec`` is not ``module:function`` or names nothing importable.
+    """
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"refit function {spec!r}: {err}; give it as module:function.") from None
 
 
 def _fraction(args: tuple, kwargs: dict) -> float | None:
@@ -56,60 +70,26 @@ def _plain(value):
     return str(value)
 
 
-def _child(channel, function: str, model_parts: tuple, paths: list[str], labels, components,
-           seed: int) -> None:  # fmt: skip
-    """Runs in the spawned process: read the files, refit, send the result back."""
-    try:
-        from calcomp_caiman.io.caiman_h5 import read_evidence
-
-        module, name = function.split(":")
-        refit = getattr(importlib.import_module(module), name)
-        model = CalcompModel(*model_parts)
-        evidences = [read_evidence(path) for path in paths]
-        last = [0.0]
-
-        def progress(*args, **kwargs) -> None:
-            fraction = _fraction(args, kwargs)
-            now = time.monotonic()
-            if fraction is not None and (now - last[0] > 0.2 or fraction >= 1.0):
-                last[0] = now
-                channel.put(("progress", fraction))
-
-        start = time.perf_counter()
-        new, report = refit(model, evidences, labels, components, seed=seed, progress=progress)
-        report = dict(_plain(report), seconds=round(time.perf_counter() - start, 2))
-        channel.put(("done", (new.weights, new.config, new.thresholds, new.sha256), report))
-    except BaseException as err:  # reported to the page; the server keeps running
-        channel.put(("failed", f"{type(err).__name__}: {err}"))
-
-
 class RefitJob:
-    """One refit running in a background process.
+    """One refit running in a background thread.
 
     Parameters
     ----------
-    model : CalcompModel
-        The model to refit.
-    paths : sequence of path-like
-        The result files, in the order of ``labels`` and ``components``.
-    labels : sequence of (n_i,) int ndarray
-        Class codes 1-4, or 0 for ``non_neuron``, of the labelled components of each file.
-    components : sequence of (n_i,) int ndarray
-        Their indices (columns of ``estimates.A``).
-    seed : int
-    function : str
-        ``module:function`` to run (:data:`REFIT_FUNCTION`).
+    work : callable
+        ``work(progress) -> (model, report)``; ``progress(fraction, message)`` may be called.
+    labels : int
+        How many labels it refits on (shown while it runs).
+    on_finish : callable, optional
+        ``on_finish(job)``, called in the job's thread when it is done or failed (not when
+        cancelled), before :meth:`status` says so.
     """
 
     def __init__(
         self,
-        model: CalcompModel,
-        paths: Sequence,
-        labels: Sequence[np.ndarray],
-        components: Sequence[np.ndarray],
+        work: Callable[[Callable], tuple[CalcompModel, dict]],
         *,
-        seed: int = 0,
-        function: str = REFIT_FUNCTION,
+        labels: int,
+        on_finish: Callable[[RefitJob], None] | None = None,
     ):
         self._lock = threading.Lock()
         self.state = "starting"
@@ -118,63 +98,50 @@ class RefitJob:
         self.report: dict | None = None
         self.model: CalcompModel | None = None
         self.started = time.time()
-        self.labels = int(sum(len(x) for x in labels))
-        context = multiprocessing.get_context("spawn")
-        self._channel = context.Queue()
-        args = (
-            self._channel,
-            function,
-            (model.weights, model.config, model.thresholds, model.sha256),
-            [str(Path(p)) for p in paths],
-            [np.asarray(x, np.int64) for x in labels],
-            [np.asarray(x, np.int64) for x in components],
-            int(seed),
+        self.labels = int(labels)
+        self._cancelled = False
+        self._on_finish = on_finish
+        self._thread = threading.Thread(
+            target=self._run, args=(work,), daemon=True, name="calcomp-refit"
         )
-        self._process = context.Process(target=_child, args=args, daemon=True, name="calcomp-refit")
-        self._process.start()
-        self._watcher = threading.Thread(
-            target=self._watch, daemon=True, name="calcomp-refit-watch"
-        )
-        self._watcher.start()
+        self._thread.start()
 
-    def _watch(self) -> None:
+    def _progress(self, *args, **kwargs) -> None:
+        fraction = _fraction(args, kwargs)
+        with self._lock:
+            self.state = "running"
+            if fraction is not None:
+                self.progress = fraction
+
+    def _run(self, work) -> None:
         try:
-            self._collect()
-        except Exception as err:  # a broken channel: the page must not wait forever
-            with self._lock:
-                if self.state in ("starting", "running"):
-                    self.state, self.error = "failed", f"lost the refit process ({err})"
-            self.cancel()
-
-    def _collect(self) -> None:
-        while True:
+            start = time.perf_counter()
+            model, report = work(self._progress)
+            outcome = ("done", model, dict(_plain(report), seconds=round(time.perf_counter() - start, 2)), "")  # fmt: skip
+        except Exception as err:  # reported to the page; the server keeps running
+            logger.warning("refit failed: %s: %s", type(err).__name__, err)
+            outcome = ("failed", None, None, f"{type(err).__name__}: {err}")
+        if self._cancelled:
+            return
+        state, self.model, self.report, self.error = outcome
+        if self._on_finish is not None:
             try:
-                message = self._channel.get(timeout=0.5)
-            except queue.Empty:
-                if not self._process.is_alive():
-                    with self._lock:
-                        if self.state in ("starting", "running"):
-                            self.state = "failed"
-                            self.error = (
-                                f"the refit process exited with code {self._process.exitcode}"
-                            )
-                    return
-                continue
-            with self._lock:
-                if message[0] == "progress":
-                    self.state, self.progress = "running", float(message[1])
-                elif message[0] == "done":
-                    self.model = CalcompModel(*message[1])
-                    self.report = message[2]
-                    self.state, self.progress = "done", 1.0
-                else:
-                    self.state, self.error = "failed", str(message[1])
-            if message[0] != "progress":
-                self._process.join(timeout=10)
-                return
+                self._on_finish(self)
+            except Exception as err:  # adopting failed: the page says so
+                logger.error("refit result could not be used", exc_info=err)
+                state, self.error = "failed", f"{type(err).__name__}: {err}"
+        with self._lock:
+            self.state = state
+            self.progress = 1.0 if state == "done" else self.progress
+
+    @property
+    def running(self) -> bool:
+        """Whether it has neither finished nor failed nor been cancelled."""
+        return self.state in ("starting", "running") and not self._cancelled
 
     def status(self) -> dict:
-        """``state`` (starting, running, done, failed), ``progress`` 0-1, ``error``, ``report``."""
+        """``state`` (starting, running, done, failed), ``progress`` 0-1, ``error``, ``report``,
+        ``labels``, ``seconds`` since it started."""
         with self._lock:
             return {
                 "state": self.state,
@@ -185,8 +152,11 @@ class RefitJob:
                 "seconds": round(time.time() - self.started, 1),
             }
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until it has finished; whether it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def cancel(self) -> None:
-        """Stop the process (its result is lost)."""
-        if self._process.is_alive():
-            self._process.terminate()
-            self._process.join(timeout=5)
+        """Forget its result (the thread finishes its few remaining steps unseen)."""
+        self._cancelled = True

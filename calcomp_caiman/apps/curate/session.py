@@ -17,14 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from calcomp_caiman.apps.curate.cards import FileGeometry, file_geometry, render_card
-from calcomp_caiman.apps.curate.jobs import REFIT_FUNCTION, RefitJob
+from calcomp_caiman.apps.curate.jobs import REFIT_FUNCTION, RefitJob, load_function
 from calcomp_caiman.apps.curate.store import LabelStore
 from calcomp_caiman.apps.curate.threshold import fit_min_prob
 from calcomp_caiman.classify import classify_evidence
 from calcomp_caiman.errors import CalcompError, InvalidFileError
 from calcomp_caiman.evidence import Evidence
+from calcomp_caiman.evidence.footprints import flags_of_checked
 from calcomp_caiman.io.caiman_h5 import read_evidence
-from calcomp_caiman.model.folder import CalcompModel
+from calcomp_caiman.model.defaults import resolve
+from calcomp_caiman.model.folder import CalcompModel, bundled_models
 from calcomp_caiman.model.ood import (
     advice,
     evidence_distances,
@@ -32,13 +34,25 @@ from calcomp_caiman.model.ood import (
     find_ood_reference,
     save_ood_reference,
 )
-from calcomp_caiman.schema import CLASSES, class_codes
+from calcomp_caiman.refit import LabelledInputs, changes, labelled_inputs
+from calcomp_caiman.schema import CLASSES, FLAG_EMPTY, class_codes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CurationSession", "uncertainty", "contradicts"]
+__all__ = ["CurationSession", "uncertainty", "contradicts", "label_order", "label_points"]
 
 _LOG4 = float(np.log(len(CLASSES)))
+
+AUTO_REFIT = 5
+"""The page refits by itself after this many new labels (0: only when asked)."""
+
+DEBOUNCE = 1.0
+"""Seconds without a new label before an automatic refit starts (at most twice
+:data:`AUTO_REFIT` labels are waited for)."""
+
+DIVERSE_FIRST = 100
+"""How many components :func:`label_order` places by uncertainty and diversity; the rest
+follow by uncertainty alone."""
 
 
 def uncertainty(probs: np.ndarray) -> np.ndarray:
@@ -52,6 +66,107 @@ def uncertainty(probs: np.ndarray) -> np.ndarray:
     """
     p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
     return -(p * np.log(p)).sum(axis=1) / _LOG4
+
+
+def label_points(probs: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """Where a file's components lie for :func:`label_order`: log-probabilities and evidence
+    features, float64 (standardised there, over all files together)."""
+    return np.concatenate(
+        [
+            np.log(np.clip(np.asarray(probs, np.float64), 1e-6, 1.0)),
+            np.asarray(features, np.float64),
+        ],
+        axis=1,
+    )
+
+
+def label_order(
+    probs: list[np.ndarray],
+    points: list[np.ndarray] | None = None,
+    labelled: list[np.ndarray] | None = None,
+    *,
+    first: int = DIVERSE_FIRST,
+    seed: int = 0,
+) -> list[tuple[int, int]]:
+    """The order in which the page shows components: the labels that help most first.
+
+    Greedily, each next component is the one with the highest ``uncertainty x
+    (1 - similarity) x spread``: :func:`uncertainty` of its probabilities; its similarity
+    (a Gaussian kernel on standardised ``points``) to the nearest component labelled or
+    placed already, so that one label stands for its look-alikes; and ``spread`` =
+    ``1 / sqrt((1 + n_file) (1 + n_class))``, with ``n_file`` and ``n_class`` the components
+    labelled or placed already from its file and of its predicted class, so the first labels
+    cover every file and class. After ``first`` placements the rest follow by uncertainty;
+    labelled components come last (by uncertainty).
+
+    Parameters
+    ----------
+    probs : list of (N_f, C) ndarray
+        Per file, the probabilities.
+    points : list of (N_f, D) ndarray, optional
+        Per file, where each component lies (:func:`label_points`); without them only
+        uncertainty and spread count.
+    labelled : list of (N_f,) bool ndarray, optional
+        Per file, the components labelled already.
+    first : int
+        Components placed greedily.
+    seed : int
+        Seed of the pairs that set the kernel's width (own generator).
+
+    Returns
+    -------
+    list of (file, component)
+        Every component once.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> probs = [np.array([[0.5, 0.5, 0, 0], [0.5, 0.5, 0, 0], [0.9, 0.1, 0, 0]]),
+    ...          np.array([[0.6, 0.4, 0, 0]])]
+    >>> label_order(probs)  # the second file comes before the first's twin
+    [(0, 0), (1, 0), (0, 1), (0, 2)]
+    """
+    sizes = [len(p) for p in probs]
+    file_of = np.repeat(np.arange(len(probs)), sizes)
+    index = np.concatenate([np.arange(n) for n in sizes]) if sizes else np.zeros(0, np.int64)
+    p = np.concatenate(probs) if sizes else np.zeros((0, len(CLASSES)))
+    n = len(p)
+    score = uncertainty(p) if n else np.zeros(0)
+    done = np.zeros(n, bool) if labelled is None else np.concatenate(labelled).astype(bool)
+    predicted = p.argmax(axis=1) if n else np.zeros(0, np.int64)
+    similar = np.zeros(n)
+    x = None
+    if points is not None and n:
+        x = np.concatenate(points).astype(np.float64)
+        x = np.nan_to_num((x - x.mean(axis=0)) / np.where(x.std(axis=0) > 1e-9, x.std(axis=0), 1.0))
+        rng = np.random.default_rng(seed)
+        pairs = rng.integers(0, n, size=(min(2000, n * n), 2))
+        width = max(0.25 * float(np.median(((x[pairs[:, 0]] - x[pairs[:, 1]]) ** 2).sum(axis=1))), 1e-9)  # fmt: skip
+    per_file = np.bincount(file_of[done], minlength=len(probs)).astype(np.float64)
+    per_class = np.bincount(predicted[done], minlength=len(CLASSES)).astype(np.float64)
+
+    def place(i: int) -> None:
+        per_file[file_of[i]] += 1
+        per_class[predicted[i]] += 1
+        if x is not None:
+            kernel = np.exp(-((x - x[i]) ** 2).sum(axis=1) / (2 * width))
+            np.maximum(similar, kernel, out=similar)
+
+    for i in np.flatnonzero(done):
+        place(i)
+    order = []
+    free = ~done
+    for _ in range(min(int(first), int(free.sum()))):
+        spread = 1.0 / np.sqrt((1 + per_file[file_of]) * (1 + per_class[predicted]))
+        value = np.where(free, (score + 1e-6) * (1 - similar + 1e-6) * spread, -np.inf)
+        i = int(np.argmax(value))
+        order.append(i)
+        free[i] = False
+        place(i)
+    for group in (free, done):  # the rest by uncertainty, then the labelled ones
+        rest = np.flatnonzero(group)
+        order.extend(rest[np.lexsort((index[rest], file_of[rest], -score[rest]))].tolist())
+    return [(int(file_of[i]), int(index[i])) for i in order]
 
 
 def contradicts(label: str, predicted: int) -> bool:
@@ -78,6 +193,8 @@ class _File:
     ood_score: float = float("nan")
     ood: bool = False
     geometry: FileGeometry | None = field(default=None, repr=False)
+    inputs: LabelledInputs | None = field(default=None, repr=False)  # every component's
+    empty: np.ndarray | None = field(default=None, repr=False)  # footprints classified as noise
 
 
 class CurationSession:
@@ -91,12 +208,18 @@ class CurationSession:
         The labels CSV (``calcomp finetune --labels`` format). Default ``curate_labels.csv``
         beside the first file.
     model : str or path-like
-        A bundled model name or a model folder.
+        A bundled model name or a model folder; ``"default"``: the lab's default model
+        (:mod:`calcomp_caiman.model.defaults`).
     model_out : path-like, optional
         Folder "Apply" saves the model in. Default ``calcomp_curated_model`` beside the
         labels CSV.
     refit_function : str
-        ``module:function`` run by "Refit" (:data:`calcomp_caiman.apps.curate.jobs.REFIT_FUNCTION`).
+        ``module:function`` a refit runs (:data:`calcomp_caiman.apps.curate.jobs.REFIT_FUNCTION`).
+    auto_refit : int
+        Refit in the background after this many new labels (:data:`AUTO_REFIT`; 0: only
+        when :meth:`start_refit` is called), once no label came for ``debounce`` seconds.
+    debounce : float
+        :data:`DEBOUNCE`.
 
     Raises
     ------
@@ -115,6 +238,8 @@ class CurationSession:
         model: str | os.PathLike = "default",
         model_out: str | os.PathLike | None = None,
         refit_function: str = REFIT_FUNCTION,
+        auto_refit: int = AUTO_REFIT,
+        debounce: float = DEBOUNCE,
     ):
         paths = [Path(f).resolve() for f in files]
         if not paths:
@@ -124,26 +249,42 @@ class CurationSession:
         for path in paths:
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: no such file")
-        self.model = CalcompModel.load(model)
-        self.model_source = str(model)
-        folder = Path(model) if Path(model).is_dir() else None
+        source = resolve(model, bundled_models())  # "default": the lab's default model
+        self.model = CalcompModel.load(source)
+        self.model_source = str(source)
+        folder = Path(source) if Path(source).is_dir() else None
         self._ood_reference = find_ood_reference(self.model, folder)
         self.labels_path = Path(labels) if labels else paths[0].parent / "curate_labels.csv"
         self.store = LabelStore(self.labels_path)
         self.model_out = Path(model_out) if model_out else self.labels_path.parent / "calcomp_curated_model"  # fmt: skip
         self.refit_function = refit_function
+        self.base_model = self.model  # every refit starts from it, with all labels so far
+        self.auto_refit = max(0, int(auto_refit))
+        self.debounce = float(debounce)
         self._lock = threading.RLock()
         self.files: list[_File] = []
         for path in paths:
             evidence = read_evidence(path)
             self.files.append(_File(path, evidence, classify_evidence(evidence, self.model)))
         self._check_labels()
+        if self.can_refit:  # the network's output and the features, once: refits reuse them
+            for f in self.files:
+                f.inputs = labelled_inputs(self.model, f.evidence, np.arange(f.evidence.n))
+                f.empty = (flags_of_checked(f.evidence.A) & FLAG_EMPTY) > 0
         self._score_ood()
         self.version = 0  # incremented whenever the probabilities change
         self.job: RefitJob | None = None
         self.refit_report: dict | None = None
         self.threshold: dict | None = None
         self.refitted = False
+        self._new_labels = 0  # labels set since the last refit started
+        self._timer: threading.Timer | None = None
+        self._closed = False
+
+    @property
+    def can_refit(self) -> bool:
+        """Whether the model can be refitted here (a model with a fusion head)."""
+        return self.base_model.uses_evidence
 
     # ------------------------------------------------------------------ checks and OOD
 
@@ -209,13 +350,14 @@ class CurationSession:
             "refit": self.refit_status(),
             "threshold": self.threshold,
             "refitted": self.refitted,
-            "can_refit": self.model.uses_evidence,
+            "can_refit": self.can_refit,
+            "auto_refit": self.auto_refit if self.can_refit else 0,
         }
 
     def components(
         self, *, predicted: str | None = None, file: int | None = None, disagreements: bool = False
     ) -> list[dict]:
-        """Every component, most uncertain first, with its probabilities and label.
+        """Every component in the page's order (:meth:`order`), with its probabilities and label.
 
         Parameters
         ----------
@@ -231,28 +373,42 @@ class CurationSession:
         labels = self.store.labels()
         items = []
         with self._lock:
-            for i, f in enumerate(self.files):
+            scores = [uncertainty(f.probs) for f in self.files]
+            for i, k in self.order(labels):
+                f = self.files[i]
                 if file is not None and i != file:
                     continue
-                codes = f.probs.argmax(axis=1) + 1
-                score = uncertainty(f.probs)
-                for k in range(f.evidence.n):
-                    code = int(codes[k])
-                    if predicted is not None and CLASSES[code - 1] != predicted:
-                        continue
-                    label = labels.get((str(f.path), k))
-                    if disagreements and (label is None or not contradicts(label, code)):
-                        continue
-                    items.append({
-                        "file": i,
-                        "component": k,
-                        "predicted": CLASSES[code - 1],
-                        "probs": [round(float(p), 4) for p in f.probs[k]],
-                        "uncertainty": round(float(score[k]), 4),
-                        "label": label,
-                    })  # fmt: skip
-        items.sort(key=lambda item: (-item["uncertainty"], item["file"], item["component"]))
+                code = int(f.probs[k].argmax()) + 1
+                if predicted is not None and CLASSES[code - 1] != predicted:
+                    continue
+                label = labels.get((str(f.path), k))
+                if disagreements and (label is None or not contradicts(label, code)):
+                    continue
+                items.append({
+                    "file": i,
+                    "component": k,
+                    "predicted": CLASSES[code - 1],
+                    "probs": [round(float(p), 4) for p in f.probs[k]],
+                    "uncertainty": round(float(scores[i][k]), 4),
+                    "label": label,
+                })  # fmt: skip
         return items
+
+    def order(self, labels: dict | None = None) -> list[tuple[int, int]]:
+        """Every ``(file, component)`` in the order the page shows them (:func:`label_order`:
+        uncertain and diverse across files and classes first, labelled ones last)."""
+        labels = self.store.labels() if labels is None else labels
+        with self._lock:
+            done = []
+            for f in self.files:
+                mask = np.zeros(f.evidence.n, bool)
+                mine = [k for (path, k) in labels if path == str(f.path) and 0 <= k < len(mask)]
+                mask[mine] = True
+                done.append(mask)
+            points = None
+            if all(f.inputs is not None for f in self.files):
+                points = [label_points(f.probs, f.inputs.features) for f in self.files]
+            return label_order([f.probs for f in self.files], points, done)
 
     def card(self, file: int, component: int) -> dict:
         """Drawing data of one component (:func:`~calcomp_caiman.apps.curate.cards.render_card`)."""
@@ -275,7 +431,10 @@ class CurationSession:
         f = self._file(file)
         if not 0 <= int(component) < f.evidence.n:
             raise ValueError(f"{f.path.name} has components 0..{f.evidence.n - 1}, not {component}.")  # fmt: skip
-        return self.store.set(f.path, int(component), label)
+        previous = self.store.set(f.path, int(component), label)
+        if previous != label:
+            self._label_changed()
+        return previous
 
     def _labelled(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         labels = self.store.labels()
@@ -288,45 +447,123 @@ class CurationSession:
 
     # ------------------------------------------------------------------ refit and apply
 
-    def start_refit(self, *, seed: int = 0) -> dict:
-        """Start refitting the current model on the labels so far, in a background process."""
+    def _label_changed(self) -> None:
+        """Count a new label; after :attr:`auto_refit` of them, refit once labelling pauses."""
         with self._lock:
-            if self.job is not None and self.job.status()["state"] in ("starting", "running"):
+            self._new_labels += 1
+            if not self.auto_refit or not self.can_refit or self._closed:
+                return
+            if self._new_labels < self.auto_refit:
+                return
+            if self._timer is not None:
+                self._timer.cancel()
+            wait = 0.0 if self._new_labels >= 2 * self.auto_refit else self.debounce
+            self._timer = threading.Timer(wait, self._auto_refit)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _auto_refit(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self._closed or (self.job is not None and self.job.running):
+                return  # the running job starts the next one when it finishes
+            try:
+                self.start_refit()
+            except (CalcompError, ValueError) as err:
+                logger.info("automatic refit not started: %s", err)
+
+    def start_refit(self, *, seed: int = 0) -> dict:
+        """Refit the model loaded on every label so far, in the background.
+
+        The refit starts from the model the session was opened with (never from an
+        earlier refit, which these labels made already) and reuses each component's
+        network output and features (:func:`~calcomp_caiman.refit.refit_inputs`); when
+        it finishes, :meth:`refit_status` says what it did and, when it was applied,
+        every file is re-scored.
+        """
+        with self._lock:
+            if self.job is not None and self.job.running:
                 raise CalcompError("a refit is running already; wait for it to finish.")
             codes, components = self._labelled()
             total = sum(len(c) for c in codes)
             if total == 0:
                 raise CalcompError("label some components before refitting.")
-            self.job = RefitJob(self.model, [f.path for f in self.files], codes, components,
-                                seed=seed, function=self.refit_function)  # fmt: skip
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._new_labels = 0
+            function = load_function(self.refit_function)
+            if self.can_refit:
+                logits = np.concatenate(
+                    [f.inputs.logits[c] for f, c in zip(self.files, components)]
+                )
+                features = np.concatenate(
+                    [f.inputs.features[c] for f, c in zip(self.files, components)]
+                )
+            else:  # the refit says why it cannot
+                logits, features = np.zeros((total, len(CLASSES))), np.zeros((total, 0))
+            groups = np.concatenate([np.full(len(c), i) for i, c in enumerate(codes)])
+            base, labels_file = self.base_model, self.store.path
+
+            def work(progress):
+                return function(base, logits, features, np.concatenate(codes), groups=groups,
+                                seed=seed, progress=progress, labels_file=labels_file)  # fmt: skip
+
+            self.job = RefitJob(work, labels=total, on_finish=self._finished)
             logger.info("refit started on %d labels", total)
             return self.refit_status()
 
-    def refit_status(self) -> dict | None:
-        """The refit job's status; when it has just finished, the new model is adopted."""
-        if self.job is None:
-            return None
-        status = self.job.status()
-        if status["state"] == "done" and self.job.model is not None:
-            with self._lock:
-                if self.job.model is not None:
-                    self._adopt(self.job.model, status["report"])
-                    self.job.model = None
-        return status
+    def _finished(self, job: RefitJob) -> None:
+        """A refit ended (in its thread): adopt its result, start the next if labels came."""
+        with self._lock:
+            if job is not self.job or self._closed:
+                return
+            if job.model is not None:
+                self._adopt(job.model, job.report)
+                job.model = None
+            if self.auto_refit and self._new_labels >= self.auto_refit:
+                self._timer = threading.Timer(0.0, self._auto_refit)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def refit_status(self) -> dict:
+        """What the background refit is doing.
+
+        ``state``: ``idle`` (none yet), ``scheduled`` (starts once labelling pauses),
+        ``starting``, ``running``, ``done`` or ``failed``; with a job also ``progress``,
+        ``error``, ``labels`` and ``report`` (:func:`~calcomp_caiman.refit.refit`'s, with
+        ``changed``: the components of the session's files whose class and acceptance
+        it changed). Always ``version`` (the probabilities' version), ``new_labels``
+        (labels since the last refit started) and ``auto_refit``.
+        """
+        with self._lock:
+            status = {"state": "idle"} if self.job is None else self.job.status()
+            if self._timer is not None and not (self.job is not None and self.job.running):
+                status["state"] = "scheduled"
+            status.update(version=self.version, new_labels=self._new_labels,
+                          auto_refit=self.auto_refit if self.can_refit else 0)  # fmt: skip
+            return status
 
     def _adopt(self, model: CalcompModel, report: dict) -> None:
-        """Use a refitted model: re-score every file, refit the acceptance cut."""
-        self.model = model
-        for f in self.files:
-            f.probs = classify_evidence(f.evidence, model)
+        """Use a refit's result: re-score every file from the stored inputs, count what
+        changed, and say in the report whether it was applied."""
+        report["changed"] = changes(self.model, model, [f.inputs for f in self.files])
+        report["model"] = model.name
         self.refit_report = report
-        self.refitted = True
-        self.version += 1
+        if model is not self.model:
+            for f in self.files:
+                probs = model.fuse(*f.inputs)
+                probs[f.empty] = f.probs[f.empty]  # an empty footprint is noise for every model
+                f.probs = probs
+            self.model = model
+            self.version += 1
+        self.refitted = bool(report.get("applied"))
         try:
-            self.threshold = self.fit_threshold()
+            self.threshold = self._cut()
         except ValueError as err:
             self.threshold = {"error": str(err)}
-        logger.info("refitted model adopted (version %d)", self.version)
+        logger.info("refit %s (version %d): %s", "applied" if self.refitted else "not applied",
+                    self.version, report.get("summary"))  # fmt: skip
 
     def fit_threshold(self) -> dict:
         """Fit ``min_prob`` to the labels with the current model (see :mod:`.threshold`)."""
@@ -345,21 +582,34 @@ class CurationSession:
         result = fit_min_prob(np.concatenate(p), np.concatenate(decisions))
         return dict(result, accept=accept)
 
+    def _cut(self) -> dict:
+        """The acceptance cut Apply writes: the applied refit's (fitted with its calibration,
+        :func:`~calcomp_caiman.refit.fit_cut`), else :meth:`fit_threshold`'s."""
+        fit = self.model.thresholds.get("min_prob_fit")
+        if (
+            self.refitted
+            and isinstance(fit, dict)
+            and self.model.thresholds.get("min_prob") is not None
+        ):
+            accept = list(self.model.thresholds.get("accept", ["neuron"]))
+            return dict(fit, min_prob=self.model.thresholds["min_prob"], accept=accept)
+        return self.fit_threshold()
+
     def apply(self) -> dict:
         """Write the current model's classification into every file and save the model.
 
         The files are updated in place as ``calcomp classify --in-place`` does
-        (:func:`calcomp_caiman.apps.one_file.classify_file`: atomic, under the file's lock), with
-        the acceptance cut fitted from the labels when it can be fitted. The model folder
+        (:func:`calcomp_caiman.apps.batch.classify_file`: atomic, under the file's lock), with
+        the acceptance cut fitted from the labels when it can be fitted (:meth:`_cut`). The model folder
         (:attr:`model_out`) gets ``thresholds.json`` with that ``min_prob`` (and
         ``min_prob_fit``: agreement, cross-validated agreement, label counts) and, when
         the network is unchanged, the out-of-distribution reference ``ood.npz``.
         """
-        from calcomp_caiman.apps.one_file import classify_file
+        from calcomp_caiman.apps.batch import classify_file
 
         with self._lock:
             try:
-                fit = self.fit_threshold()
+                fit = self._cut()
             except ValueError as err:
                 fit = {"error": str(err)}
             self.threshold = fit
@@ -382,6 +632,10 @@ class CurationSession:
             return {"files": written, "model_folder": str(folder), "threshold": fit}
 
     def close(self) -> None:
-        """Stop a running refit."""
-        if self.job is not None:
-            self.job.cancel()
+        """Stop a scheduled or running refit."""
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+            if self.job is not None:
+                self.job.cancel()

@@ -118,7 +118,9 @@ def _component(key: str) -> int:
 def test_label_refit_and_apply_in_the_browser(tmp_path, caiman_copy, tiny_v2, browser):
     path = caiman_copy("real_mouse2p_cnmf.hdf5")
     labels = tmp_path / "labels.csv"
-    server = serve([path], labels=labels, model=tiny_v2, model_out=tmp_path / "refitted", port=0)
+    server = serve(
+        [path], labels=labels, model=tiny_v2, model_out=tmp_path / "refitted", port=0, auto_refit=0
+    )  # refits when asked (the automatic ones: test_curate_calibrate)
     (tmp_path / "notebook").mkdir()
     (tmp_path / "notebook" / "cell.html").write_text(server._repr_html_())
     try:
@@ -134,7 +136,7 @@ def test_label_refit_and_apply_in_the_browser(tmp_path, caiman_copy, tiny_v2, br
         expected = server.session.components()
         assert order == [f"{i['file']}:{i['component']}" for i in expected] and len(order) == 59
         scores = [i["uncertainty"] for i in expected]
-        assert scores == sorted(scores, reverse=True)  # most uncertain first
+        assert scores[0] == max(scores)  # the most uncertain first (then varied: label_order)
         first = page.locator(".card").first
         first.locator("svg.local polyline").first.wait_for()  # drawn: image, outlines, traces
         assert first.locator("svg.local image").count() == 1
@@ -180,7 +182,9 @@ def test_label_refit_and_apply_in_the_browser(tmp_path, caiman_copy, tiny_v2, br
         _press(page, "1")  # labelling goes on while it runs
         page.wait_for_function("() => curate.version() === 1", timeout=60_000)
         status = page.inner_text("#refit-status")
-        assert re.search(r"held-out accuracy \d\.\d{3} \u2192 \d\.\d{3}", status), status
+        assert re.search(r"refit applied on 18 labels: calibration: class biases \+ temperature "
+                         r"\+ cut; cross-validated \(5 folds\): accuracy \d\.\d{3} \u2192 \d\.\d{3}",
+                         status), status  # fmt: skip
         assert page.is_hidden("#refit-progress")
         new_order = page.evaluate("curate.order()")
         assert sorted(new_order) == sorted(order) and new_order != order

@@ -7,8 +7,8 @@
   const $ = (id) => document.getElementById(id);
   const TRACE = { width: 332, height: 90, axis: 66 };  // the trace panel: plot above y = axis
   const UNCERTAINTY = "uncertainty: normalised entropy of the four probabilities, 0 = one class " +
-    "certain, 1 = all four equally likely; the most uncertain cards come first (a label there " +
-    "teaches a refit the most)";
+    "certain, 1 = all four equally likely; uncertain cards come first, one of each look-alike " +
+    "group, across files and classes (a label there teaches a refit the most)";
 
   function message(text) { $("message").textContent = text || ""; }
 
@@ -63,6 +63,7 @@
       }
     }
     showRefit(state.refit);
+    $("auto-refit").textContent = state.auto_refit ? ` \u00b7 the model refits by itself every ${state.auto_refit} labels` : "";
     if (!state.can_refit) {
       $("refit").disabled = true;
       $("refit").title = `model ${state.model} has no fusion head to refit (a model v2 has one); ` +
@@ -276,7 +277,7 @@
     if (!item) return;
     setFocus(page.focus + 1);  // at once: the next key press is for the next card
     send(item, label)
-      .then((previous) => { page.undo.push({ item: item, previous: previous }); message(""); })
+      .then((previous) => { page.undo.push({ item: item, previous: previous }); message(""); watchRefit(); })
       .catch((err) => { message(`not saved (${page.state.files[item.file].name} #${item.component}): ` + err.message); });
   }
 
@@ -315,37 +316,70 @@
     return String(value);
   }
 
+  function changedText(changed) {
+    if (!changed) return "";
+    return `${changed.class} of ${changed.components} components changed class, ${changed.acceptance} acceptance`;
+  }
+
   function showRefit(status) {
-    const bar = $("refit-progress"), text = $("refit-status");
-    if (!status || status.state === "idle") { bar.hidden = true; text.textContent = ""; return; }
+    const bar = $("refit-progress"), text = $("refit-status"), changed = $("refit-changed");
+    if (!status || status.state === "idle") {
+      bar.hidden = true; text.textContent = ""; changed.textContent = "";
+      text.removeAttribute("data-applied");
+      return;
+    }
     bar.hidden = !(status.state === "starting" || status.state === "running");
     bar.value = status.progress || 0;
-    if (status.state === "done" && status.report) {
-      const held = status.report.held_out ? ` (${status.report.held_out} labels held out)` : "";
-      text.textContent = `refitted on ${status.labels} labels: held-out accuracy ${fmt(status.report.before)} \u2192 ${fmt(status.report.after)}${held}`;
+    const report = status.report;
+    if (status.state === "scheduled") {
+      text.textContent = `refit when labelling pauses (${status.new_labels} new labels)`;
+    } else if (status.state === "done" && report) {
+      const measured = `${report.validation}: accuracy ${fmt(report.before)} \u2192 ${fmt(report.after)}`;
+      const agreement = report.agreement
+        ? `; on the ${report.labels} labels ${fmt(report.agreement.before)} \u2192 ${fmt(report.agreement.after)}` : "";
+      if (report.applied) {
+        text.textContent = `refit applied on ${report.labels} labels: ${report.summary}; ${measured}${agreement}`;
+      } else {
+        text.textContent = `refit NOT applied (${report.labels} labels): ${report.summary}; the model is kept as loaded`;
+      }
+      text.setAttribute("data-applied", report.applied ? "1" : "0");
+      text.classList.toggle("not-applied", !report.applied);
+      changed.textContent = changedText(report.changed);
     } else if (status.state === "failed") {
       text.textContent = "refit failed: " + status.error;
+      text.setAttribute("data-applied", "0");
     } else {
       text.textContent = `refitting on ${status.labels} labels\u2026 ${Math.round(100 * (status.progress || 0))}%`;
     }
     $("refit").disabled = !bar.hidden || (page.state && !page.state.can_refit);
   }
 
-  async function refit() {
+  // a refit runs in the background (by itself after every few labels, or on Refit): the
+  // page watches it until it ends, then shows the new probabilities in the new order
+  let watching = false;
+
+  async function watchRefit(first) {
+    if (watching) return;
+    watching = true;
     try {
-      showRefit(await api("/api/refit", {}));
+      let status = first || await api("/api/refit");
+      while (status.state === "scheduled" || status.state === "starting" || status.state === "running") {
+        showRefit(status);
+        await new Promise((resolve) => setTimeout(resolve, 400));
+        status = await api("/api/refit");
+      }
+      showRefit(status);
+      if (status.version !== page.version) { await loadState(); await loadList(); setFocus(0); }
+    } catch (err) { message(err.message); } finally { watching = false; }
+  }
+
+  async function refit() {
+    let status;
+    try {
+      status = await api("/api/refit", {});
       message("");
     } catch (err) { message(err.message); return; }
-    const timer = setInterval(async () => {
-      try {
-        const status = await api("/api/refit");
-        showRefit(status);
-        if (status.state === "done" || status.state === "failed") {
-          clearInterval(timer);
-          if (status.state === "done") { await loadState(); await loadList(); setFocus(0); }
-        }
-      } catch (err) { clearInterval(timer); message(err.message); }
-    }, 500);
+    await watchRefit(status);
   }
 
   async function apply() {
@@ -353,9 +387,10 @@
     $("apply-status").textContent = "writing\u2026";
     try {
       const result = await api("/api/apply", {});
-      const cut = result.threshold && result.threshold.min_prob !== undefined
-        ? ` min_prob ${result.threshold.min_prob} (cross-validated agreement ${fmt(result.threshold.cv_agreement)})`
-        : "";
+      const fit = result.threshold || {};
+      const how = typeof fit.cv_agreement === "number" ? `cross-validated agreement ${fmt(fit.cv_agreement)}`
+        : typeof fit.agreement === "number" ? `agreement ${fmt(fit.agreement)} on ${fit.labels} labels, fitted with the refit` : "";
+      const cut = fit.min_prob !== undefined ? ` min_prob ${fit.min_prob}${how ? ` (${how})` : ""}` : "";
       $("apply-status").textContent = `written to ${result.files.length} file(s); model saved to ${result.model_folder};${cut}`;
     } catch (err) {
       $("apply-status").textContent = "";

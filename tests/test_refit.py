@@ -1,0 +1,160 @@
+"""Few-label adaptation (issue 21): what few labels can carry (class biases, temperature,
+acceptance cut) below 30 labels, the head from there on, and never a refit that was not
+applied."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calcomp_caiman import CalcompModel
+from calcomp_caiman.classify import accept_components, acceptance_rule, classify_evidence
+from calcomp_caiman.io.caiman_h5 import read_evidence
+from calcomp_caiman.model.head import Calibration, calibrated_log_probs, fit_calibration
+from calcomp_caiman.refit import (
+    HEAD_LABELS,
+    LEVELS,
+    calibrated_model,
+    fit_cut,
+    labelled_inputs,
+    refit,
+    refit_inputs,
+)
+from calcomp_caiman.schema import CLASSES, label_masks
+
+DEMO = Path(str(resources.files("calcomp_caiman.data") / "demo_caiman_sim.hdf5"))
+
+
+@pytest.fixture(scope="module")
+def demo():
+    model = CalcompModel.load()
+    evidence = read_evidence(DEMO)
+    return model, evidence, labelled_inputs(model, evidence, np.arange(evidence.n))
+
+
+def test_calibration_is_what_the_saved_model_computes(demo, tmp_path):
+    model, evidence, (z, f) = demo
+    calibration = Calibration(np.array([1.0, -0.5, 0.2, -0.7]), 1.7)
+    new = calibrated_model(model, calibration, min_prob=0.3, name="cal")
+    saved = CalcompModel.load(new.save(tmp_path / "cal"))
+    log_p = np.log(model.fuse(z, f).astype(np.float64))
+    temperature = np.full(len(z), model.thresholds["temperature"])  # the demo has traces
+    expected = np.exp(calibrated_log_probs(log_p, temperature, calibration))
+    np.testing.assert_allclose(saved.fuse(z, f), expected, atol=2e-5)
+    np.testing.assert_allclose(classify_evidence(evidence, saved), expected, atol=2e-5)
+    assert saved.thresholds["min_prob"] == 0.3
+    assert saved.thresholds["temperature"] == pytest.approx(1.7 * model.thresholds["temperature"])
+    assert saved.thresholds["temperature_without_traces"] == pytest.approx(
+        1.7 * model.thresholds["temperature_without_traces"]
+    )
+
+
+def test_the_prior_pulls_towards_no_change():
+    log_p = np.log(np.tile([[0.6, 0.2, 0.1, 0.1]], (40, 1)))
+    allowed = np.eye(4, dtype=bool)[np.full(40, 2)]  # every label: noise
+    few = fit_calibration(log_p[:3], np.ones(3), allowed[:3])
+    many = fit_calibration(log_p, np.ones(40), allowed)
+    assert 0 < few.biases[2] < many.biases[2]  # more labels, further from no change
+    none = fit_calibration(log_p[:0], np.ones(0), allowed[:0])
+    assert none.is_identity
+    assert abs(float(few.biases.sum())) < 1e-9  # one constant on every bias changes nothing
+
+
+def test_the_cut_moves_as_far_as_the_decisions_agree():
+    p = np.linspace(0.05, 0.95, 19)
+    stricter = p >= 0.7
+    assert 0.45 < fit_cut(p[::6], stricter[::6], 0.45) < fit_cut(p, stricter, 0.45) <= 0.7
+    assert fit_cut(p, p >= 0.45, 0.45) == pytest.approx(0.45, abs=0.06)
+
+
+def test_few_labels_calibrate_and_say_so(demo, tmp_path):
+    model, evidence, (z, f) = demo
+    before = model.fuse(z, f)
+    neurons = np.flatnonzero(before.argmax(axis=1) == 0)[:12]
+    assert len(neurons) == 12
+    csv = tmp_path / "labels.csv"
+    csv.write_text("file,component,label\n" + "".join(f"d.hdf5,{k},noise\n" for k in neurons))
+    new, report = refit(model, [evidence], [["noise"] * 12], [neurons], labels_file=csv)
+    assert report["level"] == "calibration" and report["applied"]
+    assert report["summary"] == LEVELS["calibration"] == "calibration: class biases + temperature + cut"  # fmt: skip
+    assert report["validation"] == "cross-validated (5 folds)" and report["held_out"] == 0
+    assert report["calibration"]["biases"]["noise"] > 0.5  # the lab's noise is likelier
+    assert report["calibration"]["temperature_factor"] > 1  # and the model less sure
+    assert report["agreement"]["before"] == 0.0 and report["after"] >= report["before"]
+    after = new.fuse(z, f)
+    rule = acceptance_rule(new)
+    assert not accept_components(after[neurons], accept=rule.accept, min_prob=rule.min_prob).any()
+    assert accept_components(before[neurons], min_prob=model.thresholds["min_prob"]).all()
+    changed = report["changed"]
+    assert changed["components"] == evidence.n
+    assert changed["class"] == int((after.argmax(axis=1) != before.argmax(axis=1)).sum()) > 0
+    assert changed["acceptance"] > 0
+    assert new.name == f"{model.name}-refit" and new.config["refit_level"] == "calibration"
+    assert new.config["labels_file"]["count"] == 12
+    assert new.thresholds["min_prob_fit"]["method"] == "penalised likelihood"
+    assert report["min_prob"]["before"] == model.thresholds["min_prob"]
+    assert report["min_prob"]["after"] == new.thresholds["min_prob"]
+
+
+def test_a_refit_that_does_not_help_is_not_applied(demo):
+    """Labels that carry nothing the model lacks (drawn from its own probabilities):
+    the model comes back unchanged, and the report says why."""
+    model, evidence, (z, f) = demo
+    probs = model.fuse(z, f).astype(np.float64)
+    rng = np.random.default_rng(7)
+    kept = 0
+    for _ in range(4):
+        rows = rng.choice(evidence.n, size=10, replace=False)
+        labels = np.array([rng.choice(4, p=p / p.sum()) + 1 for p in probs[rows]])
+        new, report = refit_inputs(model, z[rows], f[rows], labels)
+        if report["applied"]:
+            assert new is not model and report["summary"] == LEVELS[report["level"]]
+            continue
+        kept += 1
+        assert new is model and report["level"] == "none" and report["calibration"] is None
+        assert report["summary"].startswith("none (kept: calibration did not improve")
+        assert report["after"] == report["before"]
+        assert report["agreement"]["after"] == report["agreement"]["before"]
+        assert report["min_prob"]["after"] == report["min_prob"]["before"]
+    assert kept >= 1
+
+
+def test_many_labels_try_the_head_on_held_out_files(demo):
+    model, evidence, (z, f) = demo
+    other = read_evidence(DEMO)
+    n = evidence.n
+    labels = model.fuse(z, f).argmax(axis=1) + 1
+    labels[labels == 1] = 4  # this lab calls the model's neurons doubtful
+    new, report = refit(model, [evidence, other], [labels, labels], [np.arange(n), np.arange(n)])
+    assert report["labels"] == 2 * n >= HEAD_LABELS
+    assert report["validation"] == f"held out: {n} labels" and report["held_out"] == n
+    assert report["level"] in ("calibration", "head") and report["applied"]
+    assert report["after"] > report["before"]
+    assert (new.fuse(z, f).argmax(axis=1) == 3).sum() > (labels == 4).sum() // 2
+    forced, forced_report = refit_inputs(model, z[:10], f[:10], labels[:10], level="head")
+    assert forced_report["validation"].startswith("held out")
+
+
+def test_refit_checks_its_arguments(demo):
+    model, evidence, (z, f) = demo
+    with pytest.raises(ValueError, match="at least 5"):
+        refit_inputs(model, z[:4], f[:4], np.ones(4, int))
+    with pytest.raises(ValueError, match="level must be"):
+        refit_inputs(model, z[:8], f[:8], np.ones(8, int), level="all")
+    with pytest.raises(ValueError, match="8 labels but 7 logits"):
+        refit_inputs(model, z[:7], f[:8], np.ones(8, int))
+    with pytest.raises(ValueError, match="component indices"):
+        refit(model, [evidence], [np.ones(6, int)], [np.arange(6) + evidence.n])
+
+
+def test_non_neuron_labels_allow_process_or_noise(demo):
+    model, evidence, (z, f) = demo
+    rows = np.arange(12)
+    new, report = refit_inputs(model, z[rows], f[rows], np.zeros(12, int))
+    top = new.fuse(z[rows], f[rows]).argmax(axis=1)
+    either = np.isin(top, [CLASSES.index("process"), CLASSES.index("noise")])
+    assert report["agreement"]["after"] == float(either.mean())
+    assert label_masks([0]).tolist() == [[0.0, 1.0, 1.0, 0.0]]
