@@ -23,6 +23,7 @@ from calcomp_caiman.evidence.evidence import Evidence
 from calcomp_caiman.evidence.features import evidence_inputs
 from calcomp_caiman.evidence.footprints import flags_of_checked, footprint_fingerprint
 from calcomp_caiman.evidence.patches import Footprints, crop_checked, footprints_for
+from calcomp_caiman.model.cpus import available_cpus
 from calcomp_caiman.model.folder import CalcompModel
 from calcomp_caiman.model.ood import find_ood_reference, ood_score
 from calcomp_caiman.schema import ARGMAX, CLASSES, FIELDS, Classification
@@ -178,7 +179,7 @@ def classify_with_embedding(
     if model.uses_evidence:  # model v3: the transient profiles from the same pass
         features, profiles = evidence_inputs(
             evidence, flat, flat_dims, scale, use=use, profiles=model.version >= 3,
-            profile_options=model.temporal_options,
+            profile_options=model.temporal_options, threads=available_cpus(),
         )  # fmt: skip
     if model.version >= 3:
         channels = ChannelSource.from_evidence(

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -149,6 +150,7 @@ def evidence_inputs(
     use: Sequence[str] | None = None,
     profiles: bool = False,
     profile_options: Mapping | None = None,
+    threads: int = 1,
 ) -> EvidenceInputs:
     """:func:`evidence_features`, and the transient profiles from the same pass over the traces.
 
@@ -162,6 +164,9 @@ def evidence_inputs(
     profile_options : mapping, optional
         ``window``, ``samples``, ``peaks`` of the profiles (a model v3's ``config.json``
         ``temporal``); default those of :func:`~calcomp_caiman.evidence.transients.transient_profiles`.
+    threads : int
+        Chunks of traces computed at once (each component's numbers do not depend on it):
+        the caller's share of the CPUs.
 
     Returns
     -------
@@ -197,7 +202,7 @@ def evidence_inputs(
         present[group] = available and group in use
         width = len(FEATURE_GROUPS[group])
         if group == "traces" and present[group]:
-            values = _trace_features(evidence, A, dims, scale, made, options)
+            values = _trace_features(evidence, A, dims, scale, made, options, threads)
         elif present[group]:
             values = compute(evidence, A, dims, scale)
         else:
@@ -396,46 +401,73 @@ def _correlation(a_dev: np.ndarray, b_dev: np.ndarray) -> np.ndarray:
     return np.where(denom > 0, _row_dot(a_dev, b_dev) / np.where(denom > 0, denom, 1.0), 0.0)
 
 
-def _trace_features(evidence, A, dims, scale, profiles=None, options=None) -> np.ndarray:
-    """Trace features; with ``profiles`` (an (N, 2, S) array) also the transient profiles."""
+def _trace_features(
+    evidence, A, dims, scale, profiles=None, options=None, threads: int = 1
+) -> np.ndarray:
+    """Trace features; with ``profiles`` (an (N, 2, S) array) also the transient profiles.
+
+    With ``threads > 1``, chunks (of ``1 / threads`` the usual rows, so that the memory
+    held stays the same) are computed that many at a time while the next is read; every
+    component's numbers are computed from its own row alone, whatever the chunk.
+    """
     traces = evidence.traces
-    rows = max(1, _TRACE_ELEMENTS // max(traces.frames, 1))
+    threads = max(1, int(threads))
+    rows = max(1, _TRACE_ELEMENTS // max(traces.frames, 1) // threads)
     out = np.zeros((traces.n, len(FEATURE_GROUPS["traces"])))
-    for start, chunk in traces.chunks(rows):
-        C = chunk["C"]
-        has_residual = chunk.get("YrA") is not None
-        residual = chunk["YrA"] if has_residual else np.zeros_like(C)
-        raw = C + residual
-        if profiles is not None:
-            profiles[start : start + len(C)] = transient_profiles(
-                C, chunk.get("YrA"), frame_rate=evidence.frame_rate, **dict(options or {})
-            )
-        # order statistics from at most _ORDER_FRAMES frames (evenly spaced): the same
-        # numbers to within noise, several times faster on long recordings
-        step = max(1, C.shape[1] // _ORDER_FRAMES)
-        base, top = np.percentile(C[:, ::step], [50, 99], axis=1)
-        amplitude = top - base
-        noise = _robust_sd((raw if has_residual else C)[:, : step * _ORDER_FRAMES], step)
-        noise = np.maximum(noise, 1e-6 * np.maximum(np.abs(amplitude), 1e-12))
-        c_dev = C - C.mean(axis=1, keepdims=True)
-        raw_dev = raw - raw.mean(axis=1, keepdims=True)
-        r_dev = residual - residual.mean(axis=1, keepdims=True)
-        var_raw = _row_dot(raw_dev, raw_dev)
-        share = _row_dot(c_dev, c_dev) / np.where(var_raw > 0, var_raw, 1.0)
-        active = ((C - base[:, None]) > 0.2 * np.maximum(amplitude, 1e-12)[:, None]).mean(axis=1)
-        out[start : start + len(C)] = np.column_stack(
-            [
-                np.log1p(np.maximum(amplitude, 0) / noise),
-                np.clip(_skew(raw), -20, 20),
-                np.clip(_skew(C), -20, 20),
-                np.clip(share, 0, 2),
-                _correlation(c_dev, raw_dev),
-                active,
-                np.clip(_skew(np.diff(C, axis=1)), -20, 20),
-                _correlation(r_dev[:, 1:], r_dev[:, :-1]),
-            ]
-        )
+
+    def work(start: int, chunk: dict) -> None:
+        _trace_chunk(evidence, start, chunk, out, profiles, options)
+
+    if threads == 1:
+        for start, chunk in traces.chunks(rows):
+            work(start, chunk)
+        return out
+    with ThreadPoolExecutor(max_workers=threads) as pool:  # NumPy releases the GIL
+        pending: list = []
+        for start, chunk in traces.chunks(rows):
+            pending.append(pool.submit(work, start, chunk))
+            if len(pending) > threads:
+                pending.pop(0).result()
+        for future in pending:
+            future.result()
     return out
+
+
+def _trace_chunk(evidence, start: int, chunk: dict, out, profiles, options) -> None:
+    """Trace features (and profiles) of the rows ``start:start + len(chunk)``, into ``out``."""
+    C = chunk["C"]
+    has_residual = chunk.get("YrA") is not None
+    residual = chunk["YrA"] if has_residual else np.zeros_like(C)
+    raw = C + residual
+    if profiles is not None:
+        profiles[start : start + len(C)] = transient_profiles(
+            C, chunk.get("YrA"), frame_rate=evidence.frame_rate, **dict(options or {})
+        )
+    # order statistics from at most _ORDER_FRAMES frames (evenly spaced): the same
+    # numbers to within noise, several times faster on long recordings
+    step = max(1, C.shape[1] // _ORDER_FRAMES)
+    base, top = np.percentile(C[:, ::step], [50, 99], axis=1)
+    amplitude = top - base
+    noise = _robust_sd((raw if has_residual else C)[:, : step * _ORDER_FRAMES], step)
+    noise = np.maximum(noise, 1e-6 * np.maximum(np.abs(amplitude), 1e-12))
+    c_dev = C - C.mean(axis=1, keepdims=True)
+    raw_dev = raw - raw.mean(axis=1, keepdims=True)
+    r_dev = residual - residual.mean(axis=1, keepdims=True)
+    var_raw = _row_dot(raw_dev, raw_dev)
+    share = _row_dot(c_dev, c_dev) / np.where(var_raw > 0, var_raw, 1.0)
+    active = ((C - base[:, None]) > 0.2 * np.maximum(amplitude, 1e-12)[:, None]).mean(axis=1)
+    out[start : start + len(C)] = np.column_stack(
+        [
+            np.log1p(np.maximum(amplitude, 0) / noise),
+            np.clip(_skew(raw), -20, 20),
+            np.clip(_skew(C), -20, 20),
+            np.clip(share, 0, 2),
+            _correlation(c_dev, raw_dev),
+            active,
+            np.clip(_skew(np.diff(C, axis=1)), -20, 20),
+            _correlation(r_dev[:, 1:], r_dev[:, :-1]),
+        ]
+    )
 
 
 def _metric_features(evidence, A, dims, scale) -> np.ndarray:

@@ -92,3 +92,13 @@ def test_v2_reads_its_own_columns_by_name(session):
     np.testing.assert_array_equal(v2.predict(patches, x), v2.predict(patches, selected))
     with pytest.raises(ValueError, match="features must have shape"):
         v2.predict(patches, x[:, :10])
+
+
+def test_threads_give_the_same_numbers(session, monkeypatch):
+    ev = _evidence(session, frame_rate=30.0)
+    flat, dims = project_footprints(ev.A, ev.dims)
+    monkeypatch.setattr(features_module, "_TRACE_ELEMENTS", 12 * ev.traces.frames)
+    one = evidence_inputs(ev, flat, dims, 5.0, profiles=True)
+    three = evidence_inputs(ev, flat, dims, 5.0, profiles=True, threads=3)  # chunks of 4 rows
+    np.testing.assert_array_equal(three.features, one.features)
+    np.testing.assert_array_equal(three.profiles, one.profiles)
