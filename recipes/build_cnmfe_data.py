@@ -7,8 +7,9 @@ movie, run CaImAn's CNMF-E the way its demo does (``demos/general/demo_pipeline_
 ``low_rank_background=None``, ``only_init=True`` patches, ``ssub_B=2``, ``tsub=2``,
 ``merge_thr``, p = 1, then ``evaluate_components`` with ``min_SNR``/``rval_thr`` and
 ``use_cnn=False``), with per-movie user choices (``gSiz``, ``ring_size_factor``,
-``merge_thr``, and ``min_corr`` / ``min_pnr`` read off the movie's correlation and PNR images
-at a percentile) drawn from :data:`TRAIN_CHOICES` or :data:`HELD_OUT_CHOICES`; label every
+``merge_thr``, ``min_corr`` / ``min_pnr``, lowered to what the movie's correlation and PNR
+images show where it is dim) drawn from :data:`TRAIN_CHOICES` or :data:`HELD_OUT_CHOICES`;
+label every
 component by matching to the ground truth (``research.gt_labels``); and write, under
 ``--out``::
 
@@ -96,13 +97,17 @@ DEMO = {  # CaImAn 1.12.1 demos/general/params_demo_pipeline_cnmfE.json (what a 
 }
 
 TRAIN_CHOICES = {
-    "seed_percentile": (85.0, 90.0, 95.0),  # min_corr / min_pnr read off the images, see below
+    "min_corr": (0.7, 0.75, 0.8, 0.85),  # lowered to what the images show: seed_thresholds
+    "min_pnr": (6.0, 8.0, 10.0, 12.0),
+    "seed_percentile": (85.0, 90.0),
     "gsiz_per_gsig": (2, 4),  # gSiz = k gSig + 1: 2 in the demo notebook, 4 in the script
     "ring_size_factor": (1.2, 1.4, 1.6),
     "merge_thr": (0.65, 0.7, 0.8),
 }
 HELD_OUT_CHOICES = {  # values never drawn for training (gSiz rules are the demo's two)
-    "seed_percentile": (88.0, 93.0),
+    "min_corr": (0.78, 0.9),
+    "min_pnr": (7.0, 9.0, 14.0),
+    "seed_percentile": (88.0,),
     "gsiz_per_gsig": (2, 4),
     "ring_size_factor": (1.8,),
     "merge_thr": (0.75, 0.85),
@@ -111,9 +116,9 @@ HELD_OUT_CHOICES = {  # values never drawn for training (gSiz rules are the demo
 
 def user_settings(sim) -> dict:
     """What a CNMF-E user sets for this movie: ``gSig`` from the movie (the blurred soma's
-    sigma); ``gSiz``, ring, merge threshold and the percentile at which ``min_corr`` /
-    ``min_pnr`` are read off the images (:func:`seed_thresholds`, once the images exist) from
-    the choices (drawn with the movie's seed); patches ``rf`` = 3 ``gSiz`` (the notebook: 3-4
+    sigma); ``gSiz``, ring, merge threshold, ``min_corr`` / ``min_pnr`` (lowered by
+    :func:`seed_thresholds` once the images exist) from the choices (drawn with the movie's
+    seed); patches ``rf`` = 3 ``gSiz`` (the notebook: 3-4
     neuron diameters; the demo's 40 at gSiz 13), ``stride`` = ``rf`` / 2 (the demo's 20); the
     demo's other values."""
     choices = HELD_OUT_CHOICES if sim.settings.held_out else TRAIN_CHOICES
@@ -204,21 +209,22 @@ def save_result(cnm, out: Path) -> None:
             os.remove(raw)
 
 
-def seed_thresholds(correlation: np.ndarray, pnr: np.ndarray, percentile: float) -> dict:
-    """``min_corr`` / ``min_pnr`` as a user reads them off the correlation and PNR images
-    (CaImAn's notebook: pick them on ``nb_inspect_correlation_pnr`` so that most background and
-    vessels fall below): the ``percentile``-th of the image's pixels, rounded as a user writes
-    them (0.05; a whole number, at least 3). At the 90th percentile of the default preset's
-    images this gives the demo's 0.8 and 10."""
-    corr = float(np.nanpercentile(correlation, percentile))
-    peak = float(np.nanpercentile(pnr, percentile))
+def seed_thresholds(correlation: np.ndarray, pnr: np.ndarray, user: dict) -> dict:
+    """``min_corr`` / ``min_pnr`` as a user sets them after looking at the correlation and PNR
+    images (CaImAn's notebook: ``nb_inspect_correlation_pnr``; Inscopix's guide: lower them
+    when cells are missed): the user's demo-like values, lowered to the ``seed_percentile``-th
+    of the image's pixels where the movie is dimmer than that, rounded as a user writes them
+    (0.05; a whole number, at least 3). On the default preset the 90th percentile is about
+    the demo's 0.8 and 10, so only dim or low-SNR movies are lowered."""
+    corr = float(np.nanpercentile(correlation, user["seed_percentile"]))
+    peak = float(np.nanpercentile(pnr, user["seed_percentile"]))
     return {
-        "min_corr": float(np.clip(round(corr * 20) / 20, 0.5, 0.95)),
-        "min_pnr": float(max(3, round(peak))),
+        "min_corr": float(min(user["min_corr"], max(0.5, round(corr * 20) / 20))),
+        "min_pnr": float(min(user["min_pnr"], max(3, round(peak)))),
     }
 
 
-def run_cnmfe(tif: Path, out: Path, user: dict, work: Path):
+def run_cnmfe(tif: Path, out: Path, user: dict):
     """Rigid motion correction, memmap, correlation and PNR images, seed thresholds read off
     them, CNMF-E on patches, ``evaluate_components``, save: every component kept.
 
@@ -234,12 +240,13 @@ def run_cnmfe(tif: Path, out: Path, user: dict, work: Path):
     timings = {}
     t0 = time.perf_counter()
     with quiet_caiman():
-        opts = cnmfe_params(str(tif), {**user, "min_corr": 0.8, "min_pnr": 10.0})  # set below
+        opts = cnmfe_params(str(tif), user)  # min_corr / min_pnr lowered below if need be
         motion = MotionCorrect([str(tif)], dview=None, **opts.get_group("motion"))
         motion.motion_correct(save_movie=True)
-        try:  # CaImAn writes its memmaps under CAIMAN_DATA/temp: removed once used
+        try:  # CaImAn writes its memmaps under CAIMAN_DATA/temp (named after the movie): removed
+            # once used
             memmap = cm.save_memmap(
-                motion.mmap_file, base_name=str(work / "memmap_"), order="C", border_to_0=0
+                motion.mmap_file, base_name=f"{tif.stem}_memmap_", order="C", border_to_0=0
             )
         finally:
             for name in motion.mmap_file:
@@ -250,7 +257,7 @@ def run_cnmfe(tif: Path, out: Path, user: dict, work: Path):
             images = Yr.T.reshape((T,) + dims, order="F")
             timings["motion"] = time.perf_counter() - t0
             Cn, pnr = correlation_pnr(images, gSig=user["gSig"][0], swap_dim=False)
-            user = {**user, **seed_thresholds(Cn, pnr, user["seed_percentile"])}
+            user = {**user, **seed_thresholds(Cn, pnr, user)}
             opts.change_params(
                 params_dict={
                     "dims": dims,
@@ -376,7 +383,7 @@ def build_one(preset: str, seed: int, out: str, relabel: bool = False) -> dict:
         work = Path(tempfile.mkdtemp(prefix=f".work_{movie_id}_", dir=folder))
         try:
             tif = caiman_runs.write_movie(sim.movie, work / f"{movie_id}.tif")
-            cnm, user, shifts, run_timings = run_cnmfe(tif, result_path, user, work)
+            cnm, user, shifts, run_timings = run_cnmfe(tif, result_path, user)
             timings.update({f"caiman_{k}": v for k, v in run_timings.items()})
             del cnm
         finally:
