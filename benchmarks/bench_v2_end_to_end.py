@@ -312,7 +312,7 @@ def _profile(path: str, out: str, model, top: int) -> str:
     import io
     import pstats
 
-    from calcomp_caiman.apps.batch import classify_file
+    from calcomp_caiman.apps.one_file import classify_file
 
     profiler = cProfile.Profile()
     profiler.enable()
@@ -330,7 +330,7 @@ def task_ours(task: dict) -> dict:
     import numpy as np
 
     from calcomp_caiman import CalcompModel
-    from calcomp_caiman.apps.batch import classify_file
+    from calcomp_caiman.apps.one_file import classify_file
 
     model = CalcompModel.load(task["model"])
     rss_imports = peak_rss_mb()

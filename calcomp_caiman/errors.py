@@ -7,7 +7,15 @@ that must tell failures apart catch the class, never match the message text.
 
 from __future__ import annotations
 
-__all__ = ["CalcompError", "FileBusyError", "GsigError", "InvalidFileError"]
+__all__ = [
+    "CalcompError",
+    "FileBusyError",
+    "GsigError",
+    "InvalidFileError",
+    "OutputExistsError",
+    "OutputIsInputError",
+    "PickleNotAllowedError",
+]
 
 
 class CalcompError(Exception):
@@ -38,3 +46,42 @@ class GsigError(CalcompError, ValueError):
     Raised by :func:`calcomp_caiman.checks.check_gsig`, whether the value was given by the
     caller or stored in a file: the caller tells which (``--gsig`` or ``params/init/gSig``).
     """
+
+
+class OutputExistsError(InvalidFileError):
+    """An output exists and replacing it was not asked for (``overwrite=False``).
+
+    ``path`` is the output. The message is ``"<path>: <problem>; <remedy>."``; ``remedy``
+    says what to pass from Python, and the command line says it in its own words
+    (``--overwrite``).
+    """
+
+    problem_text = "already exists"
+    remedy = "pass overwrite=True to replace it, or choose another output"
+
+    def __init__(self, path):
+        super().__init__(path, f"{self.problem_text}; {self.remedy}.")
+
+
+class OutputIsInputError(OutputExistsError):
+    """The output named is the input itself, and replacing it was not asked for."""
+
+    problem_text = "is the input itself"
+    remedy = "pass no output to update it in place, or overwrite=True"
+
+
+class PickleNotAllowedError(InvalidFileError):
+    """Reading would unpickle Python objects, and that was not allowed (``allow_pickle``).
+
+    Suite2p saves ``stat.npy`` and ``ops.npy`` as pickles; loading a pickle can run any code,
+    so it is opt-in (``allow_pickle=True``; ``calcomp --allow-pickle``), as in NumPy.
+    """
+
+    problem_text = (
+        "holds pickled Python objects (Suite2p's stat.npy and ops.npy), and loading a pickle "
+        "can run any code"
+    )
+    remedy = "pass allow_pickle=True if you trust this folder"
+
+    def __init__(self, path):
+        super().__init__(path, f"{self.problem_text}; {self.remedy}.")

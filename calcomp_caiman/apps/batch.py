@@ -1,171 +1,48 @@
-"""Classify CaImAn result files: one file, or many with resume and a summary."""
+"""Classify many result files (``calcomp reprocess``): find them, resume, report each one.
+
+:func:`reprocess` classifies every file found under the paths given
+(:func:`find_result_files`) as one :class:`ReprocessOptions` says, each with
+:func:`calcomp_caiman.apps.one_file.classify_file`, in this process or in worker processes
+(:mod:`calcomp_caiman.apps.workers`); :func:`calcomp_caiman.apps.distributed.reprocess_dask`
+does the same on Dask with the same options. A file that fails is reported and the others
+go on; :func:`write_summary_csv` writes one row per file.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
+import functools
+import io
 import logging
 import os
-import time
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
-
+from calcomp_caiman.apps.one_file import SUMMARY_COLUMNS, FileResult, classify_file
+from calcomp_caiman.apps.workers import TIMED_OUT, run_in_processes
 from calcomp_caiman.checks import check_gsig
-from calcomp_caiman.classify import acceptance_rule, classify
-from calcomp_caiman.errors import CalcompError, GsigError, InvalidFileError
-from calcomp_caiman.io.atomic import remove_stale_temps
+from calcomp_caiman.classify import acceptance_rule
+from calcomp_caiman.errors import CalcompError
+from calcomp_caiman.io.atomic import atomic_write_text, remove_stale_temps
 from calcomp_caiman.io.registry import FORMATS, find_inputs, get_format
 from calcomp_caiman.model.folder import CalcompModel
-from calcomp_caiman.schema import CLASSES
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "FileResult",
     "FoundInput",
     "ReprocessOptions",
     "Task",
-    "classify_file",
     "find_result_files",
+    "make_tasks",
+    "process_one",
     "reprocess",
+    "reprocess_options",
     "write_summary_csv",
-    "write_component_csv",
-    "SUMMARY_COLUMNS",
 ]
-
-SUMMARY_COLUMNS = (
-    ["file", "format", "output", "status", "components"]
-    + list(CLASSES)
-    + ["accepted", "ood_score", "ood", "seconds", "error"]
-)
-
-
-@dataclass(frozen=True)
-class FileResult:
-    """What happened to one result file.
-
-    ``status`` is ``"classified"``, ``"skipped"`` (already classified by the same model)
-    or ``"failed"`` (``error`` says why; the file is unchanged).
-    """
-
-    file: str
-    output: str
-    status: str
-    components: int = 0
-    counts: dict = field(default_factory=dict)
-    accepted: int = 0
-    seconds: float = 0.0
-    error: str = ""
-    format: str = ""
-    ood_score: float | None = None
-    ood: bool | None = None
-
-    def row(self) -> dict:
-        """The summary-CSV row."""
-        row = {k: v for k, v in asdict(self).items() if k != "counts"}
-        row.update({name: self.counts.get(name, "") for name in CLASSES})
-        row["seconds"] = f"{self.seconds:.2f}"
-        row["ood_score"] = "" if self.ood_score is None else f"{self.ood_score:.3f}"
-        row["ood"] = "" if self.ood is None else ("yes" if self.ood else "no")
-        return row
-
-
-def classify_file(
-    path: str | os.PathLike,
-    *,
-    model: CalcompModel,
-    out_path: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    accept: Sequence[str] | None = None,
-    min_prob: float | str | None = None,
-    gSig=None,
-    batch_size: int = 128,
-    format: str = "auto",
-    plane: str | None = None,
-    replace_iscell: bool = False,
-) -> tuple[FileResult, dict]:
-    """Classify the components of one CaImAn result file and write the answer into it.
-
-    Other pipelines' outputs (NWB, a Suite2p plane folder, mask files) go through the same
-    engine and record with their own reader and writer (:mod:`calcomp_caiman.io.registry`).
-
-    Parameters
-    ----------
-    path : path-like
-        A CaImAn ``.hdf5`` result file (``cnm.save``).
-    model : CalcompModel
-    out_path : path-like, optional
-        Write an updated copy here; ``None`` updates ``path`` in place (atomically).
-    overwrite : bool
-        Allow replacing an existing ``out_path``.
-    accept, min_prob
-        Acceptance rule (:func:`calcomp_caiman.classify.acceptance_rule`); default: the
-        model folder's ``thresholds.json``.
-    gSig : float, optional
-        Overrides the ``params/init/gSig`` stored in the file.
-    batch_size : int
-    format : str
-        ``"auto"`` (from the path), ``"caiman"``, ``"nwb"``, ``"suite2p"`` or ``"masks"``.
-    plane : str, optional
-        NWB only: the ``PlaneSegmentation`` to classify (needed when there are several).
-    replace_iscell : bool
-        Suite2p only: also write ``iscell.npy`` (Suite2p's own kept as ``iscell_suite2p.npy``).
-
-    Returns
-    -------
-    result : FileResult
-    fields : dict
-        The arrays written (:func:`calcomp_caiman.classify.classification_fields`).
-
-    Raises
-    ------
-    InvalidFileError, FileBusyError, FileNotFoundError
-        The file cannot be read or written, or its ``params/init/gSig`` (or ``gSig``)
-        is outside ``(0, MAX_GSIG]`` (:func:`calcomp_caiman.checks.check_gsig`); it is
-        left unchanged.
-    """
-    start = time.perf_counter()
-    acceptance_rule(model, accept, min_prob)  # a bad rule fails before the file is read
-    try:
-        gsig = check_gsig(gSig)
-    except GsigError as err:
-        raise InvalidFileError(path, f"--gsig: {err}") from None
-    kind = get_format(format, path)
-    read_options = {"plane": plane} if "plane" in kind.read_options else {}
-    write_options = dict(read_options)
-    if replace_iscell and "replace_iscell" in kind.write_options:
-        write_options["replace_iscell"] = True
-    try:
-        evidence = kind.read_evidence(path, **read_options)
-    except GsigError as err:  # stored gSig out of range (files hold anything)
-        raise InvalidFileError(path, f"params/init/gSig: {err}") from None
-    if gsig is not None:
-        evidence = dataclasses.replace(evidence, gSig=gsig)
-    record = classify(evidence, model, accept=accept, min_prob=min_prob, batch_size=batch_size)
-    written = kind.write_classification(
-        path, record.as_result(), out_path=out_path, overwrite=overwrite, **write_options
-    )
-    fields = record.fields
-    result = FileResult(
-        file=str(path),
-        output=str(written),
-        status="classified",
-        components=record.n,
-        counts=record.counts(),
-        accepted=len(fields["idx_components"]),
-        seconds=time.perf_counter() - start,
-        format=kind.name,
-        ood_score=record.ood_score,
-        ood=record.ood,
-    )
-    return result, fields
 
 
 class FoundInput(NamedTuple):
@@ -241,13 +118,23 @@ class ReprocessOptions:
         NWB only: the ``PlaneSegmentation`` to classify (needed when there are several).
     replace_iscell : bool
         Suite2p only: also write ``iscell.npy`` (Suite2p's own kept as ``iscell_suite2p.npy``).
+    allow_pickle : bool
+        Suite2p only: allow loading the pickled ``stat.npy``/``ops.npy`` of the plane
+        folders named or found (loading a pickle can run any code: only for folders you
+        trust). Without it such a folder fails with :class:`PickleNotAllowedError`.
+    timeout : float, optional
+        Seconds one file may take; a file still running then (a read that stalls: a hung
+        network share, a FIFO) is stopped and reported failed (``TimeoutError``), the file
+        unchanged, and the batch goes on. ``None``: no limit. With a limit every file runs
+        in a worker process of its own (see :func:`reprocess`).
 
     Raises
     ------
     TypeError
         ``model`` is not a :class:`CalcompModel`.
     ValueError
-        Unknown ``format``, or an acceptance rule the model does not allow.
+        Unknown ``format``, an acceptance rule the model does not allow, or a ``timeout``
+        that is not a positive number.
     GsigError
         ``gSig`` outside ``(0, MAX_GSIG]``.
     """
@@ -262,6 +149,8 @@ class ReprocessOptions:
     format: str = "auto"
     plane: str | None = None
     replace_iscell: bool = False
+    allow_pickle: bool = False
+    timeout: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, CalcompModel):
@@ -280,6 +169,16 @@ class ReprocessOptions:
         object.__setattr__(self, "gSig", check_gsig(self.gSig))
         if self.out_dir is not None:
             object.__setattr__(self, "out_dir", Path(self.out_dir))
+        if self.timeout is not None:
+            try:
+                timeout = float(self.timeout)
+            except (TypeError, ValueError):
+                timeout = float("nan")
+            if not timeout > 0:  # also NaN
+                raise ValueError(
+                    f"timeout must be a positive number of seconds, got {self.timeout!r}."
+                )
+            object.__setattr__(self, "timeout", timeout)
 
 
 def reprocess_options(
@@ -306,24 +205,35 @@ class Task(NamedTuple):
 
 
 def make_tasks(found: Iterable[FoundInput], out_dir: str | os.PathLike | None) -> list[Task]:
-    """One :class:`Task` per input: the output under ``out_dir`` (``None``: in place)."""
+    """One :class:`Task` per input: the output under ``out_dir`` (``None``: in place).
+
+    The targets are absolute, as the inputs are (:func:`find_result_files`).
+    """
     if out_dir is None:
         return [Task(item.file, item.file, True) for item in found]
-    return [Task(item.file, Path(out_dir) / item.relative, False) for item in found]
+    root = Path(out_dir).resolve()
+    return [Task(item.file, root / item.relative, False) for item in found]
 
 
-def _failure(task: Task, err: BaseException | str) -> FileResult:
+def _failure(task: Task, err: BaseException | str, error_type: str = "") -> FileResult:
     """A ``failed`` result whose one-line error names the file.
 
     An unexpected exception is written ``"<file>: <ExceptionType>: message"`` (its first
-    line); a plain string is the problem itself.
+    line); a plain string is the problem itself (of kind ``error_type``).
     """
     if isinstance(err, BaseException):
         text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        error_type = type(err).__name__
     else:
         text = err
     lines = text.strip().splitlines() or [""]
-    return FileResult(str(task.file), str(task.target), "failed", error=f"{task.file}: {lines[0]}")
+    return FileResult(
+        str(task.file),
+        str(task.target),
+        "failed",
+        error=f"{task.file}: {lines[0]}",
+        error_type=error_type,
+    )
 
 
 def process_one(task: Task, options: ReprocessOptions) -> FileResult:
@@ -360,18 +270,18 @@ def process_one(task: Task, options: ReprocessOptions) -> FileResult:
             format=options.format,
             plane=options.plane,
             replace_iscell=options.replace_iscell,
+            allow_pickle=options.allow_pickle,
         )
         return result
     except (CalcompError, OSError, ValueError) as err:
         logger.debug("failed on %s", file, exc_info=True)
-        return FileResult(str(file), str(target), "failed", error=str(err))
+        return FileResult(
+            str(file), str(target), "failed", error=str(err), error_type=type(err).__name__
+        )
     except Exception as err:  # a bug or an odd file must not stop the batch: report it
         logger.debug("unexpected error on %s", file, exc_info=True)
         return _failure(task, err)
 
-
-_MAX_IDLE_DEATHS = 3
-"""Fresh pools in a row whose workers die before taking a task, before giving up."""
 
 _WORKER_DIED = (
     "the worker process died while classifying it (killed, e.g. out of memory); "
@@ -379,84 +289,20 @@ _WORKER_DIED = (
 )
 
 
-def _collect(futures: dict, suspects: list[Task]) -> Iterator[FileResult]:
-    """Yield the results of ``futures`` (future -> task) as they finish.
-
-    A task whose pool broke (a worker died) goes to ``suspects`` instead; any other
-    exception raised by the pool machinery (e.g. pickling) is reported ``failed``.
-    """
-    for future in as_completed(list(futures)):
-        task = futures.pop(future)
-        try:
-            yield future.result()
-        except BrokenProcessPool:
-            suspects.append(task)
-        except Exception as err:
-            logger.debug("the pool failed on %s", task.file, exc_info=True)
-            yield _failure(task, err)
+def _lost(task: Task, reason: str, *, timeout: float | None) -> FileResult:
+    """The result of a task whose worker process gave none (it died twice, or ran too long)."""
+    if reason == TIMED_OUT:
+        return _failure(
+            task,
+            f"stopped after {timeout:g} s without finishing (the timeout; a read or write "
+            "that stalls?); the file is unchanged",
+            "TimeoutError",
+        )
+    return _failure(task, _WORKER_DIED, "WorkerDied")
 
 
-def _in_processes(tasks: list[Task], jobs: int, options: ReprocessOptions) -> Iterator[FileResult]:
-    """Run ``tasks`` in ``jobs`` worker processes; a worker's death is reported, not raised.
-
-    At most ``jobs`` tasks are in a pool at a time, so when a worker dies (killed for
-    memory, ``os._exit``) the tasks the broken pool takes down are the ones that were
-    running. Those are retried once, each alone in its own one-worker pool (concurrently):
-    a task whose worker dies again is reported ``failed``, the others' results are kept.
-    The tasks not yet started then go on in a fresh pool.
-    """
-    pending = list(reversed(tasks))  # popped from the end: submission order kept
-    idle_deaths = 0
-    while pending:
-        suspects: list[Task] = []
-        running: dict = {}
-        broken = False
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            while running or (pending and not broken):
-                while pending and len(running) < jobs and not broken:
-                    try:
-                        future = pool.submit(process_one, pending[-1], options)
-                    except BrokenProcessPool:  # an idle worker died: go on in a fresh pool
-                        broken = True
-                        break
-                    running[future] = pending.pop()
-                if not running:
-                    break
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                yield from _collect({future: running.pop(future) for future in done}, suspects)
-                # once broken, the pool takes its other running tasks down too: wait for them
-                broken = broken or bool(suspects)
-        if broken and not suspects:
-            idle_deaths += 1
-            if idle_deaths > _MAX_IDLE_DEATHS:
-                for task in reversed(pending):
-                    yield _failure(task, _WORKER_DIED)
-                return
-        else:
-            idle_deaths = 0
-        for task in suspects:
-            remove_stale_temps(task.file, task.target)
-        if suspects:
-            logger.info(
-                "a worker process died; retrying %d file(s) each in its own process",
-                len(suspects),
-            )
-            yield from _isolated(suspects, options)
-
-
-def _isolated(tasks: list[Task], options: ReprocessOptions) -> Iterator[FileResult]:
-    """Run each task in its own one-worker pool, all at once; a death fails that task only."""
-    with contextlib.ExitStack() as stack:
-        futures = {}
-        for task in tasks:
-            pool = stack.enter_context(ProcessPoolExecutor(max_workers=1))
-            futures[pool.submit(process_one, task, options)] = task
-        died: list[Task] = []
-        yield from _collect(futures, died)
-    for task in died:
-        logger.debug("the worker process classifying %s died twice", task.file)
-        remove_stale_temps(task.file, task.target)
-        yield _failure(task, _WORKER_DIED)
+def _remove_temps(task: Task) -> None:
+    remove_stale_temps(task.file, task.target)
 
 
 def reprocess(
@@ -473,11 +319,14 @@ def reprocess(
     paths : iterable of path-like
         Files and folders (searched recursively: :func:`find_result_files`).
     options : ReprocessOptions, optional
-        How every file is treated (model, output folder, resume, acceptance rule, format).
+        How every file is treated (model, output folder, resume, acceptance rule, format,
+        time limit).
     jobs : int
-        Worker processes. A worker that dies (killed for memory, say) costs only the
-        file it was classifying: the files it was running with are retried, each alone
-        in a fresh process, and the rest go on in a fresh pool.
+        Files classified at once, each in a worker process of its own. With ``jobs=1`` and
+        no ``timeout`` the files are classified in this process, one after the other.
+        A worker that dies (killed for memory, say) costs only its file: it is retried once
+        in a fresh process, then reported failed; one that runs past ``timeout`` is
+        stopped and reported failed.
     **settings
         Fields of :class:`ReprocessOptions` (``model=...``, ``out_dir=...``, ...), instead
         of ``options`` or on top of it.
@@ -488,8 +337,8 @@ def reprocess(
         In completion order, one per file found. A file that fails is reported
         (``status == "failed"``, ``error`` a line naming the file: the problem, an
         unexpected ``"<ExceptionType>: message"`` whose traceback is logged at debug
-        level, or that its worker process died twice) and left unchanged; the others go
-        on. ``KeyboardInterrupt`` stops the batch.
+        level, that its worker process died twice, or that it ran past ``timeout``) and
+        left unchanged; the others go on. ``KeyboardInterrupt`` stops the batch.
 
     Raises
     ------
@@ -501,49 +350,39 @@ def reprocess(
     Examples
     --------
     >>> from calcomp_caiman import CalcompModel
-    >>> options = ReprocessOptions(CalcompModel.load(), out_dir="classified")
+    >>> options = ReprocessOptions(CalcompModel.load(), out_dir="classified", timeout=600)
     >>> list(reprocess([], options))
     []
     """
     options = reprocess_options(options, **settings)
     tasks = make_tasks(find_result_files(paths, format=options.format), options.out_dir)
-    if jobs <= 1 or len(tasks) <= 1:
+    if jobs <= 1 and options.timeout is None:
         for task in tasks:
             yield process_one(task, options)
         return
-    # the model (a few hundred kB of weights) travels with each task
-    yield from _in_processes(tasks, int(jobs), options)
+    yield from run_in_processes(
+        functools.partial(process_one, options=options),
+        tasks,
+        jobs=max(1, int(jobs)),
+        timeout=options.timeout,
+        lost=functools.partial(_lost, timeout=options.timeout),
+        cleanup=_remove_temps,
+    )
 
 
 def write_summary_csv(results: Iterable[FileResult], path: str | os.PathLike) -> Path:
-    """Write one row per file (``SUMMARY_COLUMNS``); return the path."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
-        writer.writeheader()
-        for result in results:
-            writer.writerow(result.row())
-    os.replace(tmp, path)
-    return path
+    """Write one row per file (:data:`SUMMARY_COLUMNS`), ordered by input path; return the path.
 
-
-def write_component_csv(fields: dict, path: str | os.PathLike) -> Path:
-    """Write one row per component: index, label, probabilities, accepted, flags."""
+    Raises
+    ------
+    InvalidFileError
+        ``path`` cannot be written (it is left as it was).
+    """
     path = Path(path)
-    accepted = np.zeros(len(fields["class_probs"]), dtype=bool)
-    accepted[fields["idx_components"]] = True
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            ["component", "label"] + [f"p_{n}" for n in CLASSES] + ["accepted", "flags"]
-        )
-        for i, (probs, label) in enumerate(zip(fields["class_probs"], fields["class_labels"])):
-            writer.writerow(
-                [i, CLASSES[int(label) - 1]]
-                + [f"{p:.4f}" for p in probs]
-                + [int(accepted[i]), int(fields["class_flags"][i])]
-            )
-    os.replace(tmp, path)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS)
+    writer.writeheader()
+    for result in sorted(results, key=lambda result: result.file):
+        writer.writerow(result.row())
+    atomic_write_text(path, buffer.getvalue())
     return path

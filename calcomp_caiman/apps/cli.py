@@ -7,6 +7,7 @@ Heavy imports (Keras, matplotlib) happen inside the sub-commands that need them,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
 import os
@@ -15,10 +16,60 @@ import warnings
 from pathlib import Path
 
 from calcomp_caiman._version import __version__
-from calcomp_caiman.errors import CalcompError
+from calcomp_caiman.errors import (
+    CalcompError,
+    OutputExistsError,
+    OutputIsInputError,
+    PickleNotAllowedError,
+)
 from calcomp_caiman.schema import CLASSES
 
 logger = logging.getLogger("calcomp_caiman")
+
+
+class _UsageError(Exception):
+    """A wrong use of the command line: exit code 2 with the usage, as argparse's own."""
+
+
+_REMEDIES = {
+    OutputIsInputError: "use --in-place to update it, or add --overwrite",
+    OutputExistsError: "use --overwrite to replace it, or choose another output",
+    PickleNotAllowedError: "add --allow-pickle if you trust this folder",
+}
+"""What to do, in the command line's words, for the typed errors whose message says it in
+Python's (``overwrite=True``): ``{error class: remedy}``, most specific first."""
+
+_OUTPUTS = {
+    "caiman": ("--out OUT.hdf5 (an updated copy)", "--in-place (update the file itself)"),
+    "nwb": ("--out OUT.nwb (an updated copy)", "--in-place (update the file itself)"),
+    "suite2p": (
+        "--out DIR (a folder for calcomp's files)",
+        "--in-place (calcomp's files go beside Suite2p's in the plane folder; Suite2p's own "
+        "are kept)",
+    ),
+    "masks": (
+        "--out OUT.csv (the table, with OUT.npz beside it)",
+        "--in-place (NAME.calcomp.csv and .npz beside the mask file, which is not changed)",
+    ),
+}
+"""Per input format: what ``--out`` and ``--in-place`` of ``calcomp classify`` write."""
+
+
+def _message(err: BaseException) -> str:
+    """The one-line error shown for ``err``: its own, or the command line's remedy."""
+    for kind, remedy in _REMEDIES.items():
+        if isinstance(err, kind):
+            return f"{err.path}: {kind.problem_text}; {remedy}."
+    return str(err)
+
+
+def _result_error(result) -> str:
+    """A failed file's error line, with the command line's remedy for a typed error."""
+    for kind, remedy in _REMEDIES.items():
+        python = f"; {kind.remedy}."
+        if result.error_type == kind.__name__ and result.error.endswith(python):
+            return result.error[: -len(python)] + f"; {remedy}."
+    return result.error
 
 
 def _configure_logging(level: int) -> None:
@@ -90,15 +141,56 @@ def _format_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="Suite2p: also write iscell.npy (Suite2p's kept as iscell_suite2p.npy)",
     )
+    group.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="Suite2p: allow loading its pickled stat.npy/ops.npy (loading a pickle can run "
+        "any code: only for folders you trust)",
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _where_to_write(args) -> str:
+    """The usage error of ``calcomp classify`` without --out or --in-place, for its format."""
+    from calcomp_caiman.io.registry import get_format
+
+    try:
+        name = get_format(args.format, args.input).name
+    except (CalcompError, OSError, ValueError):
+        return "give --out OUT or --in-place"
+    out, in_place = _OUTPUTS[name]
+    return f"give {out} or {in_place}"
 
 
 def _cmd_classify(args) -> int:
-    from calcomp_caiman.apps.batch import classify_file, write_component_csv
+    from calcomp_caiman.apps.one_file import (
+        check_writable,
+        classify_file,
+        same_file,
+        write_component_csv,
+    )
+    from calcomp_caiman.model.ood import advice
 
     if args.out is None and not args.in_place:
-        raise CalcompError("give --out OUT.hdf5 or --in-place")
+        raise _UsageError(_where_to_write(args))
+    if args.out is not None and not args.overwrite and same_file(args.input, args.out):
+        raise _UsageError(
+            f"--out {args.out} is the input itself; use --in-place to update it "
+            "(or add --overwrite)"
+        )
     if not args.input.exists():
         raise FileNotFoundError(f"{args.input}: no such file")
+    if args.csv:
+        check_writable(args.csv)  # before the input is changed
     model = _load_model(args.model)
     result, fields = classify_file(
         args.input,
@@ -111,19 +203,30 @@ def _cmd_classify(args) -> int:
         format=args.format,
         plane=args.plane,
         replace_iscell=args.replace_iscell,
+        allow_pickle=args.allow_pickle,
     )
     if args.csv:
         write_component_csv(fields, args.csv)
     counts = ", ".join(f"{result.counts[name]} {name}" for name in CLASSES)
+    caiman = ""
+    if result.caiman_accepted is not None:
+        caiman = f", CaImAn's own selection kept {result.caiman_accepted}"
     ood = ""
     if result.ood_score is not None:
-        ood = f"; OOD score {result.ood_score:.2f}" + (
-            " (out of distribution)" if result.ood else ""
+        verdict = "out of distribution" if result.ood else "in distribution"
+        threshold = (
+            "" if result.ood_threshold is None else f"threshold {result.ood_threshold:.2f}: "
         )
+        ood = f"; OOD score {result.ood_score:.2f} ({threshold}{verdict})"
     print(
-        f"{result.output}: {result.components} components ({counts}); {result.accepted} "
-        f"accepted{ood}"
+        f"{result.output}: {result.components} components ({counts}); calcomp accepts "
+        f"{result.accepted}{caiman}{ood}"
     )
+    if result.disagrees_with_caiman and not result.ood:  # (out of distribution: warned)
+        print(
+            f"calcomp and CaImAn's own selection differ a lot: check with `calcomp curate "
+            f"{result.output}` (label ~{advice(result.components)} components) and refit"
+        )
     return 0
 
 
@@ -136,9 +239,18 @@ def _cmd_reprocess(args) -> int:
         reprocess,
         write_summary_csv,
     )
+    from calcomp_caiman.apps.one_file import check_writable
 
     if args.out_dir is None and not args.in_place:
-        raise CalcompError("give --out-dir DIR or --in-place")
+        raise _UsageError(
+            "give --out-dir DIR (updated copies under DIR) or --in-place (update the files "
+            "themselves)"
+        )
+    summary = args.summary or (
+        Path(args.out_dir) / "calcomp_summary.csv" if args.out_dir else Path("calcomp_summary.csv")
+    )
+    Path(summary).parent.mkdir(parents=True, exist_ok=True)
+    check_writable(summary)  # before any file is changed
     options = ReprocessOptions(
         _load_model(args.model),
         out_dir=None if args.in_place else args.out_dir,
@@ -150,6 +262,8 @@ def _cmd_reprocess(args) -> int:
         format=args.format,
         plane=args.plane,
         replace_iscell=args.replace_iscell,
+        allow_pickle=args.allow_pickle,
+        timeout=args.timeout or None,
     )
     total = len(find_result_files(args.paths, format=args.format))
     if args.scheduler or args.dask:
@@ -161,15 +275,12 @@ def _cmd_reprocess(args) -> int:
     results = []
     with tqdm(total=total, unit="file", disable=args.quiet > 0, file=sys.stderr) as bar:
         for result in stream:
+            if result.status == "failed":
+                result = dataclasses.replace(result, error=_result_error(result))
+                tqdm.write(f"calcomp: error: {result.error}", file=sys.stderr)
             results.append(result)
             bar.set_postfix_str(f"{Path(result.file).name}: {result.status}")
             bar.update()
-            if result.status == "failed":
-                tqdm.write(f"calcomp: error: {result.error}", file=sys.stderr)
-    summary = args.summary or (
-        Path(args.out_dir) / "calcomp_summary.csv" if args.out_dir else Path("calcomp_summary.csv")
-    )
-    Path(summary).parent.mkdir(parents=True, exist_ok=True)
     write_summary_csv(results, summary)
     failed = sum(r.status == "failed" for r in results)
     done = sum(r.status == "classified" for r in results)
@@ -345,6 +456,17 @@ def _output_options(parser: argparse.ArgumentParser, default) -> None:
     parser.add_argument("--debug", action="store_true", default=default, help="show tracebacks")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default once, when it says something: not for ``None`` or ``False``
+    (a flag), nor when the help already speaks of its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _command(
     sub,
     common: argparse.ArgumentParser,
@@ -353,17 +475,19 @@ def _command(
     *,
     description: str | None = None,
     epilog: str | None = None,
-    formatter: type[argparse.HelpFormatter] = argparse.HelpFormatter,
 ) -> argparse.ArgumentParser:
-    """A sub-command of ``calcomp`` that also takes the ``common`` options after its name."""
-    return sub.add_parser(
+    """A sub-command of ``calcomp`` that also takes the ``common`` options after its name;
+    its usage errors (:class:`_UsageError`) are reported by it."""
+    command = sub.add_parser(
         name,
         parents=[common],
         help=help,
         description=description,
         epilog=epilog,
-        formatter_class=formatter,
+        formatter_class=_HelpFormatter,
     )
+    command.set_defaults(parser=command)
+    return command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -417,6 +541,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="redo files already classified")
     p.add_argument("--summary", type=Path, help="summary CSV (default: in --out-dir or here)")
     p.add_argument("--gsig", type=float, help="override every file's gSig (px)")
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=600.0,
+        metavar="SECONDS",
+        help="stop a file that takes longer (a stalled read) and report it failed; 0: no "
+        "limit (default: %(default)g)",
+    )
     model_arg(p)
     _accept_args(p)
     _format_args(p)
@@ -429,7 +561,6 @@ def build_parser() -> argparse.ArgumentParser:
         "ONNX weights (softmax with the calibration temperature included), test tensors, "
         "cover, model card. Needs pip install 'calcomp_caiman[bioimageio]'.",
         epilog="example: calcomp export-bioimageio --model default --out calcomp_resnet.zip",
-        formatter=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", type=Path, required=True, help="package to write (.zip)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -525,7 +656,6 @@ def build_parser() -> argparse.ArgumentParser:
         "the classification into the files (as classify --in-place) and saves the model.",
         epilog="example: calcomp curate session1/cnm.hdf5 session2/cnm.hdf5 "
         "--labels labels.csv --open",
-        formatter=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", type=Path, help="CaImAn .hdf5 result files")
     p.add_argument("--labels", type=Path,
@@ -568,10 +698,12 @@ def main(argv: list[str] | None = None) -> int:
             # warnings (e.g. out of distribution) as one line each, without source lines
             warnings.showwarning = _show_warning
             return args.handler(args)
+    except _UsageError as err:
+        args.parser.error(str(err))  # exits with 2
     except (CalcompError, OSError, ValueError, ImportError, TimeoutError) as err:
         if args.debug:
             raise
-        print(f"calcomp: error: {err}", file=sys.stderr)
+        print(f"calcomp: error: {_message(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calcomp_caiman.apps.batch import classify_file, write_component_csv
 from calcomp_caiman.apps.montage import plot_montage, rule_text
+from calcomp_caiman.apps.one_file import classify_file, write_component_csv
 from calcomp_caiman.classify import acceptance_rule, evidence_used
 from calcomp_caiman.evidence.patches import crop_checked, footprints_for
 from calcomp_caiman.io.caiman_h5 import read_estimates, read_evidence

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 
 from calcomp_caiman.apps.batch import (
-    FileResult,
     ReprocessOptions,
     Task,
     find_result_files,
@@ -25,6 +25,7 @@ from calcomp_caiman.apps.batch import (
     process_one,
     reprocess_options,
 )
+from calcomp_caiman.apps.one_file import FileResult
 from calcomp_caiman.errors import CalcompError
 
 logger = logging.getLogger(__name__)
@@ -37,9 +38,33 @@ def _classify_task(task: Task, options: ReprocessOptions) -> FileResult:
 
     ``options`` arrives as the worker's own copy of the scattered options (Dask resolves
     the future given as a top-level argument), so the model in it is deserialized once per
-    worker.
+    worker. With ``options.timeout`` the file is classified in a thread of its own; a file
+    still running then is reported failed and the task returns (a Dask worker process
+    cannot start processes of its own to kill): the stalled thread stays blocked in its
+    read, holding no Dask slot, and a file that was only slow may still be written later
+    (atomically; a run with resume then skips it).
     """
-    return process_one(task, options)
+    if options.timeout is None:
+        return process_one(task, options)
+    outcome: list[FileResult] = []
+    thread = threading.Thread(
+        target=lambda: outcome.append(process_one(task, options)),
+        name=f"calcomp {task.file.name}",
+        daemon=True,
+    )
+    thread.start()
+    thread.join(options.timeout)
+    if outcome:
+        return outcome[0]
+    logger.warning("%s: still running after %g s; reported failed", task.file, options.timeout)
+    return FileResult(
+        str(task.file),
+        str(task.target),
+        "failed",
+        error=f"{task.file}: stopped waiting after {options.timeout:g} s (the timeout; a read "
+        "or write that stalls?); the file is unchanged unless it finishes later",
+        error_type="TimeoutError",
+    )
 
 
 def _failure(task: Task, err: BaseException) -> FileResult:
@@ -54,6 +79,7 @@ def _failure(task: Task, err: BaseException) -> FileResult:
         str(task.target),
         "failed",
         error=f"{task.file}: {type(err).__name__}: {problem}",
+        error_type="WorkerDied" if isinstance(err, KilledWorker) else type(err).__name__,
     )
 
 
@@ -165,8 +191,7 @@ def reprocess_dask(
             f"pip install 'calcomp_caiman[dask]'."
         ) from err
 
-    out = None if options.out_dir is None else options.out_dir.resolve()
-    tasks = make_tasks(found, out)
+    tasks = make_tasks(found, options.out_dir)
 
     cluster = None
     client = None

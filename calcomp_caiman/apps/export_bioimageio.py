@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from calcomp_caiman._version import __version__
-from calcomp_caiman.errors import CalcompError, InvalidFileError
+from calcomp_caiman.errors import CalcompError, InvalidFileError, OutputExistsError
 from calcomp_caiman.evidence.patches import GSIG_TO_SCALE, SCALE_MIN_COMPONENTS, crop_half_width
 from calcomp_caiman.model.folder import CalcompModel, bundled_models
 from calcomp_caiman.schema import CLASSES
@@ -476,9 +476,7 @@ def export_bioimageio(
 
     out = Path(out)
     if out.exists() and not overwrite:
-        raise InvalidFileError(
-            out, "already exists; use --overwrite (overwrite=True) to replace it."
-        )
+        raise OutputExistsError(out)
     if not out.resolve().parent.is_dir():
         raise InvalidFileError(out, f"cannot be written: no folder {out.resolve().parent}.")
     kind = "shape CNN of a model v2 (the fusion head is not exported)" if getattr(model, "head", None) is not None else "the whole model"  # fmt: skip

@@ -103,6 +103,22 @@ def _optional_image(value, dims: tuple[int, ...], name: str) -> np.ndarray | Non
     return image
 
 
+def _selection_mask(index, n: int, source: str) -> np.ndarray | None:
+    """``index`` (column indices, e.g. CaImAn's ``idx_components``) as an (n,) bool mask."""
+    if index is None or isinstance(index, (str, bytes)):
+        return None
+    index = np.asarray(index).ravel()
+    integral = index.dtype.kind in "iu" or (
+        index.dtype.kind == "f" and bool(np.all(np.isfinite(index) & (index == np.round(index))))
+    )
+    if not integral or (index.size and (index.min() < 0 or index.max() >= n)):
+        logger.info("%s: ignoring idx_components that are not columns of A", source or "evidence")
+        return None
+    mask = np.zeros(n, bool)
+    mask[index.astype(np.int64)] = True
+    return mask
+
+
 def _frame_rate(value, source: str) -> float | None:
     """``value`` as frames per second when it is one positive finite number; else None."""
     if value is None or isinstance(value, (str, bytes)):
@@ -188,6 +204,9 @@ class Evidence:
         A mean or max image of the movie, when the user passes one.
     SNR_comp, r_values : (N,) ndarray, optional
         CaImAn's trace SNR and spatial correlation with the movie (``evaluate_components``).
+    caiman_accepted : (N,) bool ndarray, optional
+        Whether CaImAn's own selection (``idx_components`` stored with the result) kept
+        each component; shown beside calcomp's for comparison, never used to classify.
     gSig : float, optional
         The user's ``gSig`` (``params.init``), if known.
     frame_rate : float, optional
@@ -223,6 +242,7 @@ class Evidence:
     image: np.ndarray | None = None
     SNR_comp: np.ndarray | None = None
     r_values: np.ndarray | None = None
+    caiman_accepted: np.ndarray | None = None
     gSig: float | None = None
     frame_rate: float | None = None
     source: str = ""
@@ -262,6 +282,7 @@ class Evidence:
         image=None,
         SNR_comp=None,
         r_values=None,
+        idx_components=None,
         gSig=None,
         frame_rate=None,
         source: str = "",
@@ -271,6 +292,8 @@ class Evidence:
 
         ``Cn``, ``image`` and the traces are checked for their role (see the module's
         notes); what is left out is added to ``dropped`` (what the reader left out already).
+        ``idx_components`` (CaImAn's own selection: column indices) becomes
+        ``caiman_accepted``; indices outside ``A`` leave it out (logged).
 
         Raises
         ------
@@ -301,6 +324,7 @@ class Evidence:
             image=_image_for_role(_optional_image(image, dims, "image"), "image", source, dropped),
             SNR_comp=_optional_vector(SNR_comp, n, "SNR_comp"),
             r_values=_optional_vector(r_values, n, "r_values"),
+            caiman_accepted=_selection_mask(idx_components, n, source),
             gSig=check_gsig(gSig, len(dims)),
             frame_rate=_frame_rate(frame_rate, source),
             source=source,
@@ -396,6 +420,7 @@ class Evidence:
             neurons_sn=pick(self.neurons_sn),
             SNR_comp=pick(self.SNR_comp),
             r_values=pick(self.r_values),
+            caiman_accepted=pick(self.caiman_accepted),
             fingerprint=pick(self.fingerprint),
         )
 

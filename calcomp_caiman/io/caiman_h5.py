@@ -186,7 +186,8 @@ def read_evidence(path: str | os.PathLike, *, image=None) -> Evidence:
     extra: dict[str, Any] = {}
     with _reading(path) as handle:
         estimates = handle["estimates"]
-        for name in ("g", "neurons_sn", "Cn"):
+        # idx_components: CaImAn's own selection, shown beside ours (Evidence.caiman_accepted)
+        for name in ("g", "neurons_sn", "Cn", "idx_components"):
             try:
                 value = optional_array(estimates, name)
             except (OSError, ValueError, TypeError) as err:

@@ -20,7 +20,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from calcomp_caiman.errors import InvalidFileError
+from calcomp_caiman.errors import InvalidFileError, OutputExistsError
 from calcomp_caiman.io.atomic import atomic_replace, exclusive_lock
 from calcomp_caiman.io.caiman_h5 import check_caiman_path, read_estimates
 from calcomp_caiman.io.caiman_h5_layout import ATTR_PREFIX, BACKUP_FIELDS, STORED_NONE
@@ -165,11 +165,7 @@ def _check_destination(destination: str, *, in_place: bool, overwrite: bool, lab
     if exists and os.path.isdir(destination):
         raise InvalidFileError(label, "is a folder; give a file name for the output.")
     if not in_place and exists and not overwrite:
-        raise InvalidFileError(
-            label,
-            "already exists; use --overwrite (overwrite=True) to replace it, or choose "
-            "another output.",
-        )
+        raise OutputExistsError(label)
     if not os.path.isdir(folder):
         raise InvalidFileError(label, f"cannot be written: no folder {folder}.")
     if not os.access(folder, os.W_OK | os.X_OK):

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 
-from calcomp_caiman.errors import InvalidFileError
+from calcomp_caiman.errors import InvalidFileError, OutputExistsError
 from calcomp_caiman.evidence.evidence import Evidence
 from calcomp_caiman.io.limits import check_declared
 from calcomp_caiman.io.sidecar import (
@@ -319,9 +319,7 @@ def write_classification(
     if out_path is not None and not overwrite:
         for target in (table, record):
             if target.exists():
-                raise InvalidFileError(
-                    target, "already exists; use --overwrite (overwrite=True) to replace it."
-                )
+                raise OutputExistsError(target)
     write_record(record, fields, checked.provenance)
     write_component_table(table, fields, extra={"roi_value": values.tolist()})
     logger.info("wrote the classification of %d ROIs to %s and %s", A.shape[1], table, record)

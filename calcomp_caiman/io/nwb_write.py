@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from calcomp_caiman.errors import InvalidFileError
+from calcomp_caiman.errors import InvalidFileError, OutputExistsError
 from calcomp_caiman.io.atomic import atomic_replace, exclusive_lock
 from calcomp_caiman.io.nwb import (
     COLUMN_MARK,
@@ -65,9 +65,7 @@ def _check_destination(destination: Path, *, in_place: bool, overwrite: bool) ->
     if destination.is_dir():
         raise InvalidFileError(destination, "is a folder; give a file name for the output.")
     if not in_place and destination.exists() and not overwrite:
-        raise InvalidFileError(
-            destination, "already exists; use --overwrite (overwrite=True) to replace it."
-        )
+        raise OutputExistsError(destination)
     folder = destination.resolve().parent
     if not folder.is_dir():
         raise InvalidFileError(destination, f"cannot be written: no folder {folder}.")

@@ -65,8 +65,9 @@ class Format:
     read_evidence, write_classification, is_classified_by : callable
         The module's functions (see the module docstring).
     read_options, write_options : tuple of str
-        Extra keyword options of its reader (and ``is_classified_by``) and of its writer:
-        ``plane`` for NWB, ``replace_iscell`` for Suite2p's writer.
+        Extra keyword options of its reader and of its writer: ``plane`` for NWB (also taken
+        by ``is_classified_by``), ``allow_pickle`` for Suite2p's reader, ``replace_iscell``
+        for Suite2p's writer.
     """
 
     name: str
@@ -93,7 +94,7 @@ def _format(name: str, reader, writer, read_options=(), write_options=()) -> For
 REGISTRY: dict[str, Format] = {
     "caiman": _format("caiman", caiman_h5, caiman_h5_write),
     "nwb": _format("nwb", nwb, nwb_write, ("plane",), ("plane",)),
-    "suite2p": _format("suite2p", suite2p, suite2p, (), ("replace_iscell",)),
+    "suite2p": _format("suite2p", suite2p, suite2p, ("allow_pickle",), ("replace_iscell",)),
     "masks": _format("masks", masks, masks),
 }
 """The reader and writer of every format, by name."""
@@ -184,8 +185,8 @@ def get_format(name: str, path: str | os.PathLike | None = None) -> Format:
     --------
     >>> get_format("auto", "session.nwb").name
     'nwb'
-    >>> get_format("suite2p").write_options
-    ('replace_iscell',)
+    >>> get_format("suite2p").read_options, get_format("suite2p").write_options
+    (('allow_pickle',), ('replace_iscell',))
     """
     if name == "auto":
         if path is None:

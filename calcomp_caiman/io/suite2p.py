@@ -25,7 +25,8 @@ What becomes :class:`~calcomp_caiman.evidence.evidence.Evidence`:
   Suite2p's default): it is estimated from the footprints unless given.
 
 Suite2p saves ``stat.npy`` and ``ops.npy`` as pickled Python objects, so reading them
-runs pickle (as Suite2p itself does): open only folders you trust.
+runs pickle (as Suite2p itself does): reading and writing refuse unless
+``allow_pickle=True`` (``calcomp --allow-pickle``); give it only for folders you trust.
 
 Written into the plane folder (or ``out_path``): ``calcomp_iscell.npy`` (``(N, 2)``
 float64 in Suite2p's ``iscell`` layout: accepted 0/1, P(neuron)), ``calcomp_probs.npy``
@@ -47,7 +48,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 
-from calcomp_caiman.errors import InvalidFileError
+from calcomp_caiman.errors import InvalidFileError, OutputExistsError, PickleNotAllowedError
 from calcomp_caiman.evidence.evidence import Evidence
 from calcomp_caiman.evidence.traces import Traces
 from calcomp_caiman.io.limits import check_pixels
@@ -106,6 +107,24 @@ def _load_pickled(path: Path, folder: Path) -> Any:
         raise InvalidFileError(
             path, f"cannot be read ({type(err).__name__}: {err}); is {folder} a Suite2p folder?"
         ) from None
+
+
+def _roi_count(path: Path) -> int:
+    """The number of ROIs in ``stat.npy``, read from its ``.npy`` header (no unpickling)."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, _ = read_header(handle)
+    except (OSError, ValueError) as err:
+        raise InvalidFileError(path, f"cannot be read as .npy ({err}).") from None
+    if len(shape) != 1:
+        raise InvalidFileError(path, f"must hold one dict per ROI, got an array of shape {shape}.")
+    return int(shape[0])
 
 
 def _check_folder(folder: Path) -> None:
@@ -286,7 +305,9 @@ def _traces(folder: Path, n: int, neucoeff: float | None) -> Traces | None:
     return Traces(n, frames, read, ("C", "S") if "S" in extra else ("C",))
 
 
-def read_evidence(folder: str | os.PathLike, *, gSig: float | None = None) -> Evidence:
+def read_evidence(
+    folder: str | os.PathLike, *, gSig: float | None = None, allow_pickle: bool = False
+) -> Evidence:
     """Everything a Suite2p plane folder holds about its ROIs.
 
     Parameters
@@ -297,6 +318,9 @@ def read_evidence(folder: str | os.PathLike, *, gSig: float | None = None) -> Ev
         ``reg_outputs.npy``.
     gSig : float, optional
         Typical neuron half-size in px; estimated from the footprints when omitted.
+    allow_pickle : bool
+        Suite2p saves ``stat.npy`` and its settings as pickles, and loading a pickle can run
+        any code: allow it only for folders you trust (as ``numpy.load``, off by default).
 
     Returns
     -------
@@ -313,6 +337,8 @@ def read_evidence(folder: str | os.PathLike, *, gSig: float | None = None) -> Ev
     InvalidFileError
         Not a plane folder; ``stat.npy`` or the settings unreadable or inconsistent (ROI
         pixels outside ``Ly`` x ``Lx``, ragged ``ypix``/``xpix``/``lam``); no ROI.
+    PickleNotAllowedError
+        (an ``InvalidFileError``) ``allow_pickle`` is False.
 
     Examples
     --------
@@ -323,12 +349,14 @@ def read_evidence(folder: str | os.PathLike, *, gSig: float | None = None) -> Ev
     ...                   "lam": np.ones(5, np.float32)}], dtype=object)
     >>> np.save(os.path.join(folder, "stat.npy"), stat)
     >>> np.save(os.path.join(folder, "ops.npy"), {"Ly": 32, "Lx": 40})
-    >>> ev = read_evidence(folder)
+    >>> ev = read_evidence(folder, allow_pickle=True)
     >>> ev.n, ev.dims, sorted(ev.A[:, 0].nonzero()[0].tolist())[:2]  # row 3 + col 4 * 32
     (1, (32, 40), [131, 132])
     """
     folder = Path(folder)
     _check_folder(folder)
+    if not allow_pickle:
+        raise PickleNotAllowedError(folder)
     ops, ops_path = _plane_settings(folder)
     dims = _image_size(ops, ops_path)
     A = _footprints(_load_pickled(folder / "stat.npy", folder), dims, folder / "stat.npy")
@@ -403,8 +431,7 @@ def write_classification(
     """
     folder = Path(folder)
     _check_folder(folder)
-    dims = _image_size(*_plane_settings(folder))
-    n = _footprints(_load_pickled(folder / "stat.npy", folder), dims, folder / "stat.npy").shape[1]
+    n = _roi_count(folder / "stat.npy")  # from its header: nothing is unpickled here
     record = check_result(result, n, label=str(folder))
     fields = record.fields
     target = folder if out_path is None else Path(out_path)
@@ -417,10 +444,7 @@ def write_classification(
             and (target / RECORD_FILE).exists()
             and target.resolve() != folder.resolve()
         ):
-            raise InvalidFileError(
-                target / RECORD_FILE,
-                "already exists; use --overwrite (overwrite=True) to replace it.",
-            )
+            raise OutputExistsError(target / RECORD_FILE)
     iscell = np.column_stack(
         [accepted_mask(fields, n).astype(np.float64), fields["cnn_preds"].astype(np.float64)]
     ).reshape(n, 2)

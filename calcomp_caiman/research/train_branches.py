@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import scipy.optimize
 
 from calcomp_caiman.evidence.channels import CHANNELS, component_channels
 from calcomp_caiman.evidence.evidence import EVIDENCE_KINDS, Evidence
@@ -53,7 +54,7 @@ from calcomp_caiman.evidence.patches import footprints_for
 from calcomp_caiman.evidence.transients import PEAKS, SAMPLES, WINDOW
 from calcomp_caiman.io.caiman_h5 import read_evidence
 from calcomp_caiman.model.folder import CalcompModel
-from calcomp_caiman.model.head import FusionHead, fit_head, fit_temperature, probability_set_nll
+from calcomp_caiman.model.head import FusionHead, fit_head, probability_set_nll
 from calcomp_caiman.model.network import build_resnet, variable_name
 from calcomp_caiman.research.labelled_results import METHODS, LabelledResult
 from calcomp_caiman.schema import CLASSES, label_masks
@@ -76,6 +77,7 @@ __all__ = [
     "source_weights",
     "train_v3",
     "untrained_v3",
+    "weighted_temperature",
 ]
 
 UNLABELLED = -1
@@ -233,7 +235,7 @@ def source_weights(labels: np.ndarray, sources: np.ndarray) -> np.ndarray:
     --------
     >>> w = source_weights(np.array([1, 1, 3, 1, -1]), np.array(["a", "a", "a", "b", "b"]))
     >>> w.round(3).tolist()
-    [0.625, 0.625, 1.25, 2.5, 0.0]
+    [0.5, 0.5, 1.0, 2.0, 0.0]
     """
     labels = np.asarray(labels)
     sources = np.asarray(sources)
@@ -411,7 +413,9 @@ def _keras_weights(net) -> dict[str, np.ndarray]:
 def _placeholder(width: int) -> FusionHead:
     """A head of ``width`` inputs that outputs zeros (to assemble a model before its head)."""
     zero = np.zeros
-    return FusionHead(zero(width), np.ones(width), zero((width, 1)), zero(1), zero((1, 4)), zero(4))
+    classes = len(CLASSES)
+    return FusionHead(zero(width), np.ones(width), zero((width, 1)), zero(1), zero((1, classes)),
+                      zero(classes))  # fmt: skip
 
 
 class HeadRows(NamedTuple):
@@ -559,15 +563,50 @@ def choose_min_prob(
     return float(cuts[best]), report
 
 
+def weighted_temperature(logits: np.ndarray, allowed: np.ndarray, weights: np.ndarray) -> float:
+    """The softmax temperature minimising the weighted set NLL of ``logits`` (as
+    :func:`~calcomp_caiman.model.head.fit_temperature`, with a weight per row).
+
+    Examples
+    --------
+    >>> from calcomp_caiman.model.head import fit_temperature
+    >>> z = np.array([[4.0, 0, 0, 0], [4.0, 0, 0, 0], [0, 4.0, 0, 0]])
+    >>> allowed = np.eye(4, dtype=bool)[[0, 1, 1]]
+    >>> t = weighted_temperature(z, allowed, np.ones(3))
+    >>> bool(abs(t - fit_temperature(z, allowed)) < 1e-3)
+    True
+    """
+    z = np.asarray(logits, np.float64)
+    log_allowed = np.where(np.asarray(allowed, bool), 0.0, -np.inf)
+    weights = np.asarray(weights, np.float64)
+
+    def loss(log_t: float) -> float:
+        scaled = z / np.exp(log_t)
+        scaled = scaled - scaled.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(scaled).sum(axis=1))
+        kept = scaled + log_allowed
+        top = kept.max(axis=1)
+        log_set = top + np.log(np.exp(kept - top[:, None]).sum(axis=1)) - log_norm
+        return float(-(weights * log_set).sum() / weights.sum())
+
+    found = scipy.optimize.minimize_scalar(
+        loss, bounds=(np.log(0.05), np.log(20.0)), method="bounded"
+    )
+    return float(np.exp(found.x))
+
+
 def _temperatures(model: CalcompModel, rows: HeadRows) -> dict[str, float]:
-    """Temperatures of the head's logits, with and without traces (as :meth:`CalcompModel.fuse`)."""
+    """Temperatures of the head's logits, with and without traces (as :meth:`CalcompModel.fuse`
+    applies them), every source weighing the same (its classes as they come)."""
     z = model.head.logits(rows.inputs(model))
     allowed = label_masks(rows.labels).astype(bool)
     has = rows.features[:, feature_names().index("has_traces")] > 0
     out = {}
     for key, chosen in (("temperature", has), ("temperature_without_traces", ~has)):
         if chosen.any():
-            out[key] = fit_temperature(z[chosen], allowed[chosen])
+            _, index, counts = np.unique(rows.sources[chosen], return_inverse=True,
+                                         return_counts=True)  # fmt: skip
+            out[key] = weighted_temperature(z[chosen], allowed[chosen], 1.0 / counts[index])
     return out
 
 

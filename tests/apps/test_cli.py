@@ -1,7 +1,10 @@
+import contextlib
 import csv
 import dataclasses
 import hashlib
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -67,8 +70,9 @@ def test_classify_to_new_file_with_csv(caiman_copy, tmp_path, model_dir, capsys)
 
 def test_classify_in_place_and_usage_errors(caiman_copy, model_dir, tmp_path, capsys):
     source = caiman_copy("real_mouse2p_cnmf.hdf5")
-    assert main(["classify", str(source), "--model", model_dir]) == 1
-    assert "--in-place" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["classify", str(source), "--model", model_dir])
+    assert exit_info.value.code == 2 and "--in-place" in capsys.readouterr().err
     assert main(["classify", str(source), "--in-place", "--model", model_dir]) == 0
     with h5py.File(source, "r") as handle:
         assert handle["estimates/class_labels"].shape == (59,)
@@ -252,3 +256,222 @@ def test_reprocess_applies_the_rule_given_as_classify_does(caiman_copy, tmp_path
                 getattr(read_estimates(single), name),
                 err_msg=f"{rule} {name}",
             )
+
+
+# ------------------------------------------------- the newcomer's path (issue 22), each fixed
+
+
+def usage_error(argv, capsys) -> str:
+    """The message of a usage error (exit code 2, as argparse's own)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: calcomp "), err
+    return err.strip().splitlines()[-1]
+
+
+def write_plane(folder: Path, n: int = 3, dims=(32, 40), stat=None) -> Path:
+    """A small Suite2p plane folder (stat.npy and ops.npy pickled, as Suite2p saves them)."""
+    folder.mkdir(parents=True)
+    if stat is None:
+        stat = [{"ypix": np.arange(4, 9) + 7 * k, "xpix": np.full(5, 6 + 8 * k),
+                 "lam": np.ones(5, np.float32)} for k in range(n)]  # fmt: skip
+    np.save(folder / "stat.npy", np.array(stat, dtype=object), allow_pickle=True)
+    np.save(folder / "ops.npy", {"Ly": dims[0], "Lx": dims[1]}, allow_pickle=True)
+    return folder
+
+
+def test_missing_out_is_a_usage_error_worded_for_the_format(caiman_copy, tmp_path, capsys):
+    source = caiman_copy("synthetic_cnmf.hdf5")
+    assert "give --out OUT.hdf5" in usage_error(["classify", str(source)], capsys)
+    plane = usage_error(["classify", str(write_plane(tmp_path / "plane0"))], capsys)
+    assert "--out DIR" in plane and "beside Suite2p's" in plane and ".hdf5" not in plane
+    np.save(tmp_path / "rois.npy", np.zeros((3, 8, 8), bool))
+    masks = usage_error(["classify", str(tmp_path / "rois.npy")], capsys)
+    assert "--out OUT.csv" in masks and ".hdf5" not in masks
+    nwb = tmp_path / "session.nwb"
+    nwb.write_bytes(b"")
+    assert "--out OUT.nwb" in usage_error(["classify", str(nwb)], capsys)
+    err = usage_error(["reprocess", str(source.parent)], capsys)
+    assert "--out-dir DIR" in err and "--in-place" in err
+
+
+def test_overwrite_is_named_as_the_command_line_names_it(caiman_copy, tmp_path, capsys):
+    source = caiman_copy("synthetic_cnmf.hdf5")
+    out = tmp_path / "out" / source.name
+    out.parent.mkdir()
+    out.write_bytes(source.read_bytes())
+    capsys.readouterr()
+    assert main(["classify", str(source), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"calcomp: error: {out}: already exists; use --overwrite to replace it, " \
+                  "or choose another output.\n"  # fmt: skip
+    assert main(["reprocess", str(source), "--out-dir", str(out.parent), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "already exists; use --overwrite" in err and "overwrite=True" not in err
+    rows = list(csv.DictReader(open(out.parent / "calcomp_summary.csv")))
+    assert "use --overwrite" in rows[0]["error"] and "overwrite=True" not in rows[0]["error"]
+    # from Python, the message names Python's keyword
+    from calcomp_caiman.apps.one_file import classify_file
+    from calcomp_caiman.errors import OutputExistsError
+
+    with pytest.raises(OutputExistsError, match="pass overwrite=True") as raised:
+        classify_file(source, model=CalcompModel.load(), out_path=out)
+    assert "--overwrite" not in str(raised.value)
+
+
+COMMANDS = ("classify", "reprocess", "export-bioimageio", "montage", "demo", "train",
+            "finetune", "evaluate", "curate")  # fmt: skip
+
+
+def test_help_shows_each_default_once_and_never_none(capsys):
+    for name in COMMANDS:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = capsys.readouterr().out
+        for option in text.split("\n  -")[1:]:  # one block per option
+            option = " ".join(option.split())  # help wraps lines
+            assert "(default: None)" not in option and "(default: False)" not in option, name
+            assert option.count("(default") <= 1, (name, option)
+    with pytest.raises(SystemExit):
+        main(["curate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "labels CSV (default: curate_labels.csv beside the first file) --model-out" in text
+
+
+def test_out_equal_to_the_input_needs_in_place_or_overwrite(caiman_copy, capsys):
+    source = caiman_copy("synthetic_cnmf.hdf5")
+    before = sha(source)
+    err = usage_error(["classify", str(source), "--out", str(source)], capsys)
+    assert "is the input itself; use --in-place" in err
+    alias = source.parent / "alias.hdf5"
+    alias.symlink_to(source)
+    from calcomp_caiman.apps.one_file import classify_file
+    from calcomp_caiman.errors import OutputIsInputError
+
+    with pytest.raises(OutputIsInputError, match="is the input itself"):
+        classify_file(source, model=CalcompModel.load(), out_path=alias)
+    assert sha(source) == before
+    assert main(["classify", str(source), "--out", str(alias), "--overwrite"]) == 0
+    assert read_estimates(source).class_probs is not None
+
+
+def test_bad_csv_path_fails_before_the_input_is_changed(caiman_copy, tmp_path, capsys):
+    source = caiman_copy("synthetic_cnmf.hdf5")
+    before = sha(source)
+    table = tmp_path / "no_such_folder" / "table.csv"
+    capsys.readouterr()
+    assert main(["classify", str(source), "--in-place", "--csv", str(table)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"calcomp: error: {table}: cannot be written") and ".tmp" not in err
+    assert sha(source) == before
+    assert sorted(p.name for p in source.parent.iterdir()) == [source.name]  # no temp file
+
+
+def test_classify_says_what_caiman_kept_and_what_the_ood_score_means(caiman_copy, capsys):
+    source = caiman_copy("real_mouse2p_cnmf.hdf5")
+    kept = len(read_estimates(source).idx_components)  # CaImAn's own selection
+    assert main(["classify", str(source), "--in-place"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    accepted = len(read_estimates(source).idx_components)
+    assert accepted < kept / 2
+    assert (
+        f"; calcomp accepts {accepted}, CaImAn's own selection kept {kept}; OOD score " in lines[0]
+    )
+    assert lines[0].endswith(" (threshold 1.16: in distribution)"), lines
+    assert lines[1].startswith("calcomp and CaImAn's own selection differ a lot: check with "
+                               f"`calcomp curate {source}` (label ~30 components)")  # fmt: skip
+
+
+def test_summary_paths_absolute_rows_ordered_columns_documented(caiman_copy, tmp_path, monkeypatch):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("synthetic_cnmf.hdf5", "real_mouse2p_cnmf.hdf5", "synthetic_seeded_cnmf.hdf5"):
+        caiman_copy(name).rename(folder / name)
+    monkeypatch.chdir(tmp_path)
+    assert main(["reprocess", folder.name, "--out-dir", "out", "-q", "--jobs", "2"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "out" / "calcomp_summary.csv")))
+    assert [row["file"] for row in rows] == sorted(str(p.resolve()) for p in folder.glob("*.hdf5"))
+    for row in rows:
+        assert Path(row["file"]).is_absolute() and Path(row["output"]).is_absolute(), row
+        assert Path(row["output"]) == (tmp_path / "out" / Path(row["file"]).name).resolve()
+        assert row["caiman_accepted"] == str(len(read_estimates(row["file"]).idx_components))
+    from calcomp_caiman.apps.one_file import SUMMARY_COLUMNS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    documented = re.search(r"writes a summary CSV \(`([^`]+)`", readme)
+    assert documented and " ".join(documented.group(1).split()).split(", ") == list(SUMMARY_COLUMNS)
+
+
+def stalling_copy(folder: Path, name: str = "stall.hdf5") -> tuple[Path, Path]:
+    """A CaImAn file whose ``estimates/C`` is stored in a FIFO: reading it blocks until
+    someone writes to the FIFO. Returns the file and the FIFO."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path, fifo = folder / name, folder / f".{name}.C.fifo"
+    shutil.copyfile(require(REAL_ROIS.parent / "caiman_results" / "synthetic_cnmf.hdf5"), path)
+    os.mkfifo(fifo)
+    with h5py.File(path, "r+") as handle:
+        shape, dtype = handle["estimates/C"].shape, handle["estimates/C"].dtype
+        del handle["estimates/C"]
+        handle["estimates"].create_dataset(
+            "C", shape=shape, dtype=dtype, external=[(str(fifo), 0, h5py.h5f.UNLIMITED)]
+        )
+    return path, fifo
+
+
+def release(fifo: Path) -> None:
+    """Let a reader blocked on ``fifo`` go on (it then reads nothing and fails)."""
+    with contextlib.suppress(OSError):  # ENXIO: no reader is left
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_reprocess_timeout_reports_a_stalled_file_and_goes_on(tmp_path, capsys):
+    folder = tmp_path / "in"
+    stalled, fifo = stalling_copy(folder)
+    shutil.copyfile(require(REAL_ROIS.parent / "caiman_results" / "synthetic_seeded_cnmf.hdf5"),
+                    folder / "good.hdf5")  # fmt: skip
+    before = sha(stalled)
+    argv = ["reprocess", str(folder), "--in-place", "--timeout", "3", "-q",
+            "--summary", str(tmp_path / "summary.csv")]  # fmt: skip
+    try:
+        assert main(argv) == 1
+    finally:
+        release(fifo)
+    out, err = capsys.readouterr()
+    assert "1 classified, 0 skipped, 1 failed" in out
+    rows = {Path(row["file"]).name: row for row in csv.DictReader(open(tmp_path / "summary.csv"))}
+    assert rows["good.hdf5"]["status"] == "classified"
+    assert rows[stalled.name]["status"] == "failed"
+    assert rows[stalled.name]["error"].startswith(f"{stalled.resolve()}: stopped after 3 s")
+    assert f"calcomp: error: {rows[stalled.name]['error']}" in err
+    assert sha(stalled) == before
+
+
+class _Marker:
+    """Unpickling this creates a folder: what a hostile stat.npy could do."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+def test_suite2p_pickles_are_loaded_only_with_allow_pickle(tmp_path, capsys):
+    marker = tmp_path / "unpickled"
+    stat = [{"ypix": np.arange(4, 9), "xpix": np.full(5, 6), "lam": np.ones(5, np.float32),
+             "payload": _Marker(marker)}]  # fmt: skip
+    plane = write_plane(tmp_path / "data" / "suite2p" / "plane0", stat=stat)
+    capsys.readouterr()
+    assert main(["reprocess", str(tmp_path / "data"), "--in-place", "-q",
+                 "--summary", str(tmp_path / "summary.csv")]) == 1  # fmt: skip
+    err = capsys.readouterr().err
+    assert err == f"calcomp: error: {plane}: holds pickled Python objects (Suite2p's stat.npy " \
+                  "and ops.npy), and loading a pickle can run any code; add --allow-pickle " \
+                  "if you trust this folder.\n"  # fmt: skip
+    assert main(["classify", str(plane), "--in-place"]) == 1
+    assert "add --allow-pickle" in capsys.readouterr().err
+    assert not marker.exists() and not (plane / "calcomp_iscell.npy").exists()
+    assert main(["classify", str(plane), "--in-place", "--allow-pickle"]) == 0
+    assert marker.exists() and (plane / "calcomp_iscell.npy").exists()

@@ -19,17 +19,14 @@ from pathlib import Path
 import h5py
 import pytest
 from conftest import CAIMAN_RESULTS, require
+from test_cli import release, stalling_copy
 
 pytest.importorskip("dask.distributed")
 
 from calcomp_caiman import CLASSES  # noqa: E402
-from calcomp_caiman.apps.batch import (
-    SUMMARY_COLUMNS,
-    find_result_files,
-    reprocess,
-    write_summary_csv,
-)  # noqa: E402
+from calcomp_caiman.apps.batch import find_result_files, reprocess, write_summary_csv  # noqa: E402
 from calcomp_caiman.apps.distributed import reprocess_dask  # noqa: E402
+from calcomp_caiman.apps.one_file import SUMMARY_COLUMNS  # noqa: E402
 from calcomp_caiman.io.caiman_h5 import read_estimates  # noqa: E402
 from calcomp_caiman.model.folder import CalcompModel  # noqa: E402
 
@@ -258,7 +255,7 @@ def test_format_and_replace_iscell_reach_the_workers(tmp_path, model, cluster, c
     folder = model.save(tmp_path / "model")
     local, _ = cluster
     argv = ["reprocess", str(root), "--in-place", "--scheduler", local.scheduler_address,
-            "--format", "suite2p", "--replace-iscell", "--model", str(folder), "-q",
+            "--format", "suite2p", "--replace-iscell", "--allow-pickle", "--model", str(folder), "-q",
             "--summary", str(tmp_path / "summary.csv")]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
     with open(tmp_path / "summary.csv", newline="") as handle:
@@ -285,3 +282,20 @@ def test_plane_reaches_the_workers(tmp_path, model, cluster):
     (result,) = reprocess_dask([path], model=model, scheduler=local.scheduler_address,
                                plane="PlaneSegmentation", out_dir=tmp_path / "out")  # fmt: skip
     assert result.status == "classified" and result.components == 2, result
+
+
+def test_timeout_stops_a_stalled_file_on_dask(tmp_path, model, cluster):
+    folder = tmp_path / "results"
+    make_folder(folder, copies=2)
+    stalled, fifo = stalling_copy(folder)
+    local, _ = cluster
+    try:
+        found = by_name(reprocess_dask([folder], model=model, scheduler=local.scheduler_address,
+                                       out_dir=tmp_path / "out", timeout=3))  # fmt: skip
+    finally:
+        release(fifo)
+    late = found.pop(stalled.name)
+    assert late.status == "failed" and late.error_type == "TimeoutError", late
+    assert late.error.startswith(f"{stalled.resolve()}: stopped waiting after 3 s"), late
+    assert found.pop(BAD_NAME).status == "failed"
+    assert {result.status for result in found.values()} == {"classified"}

@@ -260,7 +260,7 @@ def test_out_path_leaves_source_untouched(tmp_path):
     assert out.stat().st_mode & 0o777 == path.stat().st_mode & 0o777
 
     out_before = sha256(out)
-    with pytest.raises(InvalidFileError, match=r"out\.hdf5.*already exists.*--overwrite"):
+    with pytest.raises(InvalidFileError, match=r"out\.hdf5.*already exists.*overwrite=True"):
         write_classification(path, fake_result(40, seed=3), out_path=out)
     assert sha256(out) == out_before and sha256(path) == before
     write_classification(path, fake_result(40, seed=3), out_path=out, overwrite=True)

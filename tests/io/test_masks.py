@@ -11,8 +11,8 @@ import scipy.sparse
 from conftest import REAL_ROIS, require
 
 from calcomp_caiman import CLASSES, CalcompModel, InvalidFileError
-from calcomp_caiman.apps.batch import classify_file
 from calcomp_caiman.apps.cli import main
+from calcomp_caiman.apps.one_file import classify_file
 from calcomp_caiman.classify import classify_evidence
 from calcomp_caiman.evidence import Evidence
 from calcomp_caiman.io.masks import masks_to_footprints, output_paths, read_evidence

@@ -11,8 +11,8 @@ import pytest
 from conftest import REAL_ROIS, require, write_caiman_nwb
 
 from calcomp_caiman import CLASSES, CalcompModel, InvalidFileError
-from calcomp_caiman.apps.batch import classify_file
 from calcomp_caiman.apps.cli import main
+from calcomp_caiman.apps.one_file import classify_file
 from calcomp_caiman.classify import classify_evidence
 from calcomp_caiman.evidence import Evidence
 from calcomp_caiman.io.nwb import is_classified_by, list_planes, read_classification, read_evidence

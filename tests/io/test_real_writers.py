@@ -57,8 +57,8 @@ def suite2p_settings(folder: Path, name: str) -> dict:
 def test_suite2p_1x_plane_folder_without_ops_npy_reads_as_with_it():
     assert not (PLANE_NO_OPS / "ops.npy").exists() and (PLANE / "ops.npy").exists()
     assert suite2p.is_suite2p_folder(PLANE_NO_OPS)
-    with_ops = suite2p.read_evidence(PLANE)
-    without = suite2p.read_evidence(PLANE_NO_OPS)
+    with_ops = suite2p.read_evidence(PLANE, allow_pickle=True)
+    without = suite2p.read_evidence(PLANE_NO_OPS, allow_pickle=True)
     stat = np.load(PLANE / "stat.npy", allow_pickle=True)
     assert with_ops.n == without.n == len(stat) and with_ops.dims == without.dims == DIMS
     assert abs(with_ops.A - without.A).max() == 0
@@ -74,13 +74,13 @@ def test_suite2p_1x_neuropil_coefficient_is_read_from_its_extraction_settings():
     assert "neucoeff" not in ops and ops["extraction"]["neuropil_coefficient"] == 1.0  # not 0.7
     F, Fneu = np.load(PLANE / "F.npy"), np.load(PLANE / "Fneu.npy")
     for folder in (PLANE, PLANE_NO_OPS):
-        evidence = suite2p.read_evidence(folder)
+        evidence = suite2p.read_evidence(folder, allow_pickle=True)
         np.testing.assert_allclose(all_traces(evidence)["C"], F - 1.0 * Fneu, atol=1e-3)
         assert evidence.dropped == {}
 
 
 def test_suite2p_footprints_are_its_stat_pixels():
-    evidence = suite2p.read_evidence(PLANE)
+    evidence = suite2p.read_evidence(PLANE, allow_pickle=True)
     for k, roi in enumerate(np.load(PLANE / "stat.npy", allow_pickle=True)):
         column = evidence.A[:, k].tocoo()
         expected = np.sort(roi["ypix"] + roi["xpix"] * DIMS[0])
@@ -88,7 +88,7 @@ def test_suite2p_footprints_are_its_stat_pixels():
 
 
 def test_suite2p_nwb_export_reads_as_its_plane_folder():
-    folder = suite2p.read_evidence(PLANE)
+    folder = suite2p.read_evidence(PLANE, allow_pickle=True)
     exported = nwb.read_evidence(SUITE2P_NWB)  # refused before: "outside the (0, 0) image"
     assert exported.dims == DIMS and exported.n == folder.n
     assert abs(exported.A - folder.A).max() == 0
@@ -111,8 +111,8 @@ def test_suite2p_nwb_export_reads_as_its_plane_folder():
 
 def test_suite2p_outputs_classify_alike_and_keep_suite2ps_cells(model):
     records = {name: classify(evidence, model) for name, evidence in (
-        ("folder", suite2p.read_evidence(PLANE)),
-        ("no_ops", suite2p.read_evidence(PLANE_NO_OPS)),
+        ("folder", suite2p.read_evidence(PLANE, allow_pickle=True)),
+        ("no_ops", suite2p.read_evidence(PLANE_NO_OPS, allow_pickle=True)),
         ("nwb", nwb.read_evidence(SUITE2P_NWB)),
     )}  # fmt: skip
     np.testing.assert_array_equal(
@@ -183,7 +183,7 @@ def padded_vcorr() -> np.ndarray:
 
 
 def test_a_cn_outside_minus_one_one_is_left_out_and_recorded(model, caplog):
-    folder = suite2p.read_evidence(PLANE)
+    folder = suite2p.read_evidence(PLANE, allow_pickle=True)
     vcorr = padded_vcorr()
     with caplog.at_level(logging.WARNING, logger="calcomp_caiman"):  # a CLI test may quiet it
         evidence = Evidence.build(folder.A, folder.dims, Cn=vcorr, source="vcorr test")
@@ -202,7 +202,7 @@ def test_a_cn_outside_minus_one_one_is_left_out_and_recorded(model, caplog):
 
 
 def test_an_all_nan_image_is_left_out_not_zeros():
-    folder = suite2p.read_evidence(PLANE)
+    folder = suite2p.read_evidence(PLANE, allow_pickle=True)
     nan = np.full(DIMS, np.nan)
     evidence = Evidence.build(folder.A, folder.dims, Cn=nan, image=nan)
     assert evidence.Cn is None and evidence.image is None
@@ -210,7 +210,7 @@ def test_an_all_nan_image_is_left_out_not_zeros():
 
 
 def test_nan_or_inf_traces_are_left_out(model):
-    folder = suite2p.read_evidence(PLANE)
+    folder = suite2p.read_evidence(PLANE, allow_pickle=True)
     C = np.load(PLANE / "F.npy").astype(np.float64)
     C[3, 10] = np.nan
     C[5, 0] = np.inf
@@ -224,16 +224,17 @@ def test_nan_or_inf_traces_are_left_out(model):
 
 @pytest.mark.parametrize("value", [float("nan"), -0.5, "0.7x"])
 def test_an_unfit_neuropil_coefficient_is_left_out_and_recorded(tmp_path, model, value):
-    from calcomp_caiman.apps.batch import classify_file
+    from calcomp_caiman.apps.one_file import classify_file
 
     folder = tmp_path / "plane0"
     shutil.copytree(PLANE_NO_OPS, folder)
     settings = suite2p_settings(folder, "settings.npy")
     settings["extraction"]["neuropil_coefficient"] = value
     np.save(folder / "settings.npy", settings, allow_pickle=True)
-    evidence = suite2p.read_evidence(folder)
+    evidence = suite2p.read_evidence(folder, allow_pickle=True)
     assert "neuropil not subtracted" in evidence.dropped["neucoeff"]
     np.testing.assert_allclose(all_traces(evidence)["C"], np.load(folder / "F.npy"), rtol=1e-6)
-    classify_file(folder, model=model)  # the record written beside Suite2p's files says so
+    # the record written beside Suite2p's files says so
+    classify_file(folder, model=model, allow_pickle=True)
     _, provenance = read_record(folder / suite2p.RECORD_FILE)
     assert json.loads(provenance["evidence_dropped"]) == evidence.dropped

@@ -10,8 +10,8 @@ import pytest
 from conftest import REAL_ROIS, require
 
 from calcomp_caiman import CalcompModel, InvalidFileError
-from calcomp_caiman.apps.batch import classify_file
 from calcomp_caiman.apps.cli import main
+from calcomp_caiman.apps.one_file import classify_file
 from calcomp_caiman.classify import classify_evidence
 from calcomp_caiman.evidence import Evidence
 from calcomp_caiman.io.suite2p import read_evidence
@@ -65,7 +65,7 @@ def digests(folder) -> dict:
 
 def test_read_footprints_traces_image(tmp_path, session):
     folder = write_plane(tmp_path / "plane0", session.A, session.dims, C=session.C)
-    ev = read_evidence(folder)
+    ev = read_evidence(folder, allow_pickle=True)
     assert ev.dims == session.dims  # 48 rows (Ly) x 72 cols (Lx): a transposition would show
     assert abs(ev.A - session.A).max() < 1e-7
     ops = np.load(folder / "ops.npy", allow_pickle=True).item()
@@ -81,7 +81,7 @@ def test_read_footprints_traces_image(tmp_path, session):
 def test_classify_writes_iscell_layout_and_leaves_suite2p_files(tmp_path, session, model):
     folder = write_plane(tmp_path / "plane0", session.A, session.dims, C=session.C)
     before = digests(folder)
-    result, fields = classify_file(folder, model=model)
+    result, fields = classify_file(folder, model=model, allow_pickle=True)
     assert result.format == "suite2p" and result.output == str(folder)
     after = digests(folder)
     assert {name: after[name] for name in before} == before  # Suite2p's files untouched
@@ -95,26 +95,27 @@ def test_classify_writes_iscell_layout_and_leaves_suite2p_files(tmp_path, sessio
     np.testing.assert_allclose(iscell[:, 1], probs[:, 0], rtol=1e-6)
     np.testing.assert_array_equal(probs, fields["class_probs"])
     # the same answer as the engine on the same evidence
-    expected = classify_evidence(read_evidence(folder), model)
+    expected = classify_evidence(read_evidence(folder, allow_pickle=True), model)
     np.testing.assert_array_equal(probs, expected)
 
 
 def test_replace_iscell_keeps_suite2p_copy(tmp_path, session, model):
     folder = write_plane(tmp_path / "plane0", session.A, session.dims)
     original = (folder / "iscell.npy").read_bytes()
-    classify_file(folder, model=model, replace_iscell=True)
+    classify_file(folder, model=model, replace_iscell=True, allow_pickle=True)
     assert (folder / "iscell_suite2p.npy").read_bytes() == original
     np.testing.assert_array_equal(
         np.load(folder / "iscell.npy"), np.load(folder / "calcomp_iscell.npy")
     )
-    classify_file(folder, model=model, replace_iscell=True)  # the backup is Suite2p's, still
+    # the backup is Suite2p's, still
+    classify_file(folder, model=model, replace_iscell=True, allow_pickle=True)
     assert (folder / "iscell_suite2p.npy").read_bytes() == original
 
 
 def test_real_suite2p_rois(tmp_path, model):
     archive = load_roi_archive(require(REAL_ROIS / "neurofinder_test_01.00_suite2p.npz"))
     folder = write_plane(tmp_path / "plane0", archive.A, archive.dims, iscell=False)
-    ev = read_evidence(folder)
+    ev = read_evidence(folder, allow_pickle=True)
     assert ev.dims == archive.dims and abs(ev.A - archive.A).max() == 0
     reference = classify_evidence(Evidence.build(archive.A, archive.dims), model)
     np.testing.assert_array_equal(classify_evidence(ev, model), reference)
@@ -125,7 +126,7 @@ def test_reprocess_tree_summary_format_and_resume(tmp_path, session, capsys):
     write_plane(root / "plane0", session.A, session.dims, C=session.C)
     write_plane(root / "plane1", session.A[:, :4], session.dims)
     out = tmp_path / "out"
-    argv = ["reprocess", str(tmp_path / "suite2p"), "--out-dir", str(out), "-q"]
+    argv = ["reprocess", str(tmp_path / "suite2p"), "--out-dir", str(out), "-q", "--allow-pickle"]
     assert main(argv) == 0
     with open(out / "calcomp_summary.csv") as handle:
         rows = {r["file"].split("/")[-1]: r for r in csv.DictReader(handle)}
@@ -173,6 +174,6 @@ def test_bad_folders_one_line_error_untouched(tmp_path, session, model, corrupt,
     corrupt(folder)
     before = digests(folder)
     with pytest.raises(InvalidFileError, match=message) as err:
-        classify_file(folder, model=model, format="suite2p")
+        classify_file(folder, model=model, format="suite2p", allow_pickle=True)
     assert str(folder) in str(err.value) and "\n" not in str(err.value)
     assert digests(folder) == before

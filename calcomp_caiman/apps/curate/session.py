@@ -599,13 +599,13 @@ class CurationSession:
         """Write the current model's classification into every file and save the model.
 
         The files are updated in place as ``calcomp classify --in-place`` does
-        (:func:`calcomp_caiman.apps.batch.classify_file`: atomic, under the file's lock), with
+        (:func:`calcomp_caiman.apps.one_file.classify_file`: atomic, under the file's lock), with
         the acceptance cut fitted from the labels when it can be fitted (:meth:`_cut`). The model folder
         (:attr:`model_out`) gets ``thresholds.json`` with that ``min_prob`` (and
         ``min_prob_fit``: agreement, cross-validated agreement, label counts) and, when
         the network is unchanged, the out-of-distribution reference ``ood.npz``.
         """
-        from calcomp_caiman.apps.batch import classify_file
+        from calcomp_caiman.apps.one_file import classify_file
 
         with self._lock:
             try:
