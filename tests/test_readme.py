@@ -56,7 +56,7 @@ def _check(code: str, names: dict) -> None:
         assert not np.allclose(names["shape_only"], expected, atol=1e-3)  # the README says why
     if "refit(" in code:
         assert names["report"]["labels"] == len(names["labels"])
-        assert names["model"].name.endswith("-refit")
+        assert names["model"].name.endswith("-refit") == names["report"]["applied"]
     if "ood_score(" in code:
         assert np.isfinite(names["score"]) and isinstance(names["is_ood"], bool)
     if "calcomp_crop_scale" in code:  # the recorded scale is the one measured
