@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from calcomp_caiman.errors import InvalidFileError
+from calcomp_caiman.errors import FileBusyError, InvalidFileError
 from calcomp_caiman.evidence.evidence import Evidence
 from calcomp_caiman.evidence.traces import Traces
 from calcomp_caiman.io.caiman_h5 import check_hdf5_path
@@ -129,9 +129,13 @@ def open_nwb(path: str | os.PathLike, mode: str = "r", *, locking: bool = True) 
     try:
         handle = h5py.File(path, mode, locking=locking)
     except OSError as err:
-        if "lock" in str(err):
-            raise InvalidFileError(path, "is locked by another program; try again later.") from None
-        raise InvalidFileError(path, f"cannot be opened ({err}).") from None
+        if "unable to lock file" in str(err):  # HDF5's own words (not "sblock" of a truncated file)
+            raise FileBusyError(
+                path, "is locked by another program (open for writing); try again later."
+            ) from None
+        raise InvalidFileError(
+            path, f"cannot be opened ({err}); the file may be truncated or not HDF5."
+        ) from None
     try:
         try:
             io = pynwb.NWBHDF5IO(file=handle, mode=mode, load_namespaces=True)

@@ -275,7 +275,9 @@ _CHILD = textwrap.dedent(
                 outcomes.append([path, step, "InvalidFileError", str(err)])
             except BaseException as err:
                 outcomes.append([path, step, type(err).__name__, str(err)])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # this process's own peak (VmHWM): ru_maxrss carries over the parent's across fork + exec
+    status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+    peak = int(status["VmHWM"].split()[0]) if "VmHWM" in status else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"outcomes": outcomes, "peak_kb": peak}))
     """
 )

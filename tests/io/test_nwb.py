@@ -260,3 +260,19 @@ def test_caiman_save_nwb_layout(tmp_path, session, model):
     with NWBHDF5IO(str(path), "r") as io:  # CaImAn's own 'accepted' column is untouched
         plane = io.read().processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]
         assert not np.any(plane["accepted"].data[:])
+
+
+def test_truncated_nwb_is_not_reported_as_locked(tmp_path):
+    """h5py says "sblock" for a truncated file: that is damage, not a lock (issue 22)."""
+    from calcomp_caiman.io.nwb import read_evidence
+
+    path = tmp_path / "truncated.nwb"
+    with h5py.File(path, "w") as handle:
+        handle["data"] = np.arange(100_000.0)
+    with open(path, "r+b") as handle:
+        handle.truncate(1000)
+    with pytest.raises(InvalidFileError) as caught:
+        read_evidence(path)
+    message = str(caught.value)
+    assert "lock" not in message.replace("sblock", "") and "truncated" in message
+    assert "\n" not in message
