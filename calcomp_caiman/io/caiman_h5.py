@@ -32,6 +32,7 @@ from calcomp_caiman.evidence.traces import Traces
 from calcomp_caiman.io.atomic import reason
 from calcomp_caiman.io.caiman_h5_layout import (
     ATTR_PREFIX,
+    BACKUP_FIELDS,
     attribute_value,
     footprints_from_parts,
     is_none,
@@ -186,10 +187,13 @@ def read_evidence(path: str | os.PathLike, *, image=None) -> Evidence:
     extra: dict[str, Any] = {}
     with _reading(path) as handle:
         estimates = handle["estimates"]
-        # idx_components: CaImAn's own selection, shown beside ours (Evidence.caiman_accepted)
+        # idx_components: CaImAn's own selection, shown beside ours (Evidence.caiman_accepted);
+        # in a file classified before, CaImAn's is kept under its backup name
+        own = BACKUP_FIELDS["idx_components"]
+        stored = {"idx_components": own if own in estimates else "idx_components"}
         for name in ("g", "neurons_sn", "Cn", "idx_components"):
             try:
-                value = optional_array(estimates, name)
+                value = optional_array(estimates, stored.get(name, name))
             except (OSError, ValueError, TypeError) as err:
                 logger.warning("%s: ignoring estimates/%s (%s)", path, name, reason(err))
                 value = None

@@ -21,9 +21,10 @@ from conftest import CAIMAN_RESULTS
 from calcomp_caiman.errors import FileBusyError, InvalidFileError
 from calcomp_caiman.evidence.footprints import footprint_fingerprint
 from calcomp_caiman.io import atomic, caiman_h5_write
-from calcomp_caiman.io.caiman_h5 import is_classified_by, read_estimates
+from calcomp_caiman.io.caiman_h5 import is_classified_by, read_estimates, read_evidence
 from calcomp_caiman.io.caiman_h5_layout import BACKUP_FIELDS
 from calcomp_caiman.io.caiman_h5_write import write_classification
+from calcomp_caiman.model import CalcompModel
 from calcomp_caiman.research.caiman_files import write_caiman_file
 from calcomp_caiman.schema import FIELDS
 
@@ -600,3 +601,20 @@ def test_stored_rows_of_a_restore_and_of_changed_footprints(tmp_path):
     with h5py.File(path, "r+") as handle:  # footprints changed (refit): nothing matches
         handle["estimates/A/data"][...] *= 2.0
     assert read_estimates(path).class_probs is None
+
+
+def test_caimans_own_selection_survives_a_classification(tmp_path):
+    """A classified file keeps CaImAn's idx_components under its backup name; that, not
+    ours, is what `calcomp classify` shows as CaImAn's selection the next time."""
+    from importlib.resources import files
+
+    from calcomp_caiman.apps.one_file import classify_file
+
+    demo = files("calcomp_caiman.data") / "demo_caiman_sim.hdf5"
+    caiman_own = read_evidence(demo).caiman_accepted
+    out = tmp_path / "classified.hdf5"
+    classify_file(demo, model=CalcompModel.load(), out_path=out)
+    with h5py.File(out, "r") as handle:
+        ours = handle["estimates/idx_components"][()]
+    assert caiman_own is not None and int(np.sum(caiman_own)) != len(ours)  # they differ here
+    np.testing.assert_array_equal(read_evidence(out).caiman_accepted, caiman_own)
