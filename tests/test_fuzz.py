@@ -113,7 +113,8 @@ def test_extract_patches_keeps_its_invariants(case):
     empty = ~(dense > 0).any(axis=0)  # nothing positive: negative values are clipped
     assert not patches[empty].any()
     assert snapshot(A) == before  # inputs are never modified
-    reference = extract_patches(np.asfortranarray(dense), dims, gSig=gsig)  # any layout, same patches
+    # any layout, same patches
+    reference = extract_patches(np.asfortranarray(dense), dims, gSig=gsig)
     np.testing.assert_allclose(patches, reference, atol=2e-5)
 
 
