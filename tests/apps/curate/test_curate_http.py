@@ -19,7 +19,7 @@ pytest.importorskip("flask")
 
 from conftest import CAIMAN_RESULTS, require  # noqa: E402
 
-from calcomp_caiman.apps.cli import build_parser  # noqa: E402
+from calcomp_caiman.apps.cli_parser import build_parser  # noqa: E402
 from calcomp_caiman.apps.curate import serve  # noqa: E402
 from calcomp_caiman.apps.curate.app import MAX_BODY, TOKEN_HEADER, create_app  # noqa: E402
 
