@@ -7,7 +7,7 @@ repeat splits every file's components at random into a pool the labeller draws f
 the other components, on which 4-class set accuracy and accepted-set F1 (accepted by the
 model's rule vs labelled neuron) are measured before and after. Labels are placed
 
-* ``page``: in the page's order (:func:`calcomp_caiman.apps.curate.session.label_order`:
+* ``page``: in the page's order (:func:`calcomp_caiman.apps.curate.order.label_order`:
   uncertain and diverse, across files and classes), refitting after every
   :data:`~calcomp_caiman.apps.curate.session.AUTO_REFIT` labels as the page does and
   re-ordering with the new probabilities;
@@ -55,7 +55,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calcomp_caiman.apps.curate.session import AUTO_REFIT, label_order, label_points, uncertainty
+from calcomp_caiman.apps.curate.order import label_order, label_points, uncertainty
+from calcomp_caiman.apps.curate.session import AUTO_REFIT
 from calcomp_caiman.classify import accept_components, acceptance_rule, classify_evidence
 from calcomp_caiman.model.folder import CalcompModel
 from calcomp_caiman.model.ood import ood_score

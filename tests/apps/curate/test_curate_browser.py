@@ -29,7 +29,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 from calcomp_caiman import CLASSES, CalcompModel  # noqa: E402
 from calcomp_caiman.apps.curate import serve  # noqa: E402
-from calcomp_caiman.apps.curate.session import contradicts  # noqa: E402
+from calcomp_caiman.apps.curate.order import contradicts  # noqa: E402
 from calcomp_caiman.evidence.evidence import Evidence  # noqa: E402
 from calcomp_caiman.model.head import fit_head, head_inputs  # noqa: E402
 from calcomp_caiman.refit import labelled_inputs  # noqa: E402

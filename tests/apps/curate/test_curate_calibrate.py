@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("flask")
 
 from calcomp_caiman.apps.curate import CurationSession  # noqa: E402
-from calcomp_caiman.apps.curate.session import label_order  # noqa: E402
+from calcomp_caiman.apps.curate.order import label_order  # noqa: E402
 from calcomp_caiman.refit import refit_inputs  # noqa: E402
 from calcomp_caiman.schema import CLASSES, class_codes  # noqa: E402
 

@@ -9,7 +9,7 @@ import stat
 import numpy as np
 import pytest
 
-from calcomp_caiman.apps.curate.session import contradicts, uncertainty
+from calcomp_caiman.apps.curate.order import contradicts, uncertainty
 from calcomp_caiman.apps.curate.store import LabelStore, label_name
 from calcomp_caiman.apps.curate.threshold import best_cut, fit_min_prob
 from calcomp_caiman.errors import InvalidFileError
