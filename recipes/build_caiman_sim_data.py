@@ -130,25 +130,12 @@ def read_result(path: Path):
 
 def label_arrays(sim, paths: dict) -> dict:
     """Everything that goes in ``<id>_labels.npz``."""
-    from calcomp_caiman.research.gt_labels import LABEL_RULE, label_components
+    from calcomp_caiman.research.gt_labels import ground_truth_arrays, label_components
     from calcomp_caiman.research.movies import GENERATOR_VERSION
 
-    A_gt = sim.A.tocsc()
     arrays = {
-        "gt_kind": np.array(sim.gt_kind, dtype=str),
-        "gt_class": sim.gt_class,
-        "gt_parent": sim.parent,
-        "gt_A_data": A_gt.data.astype(np.float32),
-        "gt_A_indices": A_gt.indices.astype(np.int32),
-        "gt_A_indptr": A_gt.indptr.astype(np.int64),
-        "gt_A_shape": np.array(A_gt.shape),
-        "gt_C": sim.C.astype(np.float16),
-        "gt_S": sim.S,
-        "dims": np.array(sim.dims),
-        "seed": np.array(sim.seed),
+        **ground_truth_arrays(sim, generator_version=GENERATOR_VERSION),
         "settings_json": np.array(sim.settings.to_json()),
-        "generator_version": np.array(GENERATOR_VERSION),
-        "label_rule_json": np.array(json.dumps(LABEL_RULE, sort_keys=True)),
         "user_settings_json": np.array(json.dumps(user_settings(sim), sort_keys=True)),
     }
     for method, path in paths.items():

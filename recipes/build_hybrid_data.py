@@ -202,27 +202,14 @@ def user_settings(hybrid, spec) -> dict:
 
 def label_arrays(hybrid, paths: dict, frames: int) -> dict:
     """Everything that goes in ``<id>_labels.npz`` (but timings)."""
-    from calcomp_caiman.research.gt_labels import LABEL_RULE, label_components
+    from calcomp_caiman.research.gt_labels import ground_truth_arrays, label_components
     from calcomp_caiman.research.hybrid import HYBRID_GENERATOR_VERSION
 
-    A_gt = hybrid.A.tocsc()
     arrays = {
-        "gt_kind": np.array(hybrid.gt_kind, dtype=str),
-        "gt_class": hybrid.gt_class,
-        "gt_parent": hybrid.parent,
-        "gt_A_data": A_gt.data.astype(np.float32),
-        "gt_A_indices": A_gt.indices.astype(np.int32),
-        "gt_A_indptr": A_gt.indptr.astype(np.int64),
-        "gt_A_shape": np.array(A_gt.shape),
-        "gt_C": hybrid.C.astype(np.float16),
-        "gt_S": hybrid.S,
-        "dims": np.array(hybrid.dims),
-        "seed": np.array(hybrid.seed),
+        **ground_truth_arrays(hybrid, generator_version=HYBRID_GENERATOR_VERSION),
         "activity": hybrid.activity,
         "frame_index": hybrid.frame_index.astype(np.int32),
         "hybrid_json": np.array(hybrid.settings_json),
-        "generator_version": np.array(HYBRID_GENERATOR_VERSION),
-        "label_rule_json": np.array(json.dumps(LABEL_RULE, sort_keys=True)),
     }
     for method, path in paths.items():
         if not path.exists():

@@ -60,6 +60,7 @@ Every component gets a reason string saying which branch fired.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 
@@ -369,3 +370,30 @@ def _mark_unlabelled(out: dict, share: np.ndarray) -> None:
             f"(was {out['reason'][i]})"
         )
     out["labels"][unknown] = UNLABELLED
+
+
+def ground_truth_arrays(gt, *, generator_version: str) -> dict[str, np.ndarray]:
+    """The ground-truth part of a data recipe's ``<id>_labels.npz``, as every recipe writes it.
+
+    ``gt``: a simulated or hybrid movie's ground truth (``A`` sparse footprints, ``C``,
+    ``S``, ``gt_kind``, ``gt_class``, ``parent``, ``dims``, ``seed``). Keys: ``gt_kind``,
+    ``gt_class``, ``gt_parent``, ``gt_A_data/indices/indptr/shape`` (CSC, Fortran pixel
+    order), ``gt_C`` (float16), ``gt_S``, ``dims``, ``seed``, ``generator_version`` and
+    ``label_rule_json`` (:data:`LABEL_RULE`).
+    """
+    A_gt = gt.A.tocsc()
+    return {
+        "gt_kind": np.array(gt.gt_kind, dtype=str),
+        "gt_class": gt.gt_class,
+        "gt_parent": gt.parent,
+        "gt_A_data": A_gt.data.astype(np.float32),
+        "gt_A_indices": A_gt.indices.astype(np.int32),
+        "gt_A_indptr": A_gt.indptr.astype(np.int64),
+        "gt_A_shape": np.array(A_gt.shape),
+        "gt_C": gt.C.astype(np.float16),
+        "gt_S": gt.S,
+        "dims": np.array(gt.dims),
+        "seed": np.array(gt.seed),
+        "generator_version": np.array(generator_version),
+        "label_rule_json": np.array(json.dumps(LABEL_RULE, sort_keys=True)),
+    }
