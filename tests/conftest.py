@@ -53,6 +53,71 @@ def tiny_model():
     return CalcompModel.from_keras(net, config=dict(config, name="tiny"))
 
 
+V3_PATCH = 32
+V3_FEATURES = ("log_area", "trace_snr", "rank_log_area", "has_traces", "has_image")
+
+
+def v3_config(**changes) -> dict:
+    """``config.json`` of a small model v3 (4 channels, 2 stages, 5 features)."""
+    from calcomp_caiman.evidence.channels import CHANNELS
+    from calcomp_caiman.evidence.transients import SAMPLES
+
+    config = {
+        "version": 3, "classes": list(CLASSES), "name": "random_v3", "patch_size": V3_PATCH,
+        "scale_rule": "footprints", "inputs": ["channels", "profiles", "features"],
+        "channels": list(CHANNELS), "feature_names": list(V3_FEATURES),
+        "architecture": {"widths": [4, 8], "blocks": [1, 1], "dropout": 0.0, "channels": 4},
+        "temporal": {"hidden": 5, "window": [-1.0, 4.0], "samples": SAMPLES, "peaks": 5},
+    }  # fmt: skip
+    return {**config, **changes}
+
+
+def random_v3_net(seed: int = 0):
+    """The Keras image branch of :func:`v3_config`, random weights and batch-norm statistics."""
+    import keras
+
+    from calcomp_caiman.model.network import build_resnet
+
+    keras.utils.set_random_seed(seed)
+    net = build_resnet(patch_size=V3_PATCH, widths=(4, 8), blocks=(1, 1), dropout=0.0, channels=4)
+    rng = np.random.default_rng(seed)
+    for layer in net.layers:  # batch norm with statistics other than 0 and 1
+        if layer.name.endswith("_bn"):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([gamma * rng.uniform(0.5, 1.5, gamma.shape), beta + rng.normal(0, 0.1, beta.shape),
+                               rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 2.0, var.shape)])  # fmt: skip
+    return net
+
+
+def random_perceptron(rng, inputs: int, hidden: int = 5):
+    """A :class:`~calcomp_caiman.model.head.FusionHead` with random weights."""
+    from calcomp_caiman.model.head import FusionHead
+
+    return FusionHead(rng.normal(0, 1, inputs), rng.uniform(0.5, 2, inputs),
+                      rng.normal(0, 0.5, (inputs, hidden)), rng.normal(0, 0.1, hidden),
+                      rng.normal(0, 0.5, (hidden, 4)), rng.normal(0, 0.1, 4))  # fmt: skip
+
+
+def random_v3_model(seed: int = 0):
+    """A complete model v3 with random weights: image branch, temporal branch, fusion head."""
+    from calcomp_caiman.evidence.transients import SAMPLES
+    from calcomp_caiman.model.folder import CalcompModel
+
+    rng = np.random.default_rng(seed + 1)
+    net = random_v3_net(seed)
+    weights = dict(CalcompModel.from_keras(net, config=v3_config(version=1, channels=None)).weights)
+    weights.update(random_perceptron(rng, 2 * SAMPLES).to_arrays("temporal/"))
+    weights.update(random_perceptron(rng, 8 + 3 + len(V3_FEATURES)).to_arrays())
+    thresholds = {"temperature": 1.3, "temperature_without_traces": 0.8}
+    return CalcompModel(weights, v3_config(), thresholds)
+
+
+@pytest.fixture(scope="session")
+def random_v3():
+    """:func:`random_v3_model` (seed 0), shared by the tests of every module."""
+    return random_v3_model()
+
+
 def disk_footprints(dims=(64, 80), centres=((30, 40),), radius=5.0, dtype=np.float32):
     """Dense (pixels x N) Fortran-order footprints of filled disks."""
     rows, cols = np.mgrid[: dims[0], : dims[1]]

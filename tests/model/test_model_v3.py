@@ -5,67 +5,30 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import V3_FEATURES, V3_PATCH, random_v3_model, random_v3_net, v3_config
 
-from calcomp_caiman import CLASSES, CalcompModel
+from calcomp_caiman import CalcompModel
 from calcomp_caiman.classify import classify, classify_evidence
 from calcomp_caiman.errors import CalcompError
 from calcomp_caiman.evidence import Evidence
 from calcomp_caiman.evidence.channels import CHANNELS
 from calcomp_caiman.evidence.features import feature_names
 from calcomp_caiman.evidence.transients import SAMPLES
-from calcomp_caiman.model.head import FusionHead
 from calcomp_caiman.research.simulate import simulate_session
 
-PATCH = 32
-FEATURES = ("log_area", "trace_snr", "rank_log_area", "has_traces", "has_image")
-
-
-def _net(seed=0):
-    import keras
-
-    from calcomp_caiman.model.network import build_resnet
-
-    keras.utils.set_random_seed(seed)
-    net = build_resnet(patch_size=PATCH, widths=(4, 8), blocks=(1, 1), dropout=0.0, channels=4)
-    rng = np.random.default_rng(seed)
-    for layer in net.layers:  # batch norm with statistics other than 0 and 1
-        if layer.name.endswith("_bn"):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([gamma * rng.uniform(0.5, 1.5, gamma.shape), beta + rng.normal(0, 0.1, beta.shape),
-                               rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 2.0, var.shape)])  # fmt: skip
-    return net
-
-
-def _perceptron(rng, inputs, hidden=5):
-    return FusionHead(rng.normal(0, 1, inputs), rng.uniform(0.5, 2, inputs),
-                      rng.normal(0, 0.5, (inputs, hidden)), rng.normal(0, 0.1, hidden),
-                      rng.normal(0, 0.5, (hidden, 4)), rng.normal(0, 0.1, 4))  # fmt: skip
-
-
-def _config(**changes):
-    config = {
-        "version": 3, "classes": list(CLASSES), "name": "random_v3", "patch_size": PATCH,
-        "scale_rule": "footprints", "inputs": ["channels", "profiles", "features"],
-        "channels": list(CHANNELS), "feature_names": list(FEATURES),
-        "architecture": {"widths": [4, 8], "blocks": [1, 1], "dropout": 0.0, "channels": 4},
-        "temporal": {"hidden": 5, "window": [-1.0, 4.0], "samples": SAMPLES, "peaks": 5},
-    }  # fmt: skip
-    return {**config, **changes}
+PATCH = V3_PATCH
+FEATURES = V3_FEATURES
+_config = v3_config
 
 
 @pytest.fixture(scope="module")
 def net():
-    return _net()
+    return random_v3_net()
 
 
 @pytest.fixture(scope="module")
-def model(net):
-    rng = np.random.default_rng(1)
-    weights = CalcompModel.from_keras(net, config=_config(version=1, channels=None)).weights
-    weights = {k: v for k, v in weights.items()}
-    weights.update(_perceptron(rng, 2 * SAMPLES).to_arrays("temporal/"))
-    weights.update(_perceptron(rng, 8 + 3 + len(FEATURES)).to_arrays())
-    return CalcompModel(weights, _config(), {"temperature": 1.3, "temperature_without_traces": 0.8})
+def model():
+    return random_v3_model()
 
 
 @pytest.fixture(scope="module")
