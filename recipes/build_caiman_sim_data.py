@@ -1,6 +1,9 @@
-"""Build the model-v2 data: simulated movies run through real CaImAn, every component labelled.
+"""Build the model-v2/v3 data: simulated movies run through real CaImAn, every component labelled.
 
-For each preset of ``calcomp_caiman.research.movies.PRESETS`` and each seed: simulate a movie,
+For each preset of ``calcomp_caiman.research.movies.PRESETS``, and for ``train_calibrated_2p``
+(model v3: every movie's settings drawn by ``research.calibration.randomised_settings`` around
+the statistics fitted to the real training recordings, ``recipes/calibration_2p.json``), and
+each seed: simulate a movie,
 run batch CNMF and OnACID with ordinary user settings (``calcomp_caiman.research.caiman_runs``),
 label every component by matching to the ground truth (``calcomp_caiman.research.gt_labels``)
 and write, under ``--out``::
@@ -25,7 +28,8 @@ doubtful), ``M_matched`` GT index or -1, ``M_spatial``, ``M_temporal``, ``M_shar
 
 Cached: a movie whose outputs all exist is skipped; every file is written to a temporary
 name and moved into place (``os.replace``), so an interrupted build resumes cleanly. The
-movies themselves are not kept (regenerate them with ``simulate_movie(PRESETS[preset], seed)``,
+movies themselves are not kept (regenerate them with ``simulate_movie(movie_settings(preset,
+seed), seed)``,
 same generator version).
 
 HELD-OUT presets (``heldout_*``) are for the final test only: never train, select models or
@@ -71,7 +75,10 @@ SEED_BASE = {  # first seed of each preset; seeds SEED_BASE + i, i < movies per 
     "train_gcamp6f_lowsnr_axons": 5000,
     "heldout_jgcamp8f_zoom075_dense": 9000,
     "heldout_heavy_neuropil_lowsnr_zoom125": 9500,
+    "train_calibrated_2p": 6000,
 }
+CALIBRATED = "train_calibrated_2p"  # every movie its own settings, drawn around real recordings
+CALIBRATION = Path(__file__).with_name("calibration_2p.json")
 DEMO_SEED = 777  # the packaged demo file (train_gcamp6f_standard, 96 x 96): never in the build
 METHODS = ("cnmf", "onacid")
 
@@ -91,6 +98,19 @@ def user_settings(sim) -> dict:
         "decay_time": float(sim.decay_time),
         **patch_settings(g, 0.75 * per_patch),
     }
+
+
+def movie_settings(preset: str, seed: int):
+    """The settings of one movie: a preset's, or for ``CALIBRATED`` a draw of
+    ``research.calibration.randomised_settings`` (seeded by the movie's seed) from the ranges
+    fitted to the non-held-out real recordings (``recipes/calibration_2p.json``)."""
+    from calcomp_caiman.research.calibration import randomised_settings
+    from calcomp_caiman.research.movies import PRESETS
+
+    if preset != CALIBRATED:
+        return PRESETS[preset]
+    ranges = json.loads(CALIBRATION.read_text())["ranges"]
+    return randomised_settings(ranges, seed, name=CALIBRATED)
 
 
 def _atomic_npz(path: Path, **arrays) -> None:
@@ -165,7 +185,7 @@ def build_one(preset: str, seed: int, out: str, methods: tuple, refit: bool) -> 
     )
     logging.getLogger("caiman").setLevel(logging.WARNING)
     from calcomp_caiman.research import caiman_runs
-    from calcomp_caiman.research.movies import PRESETS, simulate_movie
+    from calcomp_caiman.research.movies import simulate_movie
 
     folder = Path(out).resolve() / preset
     folder.mkdir(parents=True, exist_ok=True)
@@ -176,7 +196,7 @@ def build_one(preset: str, seed: int, out: str, methods: tuple, refit: bool) -> 
     t0 = time.perf_counter()
     if labels_path.exists() and all(p.exists() for p in paths.values()):
         return {"preset": preset, "seed": seed, "skipped": True}
-    sim = simulate_movie(PRESETS[preset], seed)
+    sim = simulate_movie(movie_settings(preset, seed), seed)
     timings["simulate"] = time.perf_counter() - t0
     user = user_settings(sim)
     work = Path(tempfile.mkdtemp(prefix=f".work_{movie_id}_", dir=folder))
@@ -219,7 +239,7 @@ def build_one(preset: str, seed: int, out: str, methods: tuple, refit: bool) -> 
 def relabel_one(preset: str, seed: int, out: str) -> dict:
     """Recompute ``<id>_labels.npz`` from the saved CaImAn results (after a change of the label
     rule): the movie is regenerated from its seed, CaImAn is not rerun."""
-    from calcomp_caiman.research.movies import PRESETS, simulate_movie
+    from calcomp_caiman.research.movies import simulate_movie
 
     folder = Path(out).resolve() / preset
     movie_id = f"s{seed:05d}"
@@ -232,7 +252,7 @@ def relabel_one(preset: str, seed: int, out: str) -> dict:
     if labels_path.exists():
         with np.load(labels_path) as old:
             timings = str(old["timings_json"]) if "timings_json" in old else timings
-    sim = simulate_movie(PRESETS[preset], seed)
+    sim = simulate_movie(movie_settings(preset, seed), seed)
     arrays = label_arrays(sim, paths)
     arrays["timings_json"] = np.array(timings)
     _atomic_npz(labels_path, **arrays)
@@ -296,8 +316,15 @@ def write_manifest(out: Path, plan: list, args, methods, *, completed=None) -> N
         "models or tune thresholds on them.",
         "presets": {
             p: {
-                "held_out": PRESETS[p].held_out,
-                "settings": dataclasses.asdict(PRESETS[p]),
+                "held_out": p != CALIBRATED and PRESETS[p].held_out,
+                "settings": (
+                    {
+                        "randomised_around": str(CALIBRATION.name),
+                        "ranges": json.loads(CALIBRATION.read_text())["ranges"],
+                    }
+                    if p == CALIBRATED
+                    else dataclasses.asdict(PRESETS[p])
+                ),
                 "seeds": sorted(s for q, s in plan if q == p),
             }
             for p in presets
@@ -384,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=2, help="movies processed in parallel")
     parser.add_argument("--movies-per-preset", type=int, default=5, help="TRAIN presets")
     parser.add_argument("--held-out-movies", type=int, default=3, help="movies per HELD-OUT preset")
+    parser.add_argument("--calibrated-movies", type=int, default=12,
+                        help=f"movies of {CALIBRATED} (settings drawn around the real recordings)")  # fmt: skip
     parser.add_argument("--presets", nargs="*", default=None, help="subset of presets")
     parser.add_argument(
         "--onacid-every", type=int, default=1,
@@ -419,15 +448,16 @@ def main(argv=None) -> int:
         return 0
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    presets = args.presets or list(PRESETS)
-    unknown = sorted(set(presets) - set(PRESETS))
+    presets = args.presets or [*PRESETS, CALIBRATED]
+    unknown = sorted(set(presets) - {*PRESETS, CALIBRATED})
     if unknown:
         raise SystemExit(f"unknown presets {unknown}; known: {sorted(PRESETS)}")
     plan = []  # round robin over presets, so a partial build covers every preset
     counts = {
-        p: (args.held_out_movies if PRESETS[p].held_out else args.movies_per_preset)
+        p: args.calibrated_movies if p == CALIBRATED
+        else args.held_out_movies if PRESETS[p].held_out else args.movies_per_preset
         for p in presets
-    }
+    }  # fmt: skip
     if args.quick:
         presets, counts = presets[:1], {presets[0]: 1}
     for i in range(max(counts.values())):
