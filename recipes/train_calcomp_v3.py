@@ -51,10 +51,17 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import numpy as np
 
-from calcomp_caiman.classify import accept_components, classify_evidence
+from calcomp_caiman.classify import classify_evidence
+from calcomp_caiman.evidence.patches import footprints_for
 from calcomp_caiman.io.atomic import atomic_write_text
 from calcomp_caiman.model.folder import CalcompModel
-from calcomp_caiman.research.labelled_results import load_real_masks, load_simulated, split
+from calcomp_caiman.research.baselines import caiman_rule_probs, fit_baselines, shape_features
+from calcomp_caiman.research.labelled_results import (
+    load_real_masks,
+    load_simulated,
+    result_patches,
+    split,
+)
 from calcomp_caiman.research.metrics import evaluation_metrics, selection_scores
 from calcomp_caiman.research.train import held_out_videos, train
 from calcomp_caiman.research.train_branches import (
@@ -88,35 +95,104 @@ def split_hybrid(items):
     return train_items, val, test
 
 
-def score(model: CalcompModel, items, *, rule=None) -> dict:
-    """The report's numbers for one model on one test set (labelled components only)."""
-    probs, labels, caiman = [], [], []
+ABLATIONS = {  # evidence removed at inference: the model's own missing-evidence path
+    "v3-no-traces": ("traces",),
+    "v3-no-image": ("image",),
+    "v3-no-metrics": ("metrics",),
+    "v3-footprints-only": ("traces", "image", "metrics"),
+}
+
+
+def _labelled(item) -> np.ndarray:
+    return item.labels != UNLABELLED
+
+
+def method_probs(model: CalcompModel, v2: CalcompModel, items, baselines: dict) -> dict:
+    """Per method, the probabilities of the labelled components of every result of a set."""
+
+    def run(m, evidence, keep):
+        return classify_evidence(evidence, m)[keep]
+
+    out: dict[str, list] = {"v3": [], "v2": [], **{name: [] for name in ABLATIONS}}
+    rule, cnn, shape = [], [], []
     for item in items:
-        labelled = item.labels != UNLABELLED
-        probs.append(classify_evidence(item.evidence, model)[labelled])
-        labels.append(item.labels[labelled])
-        stored = item.caiman_accepted
-        caiman.append(None if stored is None else np.asarray(stored, bool)[labelled])
-    probs, labels = np.concatenate(probs), np.concatenate(labels)
-    accept = tuple(model.thresholds.get("accept") or ("neuron",))
-    min_prob = model.thresholds.get("min_prob") if rule is None else rule
-    accepted = accept_components(probs, accept=accept, min_prob=min_prob)
+        keep = _labelled(item)
+        out["v3"].append(run(model, item.evidence, keep))
+        out["v2"].append(run(v2, item.evidence, keep))
+        for name, kinds in ABLATIONS.items():
+            present = [k for k in kinds if k in item.evidence.kinds]
+            out[name].append(run(model, item.evidence.without(*present), keep))
+        stored = caiman_rule_probs(item.caiman_accepted)
+        rule.append(None if stored is None else stored[keep])
+        patches, features = baseline_inputs(v2, item)
+        shape.append(baselines["shape_baseline"].predict_proba(features))
+        if "caiman_cnn" in baselines:
+            cnn.append(baselines["caiman_cnn"].predict(patches))
+    if all(r is not None for r in rule):
+        out["caiman-rule"] = rule
+    out["shape-features"] = shape
+    if cnn:
+        out["caiman-cnn"] = cnn
+    return out
+
+
+def score(probs: np.ndarray, labels: np.ndarray, min_prob: float | None) -> dict:
+    """The report's numbers for one method on one set: ``min_prob`` None = top class."""
     metrics = evaluation_metrics(probs, labels)
+    accepted = probs.argmax(axis=1) == 0 if min_prob is None else probs[:, 0] >= min_prob
     best_cut, _ = choose_min_prob(probs, labels, np.zeros(len(labels)), recall_target=0.0)
-    out = {
+    return {
         "components": int(len(labels)),
         "macro_f1": metrics["four_class"]["macro_f1"],
         "f1": metrics["four_class"]["f1"],
         "auc_neuron_vs_rest": metrics["auc_neuron_vs_rest"],
         "ece": metrics["calibration"]["ece"],
-        "default_rule": {"accept": list(accept), "min_prob": min_prob},
+        "min_prob": min_prob,
         "at_default_rule": selection_scores(accepted, labels),
         "best_cut": best_cut,
         "at_best_cut": selection_scores(probs[:, 0] >= best_cut, labels),
     }
-    if all(c is not None for c in caiman):
-        out["caiman_selection"] = selection_scores(np.concatenate(caiman), labels)
-    return out
+
+
+def baseline_inputs(v2: CalcompModel, item) -> tuple[np.ndarray, np.ndarray]:
+    """The baselines' inputs of the labelled components: v2's 50 x 50 crops, shape features."""
+    keep = _labelled(item)
+    flat, dims, scale = footprints_for(item.evidence, v2.scale_rule)
+    return result_patches(v2, item)[keep], shape_features(flat, dims, gSig=scale)[keep]
+
+
+def fit_shape_baselines(v2: CalcompModel, train_items, val_items, *, cnn: bool, seed: int) -> dict:
+    """The shape-feature baseline and CaImAn's CNN architecture, trained on the same results."""
+    inputs = [baseline_inputs(v2, i) for i in train_items]
+    val_patches = np.concatenate([baseline_inputs(v2, i)[0] for i in val_items])
+    fitted, seconds = fit_baselines(
+        np.concatenate([p for p, _ in inputs]), np.concatenate([f for _, f in inputs]),
+        np.concatenate([i.labels[_labelled(i)] for i in train_items]),
+        val_patches=val_patches, val_labels=np.concatenate([i.labels[_labelled(i)] for i in val_items]),
+        cnn=cnn, seed=seed,
+    )  # fmt: skip
+    log.info("baselines trained: %s", {k: round(v) for k, v in seconds.items()})
+    return fitted
+
+
+def evaluation_sets(base_val, base_test, hybrid_val, hybrid_test) -> dict:
+    """The report's sets: held-out simulated settings, held-out hybrid recording, real test
+    masks (per method of the archive), each by method, and the validation sets."""
+    sim = [i for i in base_test if i.source == "simulated"]
+    real = [i for i in base_test if i.source == "real"]
+    sets = {
+        "simulated_heldout_cnmf": [i for i in sim if i.method == "cnmf"],
+        "simulated_heldout_onacid": [i for i in sim if i.method == "onacid"],
+        "hybrid_heldout_cnmf": [i for i in hybrid_test if i.method == "cnmf"],
+        "hybrid_heldout_onacid": [i for i in hybrid_test if i.method == "onacid"],
+        "real_test_masks": real,
+        **{f"real_test_masks_{m}": [i for i in real if i.method == m]
+           for m in sorted({i.method for i in real})},
+        "validation_simulated": [i for i in base_val if i.source == "simulated"],
+        "validation_hybrid": list(hybrid_val),
+        "validation_real": [i for i in base_val if i.source == "real"],
+    }  # fmt: skip
+    return {name: items for name, items in sets.items() if items}
 
 
 def main() -> None:
@@ -128,6 +204,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=V3Settings.epochs)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny network, 2 epochs")
+    parser.add_argument("--no-cnn-baseline", action="store_true",
+                        help="skip training CaImAn's CNN architecture for the report")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     started = time.perf_counter()
@@ -165,28 +243,32 @@ def main() -> None:
     log.info("saved %s after %.0f s", args.out, time.perf_counter() - started)
 
     # ------------------------------------------------------------------ evaluation
-    sets = {
-        "simulated_heldout_cnmf": [i for i in base_test if i.source == "simulated" and i.method == "cnmf"],
-        "simulated_heldout_onacid": [i for i in base_test if i.source == "simulated" and i.method == "onacid"],
-        "hybrid_heldout": hybrid_test,
-        "real_test_masks": [i for i in base_test if i.source == "real"],
-    }  # fmt: skip
+    baselines = fit_shape_baselines(
+        v2, train_items, val, cnn=not args.no_cnn_baseline, seed=args.seed
+    )
+    sets = evaluation_sets(base_val, base_test, hybrid_val, hybrid_test)
+    min_prob = model.thresholds.get("min_prob")
     report = {
         "settings": dataclasses.asdict(settings),
         "history": history,
-        "sets": {name: [i.group for i in items] for name, items in sets.items()},
-        "v3": {},
-        "v2": {},
-    }
+        "default_rule": {"accept": list(model.thresholds.get("accept") or ["neuron"]),
+                         "min_prob": min_prob},
+        "v2_default_rule": {"min_prob": v2.thresholds.get("min_prob")},
+        "sets": {name: sorted({i.group for i in items}) for name, items in sets.items()},
+        "rows": {},
+    }  # fmt: skip
+    cuts = {"v2": v2.thresholds.get("min_prob"), "caiman-rule": None, "caiman-cnn": None,
+            "shape-features": None}  # fmt: skip
     for name, items in sets.items():
-        if items:
-            report["v3"][name] = score(model, items)
-            report["v2"][name] = score(v2, items)
-            log.info("%s: v3 recall of neurons %.3f, accepted F1 %.3f (v2 %.3f, %.3f)", name,
-                     report["v3"][name]["at_default_rule"]["accepted_recall"],
-                     report["v3"][name]["at_default_rule"]["accepted_f1"],
-                     report["v2"][name]["at_default_rule"]["accepted_recall"],
-                     report["v2"][name]["at_default_rule"]["accepted_f1"])  # fmt: skip
+        labels = np.concatenate([i.labels[_labelled(i)] for i in items])
+        rows = {}
+        for method, probs in method_probs(model, v2, items, baselines).items():
+            rows[method] = score(np.concatenate(probs), labels, cuts.get(method, min_prob))
+        report["rows"][name] = rows
+        log.info("%s (%d components): %s", name, len(labels), "; ".join(
+            f"{m} recall {r['at_default_rule']['accepted_recall']:.3f} F1 "
+            f"{r['at_default_rule']['accepted_f1']:.3f} AUC {r['auc_neuron_vs_rest'] or 0:.3f}"
+            for m, r in rows.items()))  # fmt: skip
     report["seconds"] = time.perf_counter() - started
     atomic_write_text(
         args.out / "evaluation.json", json.dumps(report, indent=2, default=str) + "\n"
