@@ -144,6 +144,27 @@ def test_what_caiman_passes_and_gets_back(run):
     assert 0 < np.mean(kept > threshold) < 1  # the screen does decide
 
 
+def test_a_v3_model_screens_caimans_candidates(caiman, movie, random_v3):
+    """A model v3 (random weights: the plumbing, not the decisions) as OnACID's screen: every
+    candidate found again and cropped by us, its footprint the one channel present."""
+    onacid = onacid_for(caiman, movie[0])
+    screen = use_calcomp_screening(onacid, model=random_v3)
+    answers = []
+    predict = screen.predict
+
+    def recording(X, batch_size=None, verbose=0):
+        answers.append(predict(X, batch_size=batch_size, verbose=verbose))
+        return answers[-1]
+
+    screen.predict = recording
+    onacid.fit_online()
+    assert screen.calls == len(answers) > 50 and screen.candidates > screen.calls
+    assert screen.remapped == 0
+    kept = np.concatenate(answers)
+    assert np.all((kept >= 0) & (kept <= 1))
+    np.testing.assert_allclose(kept.sum(axis=1), 1.0, atol=1e-5)
+
+
 def test_screened_run_finds_the_cells(run, movie):
     onacid, _, _, _ = run
     A = onacid.estimates.A.toarray()

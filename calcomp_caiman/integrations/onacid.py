@@ -25,6 +25,7 @@ from calcomp_caiman.integrations.onacid_screen import (
     SCREEN_ACCEPT,
     CandidateScreen,
     caiman_crop_half_width,
+    patch_inputs,
 )
 from calcomp_caiman.model.folder import CalcompModel
 from calcomp_caiman.schema import CLASSES
@@ -52,7 +53,7 @@ def _check_model(model) -> CalcompModel:
     blob = np.exp(-((rows - size / 2) ** 2 + (cols - size / 2) ** 2) / (size / 4) ** 2)
     probe = np.stack([np.zeros((size, size)), blob / np.linalg.norm(blob)]).astype(np.float32)
     try:
-        probs = loaded.predict(probe, threads=1)
+        probs = loaded.predict(patch_inputs(loaded, probe), threads=1)
     except Exception as err:  # any failure of the forward pass: report it at the call
         raise CalcompError(f"model {loaded.name!r} cannot classify a test patch: {err}") from err
     if probs.shape != (2, len(CLASSES)) or not np.all(np.isfinite(probs)):

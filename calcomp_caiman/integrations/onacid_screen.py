@@ -7,7 +7,10 @@ mean residual image, normalises it, resizes it to 50 x 50 and keeps it when colu
 A :class:`CandidateScreen` has that ``predict`` interface: it shows our model each
 candidate the way it was trained (a footprint in a ``+-(4 gSig + 1)`` window, cut from the
 rank-1 non-negative factorisation of the residual buffer around the candidate) and
-returns the summed probability of the accepted classes in column 0. It runs in NumPy:
+returns the summed probability of the accepted classes in column 0. A model v3 sees the
+footprint as its ``footprint`` channel and its other channels as missing (zeros,
+:func:`patch_inputs`), and every model sees no
+traces and no other evidence, as a v2 model does here. It runs in NumPy:
 neither Keras nor TensorFlow is loaded, and CaImAn's own online model
 (``cnn_model_online.h5``) is not needed.
 
@@ -29,7 +32,7 @@ from calcomp_caiman.schema import CLASSES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CandidateScreen", "caiman_crop_half_width", "SCREEN_ACCEPT"]
+__all__ = ["CandidateScreen", "caiman_crop_half_width", "patch_inputs", "SCREEN_ACCEPT"]
 
 _CAIMAN_PATCH = 50  # get_candidate_components resizes every crop to 50 x 50
 _CROPS = ("calcomp", "remap", "caiman")
@@ -53,6 +56,39 @@ def caiman_crop_half_width(gSig: float) -> int:
     (8, 7, 25)
     """
     return int(min(2.0 * float(gSig), _CAIMAN_PATCH / 2))
+
+
+def patch_inputs(model: CalcompModel, patches: np.ndarray) -> np.ndarray:
+    """What ``model`` reads of candidates known by their footprint patch alone.
+
+    Parameters
+    ----------
+    model : CalcompModel
+    patches : (n, P, P) float32 ndarray
+        Footprint patches (:meth:`CandidateScreen.to_patches`, or cut from a footprint).
+
+    Returns
+    -------
+    (n, P, P) or (n, P, P, C) float32 ndarray
+        The patches themselves for models v1 and v2; for a model v3 its channels
+        (:attr:`~calcomp_caiman.CalcompModel.channel_names`): the patches as the
+        ``footprint`` channel (the patch :func:`~calcomp_caiman.evidence.patches.crop_checked`
+        makes), every other channel zeros, i.e. missing, as in training when that
+        channel's evidence was dropped.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> patch_inputs(CalcompModel.load(), np.zeros((3, 50, 50), np.float32)).shape
+    (3, 50, 50)
+    """
+    patches = np.asarray(patches, dtype=np.float32)
+    if model.version < 3:
+        return patches
+    names = model.channel_names
+    channels = np.zeros((*patches.shape, len(names)), np.float32)
+    channels[..., names.index("footprint")] = patches
+    return channels
 
 
 def _resampling_matrix(patch_size: int, out_width: float, in_width: float) -> np.ndarray:
@@ -103,6 +139,13 @@ class CandidateScreen:
         * ``"remap"``: CaImAn's ``+-2 gSig`` crop of the mean residual, clipped at its
           median, placed at its true size inside our ``+-(4 gSig + 1)`` window.
         * ``"caiman"``: CaImAn's crop stretched over the whole patch (for comparison only).
+
+        A model v3 gets that patch as its ``footprint`` channel; its ``neighbours``,
+        ``cn`` and ``image`` channels are zeros (missing). The mean residual CaImAn crops
+        is not the mean image of the ``image`` channel: the components found so far and
+        the background are subtracted from it, so it would show the model an image
+        unlike any it was trained on, where a missing channel is one it was (channel
+        dropout).
     onacid : caiman ``OnACID``, optional
         The object whose candidates are screened; needed by ``crop="calcomp"``.
 
@@ -229,7 +272,9 @@ class CandidateScreen:
                 self.remapped += len(X)
         else:
             patches = self._residual_patches(centres)
-        probs = self.model.predict(patches, batch_size=max(1, int(batch_size or 128)), threads=1)
+        probs = self.model.predict(
+            patch_inputs(self.model, patches), batch_size=max(1, int(batch_size or 128)), threads=1
+        )
         keep = probs[:, self._columns].sum(axis=1)
         self.calls += 1
         self.candidates += len(patches)

@@ -22,6 +22,7 @@ from calcomp_caiman.integrations.onacid_screen import (
     SCREEN_ACCEPT,
     CandidateScreen,
     caiman_crop_half_width,
+    patch_inputs,
 )
 
 
@@ -179,3 +180,99 @@ def test_default_screen_accepts_neurons_and_doubtful_cells(model):
     assert SCREEN_ACCEPT == ("neuron", "doubtful")
     assert CandidateScreen(model, 4).accept == SCREEN_ACCEPT
     assert CandidateScreen(model, 4, accept="neuron").accept == ("neuron",)
+
+
+# ------------------------------------------------------------------ model v3
+
+
+def _cell_and_noise(gsig: float) -> np.ndarray:
+    cell = caiman_crop(cell_image((60, 60), (30, 30), (gsig, gsig), noise=0.05), (30, 30), gsig)
+    noise = caiman_crop(np.random.default_rng(2).standard_normal((60, 60)), (30, 30), gsig)
+    return np.stack([cell, noise])[..., None].astype(np.float32)
+
+
+def test_patch_inputs_of_a_v3_model_are_the_footprint_channel_alone(random_v3):
+    patches = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
+    channels = patch_inputs(random_v3, patches)
+    assert channels.shape == (3, 32, 32, len(random_v3.channel_names))
+    footprint = random_v3.channel_names.index("footprint")
+    np.testing.assert_array_equal(channels[..., footprint], patches)
+    assert not np.any(np.delete(channels, footprint, axis=-1))  # the others: missing
+    assert not np.any(random_v3.channel_presence(channels))
+    assert patch_inputs(random_v3, np.zeros((0, 32, 32), np.float32)).shape == (0, 32, 32, 4)
+
+
+@pytest.mark.parametrize("accept", [("neuron",), ("neuron", "doubtful")])
+def test_a_v3_screen_sums_the_accepted_classes_of_the_footprint_channel(random_v3, accept):
+    """A model v3 screens the footprint patch as its footprint channel, no other evidence."""
+    gsig = 4
+    X = _cell_and_noise(gsig)
+    screen = CandidateScreen(random_v3, gsig, accept=accept, crop="remap")
+    out = screen.predict(X, batch_size=5, verbose=0)
+    assert out.shape == (2, 2) and out.dtype == np.float32
+    patches = screen.to_patches(X)
+    assert patches.shape == (2, 32, 32)  # the model's patch size
+    channels = np.zeros((2, 32, 32, 4), np.float32)
+    channels[..., 0] = patches  # CHANNELS order: footprint first
+    probs = random_v3.predict(channels)
+    columns = [CLASSES.index(name) for name in accept]
+    np.testing.assert_allclose(out[:, 0], probs[:, columns].sum(axis=1), atol=1e-6)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-6)
+    # the other channels matter to this model: filling them would change the answer
+    filled = channels.copy()
+    filled[..., 1:] = patches[..., None]
+    assert not np.allclose(random_v3.predict(filled)[:, columns].sum(axis=1), out[:, 0], atol=1e-3)
+    fallback = CandidateScreen(random_v3, gsig, accept=accept)  # no OnACID: remapped
+    np.testing.assert_allclose(fallback.predict(X), out, atol=1e-6)
+    assert fallback.remapped == 2
+
+
+def test_a_v3_screen_decides_as_a_v2_screen_without_evidence(random_v3):
+    """No traces, no features: the fusion head sees the v2 screen's 'absent' evidence, and
+    the temperature of components without traces."""
+    from calcomp_caiman.evidence.features import absent_features
+
+    gsig = 4
+    X = _cell_and_noise(gsig)
+    screen = CandidateScreen(random_v3, gsig, accept="neuron", crop="remap")
+    channels = patch_inputs(random_v3, screen.to_patches(X))
+    logits = random_v3.shape_logits(channels)
+    fused = random_v3.fuse(logits, absent_features(2), presence=np.zeros((2, 3)))
+    np.testing.assert_allclose(screen.predict(X)[:, 0], fused[:, 0], atol=1e-6)
+
+
+class _Params:
+    """The part of CaImAn's CNMFParams that use_calcomp_screening reads and sets."""
+
+    def __init__(self, gsig):
+        self.groups = {"init": {"gSig": [gsig, gsig]}, "online": {"update_num_comps": True}}
+
+    def get(self, group, key):
+        return self.groups[group].get(key)
+
+    def set(self, group, settings):
+        self.groups[group].update(settings)
+
+
+class _OnACIDLike:
+    """Stands in for CaImAn's OnACID class: what use_calcomp_screening checks and replaces."""
+
+    def __init__(self, gsig):
+        self.params = _Params(gsig)
+
+    def _prepare_object(self, *args, **kwargs):
+        return self
+
+
+def test_use_calcomp_screening_installs_a_v3_model(random_v3):
+    """Installing runs the model on a test patch: a v3 model gets it as its channels. The
+    installed screen answers CaImAn's crops with the v3 model."""
+    model = random_v3
+    onacid = _OnACIDLike(4)
+    screen = use_calcomp_screening(onacid, model=model, crop="remap")
+    assert onacid.loaded_model is screen and screen.model is model
+    assert onacid.params.get("online", "sniper_mode") is True
+    X = _cell_and_noise(4)
+    expected = model.predict(patch_inputs(model, screen.to_patches(X)))
+    columns = [CLASSES.index(name) for name in SCREEN_ACCEPT]
+    np.testing.assert_allclose(screen.predict(X)[:, 0], expected[:, columns].sum(axis=1), atol=1e-6)
