@@ -48,6 +48,13 @@ CHANNELS = ("footprint", "neighbours", "cn", "image")
 IMAGE_CLIP = 2.0
 """The standardised mean/max image is clipped to [-IMAGE_CLIP, IMAGE_CLIP]."""
 
+IMAGE_LEVELS = (50, 99)
+"""Percentiles of a mean/max image crop that become its 0 and its 1 (median and top)."""
+
+IMAGE_FLAT = (1e-6, 1e-12)
+"""A mean/max image crop whose top minus median is at most ``IMAGE_FLAT[0] * (|top| +
+|median|) + IMAGE_FLAT[1]`` is flat: all zeros."""
+
 _KIND = {"footprint": "shape", "neighbours": "neighbours", "cn": "image", "image": "image"}
 _CHUNK_ELEMENTS = 1 << 22  # window values held at once per chunk (16 MB of float32)
 
@@ -145,8 +152,19 @@ class ChannelSource:
                 images[window : window + dims[0], k, window : window + dims[1]] = values
         return cls(footprints, names, int(patch_size), tuple(present), images, window)
 
-    def crop(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+    def crop(
+        self, start: int = 0, stop: int | None = None, *, normalise: bool = True
+    ) -> np.ndarray:
         """The channels of components ``start:stop``.
+
+        Parameters
+        ----------
+        start, stop : int
+        normalise : bool
+            False: the resampled windows before each crop's own normalisation (the
+            square root and norm of the footprint, the neighbours' peak, the clip of
+            ``cn``, the percentiles of ``image``): the input of a model exported by
+            ``calcomp export-bioimageio``, whose ONNX graph normalises each crop itself.
 
         Returns
         -------
@@ -179,7 +197,7 @@ class ChannelSource:
                     ]
             resampled = windows.resample(stack)  # (n, P, P, C): a view of (n, P, C, P)
             for c, name in enumerate(self.names):
-                if self.present[c]:
+                if normalise and self.present[c]:
                     _finish(name, resampled[..., c])
             out[first - start : last - start] = resampled.transpose(0, 1, 3, 2)
         return out.transpose(0, 1, 3, 2)
@@ -217,9 +235,10 @@ def _finish(name: str, patches: np.ndarray) -> None:
         np.clip(patches, -1.0, 1.0, out=patches)
     else:  # median and 99th percentile from every other pixel of every other row
         sample = patches[:, ::2, ::2].reshape(len(patches), -1)
-        low, high = np.percentile(sample, [50, 99], axis=1)
+        low, high = np.percentile(sample, IMAGE_LEVELS, axis=1)
         spread = high - low
-        spread = np.where(spread > 1e-6 * (np.abs(high) + np.abs(low)) + 1e-12, spread, np.inf)
+        flat = IMAGE_FLAT[0] * (np.abs(high) + np.abs(low)) + IMAGE_FLAT[1]
+        spread = np.where(spread > flat, spread, np.inf)
         patches -= low[:, None, None]
         patches /= spread[:, None, None]
         np.clip(patches, -IMAGE_CLIP, IMAGE_CLIP, out=patches)
