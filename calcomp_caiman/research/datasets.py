@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +50,7 @@ __all__ = [
     "load_roi_archive",
     "load_training_set",
     "make_training_set",
+    "simulate_evaluation_fields",
     "simulated_evaluation_set",
     "simulated_training_set",
     "video_key",
@@ -385,25 +386,27 @@ def _resolve_settings(settings):
     return names[settings]
 
 
-def simulated_evaluation_set(fields: int, per_class: int, seed: int, settings) -> tuple:
-    """(patches, labels, features) of ``fields`` simulated fields of view.
+def simulate_evaluation_fields(fields: int, per_class: int, seed: int, settings) -> Iterator[tuple]:
+    """``(A, dims, labels, gSig)`` of ``fields`` simulated fields of view, one at a time.
 
-    Seeds ``seed``, ``seed + 1``, ...; ``settings``: ``"train"``, ``"shifted"``, a
-    ``SimulationSettings`` or ``None`` (``TRAIN_SETTINGS``).
+    :func:`~calcomp_caiman.research.simulate.simulate_footprints` with seeds ``seed``,
+    ``seed + 1``, ...; ``settings``: ``"train"``, ``"shifted"``, a ``SimulationSettings``
+    or ``None`` (``TRAIN_SETTINGS``). The fields of :func:`simulated_evaluation_set`.
     """
     from calcomp_caiman.research.simulate import simulate_footprints
 
     options = {} if settings is None else {"settings": _resolve_settings(settings)}
-    parts = []
     for index in range(int(fields)):
         A, dims, labels, gsig = simulate_footprints(per_class, seed=seed + index, **options)
-        parts.append(
-            (
-                extract_patches(A, dims, gSig=gsig),
-                np.asarray(labels, np.int64),
-                shape_features(A, dims, gSig=gsig),
-            )
-        )
+        yield A, dims, np.asarray(labels, np.int64), gsig
+
+
+def simulated_evaluation_set(fields: int, per_class: int, seed: int, settings) -> tuple:
+    """(patches, labels, features) of the fields of view of :func:`simulate_evaluation_fields`."""
+    parts = [
+        (extract_patches(A, dims, gSig=gsig), labels, shape_features(A, dims, gSig=gsig))
+        for A, dims, labels, gsig in simulate_evaluation_fields(fields, per_class, seed, settings)
+    ]
     if not parts:
         return (
             np.zeros((0, PATCH_SIZE, PATCH_SIZE), np.float32),

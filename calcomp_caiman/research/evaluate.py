@@ -2,16 +2,19 @@
 
 One entry, :func:`run_evaluation`, with two paths:
 
-* the patch report (models v1 and v2 alike, shape only): labelled-footprint archives,
-  one dataset per video, plus simulated footprints; the model against the shape-feature
-  baseline and CaImAn's CNN architecture trained here (:func:`evaluate_model`); per
-  video and pooled by kind (real, simulated); JSON and a figure (PNG).
-* the evidence report (``simulated_caiman``: a model v2): every component of CaImAn
-  results of simulated movies and the real test masks
-  (:mod:`calcomp_caiman.research.labelled_results`); v2, v2 without each kind of evidence,
-  the shape model alone (v1), the two baselines and CaImAn's own selection
-  (:func:`evaluate_results`); per test set, with the share of noise rejected and the F1
-  of the accepted set; JSON and Markdown tables.
+* the patch report (shape only): labelled-footprint archives, one dataset per video,
+  plus simulated footprints; the model against the shape-feature baseline and CaImAn's
+  CNN architecture trained here (:func:`evaluate_model`); per video and pooled by kind
+  (real, simulated); JSON and a figure (PNG). Models v1 and v2 classify the footprint
+  patches; a model v3, which reads channels, classifies the same footprints as
+  :func:`~calcomp_caiman.classify.classify_evidence` does (:func:`evidence_probs`).
+* the evidence report (``simulated_caiman``: a model v2 or v3): every component of
+  CaImAn results of simulated movies and the real test masks
+  (:mod:`calcomp_caiman.research.labelled_results`); the model, the model without each
+  kind of evidence (:func:`ablations`, :func:`evidence_ablations`), the shape model alone
+  (v1), the two baselines and CaImAn's own selection (:func:`evaluate_results`); per test
+  set, with the share of noise rejected and the F1 of the accepted set; JSON and Markdown
+  tables.
 
 Both score with :func:`~calcomp_caiman.research.metrics.evaluation_metrics`, train the
 baselines with :func:`~calcomp_caiman.research.baselines.fit_baselines` and write with
@@ -33,6 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from calcomp_caiman._version import __version__
+from calcomp_caiman.classify import classify_evidence
+from calcomp_caiman.evidence.evidence import EVIDENCE_KINDS, Evidence
 from calcomp_caiman.evidence.features import OPTIONAL_GROUPS
 from calcomp_caiman.evidence.patches import crop_checked, footprints_for
 from calcomp_caiman.model.folder import CalcompModel
@@ -42,6 +47,7 @@ from calcomp_caiman.research.datasets import (
     archive_paths,
     concatenate_sets,
     load_evaluation_data,
+    simulate_evaluation_fields,
     simulated_evaluation_set,
     video_key,
 )
@@ -64,6 +70,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ablations",
     "evaluate_model",
+    "evidence_ablations",
+    "evidence_probs",
     "evaluate_results",
     "run_evaluation",
 ]
@@ -91,6 +99,7 @@ def evaluate_model(
     datasets: Mapping[str, tuple],
     *,
     baselines: Mapping[str, object] | None = None,
+    model_probs: Mapping[str, np.ndarray] | None = None,
 ) -> dict:
     """Metrics of a model and baselines on every dataset and pooled by kind.
 
@@ -108,6 +117,10 @@ def evaluate_model(
         :class:`~calcomp_caiman.research.baselines.ShapeBaseline`; skipped on datasets without
         features) or ``predict(patches)`` (like
         :class:`~calcomp_caiman.research.baselines.KerasBaseline`).
+    model_probs : dict of str to (N, 4) ndarray, optional
+        The model's probabilities on every dataset, computed beforehand from more than
+        the patches (a model v3: :func:`evidence_probs`); then ``model.predict`` is not
+        called.
 
     Returns
     -------
@@ -155,7 +168,10 @@ def evaluate_model(
         kind = _kind(name)
         metrics = {}
         for method_name, method in methods.items():
-            probs = _predict(method, patches, features)
+            if method_name == "model" and model_probs is not None:
+                probs = _given_probs(model_probs, name, len(labels))
+            else:
+                probs = _predict(method, patches, features)
             if probs is None:
                 logger.info("%s: no shape features, %s skipped", name, method_name)
                 continue
@@ -181,6 +197,69 @@ def evaluate_model(
     return report
 
 
+def _given_probs(model_probs: Mapping[str, np.ndarray], name: str, n: int) -> np.ndarray:
+    probs = model_probs.get(name)
+    if probs is None or np.shape(probs) != (n, len(CLASSES)):
+        raise ValueError(
+            f"model_probs[{name!r}] must be the model's ({n}, {len(CLASSES)}) probabilities on "
+            f"that dataset, got {None if probs is None else np.shape(probs)}."
+        )
+    return np.asarray(probs, dtype=np.float32)
+
+
+def evidence_probs(
+    model: CalcompModel, parts: Sequence[tuple[Evidence, np.ndarray]], labels: np.ndarray
+) -> np.ndarray:
+    """A model's probabilities on a dataset made of whole results: :func:`classify_evidence`
+    of each, concatenated in order.
+
+    Parameters
+    ----------
+    model : CalcompModel
+    parts : sequence of (Evidence, (n,) labels)
+        The results the dataset's components come from, in the dataset's order.
+    labels : (N,) ndarray
+        The dataset's labels, checked against the parts' (same components, same order).
+
+    Returns
+    -------
+    (N, 4) float32 ndarray
+
+    Raises
+    ------
+    ValueError
+        The parts' labels are not ``labels``.
+    """
+    probs = [classify_evidence(evidence, model) for evidence, _ in parts]
+    found = np.concatenate([np.asarray(part_labels) for _, part_labels in parts] or [[]])
+    if not np.array_equal(found.astype(np.int64), np.asarray(labels, np.int64)):
+        raise ValueError(
+            f"the results classified hold {len(found)} labelled components that are not the "
+            f"dataset's {len(labels)} in order; build both from the same archives."
+        )
+    return np.concatenate(probs) if probs else np.zeros((0, len(CLASSES)), np.float32)
+
+
+def _patch_report_probs(model: CalcompModel, paths, datasets: Mapping[str, tuple], *, gSig,
+                        group_by: str, simulated: tuple | None) -> dict[str, np.ndarray]:  # fmt: skip
+    """:func:`evidence_probs` of every dataset of the patch report (a model v3): the real
+    masks as :func:`~calcomp_caiman.research.labelled_results.load_real_masks` reads them,
+    the simulated fields as :func:`simulate_evaluation_fields` makes them."""
+    parts: dict[str, list] = {}
+    for item in load_real_masks(paths, (), gSig=gSig):
+        key = item.group if group_by == "video" else f"{item.group}/{item.method}"
+        if key in datasets:
+            parts.setdefault(key, []).append((item.evidence, item.labels))
+    if simulated is not None:
+        name, arguments = simulated
+        parts[name] = [
+            (Evidence.build(A, dims, gSig=gsig), labels)
+            for A, dims, labels, gsig in simulate_evaluation_fields(*arguments)
+        ]
+    return {name: evidence_probs(model, parts.get(name, []), entry[1])
+            for name, entry in datasets.items()}  # fmt: skip
+
+
 # ------------------------------------------------------------ evidence report
 
 
@@ -197,6 +276,38 @@ def ablations(
         model.fuse(z, drop_groups(f, OPTIONAL_GROUPS)) for z, f in zip(logits, features)
     ]
     return out
+
+
+def evidence_ablations(
+    model: CalcompModel, items: Sequence[LabelledResult]
+) -> Mapping[str, list[np.ndarray]]:
+    """A model's probabilities with all evidence, without each optional kind, shape only.
+
+    Each row is :func:`~calcomp_caiman.classify.classify_evidence` of every result, with
+    ``use`` leaving out the kind (``neighbours``, ``image``, ``traces``, ``metrics``;
+    shape only: all of them): the run-time answer when that evidence is missing. A model
+    v3 then also sees the kind's channels as missing (``neighbours``; ``cn`` and
+    ``image``). Rows are named ``v<version>``, ``v<version>-no-<kind>`` and
+    ``v<version>-shape-only``.
+
+    Parameters
+    ----------
+    model : CalcompModel
+    items : sequence of LabelledResult
+
+    Returns
+    -------
+    dict of str to list of (n, 4) float32 ndarray
+        One array per result, in order.
+    """
+    tag = f"v{model.version}"
+    optional = EVIDENCE_KINDS[1:]
+    uses = {tag: None, **{f"{tag}-no-{kind}": [k for k in optional if k != kind]
+                          for kind in optional}, f"{tag}-shape-only": []}  # fmt: skip
+    return {
+        name: [classify_evidence(item.evidence, model, use=use) for item in items]
+        for name, use in uses.items()
+    }
 
 
 def _score(
@@ -229,12 +340,14 @@ def evaluate_results(
     cnn_baseline: bool = True,
     seed: int = 0,
 ) -> dict:
-    """Score v2, its ablations, the shape model and the baselines on every test set.
+    """Score a model v2 or v3, its ablations, the shape model and the baselines on every
+    test set.
 
     Parameters
     ----------
     model : CalcompModel
-        A model v2 (with a fusion head).
+        A model v2 (with a fusion head: :func:`ablations` of its head) or v3
+        (:func:`evidence_ablations`).
     shape_model : CalcompModel
         The shape model it is compared with (the bundled ``calcomp_resnet_v1``), as it
         classifies on its own.
@@ -242,7 +355,7 @@ def evaluate_results(
         :func:`~calcomp_caiman.research.labelled_results.split`. The test sets are
         :func:`~calcomp_caiman.research.labelled_results.evaluation_sets`.
     inputs : mapping, optional
-        Precomputed ``{id(result): (logits, features)}`` of ``model``.
+        Model v2: precomputed ``{id(result): (logits, features)}`` of ``model``.
     cnn_baseline : bool
         Also train CaImAn's CNN architecture (on ``train``, early-stopped on ``val``).
     seed : int
@@ -252,11 +365,13 @@ def evaluate_results(
     dict
         JSON-ready: ``model``, ``sha256``, ``min_prob``, ``temperature`` and ``sets``: per
         test set, ``results``, ``components``, ``settings`` and ``methods``: per method
-        (``v2``, ``v2-no-<group>``, ``v2-shape-only``, ``v1``, ``shape-features``,
-        ``caiman-cnn``, ``caiman-rule``) an
-        :func:`~calcomp_caiman.research.metrics.evaluation_metrics` dict plus
-        ``selection`` (:func:`~calcomp_caiman.research.metrics.selection_scores`; v2 rows
-        accept ``P(neuron) >= min_prob``, the others their top class).
+        (``v2``, ``v2-no-<group>``, ``v2-shape-only`` or ``v3``, ``v3-no-<kind>``,
+        ``v3-shape-only``; then ``v1``, ``shape-features``, ``caiman-cnn``,
+        ``caiman-rule``) an :func:`~calcomp_caiman.research.metrics.evaluation_metrics`
+        dict plus ``selection``
+        (:func:`~calcomp_caiman.research.metrics.selection_scores`; the model's rows
+        accept ``P(neuron) >= min_prob``, the others their top class). The ``v3`` row is
+        :func:`~calcomp_caiman.classify.classify_evidence` of every result.
 
     Notes
     -----
@@ -264,11 +379,10 @@ def evaluate_results(
     ``caiman-rule`` is CaImAn's own SNR / r-value selection stored in the files
     (``idx_components``, as ``evaluate_components`` applied it), where every result has it.
     """
-    from calcomp_caiman.classify import classify_evidence
-
     everything = [*train, *val, *test]
+    tag = f"v{model.version}"
     inputs = dict(inputs or {})
-    for item in everything:
+    for item in everything if model.version < 3 else ():
         if id(item) not in inputs:
             inputs[id(item)] = result_inputs(model, item)
     shape = {id(i): _patches_and_shape(model, i) for i in everything}
@@ -287,9 +401,12 @@ def evaluate_results(
     for name, items in evaluation_sets(val, test).items():
         if not items:
             continue
-        logits = [inputs[id(i)].logits for i in items]
-        features = [inputs[id(i)].features for i in items]
-        methods = dict(ablations(model, logits, features))
+        if model.version < 3:
+            logits = [inputs[id(i)].logits for i in items]
+            features = [inputs[id(i)].features for i in items]
+            methods = dict(ablations(model, logits, features))
+        else:
+            methods = dict(evidence_ablations(model, items))
         methods["v1"] = [classify_evidence(i.evidence, shape_model) for i in items]
         methods["shape-features"] = [
             fitted["shape_baseline"].predict_proba(shape[id(i)][1]) for i in items
@@ -301,7 +418,7 @@ def evaluate_results(
             methods["caiman-rule"] = rule
         rows = {}
         for method, probs in methods.items():
-            if method.startswith("v2") and min_prob is not None:
+            if method.startswith(tag) and min_prob is not None:
                 cut = float(min_prob)
                 accept = lambda p, cut=cut: p[:, _NEURON] >= cut  # noqa: E731
             else:
@@ -364,7 +481,7 @@ def run_evaluation(
         The report goes to ``<out_prefix>.json`` and ``<out_prefix>.png`` (patch report)
         or ``<out_prefix>.md`` (evidence report).
     simulated_caiman : path-like, optional
-        The evidence report of a model v2 instead of the patch report: a
+        The evidence report of a model v2 or v3 instead of the patch report: a
         ``recipes/build_caiman_sim_data.py`` folder of CaImAn results of simulated
         movies, split with ``paths`` by whole movie and video
         (:func:`~calcomp_caiman.research.labelled_results.split`) and scored by
@@ -372,7 +489,7 @@ def run_evaluation(
         ``test_videos``, ``baselines`` (the CNN; the shape-feature baseline always runs)
         and ``seed`` apply.
     shape_model : CalcompModel, optional
-        Evidence report: the shape model v2 is compared with (the bundled
+        Evidence report: the shape model the model is compared with (the bundled
         ``calcomp_resnet_v1``).
     videos : collection of str, optional
         Evaluate only these videos, e.g. the model's test videos when ``paths`` is the
@@ -444,7 +561,7 @@ def run_evaluation(
     if simulated_caiman is not None:
         if shape_model is None or not model.uses_evidence:
             raise ValueError(
-                f"the evidence report (simulated_caiman) scores a model v2 against a shape "
+                f"the evidence report (simulated_caiman) scores a model v2 or v3 against a shape "
                 f"model: {model.name!r} must have a fusion head, and shape_model must be "
                 f"given (e.g. CalcompModel.load('calcomp_resnet_v1'))."
             )
@@ -460,11 +577,12 @@ def run_evaluation(
     datasets: dict = dict(
         load_evaluation_data(eval_paths, gSig=gSig, videos=videos, group_by=group_by)
     )
+    simulated_set = None
     if simulated:
         label = simulated_settings if isinstance(simulated_settings, str) else "custom"
-        datasets[f"{_SIMULATED_PREFIX}/{label}"] = simulated_evaluation_set(
-            simulated_fields, simulated_per_class, 900_000, simulated_settings
-        )
+        arguments = (simulated_fields, simulated_per_class, 900_000, simulated_settings)
+        simulated_set = (f"{_SIMULATED_PREFIX}/{label}", arguments)
+        datasets[simulated_set[0]] = simulated_evaluation_set(*arguments)
     if not datasets:
         raise ValueError(
             f"nothing to evaluate: no archives in {[str(p) for p in eval_paths]} match "
@@ -513,7 +631,11 @@ def run_evaluation(
             "seconds": {"data": prepared - start, **seconds},
             "caiman_cnn_history": methods["caiman_cnn"].history,
         }
-    report = evaluate_model(model, datasets, baselines=methods)
+    model_probs = None
+    if isinstance(model, CalcompModel) and model.version >= 3:  # reads more than a patch
+        model_probs = _patch_report_probs(model, eval_paths, datasets, gSig=gSig,
+                                          group_by=group_by, simulated=simulated_set)  # fmt: skip
+    report = evaluate_model(model, datasets, baselines=methods, model_probs=model_probs)
     report["evaluation_files"] = [str(p) for p in eval_paths if video_key(p) in evaluated]
     if training_info is not None:
         report["training"] = training_info

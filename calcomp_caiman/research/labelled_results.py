@@ -127,16 +127,17 @@ def load_simulated(folder: str | Path, *, methods: Sequence[str] = METHODS) -> l
     return items
 
 
-def load_real_masks(paths, held_out_videos: Collection[str]) -> list[LabelledResult]:
+def load_real_masks(paths, held_out_videos: Collection[str], *, gSig=None) -> list[LabelledResult]:
     """The real labelled masks: one result per archive (shape and neighbours only).
 
     ``paths`` are archives or folders of them (:func:`~calcomp_caiman.research.datasets.archive_paths`);
-    a result is ``held_out`` when its video key is in ``held_out_videos``.
+    a result is ``held_out`` when its video key is in ``held_out_videos``. ``gSig``: the
+    evidence's (default: none, measured from the footprints).
     """
     items = []
     for path in archive_paths(paths):
         source = load_roi_archive(path)
-        evidence = Evidence.build(source.A, source.dims, source=str(path))
+        evidence = Evidence.build(source.A, source.dims, gSig=gSig, source=str(path))
         items.append(
             LabelledResult(
                 evidence,

@@ -1,5 +1,6 @@
 """Tests of calcomp_caiman.research.evaluate: the patch report (evaluate_model, run_evaluation)
-and the evidence report of a model v2 (evaluate_results, run_evaluation with simulated_caiman)."""
+and the evidence report of a model v2 or v3 (evaluate_results, run_evaluation with
+simulated_caiman)."""
 
 import json
 
@@ -10,9 +11,18 @@ from labelled_data import write_archive, write_results_folder
 from test_baselines import disks_and_lines_data, small_cnn_baseline
 
 from calcomp_caiman import CalcompModel
+from calcomp_caiman.classify import classify_evidence
+from calcomp_caiman.evidence import Evidence
 from calcomp_caiman.research.baselines import ShapeBaseline
+from calcomp_caiman.research.datasets import load_roi_archive
 from calcomp_caiman.research.evaluate import evaluate_model, evaluate_results, run_evaluation
-from calcomp_caiman.research.labelled_results import load_simulated, result_inputs, split
+from calcomp_caiman.research.labelled_results import (
+    evaluation_sets,
+    load_simulated,
+    result_inputs,
+    split,
+)
+from calcomp_caiman.research.metrics import evaluation_metrics
 from calcomp_caiman.research.train_head import fit_v2_head, head_shell, training_rows
 
 
@@ -96,7 +106,9 @@ def tiny_v2(tmp_path_factory):
     train, _, _ = split(load_simulated(folder), set(), set())
     shell = head_shell(CalcompModel.load("calcomp_resnet_v1"))
     inputs = [result_inputs(shell, i) for i in train]
-    rows, allowed, weights = training_rows([z for z, _ in inputs], [f for _, f in inputs], train)
+    rows, allowed, weights = training_rows(
+        [x.logits for x in inputs], [x.features for x in inputs], train
+    )
     head = fit_v2_head(rows, allowed, weights, hidden=8, max_iter=50)
     split_lists = {"real_validation_videos": [], "real_test_videos": ["lab/t"]}
     return shell.with_head(head, name="tiny_v2", training_data=split_lists), folder
@@ -133,3 +145,106 @@ def test_run_evaluation_evidence_report(tiny_v2, tiny_model, tmp_path):
     with pytest.raises(ValueError, match="fusion head"):
         run_evaluation(tiny_model, [real], out_prefix=tmp_path / "x", simulated_caiman=folder,
                        shape_model=v1, validation_videos=(), test_videos=())  # fmt: skip
+
+
+# ------------------------------------------------------------------ model v3
+
+
+def _without_dates(metrics: dict) -> dict:
+    return json.loads(json.dumps(metrics, default=float))
+
+
+def test_evidence_report_of_a_v3_model(random_v3, tmp_path):
+    """Its rows are classify_evidence's answers: all evidence, each kind left out, shape only."""
+    folder = write_results_folder(tmp_path / "sim")
+    train, val, test = split(load_simulated(folder), set(), set())
+    report = evaluate_results(
+        random_v3, CalcompModel.load("calcomp_resnet_v1"), train, val, test, cnn_baseline=False
+    )
+    methods = report["sets"]["simulated_heldout_cnmf"]["methods"]
+    assert set(methods) == {"v3", "v3-no-neighbours", "v3-no-image", "v3-no-traces",
+                            "v3-no-metrics", "v3-shape-only", "v1", "shape-features",
+                            "caiman-rule"}  # fmt: skip
+    items = evaluation_sets(val, test)["simulated_heldout_cnmf"]
+    labels = np.concatenate([i.labels for i in items])
+    probs = np.concatenate([classify_evidence(i.evidence, random_v3) for i in items])
+    expected = evaluation_metrics(probs, labels)
+    row = {k: v for k, v in methods["v3"].items() if k != "selection"}
+    assert _without_dates(row) == _without_dates(expected)
+    no_traces = np.concatenate(
+        [classify_evidence(i.evidence, random_v3, use=("neighbours", "image", "metrics"))
+         for i in items]
+    )  # fmt: skip
+    assert methods["v3-no-traces"]["counts"] == evaluation_metrics(no_traces, labels)["counts"]
+    assert not np.allclose(no_traces, probs)  # the traces matter to this model
+    # the model's rows use its cut (min_prob, when set), the others their top class
+    assert methods["v3"]["selection"]["accepted"] == int(np.sum(probs.argmax(axis=1) == 0))
+
+
+def test_patch_report_of_a_v3_model(random_v3, tmp_path):
+    """A model v3 reads channels, not patches: it is scored on what classify_evidence gives
+    for the same footprints (real archives, per video or per file, and simulated fields)."""
+    real = tmp_path / "real"
+    real.mkdir()
+    write_archive(real / "a1.npz", dataset="lab", video="a", method="m1")
+    write_archive(real / "a2.npz", dataset="lab", video="a", method="m2", seed=2)
+    write_archive(real / "b.npz", dataset="lab", video="b", seed=1)
+    kwargs = {"baselines": False, "simulated_fields": 1, "simulated_per_class": 4}
+    report, _, png = run_evaluation(random_v3, [real], out_prefix=tmp_path / "r", **kwargs)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert set(report["datasets"]) == {"lab/a", "lab/b", "simulated/train"}
+    sources = [load_roi_archive(real / name) for name in ("a1.npz", "a2.npz")]
+    probs = np.concatenate([classify_evidence(Evidence.build(s.A, s.dims), random_v3)
+                            for s in sources])  # fmt: skip
+    labels = np.concatenate([s.labels for s in sources])
+    expected = evaluation_metrics(probs, labels)
+    assert _without_dates(report["datasets"]["lab/a"]["metrics"]["model"]) == _without_dates(
+        expected
+    )
+    assert report["datasets"]["simulated/train"]["n"] == 16
+    by_file, _, _ = run_evaluation(random_v3, [real], out_prefix=tmp_path / "f", group_by="file",
+                                   simulated=False, baselines=False)  # fmt: skip
+    assert set(by_file["datasets"]) == {"lab/a/m1", "lab/a/m2", "lab/b/m"}
+    one = evaluation_metrics(probs[: len(sources[0].labels)], sources[0].labels)
+    assert _without_dates(by_file["datasets"]["lab/a/m1"]["metrics"]["model"]) == _without_dates(
+        one
+    )
+
+
+def test_evaluate_model_checks_given_probabilities(tiny_model):
+    patches, labels, features = disks_and_lines_data()
+    datasets = {"video": (patches[:10], labels[:10], None)}
+    with pytest.raises(ValueError, match=r"model_probs\['video'\] must be"):
+        evaluate_model(tiny_model, datasets, model_probs={"video": np.zeros((9, 4))})
+    given = np.random.default_rng(0).dirichlet(np.ones(4), 10)
+    report = evaluate_model(tiny_model, datasets, model_probs={"video": given})
+    expected = evaluation_metrics(given.astype(np.float32), labels[:10])
+    assert _without_dates(report["datasets"]["video"]["metrics"]["model"]) == _without_dates(
+        expected
+    )
+
+
+def test_evaluate_command_with_a_v3_model(random_v3, tmp_path, capsys):
+    """`calcomp evaluate` with a v3 folder: the patch report and the evidence report."""
+    from calcomp_caiman.apps.cli import main
+
+    split_lists = {"real_validation_videos": [], "real_test_videos": ["lab/t"]}
+    config = {**random_v3.config, "training_data": split_lists}
+    model = CalcompModel(random_v3.weights, config, random_v3.thresholds)
+    folder = str(model.save(tmp_path / "v3"))
+    real = tmp_path / "real"
+    real.mkdir()
+    write_archive(real / "t.npz", dataset="lab", video="t")
+    prefix = tmp_path / "patch"
+    assert main(["evaluate", str(real), "--model", folder, "--no-simulated",
+                 "--out", str(prefix)]) == 0  # fmt: skip
+    report = json.loads(prefix.with_suffix(".json").read_text())
+    assert report["datasets"]["lab/t"]["metrics"]["model"]["counts"]["total"] == 12
+    sim = write_results_folder(tmp_path / "sim")
+    prefix = tmp_path / "evidence"
+    assert main(["evaluate", str(real), "--model", folder, "--simulated-caiman", str(sim),
+                 "--out", str(prefix)]) == 0  # fmt: skip
+    assert "| v3 |" in prefix.with_suffix(".md").read_text()
+    assert main(["evaluate", str(real), "--model", "calcomp_resnet_v1", "--simulated-caiman",
+                 str(sim), "--out", str(prefix)]) == 1  # fmt: skip
+    assert "has no head" in capsys.readouterr().err
