@@ -60,7 +60,7 @@ from calcomp_caiman.apps.curate.session import AUTO_REFIT
 from calcomp_caiman.classify import accept_components, acceptance_rule, classify_evidence
 from calcomp_caiman.model.folder import CalcompModel
 from calcomp_caiman.model.ood import ood_score
-from calcomp_caiman.refit import LabelledInputs, labelled_inputs, refit, refit_inputs
+from calcomp_caiman.refit import concatenate_inputs, labelled_inputs, refit, refit_inputs
 from calcomp_caiman.research.labelled_results import load_real_masks, load_simulated, split
 from calcomp_caiman.research.metrics import roc_auc
 from calcomp_caiman.research.train import held_out_videos
@@ -120,10 +120,10 @@ def _metrics(model, inputs, labels, masks) -> dict:
     """Set accuracy and accepted-set F1 (accepted vs labelled neuron) on the masked rows."""
     rule = acceptance_rule(model)
     hits, n, tp, fp, fn = 0, 0, 0, 0, 0
-    for (z, f), code, mask in zip(inputs, labels, masks):
+    for x, code, mask in zip(inputs, labels, masks):
         if not mask.any():
             continue
-        probs = model.fuse(z[mask], f[mask])
+        probs = x.take(mask).probs(model)
         allowed = label_masks(code[mask]).astype(bool)
         hits += int(allowed[np.arange(mask.sum()), probs.argmax(axis=1)].sum())
         n += int(mask.sum())
@@ -139,11 +139,14 @@ def _refit(model, inputs, labels, chosen):
     """Refit on the chosen (file, component) labels, from ``model``."""
     files = sorted({i for i, _ in chosen})
     rows = {i: np.array([k for j, k in chosen if j == i]) for i in files}
+    x = concatenate_inputs([inputs[i].take(rows[i]) for i in files])
     return refit_inputs(
         model,
-        np.concatenate([inputs[i].logits[rows[i]] for i in files]),
-        np.concatenate([inputs[i].features[rows[i]] for i in files]),
+        x.logits,
+        x.features,
         np.concatenate([labels[i][rows[i]] for i in files]),
+        profiles=x.profiles,
+        presence=x.presence,
         groups=np.concatenate([np.full(len(rows[i]), i) for i in files]),
     )
 
@@ -158,7 +161,7 @@ def place_labels(model, inputs, labels, pools, budget: int, how: str, rng):
         picks = rng.choice(len(candidates), size=min(budget, len(candidates)), replace=False)
         chosen = [candidates[c] for c in picks]
     while len(chosen) < budget:
-        probs = [current.fuse(z, f) for z, f in inputs]
+        probs = [x.probs(current) for x in inputs]
         if how == "uncertainty":  # the order before issue 21, labelled at once
             score = [np.where(pool, uncertainty(p), -1.0) for p, pool in zip(probs, pools)]
             flat = [(-s[k], i, k) for i, s in enumerate(score) for k in np.flatnonzero(pools[i])]
@@ -166,7 +169,7 @@ def place_labels(model, inputs, labels, pools, budget: int, how: str, rng):
             break
         # the page: its order over the pool, AUTO_REFIT labels, refit, again
         sub = [np.flatnonzero(pool) for pool in pools]
-        points = [label_points(p[s], f[s]) for p, (z, f), s in zip(probs, inputs, sub)]
+        points = [label_points(p[s], x.features[s]) for p, x, s in zip(probs, inputs, sub)]
         done = [np.isin(s, [k for j, k in chosen if j == i]) for i, s in enumerate(sub)]
         order = label_order([p[s] for p, s in zip(probs, sub)], points, done)
         fresh = [(i, int(sub[i][k])) for i, k in order if not done[i][k]]
@@ -187,7 +190,7 @@ def run_calibrate(model, labs: dict, budgets, repeats: int, seed: int, in_dist: 
     """The page's loop on each lab (see the module docstring)."""
     out = {}
     for lab, items in labs.items():
-        inputs = [LabelledInputs(*labelled_inputs(model, i.evidence, np.arange(i.evidence.n))) for i in items]  # fmt: skip
+        inputs = [labelled_inputs(model, i.evidence, np.arange(i.evidence.n)) for i in items]
         labels = [np.asarray(i.labels, np.int64) for i in items]
         runs = {}
         for r in range(repeats):

@@ -1,4 +1,5 @@
-"""Adapt a model v2 to a lab's own labels, as far as the labels can carry it.
+"""Adapt a model with a fusion head (v2, v3) to a lab's own labels, as far as the labels
+can carry it.
 
 The shape network stays as it is. What changes depends on the labels (:func:`refit`):
 
@@ -8,9 +9,11 @@ The shape network stays as it is. What changes depends on the labels (:func:`ref
   (:func:`fit_cut`), each fitted by penalised likelihood on the labels with a prior that
   pulls towards no change. The only level tried with fewer than :data:`HEAD_LABELS` labels.
 * **head**, from :data:`HEAD_LABELS` labels on: the fusion head itself
-  (:mod:`calcomp_caiman.model.head`), refitted on the labelled components' network outputs
-  and evidence features and pulled towards the head it started from, so that a few hundred
-  labels adapt it without forgetting.
+  (:mod:`calcomp_caiman.model.head`), refitted on what it reads of the labelled components
+  (:func:`labelled_inputs`: the network's outputs and the evidence features; for a model
+  v3 also its temporal branch's output and the channels' presence) and pulled towards the
+  head it started from, so that a few hundred labels adapt it without forgetting. The
+  networks (image and temporal branches) stay as they are.
 * **none**: the model is kept as it is, and the report says why.
 
 Labels the fit did not see choose the level: cross-validation below :data:`HEAD_LABELS`
@@ -36,8 +39,7 @@ import scipy.optimize
 from calcomp_caiman.classify import accept_components, acceptance_rule
 from calcomp_caiman.errors import CalcompError
 from calcomp_caiman.evidence.evidence import Evidence
-from calcomp_caiman.evidence.features import evidence_features
-from calcomp_caiman.evidence.patches import crop_checked, footprints_for
+from calcomp_caiman.evidence.patches import footprints_for
 from calcomp_caiman.model.folder import CalcompModel
 from calcomp_caiman.model.head import (
     Calibration,
@@ -46,6 +48,7 @@ from calcomp_caiman.model.head import (
     fit_calibration,
     fit_head,
 )
+from calcomp_caiman.model.inputs import model_inputs
 from calcomp_caiman.schema import CLASSES, class_codes, label_masks
 
 logger = logging.getLogger(__name__)
@@ -55,7 +58,9 @@ __all__ = [
     "LabelledInputs",
     "calibrated_model",
     "changes",
+    "concatenate_inputs",
     "fit_cut",
+    "head_l2",
     "labelled_inputs",
     "read_label_table",
     "refit",
@@ -68,6 +73,10 @@ MIN_LABELS = 5
 
 HEAD_LABELS = 30
 """From this many labels on, the head is refitted too (fewer: calibration only)."""
+
+HEAD_L2 = 1e-3
+"""L2 penalty of a refitted head whose model records none (``config.json``
+``fusion_head.l2``: the one it was trained with)."""
 
 ANCHORS = (1e-3, 1e-2, 1e-1, 1.0)
 """Pulls towards the starting head tried by :func:`refit`; the held-out labels choose."""
@@ -89,37 +98,101 @@ LEVELS = {
 
 
 class LabelledInputs(NamedTuple):
-    """What the fusion head sees of some components: network logits and evidence features."""
+    """What the fusion head reads about some components (:func:`labelled_inputs`).
+
+    Models v2 read the first two; a model v3 reads all four.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = LabelledInputs(np.zeros((3, 4)), np.zeros((3, 2)))
+    >>> x.take([2, 0]).logits.shape, x.profiles is None
+    ((2, 4), True)
+    """
 
     logits: np.ndarray
-    """(K, 4) float32: the shape network's logits (:meth:`CalcompModel.shape_logits`)."""
+    """(K, 4) float32: the (image) network's logits (:meth:`CalcompModel.shape_logits`)."""
     features: np.ndarray
-    """(K, F) float32: the evidence features (:func:`evidence_features`)."""
+    """(K, F) float32: every evidence feature
+    (:func:`~calcomp_caiman.evidence.features.evidence_features`)."""
+    profiles: np.ndarray | None = None
+    """(K, 2, S) float32: model v3's transient profiles (all zero without traces); None for
+    other models."""
+    presence: np.ndarray | None = None
+    """(K, C - 1) float: model v3's optional channels' presence
+    (:meth:`CalcompModel.channel_presence`); None for other models."""
+
+    def take(self, rows) -> LabelledInputs:
+        """These rows (indices or a boolean mask) of every part."""
+        return LabelledInputs(*(None if part is None else part[rows] for part in self))
+
+    def head_inputs(self, model: CalcompModel) -> np.ndarray:
+        """The fusion head's input columns (:meth:`CalcompModel.head_inputs`)."""
+        return model.head_inputs(
+            self.logits, self.features, profiles=self.profiles, presence=self.presence
+        )
+
+    def probs(self, model: CalcompModel) -> np.ndarray:
+        """The model's probabilities (:meth:`CalcompModel.fuse`): those
+        :func:`~calcomp_caiman.classify.classify_evidence` gives."""
+        return model.fuse(
+            self.logits, self.features, profiles=self.profiles, presence=self.presence
+        )
+
+
+def concatenate_inputs(parts: Sequence[LabelledInputs]) -> LabelledInputs:
+    """One :class:`LabelledInputs` of the rows of ``parts`` (all of one model), in order."""
+    if not parts:
+        raise ValueError("no inputs to concatenate.")
+    return LabelledInputs(*(None if pieces[0] is None else np.concatenate(pieces)
+                            for pieces in zip(*parts)))  # fmt: skip
 
 
 def labelled_inputs(
     model: CalcompModel, evidence: Evidence, components: np.ndarray
 ) -> LabelledInputs:
-    """Shape-network logits and evidence features of some components of one result.
+    """What the fusion head reads about some components of one result.
 
-    Features are computed with all the file's components present (neighbours), at the
-    crop scale of the whole file, exactly as :func:`~calcomp_caiman.classify.classify_evidence`
-    computes them.
+    Made by :func:`~calcomp_caiman.model.inputs.model_inputs`, as
+    :func:`~calcomp_caiman.classify.classify_evidence` makes them: with all the file's
+    components present (neighbours), at the crop scale of the whole file, so that
+    ``labelled_inputs(...).probs(model)`` is what classifying gives (but for all-zero
+    footprints, which classifying calls noise).
 
     Returns
     -------
     LabelledInputs
-        ``logits`` (K, 4) and ``features`` (K, F), float32.
+        ``logits`` (K, 4) and ``features`` (K, F), float32; for a model v3 also
+        ``profiles`` (K, 2, S) and ``presence`` (K, C - 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rr, cc = np.mgrid[:64, :64]
+    >>> cell = ((rr - 30) ** 2 + (cc - 30) ** 2 <= 25).astype(np.float32)
+    >>> ev = Evidence.build(cell.reshape(-1, 1, order="F"), (64, 64), gSig=5)
+    >>> x = labelled_inputs(CalcompModel.load(), ev, np.arange(1))
+    >>> x.logits.shape, x.profiles is None
+    ((1, 4), True)
     """
     components = np.asarray(components, dtype=np.int64)
     if components.size and (components.min() < 0 or components.max() >= evidence.n):
         raise ValueError(
             f"{evidence.source or 'evidence'}: component indices must be in 0..{evidence.n - 1}."
         )
-    flat, dims, scale = footprints_for(evidence, model.scale_rule)
-    features = evidence_features(evidence, flat, dims, scale)[components]
-    patches = crop_checked(flat[:, components], dims, scale, model.patch_size)
-    return LabelledInputs(model.shape_logits(patches), features)
+    v3 = model.version >= 3
+    parts = []
+    found = footprints_for(evidence, model.scale_rule)
+    for part in model_inputs(evidence, model, found, features=True):
+        n = len(part.patches)
+        profiles = presence = None
+        if v3:  # no traces: all-zero profiles, which the temporal branch reads as none
+            width = model.temporal.n_inputs // 2
+            profiles = part.profiles if part.profiles is not None else np.zeros((n, 2, width), np.float32)  # fmt: skip
+            presence = model.channel_presence(part.patches)
+        parts.append(LabelledInputs(model.shape_logits(part.patches), part.features, profiles,
+                                    presence))  # fmt: skip
+    return concatenate_inputs(parts).take(components)
 
 
 def _split(codes: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -213,18 +286,33 @@ def _label_codes(labels, result: int) -> np.ndarray:
     return codes
 
 
-def _temperatures(model: CalcompModel, logits: np.ndarray, features: np.ndarray) -> np.ndarray:
+def _temperatures(model: CalcompModel, x: LabelledInputs) -> np.ndarray:
     """Each row's calibration temperature as :meth:`CalcompModel.fuse` applies it: a probe
     head whose logits are (1, 0, 0, 0) everywhere gives ``softmax((1, 0, 0, 0) / T)``."""
     head = model.head
     probe = FusionHead(head.mean, head.scale, head.w1, head.b1, np.zeros_like(head.w2),
                        np.eye(head.w2.shape[1])[0])  # fmt: skip
-    p = model.with_head(probe).fuse(logits, features).astype(np.float64)
+    p = x.probs(model.with_head(probe)).astype(np.float64)
     return 1.0 / (np.log(p[:, 0]) - np.log(p[:, 1]))
 
 
-def _log_probs(model: CalcompModel, logits: np.ndarray, features: np.ndarray) -> np.ndarray:
-    return np.log(np.maximum(model.fuse(logits, features).astype(np.float64), 1e-40))
+def _log_probs(model: CalcompModel, x: LabelledInputs) -> np.ndarray:
+    return np.log(np.maximum(x.probs(model).astype(np.float64), 1e-40))
+
+
+def head_l2(model: CalcompModel) -> float:
+    """The L2 penalty a refit of ``model``'s head uses: the one it was trained with
+    (``config.json`` ``fusion_head.l2``), else :data:`HEAD_L2`.
+
+    Examples
+    --------
+    >>> head_l2(CalcompModel.load("calcomp_v2"))
+    0.0003
+    """
+    recorded = model.config.get("fusion_head")
+    if isinstance(recorded, dict) and recorded.get("l2") is not None:
+        return float(recorded["l2"])
+    return HEAD_L2
 
 
 def _accept_decisions(model: CalcompModel, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -312,13 +400,13 @@ def changes(
     """
     rule_before, rule_after = acceptance_rule(before), acceptance_rule(after)
     total = {"components": 0, "class": 0, "acceptance": 0}
-    for z, f in inputs:
-        if not len(z):
+    for x in inputs:
+        if not len(x.logits):
             continue
-        p0, p1 = before.fuse(z, f), after.fuse(z, f)
+        p0, p1 = x.probs(before), x.probs(after)
         a0 = accept_components(p0, accept=rule_before.accept, min_prob=rule_before.min_prob)
         a1 = accept_components(p1, accept=rule_after.accept, min_prob=rule_after.min_prob)
-        total["components"] += len(z)
+        total["components"] += len(p0)
         total["class"] += int((p0.argmax(axis=1) != p1.argmax(axis=1)).sum())
         total["acceptance"] += int((a0 != a1).sum())
     return total
@@ -349,6 +437,8 @@ def refit_inputs(
     features: np.ndarray,
     labels: np.ndarray,
     *,
+    profiles: np.ndarray | None = None,
+    presence: np.ndarray | None = None,
     groups: np.ndarray | None = None,
     level: str = "auto",
     validation_fraction: float = 0.25,
@@ -358,16 +448,19 @@ def refit_inputs(
     name: str | None = None,
     labels_file: str | os.PathLike | None = None,
 ) -> tuple[CalcompModel, dict]:
-    """:func:`refit` on the labelled components' network logits and features.
+    """:func:`refit` on what the fusion head reads of the labelled components.
 
     Parameters
     ----------
     model : CalcompModel
-        A model v2 (with a fusion head).
+        A model with a fusion head (v2, v3).
     logits, features : ndarray
         :func:`labelled_inputs` of the labelled components, (K, 4) and (K, F).
     labels : (K,) int ndarray
         Class codes 1-4, 0 for ``non_neuron``.
+    profiles, presence : ndarray, optional
+        Model v3 (required there): :func:`labelled_inputs`' ``profiles`` (K, 2, S) and
+        ``presence`` (K, C - 1) of the same components.
     groups : (K,) ndarray, optional
         The file each label comes from (held out whole when there are several).
     level, validation_fraction, anchor, seed, progress, name, labels_file
@@ -381,28 +474,32 @@ def refit_inputs(
     started = time.perf_counter()
     if not model.uses_evidence:
         raise CalcompError(
-            f"model {model.name!r} has no fusion head to refit; use a model v2 (the default) "
-            f"or fine-tune the network with `calcomp finetune`."
+            f"model {model.name!r} has no fusion head to refit; use a model v2 or v3 (the "
+            f"default) or fine-tune the network with `calcomp finetune`."
         )
-    if model.version >= 3:
-        raise CalcompError(
-            f"model {model.name!r} is a model v3: refitting its head is not supported yet; "
-            f"refit a model v2 (calcomp_v2)."
+    if model.version >= 3 and (profiles is None or presence is None):
+        raise ValueError(
+            f"model {model.name!r} is a model v3: pass the profiles and presence of "
+            f"labelled_inputs with the logits and features."
         )
     if level not in ("auto", "calibration", "head"):
         raise ValueError(f"level must be 'auto', 'calibration' or 'head', got {level!r}.")
     report_progress = progress or (lambda fraction, message: None)
-    z, f = np.asarray(logits), np.asarray(features)
+    x = LabelledInputs(*(None if part is None else np.asarray(part)
+                         for part in (logits, features, profiles, presence)))  # fmt: skip
     code = _label_codes(labels, 0)
     n = len(code)
     if n < MIN_LABELS:
         raise ValueError(f"a refit needs at least {MIN_LABELS} labelled components, got {n}.")
-    if len(z) != n or len(f) != n:
-        raise ValueError(f"{n} labels but {len(z)} logits and {len(f)} feature rows.")
+    rows = {len(part) for part in x if part is not None}
+    if rows != {n}:
+        raise ValueError(f"{n} labels but {len(x.logits)} logits and {len(x.features)} feature "
+                         f"rows{'' if profiles is None else ' (and profiles, presence)'}.")  # fmt: skip
     group = np.zeros(n, np.int64) if groups is None else np.asarray(groups)
     allowed = label_masks(code).astype(bool)
-    log_p = _log_probs(model, z, f)
-    temperature = _temperatures(model, z, f)
+    log_p = _log_probs(model, x)
+    temperature = _temperatures(model, x)
+    l2 = head_l2(model)
     use_head = level == "head" or (level == "auto" and n >= HEAD_LABELS)
     use_calibration = level in ("auto", "calibration")
     calibration = None
@@ -416,7 +513,7 @@ def refit_inputs(
         if chosen == "none":
             after = before
     else:
-        inputs = model.head_inputs(z, f)  # the feature columns the head reads
+        inputs = x.head_inputs(model)  # the columns the head reads
         held = _split(code, group, validation_fraction, seed)
         before_probs = np.exp(log_p[held])
         before = _set_accuracy(before_probs, code[held])
@@ -428,8 +525,9 @@ def refit_inputs(
             trials.append(("calibration", None, _robust_losses(probs, allowed[held]),
                            _set_accuracy(probs, code[held])))  # fmt: skip
         for trial_anchor in ANCHORS if anchor is None else (anchor,):
-            trial = fit_head(inputs[~held], allowed[~held], start=model.head, anchor=trial_anchor)
-            probs = model.with_head(trial).fuse(z[held], f[held])
+            trial = fit_head(inputs[~held], allowed[~held], start=model.head, anchor=trial_anchor,
+                             l2=l2)  # fmt: skip
+            probs = x.take(held).probs(model.with_head(trial))
             trials.append(("head", trial_anchor, _robust_losses(probs, allowed[held]),
                            _set_accuracy(probs, code[held])))  # fmt: skip
             logger.debug("refit anchor %g: held-out NLL %.4f", trial_anchor, trials[-1][2].mean())
@@ -461,10 +559,10 @@ def refit_inputs(
             calibration = fit_calibration(log_p, temperature, allowed)
             new = calibrated_model(model, calibration, **config)
         else:
-            final = fit_head(inputs, allowed, start=model.head, anchor=pull)
+            final = fit_head(inputs, allowed, start=model.head, anchor=pull, l2=l2)
             new = model.with_head(final, **config)
-        new = _with_cut(model, new, z, f, code)
-    probs_after = new.fuse(z, f)
+        new = _with_cut(model, new, x, code)
+    probs_after = x.probs(new)
     report = {
         "labels": int(n),
         "held_out": int(held.sum()),
@@ -497,14 +595,14 @@ def refit_inputs(
     return new, report
 
 
-def _with_cut(model: CalcompModel, new: CalcompModel, z, f, code) -> CalcompModel:
+def _with_cut(model: CalcompModel, new: CalcompModel, x: LabelledInputs, code) -> CalcompModel:
     """``new`` with the acceptance cut fitted on the labels (none under the argmax rule)."""
     rule = acceptance_rule(model)
     if rule.min_prob is None:
         return new
     decides, accepted = _accept_decisions(model, code)
     columns = [CLASSES.index(name) for name in rule.accept]
-    p_accept = new.fuse(z[decides], f[decides])[:, columns].sum(axis=1)
+    p_accept = x.take(decides).probs(new)[:, columns].sum(axis=1)
     cut = fit_cut(p_accept, accepted[decides], rule.min_prob)
     fit = {"method": "penalised likelihood", "prior_min_prob": rule.min_prob,
            "labels": int(decides.sum()), "accepted": int(accepted[decides].sum()),
@@ -527,7 +625,7 @@ def refit(
     name: str | None = None,
     labels_file: str | os.PathLike | None = None,
 ) -> tuple[CalcompModel, dict]:
-    """Adapt a model v2 to labelled components of one or more results.
+    """Adapt a model with a fusion head (v2, v3) to labelled components of one or more results.
 
     With fewer than :data:`HEAD_LABELS` labels only a calibration is fitted (class
     biases, temperature and acceptance cut); with more, the head too, and whichever does
@@ -591,13 +689,13 @@ def refit(
     started = time.perf_counter()
     if not model.uses_evidence:
         raise CalcompError(
-            f"model {model.name!r} has no fusion head to refit; use a model v2 (the default) "
-            f"or fine-tune the network with `calcomp finetune`."
+            f"model {model.name!r} has no fusion head to refit; use a model v2 or v3 (the "
+            f"default) or fine-tune the network with `calcomp finetune`."
         )
     if not (len(evidences) == len(labels) == len(components)):
         raise ValueError("evidences, labels and components must have the same length.")
     report_progress = progress or (lambda fraction, message: None)
-    every, logits, features, codes, groups = [], [], [], [], []
+    every, rows, codes, groups = [], [], [], []
     for i, (evidence, label, index) in enumerate(zip(evidences, labels, components)):
         index = np.asarray(index, dtype=np.int64)
         code = _label_codes(label, i)
@@ -610,19 +708,20 @@ def refit(
                 f"{evidence.source or f'result {i}'}: component indices must be in "
                 f"0..{evidence.n - 1}."
             )
-        z, f = labelled_inputs(model, evidence, np.arange(evidence.n))  # all: what changes
-        every.append(LabelledInputs(z, f))
-        logits.append(z[index])
-        features.append(f[index])
+        x = labelled_inputs(model, evidence, np.arange(evidence.n))  # all: what changes
+        every.append(x)
+        rows.append(x.take(index))
         codes.append(code)
         groups.append(np.full(len(code), i))
         report_progress(0.6 * (i + 1) / len(evidences), f"read {evidence.source or i}")
     n = sum(len(c) for c in codes)
     if n < MIN_LABELS:
         raise ValueError(f"a refit needs at least {MIN_LABELS} labelled components, got {n}.")
+    x = concatenate_inputs(rows)
     new, report = refit_inputs(
-        model, np.concatenate(logits), np.concatenate(features), np.concatenate(codes),
-        groups=np.concatenate(groups), level=level, validation_fraction=validation_fraction,
+        model, x.logits, x.features, np.concatenate(codes), profiles=x.profiles,
+        presence=x.presence, groups=np.concatenate(groups), level=level,
+        validation_fraction=validation_fraction,
         anchor=anchor, seed=seed, name=name, labels_file=labels_file,
         progress=lambda fraction, message: report_progress(0.6 + 0.4 * fraction, message),
     )  # fmt: skip

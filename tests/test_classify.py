@@ -5,7 +5,10 @@ from conftest import disk_footprints
 
 from calcomp_caiman import CLASSES, accept_components, classify_footprints
 from calcomp_caiman.classify import classification_fields
+from calcomp_caiman.evidence import Evidence
 from calcomp_caiman.evidence.footprints import footprint_flags
+from calcomp_caiman.evidence.patches import footprints_for
+from calcomp_caiman.model.inputs import model_inputs
 from calcomp_caiman.schema import FLAG_EMPTY, FLAG_NEGATIVE
 
 
@@ -19,7 +22,12 @@ def test_probabilities_shape_and_rows_sum_to_one(tiny_model):
 def test_chunked_equals_whole(tiny_model, monkeypatch):
     A = disk_footprints(centres=[(r, c) for r in (10, 30, 50) for c in (10, 40, 70)])
     whole = classify_footprints(A, (64, 80), model=tiny_model, gSig=4)
-    monkeypatch.setattr("calcomp_caiman.classify._COMPONENTS_PER_CHUNK", 2)
+    monkeypatch.setattr("calcomp_caiman.model.inputs.COMPONENTS_PER_CHUNK", 2)
+    evidence = Evidence.build(A, (64, 80), gSig=4)
+    found = footprints_for(evidence, tiny_model.scale_rule)
+    chunks = list(model_inputs(evidence, tiny_model, found, features=True))
+    assert [(c.rows.start, c.rows.stop) for c in chunks] == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 9)]
+    assert [len(c.patches) for c in chunks] == [len(c.features) for c in chunks] == [2, 2, 2, 2, 1]
     np.testing.assert_allclose(classify_footprints(A, (64, 80), model=tiny_model, gSig=4), whole)
 
 

@@ -1,8 +1,8 @@
 """Adapt a model to a lab's own labels: ``calcomp finetune`` without the printing.
 
 Labels come from a labels CSV (:func:`calcomp_caiman.refit.read_label_table`) and from
-CaImAn's manual curation stored in result files (:func:`curation_table`). A model v2 (with a
-fusion head) is refitted in seconds (:func:`calcomp_caiman.refit.refit`); an older model
+CaImAn's manual curation stored in result files (:func:`curation_table`). A model with a
+fusion head (v2, v3) is refitted in seconds (:func:`calcomp_caiman.refit.refit`); an older model
 without a head (v1) has its network fine-tuned with Keras
 (:func:`calcomp_caiman.research.train.fine_tune`, imported only then).
 """
@@ -41,7 +41,7 @@ class FinetuneReport:
     model : CalcompModel
         The adapted model (not saved yet).
     method : str
-        ``"refit"`` (model v2: the fusion head) or ``"fine_tune"`` (v1: the network).
+        ``"refit"`` (models v2, v3: the fusion head) or ``"fine_tune"`` (v1: the network).
     labels : int
         Labels used.
     files : int

@@ -6,6 +6,7 @@
 | :mod:`~calcomp_caiman.model.engine` | the shape network's inference in NumPy |
 | :mod:`~calcomp_caiman.model.network` | the shape network's Keras definition (imported on demand, for training) |
 | :mod:`~calcomp_caiman.model.head` | the fusion head and its fit |
+| :mod:`~calcomp_caiman.model.inputs` | what a model reads about a result's components (patches or channels, features, profiles), in chunks |
 | :mod:`~calcomp_caiman.model.ood` | how unlike the training data a file's components are |
 | :mod:`~calcomp_caiman.model.cpus`, :mod:`~calcomp_caiman.model.threads` | CPU count, one BLAS thread while fitting |
 """

@@ -56,6 +56,7 @@ from calcomp_caiman.io.caiman_h5 import read_evidence
 from calcomp_caiman.model.folder import CalcompModel
 from calcomp_caiman.model.head import FusionHead, fit_head, probability_set_nll
 from calcomp_caiman.model.network import build_resnet, variable_name
+from calcomp_caiman.refit import LabelledInputs
 from calcomp_caiman.research.labelled_results import METHODS, LabelledResult
 from calcomp_caiman.schema import CLASSES, label_masks
 
@@ -434,17 +435,17 @@ class HeadRows(NamedTuple):
     sources: np.ndarray
     """(N,) source of each row."""
 
+    def as_inputs(self) -> LabelledInputs:
+        """What the head reads of these rows, as a refit keeps it (:func:`~calcomp_caiman.refit.labelled_inputs`)."""
+        return LabelledInputs(self.logits, self.features, self.profiles, self.presence)
+
     def inputs(self, model: CalcompModel) -> np.ndarray:
         """The head's input columns (:meth:`CalcompModel.head_inputs`)."""
-        return model.head_inputs(
-            self.logits, self.features, profiles=self.profiles, presence=self.presence
-        )
+        return self.as_inputs().head_inputs(model)
 
     def probs(self, model: CalcompModel) -> np.ndarray:
         """Calibrated probabilities (:meth:`CalcompModel.fuse`)."""
-        return model.fuse(
-            self.logits, self.features, profiles=self.profiles, presence=self.presence
-        )
+        return self.as_inputs().probs(model)
 
 
 def head_rows(

@@ -252,7 +252,7 @@ def train_head(
     temperatures = calibrate_head(model, val_z, val_f, val)
     model = model.with_thresholds(**temperatures)
     val_sim = [i for i in val if i.source == "simulated"]
-    val_probs = np.concatenate([model.fuse(*inputs[id(i)]) for i in val_sim])
+    val_probs = np.concatenate([inputs[id(i)].probs(model) for i in val_sim])
     val_labels = np.concatenate([i.labels for i in val_sim])
     min_prob, val_f1 = fit_min_prob(val_probs, val_labels)
     model = model.with_thresholds(

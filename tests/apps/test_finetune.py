@@ -1,4 +1,4 @@
-"""calcomp_caiman.apps.finetune: labels from CaImAn's manual curation; the v1/v2 dispatch."""
+"""calcomp_caiman.apps.finetune: labels from CaImAn's manual curation; the v1/v2/v3 dispatch."""
 
 from __future__ import annotations
 
@@ -45,6 +45,15 @@ def test_finetune_refits_the_head_of_a_model_v2(caiman_copy):
     assert report.method == "refit" and report.files == 1
     assert report.labels == len(ACCEPTED) + len(REJECTED)
     assert report.model.name == "curated" and report.model.sha256 != base.sha256
+
+
+def test_finetune_refits_the_head_of_a_model_v3(caiman_copy, random_v3):
+    path = curated(caiman_copy("synthetic_cnmf.hdf5"))
+    report = finetune(random_v3, curation=[path], name="curated_v3")
+    assert report.method == "refit" and report.files == 1
+    assert report.labels == len(ACCEPTED) + len(REJECTED)
+    assert report.model is random_v3 or (report.applied and report.model.name == "curated_v3")
+    assert report.validation == "cross-validated (5 folds)"
 
 
 def test_finetune_needs_labels():

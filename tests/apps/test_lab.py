@@ -81,3 +81,22 @@ def test_environment_variable_overrides_in_a_new_process(xdg, lab_folder, tmp_pa
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith("default model: calcomp_resnet_v1 (calcomp_resnet_v1, ")
     assert f"CALCOMP_MODEL overrides the config file {xdg}" in shown.stdout
+
+
+def test_a_refitted_model_v3_as_the_default(xdg, tmp_path, random_v3, capsys):
+    from calcomp_caiman.classify import classify_evidence
+
+    evidence = read_evidence(DEMO)
+    probs = classify_evidence(evidence, random_v3)
+    rare = int(probs.mean(axis=0).argmin())  # labels of the class the model misses
+    components = np.argsort(probs[:, rare])[:10]
+    new, report = refit(random_v3, [evidence], [np.full(10, rare + 1)], [components], name="lab_v3")
+    assert report["applied"] and report["level"] == "calibration"
+    folder = new.save(tmp_path / "lab_v3")
+    assert main(["lab", "set", str(folder)]) == 0
+    assert main(["lab", "show"]) == 0
+    out = capsys.readouterr().out
+    assert f"default model: {folder.resolve()} (lab_v3, " in out
+    assert "made by: refit (calibration) of random_v3 (" in out and "on 10 labels" in out
+    default = CalcompModel.load()
+    assert default.version == 3 and default.sha256 == CalcompModel.load(folder).sha256

@@ -45,7 +45,7 @@ def _evidence(session, **extra):
 def _tiny_v2(v1, evidence, labels, seed=0):
     """A v2 model whose head is fitted here, on one simulated session (seconds)."""
     shell = CalcompModel(v1.weights, {**v1.config, "scale_rule": "footprints"}, {})
-    logits, features = labelled_inputs(shell, evidence, np.arange(evidence.n))
+    logits, features = labelled_inputs(shell, evidence, np.arange(evidence.n))[:2]
     head = fit_head(
         head_inputs(logits, features), label_masks(labels).astype(bool), hidden=8, seed=seed
     )

@@ -29,7 +29,12 @@ def test_training_rows_drop_evidence_and_balance(items):
     shell = head_shell(CalcompModel.load("calcomp_resnet_v1"))
     inputs = [result_inputs(shell, i) for i in items]
     rows, allowed, weights = training_rows(
-        [z for z, _ in inputs], [f for _, f in inputs], items, copies=3, p_drop=0.5, seed=0
+        [x.logits for x in inputs],
+        [x.features for x in inputs],
+        items,
+        copies=3,
+        p_drop=0.5,
+        seed=0,
     )
     n = sum(i.evidence.n for i in items)
     assert len(rows) == 4 * n  # each result once with all evidence, three times with drops

@@ -1,8 +1,8 @@
 """Refit in the background while labelling goes on.
 
 :class:`RefitJob` runs one refit in a daemon thread of the server and collects its
-progress and result; the page polls :meth:`RefitJob.status`. A refit works on the network
-outputs and features the session computed once (:func:`calcomp_caiman.refit.refit_inputs`):
+progress and result; the page polls :meth:`RefitJob.status`. A refit works on what the
+head reads, which the session computed once (:func:`calcomp_caiman.refit.refit_inputs`):
 it reads no file and runs no network, so it takes a fraction of a second and needs no
 process of its own (starting one, and importing SciPy in it, took 2-4 s on a loaded
 2-core machine: most of the time a label may take to show new probabilities).
@@ -26,7 +26,8 @@ __all__ = ["RefitJob", "REFIT_FUNCTION", "load_function"]
 
 REFIT_FUNCTION = "calcomp_caiman.refit:refit_inputs"
 """``module:function`` a session refits with: ``refit_inputs(model, logits, features,
-labels, *, groups, seed, progress, labels_file) -> (new_model, report)``."""
+labels, *, groups, seed, progress, labels_file) -> (new_model, report)``, and for a model v3
+also ``profiles`` and ``presence`` (:class:`~calcomp_caiman.refit.LabelledInputs`)."""
 
 
 def load_function(spec: str) -> Callable:

@@ -35,7 +35,7 @@ from calcomp_caiman.model.ood import (
     find_ood_reference,
     save_ood_reference,
 )
-from calcomp_caiman.refit import LabelledInputs, changes, labelled_inputs
+from calcomp_caiman.refit import LabelledInputs, changes, concatenate_inputs, labelled_inputs
 from calcomp_caiman.schema import CLASSES, FLAG_EMPTY, class_codes
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class CurationSession:
             evidence = read_evidence(path)
             self.files.append(_File(path, evidence, classify_evidence(evidence, self.model)))
         self._check_labels()
-        if self.can_refit:  # the network's output and the features, once: refits reuse them
+        if self.can_refit:  # what the head reads, once: refits reuse it
             for f in self.files:
                 f.inputs = labelled_inputs(self.model, f.evidence, np.arange(f.evidence.n))
                 f.empty = (flags_of_checked(f.evidence.A) & FLAG_EMPTY) > 0
@@ -343,7 +343,7 @@ class CurationSession:
 
         The refit starts from the model the session was opened with (never from an
         earlier refit, which these labels made already) and reuses each component's
-        network output and features (:func:`~calcomp_caiman.refit.refit_inputs`); when
+        head inputs (:func:`~calcomp_caiman.refit.refit_inputs`); when
         it finishes, :meth:`refit_status` says what it did and, when it was applied,
         every file is re-scored.
         """
@@ -360,20 +360,16 @@ class CurationSession:
             self._new_labels = 0
             function = load_function(self.refit_function)
             if self.can_refit:
-                logits = np.concatenate(
-                    [f.inputs.logits[c] for f, c in zip(self.files, components)]
-                )
-                features = np.concatenate(
-                    [f.inputs.features[c] for f, c in zip(self.files, components)]
-                )
+                x = concatenate_inputs([f.inputs.take(c) for f, c in zip(self.files, components)])
             else:  # the refit says why it cannot
-                logits, features = np.zeros((total, len(CLASSES))), np.zeros((total, 0))
+                x = LabelledInputs(np.zeros((total, len(CLASSES))), np.zeros((total, 0)))
+            extra = {} if x.profiles is None else {"profiles": x.profiles, "presence": x.presence}
             groups = np.concatenate([np.full(len(c), i) for i, c in enumerate(codes)])
             base, labels_file = self.base_model, self.store.path
 
             def work(progress):
-                return function(base, logits, features, np.concatenate(codes), groups=groups,
-                                seed=seed, progress=progress, labels_file=labels_file)  # fmt: skip
+                return function(base, x.logits, x.features, np.concatenate(codes), groups=groups,
+                                seed=seed, progress=progress, labels_file=labels_file, **extra)  # fmt: skip
 
             self.job = RefitJob(work, labels=total, on_finish=self._finished)
             logger.info("refit started on %d labels", total)
@@ -418,7 +414,7 @@ class CurationSession:
         self.refit_report = report
         if model is not self.model:
             for f in self.files:
-                probs = model.fuse(*f.inputs)
+                probs = f.inputs.probs(model)
                 probs[f.empty] = f.probs[f.empty]  # an empty footprint is noise for every model
                 f.probs = probs
             self.model = model

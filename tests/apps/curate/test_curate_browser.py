@@ -53,7 +53,7 @@ def tiny_v2(tmp_path_factory) -> Path:
     residual = np.random.default_rng(0).normal(0, 0.05, session.C.shape)
     evidence = Evidence.build(session.A, session.dims, C=session.C, YrA=residual)
     shell = CalcompModel(v1.weights, {**v1.config, "scale_rule": "footprints"}, {})
-    logits, features = labelled_inputs(shell, evidence, np.arange(evidence.n))
+    logits, features = labelled_inputs(shell, evidence, np.arange(evidence.n))[:2]
     allowed = label_masks(session.labels).astype(bool)
     head = fit_head(head_inputs(logits, features), allowed, hidden=8, seed=0)
     return shell.with_head(head, name="tiny_v2").save(tmp_path_factory.mktemp("tiny_v2"))
