@@ -1,7 +1,9 @@
 """How unlike the training data a file's components are: an out-of-distribution score.
 
 A model's CNN maps every patch to an embedding (:meth:`CalcompModel.embed
-<calcomp_caiman.model.folder.CalcompModel.embed>`). The reference statistics of the training
+<calcomp_caiman.model.folder.CalcompModel.embed>`): the footprint patch of models v1 and v2,
+the stack of channels of a model v3 (its image branch,
+:mod:`~calcomp_caiman.evidence.channels`). The reference statistics of the training
 patches' (square-rooted) embeddings are stored in the model folder as ``ood.npz``: one
 mean per group of training patches (class x real/simulated) and a shared, shrunk
 covariance. A component's distance is its Mahalanobis distance to the nearest group mean,
@@ -11,9 +13,11 @@ the classes may be unreliable there, and a few labels plus a refit
 (``calcomp curate``) are the remedy. This is a warning, never a failure.
 
 Compute the reference of a model with :func:`fit_ood_reference` on (a sample of) its
-training patches, calibrate ``threshold`` on held-out in-distribution files with
+training patches, or with :func:`fit_evidence_reference` on the results it was trained on
+(every component cropped as :func:`~calcomp_caiman.classify.classify_evidence` crops it:
+the way for a model v3), calibrate ``threshold`` on held-out in-distribution files with
 :func:`calibrate_ood_threshold`, and write it with :func:`save_ood_reference`
-(``benchmarks/ood_calibration.py`` does all three for the bundled model).
+(``benchmarks/ood_calibration.py`` does all three for the bundled model v1).
 
 Measured for ``calcomp_resnet_v1`` (``ood.npz`` in its folder; reference: 13,336 training
 patches, 8,536 real from the ``real_rois`` training videos and 4,800 simulated with
@@ -49,6 +53,7 @@ from typing import NamedTuple
 import numpy as np
 
 from calcomp_caiman.errors import CalcompError, InvalidFileError
+from calcomp_caiman.evidence.channels import ChannelSource
 from calcomp_caiman.evidence.evidence import Evidence
 from calcomp_caiman.evidence.patches import crop_checked, footprints_for
 from calcomp_caiman.io.atomic import atomic_replace
@@ -60,6 +65,7 @@ __all__ = [
     "OOD_FILE",
     "OodReference",
     "fit_ood_reference",
+    "fit_evidence_reference",
     "calibrate_ood_threshold",
     "component_distances",
     "file_score",
@@ -77,6 +83,7 @@ OOD_FILE = "ood.npz"
 """Name of the reference statistics inside a model folder."""
 
 _COMPONENTS_PER_CHUNK = 4096
+_NOT_IMAGE_NETWORK = ("head/", "temporal/")  # weights after the image network
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,9 +125,10 @@ def fit_ood_reference(
     Parameters
     ----------
     model : CalcompModel
-    patches : (N, P, P) float32 ndarray
+    patches : (N, P, P) or (N, P, P, C) float32 ndarray
         Patches the model was trained on (or a representative sample), from
-        :func:`calcomp_caiman.extract_patches`; at least 2.
+        :func:`calcomp_caiman.extract_patches`; for a model v3 their channels
+        (:func:`~calcomp_caiman.evidence.channels.component_channels`); at least 2.
     groups : (N,) array, optional
         A group per patch (e.g. its class code, or class and real/simulated); one mean is
         kept per group and a component is compared with the nearest. Default: one group.
@@ -136,7 +144,8 @@ def fit_ood_reference(
     Raises
     ------
     ValueError
-        Fewer than 2 patches, ``groups`` of another length, or ``shrinkage`` outside [0, 1).
+        Fewer than 2 patches, patches of another shape than the model reads, ``groups``
+        of another length, or ``shrinkage`` outside [0, 1).
 
     Examples
     --------
@@ -148,17 +157,110 @@ def fit_ood_reference(
     >>> reference.means.shape, reference.n_patches
     ((2, 96), 20)
     """
+    patches = np.asarray(patches, dtype=np.float32)
+    expected = 4 if model.version >= 3 else 3
+    if patches.ndim != expected or len(patches) < 2:
+        shape = "(N, P, P, C)" if expected == 4 else "(N, P, P)"
+        raise ValueError(
+            f"patches must be {shape} with N >= 2 training patches, got shape {patches.shape}."
+        )
+    _check_fit(len(patches), groups, shrinkage)
+    return _reference(model, model.embed(patches), groups, shrinkage, len(patches))
+
+
+def fit_evidence_reference(
+    model: CalcompModel,
+    evidence: Sequence[Evidence],
+    labels: Sequence[np.ndarray],
+    *,
+    sources: Sequence[str] | None = None,
+    shrinkage: float = 0.01,
+) -> OodReference:
+    """Reference statistics of a model's embedding of every component of (training) results.
+
+    Each component is cropped as :func:`~calcomp_caiman.classify.classify_evidence` crops
+    it (for a model v3: its channels, with the evidence each result has) and embedded by
+    the model's image network (:meth:`CalcompModel.embed`), as :func:`ood_score` embeds
+    the components of a file to score. One group mean per label (and per source, when
+    given), as for the bundled reference of model v1 (class x real/simulated).
+
+    Parameters
+    ----------
+    model : CalcompModel
+    evidence : sequence of Evidence
+        The results the model was trained on (or a representative sample).
+    labels : sequence of (n_i,) int ndarray
+        A label code per component of each result; components with an all-zero footprint
+        are left out, as :func:`ood_score` leaves them out.
+    sources : sequence of str, optional
+        A source per result (e.g. ``"real"``, ``"simulated"``), crossed with the labels
+        into the groups. Default: groups by label only.
+    shrinkage : float
+        As for :func:`fit_ood_reference`.
+
+    Returns
+    -------
+    OodReference
+        Uncalibrated (``threshold = inf``): see :func:`calibrate_ood_threshold`.
+
+    Raises
+    ------
+    ValueError
+        ``labels`` or ``sources`` not one per result, a result's labels not one per
+        component, fewer than 2 non-empty components, or ``shrinkage`` outside [0, 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from calcomp_caiman.model.folder import CalcompModel
+    >>> rr, cc = np.mgrid[:64, :64]
+    >>> cells = [np.exp(-((rr - r) ** 2 + (cc - 30) ** 2) / 12.0) for r in (15, 30, 45)]
+    >>> A = np.stack([c.ravel(order="F") for c in cells], axis=1)
+    >>> ev = Evidence.build(A, (64, 64), gSig=4)
+    >>> ref = fit_evidence_reference(CalcompModel.load(), [ev], [np.array([1, 1, 3])])
+    >>> ref.means.shape, ref.n_patches
+    ((2, 96), 3)
+    """
+    evidence, labels = list(evidence), [np.asarray(x) for x in labels]
+    sources = None if sources is None else [str(source) for source in sources]
+    if len(labels) != len(evidence) or (sources is not None and len(sources) != len(evidence)):
+        raise ValueError(
+            f"labels (and sources) must have one entry per result ({len(evidence)}), got "
+            f"{len(labels)}{'' if sources is None else f' and {len(sources)}'}."
+        )
+    embeddings, groups = [], []
+    for k, (result, codes) in enumerate(zip(evidence, labels)):
+        if codes.shape != (result.n,):
+            raise ValueError(
+                f"labels[{k}] must have one code per component of {result.source or 'evidence'} "
+                f"({result.n}), got shape {codes.shape}."
+            )
+        nonempty = np.diff(result.A.indptr) > 0
+        embeddings += [model.embed(chunk) for chunk in _evidence_patches(result, model)]
+        prefix = "" if sources is None else f"{sources[k]}/"
+        groups.append(np.array([f"{prefix}{code}" for code in codes[nonempty]], dtype=str))
+    width = int(model.engine.dense[0].shape[0])
+    embedding = np.concatenate(embeddings) if embeddings else np.zeros((0, width), np.float32)
+    groups = np.concatenate(groups) if groups else np.zeros(0, str)
+    if len(embedding) < 2:
+        raise ValueError(
+            f"the results hold {len(embedding)} non-empty components; the reference needs >= 2."
+        )
+    _check_fit(len(embedding), groups, shrinkage)
+    return _reference(model, embedding, groups, shrinkage, len(embedding))
+
+
+def _check_fit(n: int, groups, shrinkage: float) -> None:
     if not 0.0 <= float(shrinkage) < 1.0:
         raise ValueError(f"shrinkage must be in [0, 1), got {shrinkage!r}.")
-    patches = np.asarray(patches, dtype=np.float32)
-    if patches.ndim != 3 or len(patches) < 2:
-        raise ValueError(
-            f"patches must be (N, P, P) with N >= 2 training patches, got shape {patches.shape}."
-        )
-    groups = np.zeros(len(patches), np.int64) if groups is None else np.asarray(groups)
-    if groups.shape != (len(patches),):
-        raise ValueError(f"groups must have one entry per patch ({len(patches)}), got {groups.shape}.")  # fmt: skip
-    features = _features(model.embed(patches))
+    if groups is not None and np.shape(groups) != (n,):
+        raise ValueError(f"groups must have one entry per patch ({n}), got {np.shape(groups)}.")
+
+
+def _reference(model: CalcompModel, embedding, groups, shrinkage: float, n: int) -> OodReference:
+    """Group means and shrunk within-group precision of the square-rooted ``embedding``."""
+    groups = np.zeros(n, np.int64) if groups is None else np.asarray(groups)
+    features = _features(embedding)
     names, inverse = np.unique(groups, return_inverse=True)
     means = np.stack([features[inverse == k].mean(axis=0) for k in range(len(names))])
     within = features - means[inverse]
@@ -167,7 +269,7 @@ def fit_ood_reference(
     scale = max(float(np.mean(np.diag(cov))), 1e-12)
     cov = (1.0 - shrinkage) * cov + shrinkage * scale * np.eye(dim)
     precision = np.linalg.inv(cov)
-    return OodReference(means, precision, float("inf"), network_fingerprint(model), len(patches))
+    return OodReference(means, precision, float("inf"), network_fingerprint(model), n)
 
 
 def _features(embedding: np.ndarray) -> np.ndarray:
@@ -244,7 +346,8 @@ def file_score(distances: np.ndarray) -> float:
 
 
 def network_fingerprint(model: CalcompModel) -> str:
-    """SHA256 of the shape network's weights (every weight but the fusion head's ``head/``).
+    """SHA256 of the image network's weights: every weight but the fusion head's ``head/``
+    and model v3's temporal branch ``temporal/`` (the embedding depends on neither).
 
     Examples
     --------
@@ -252,20 +355,31 @@ def network_fingerprint(model: CalcompModel) -> str:
     64
     """
     digest = hashlib.sha256()
-    for key in sorted(k for k in model.weights if not k.startswith("head/")):
+    for key in sorted(k for k in model.weights if not k.startswith(_NOT_IMAGE_NETWORK)):
         value = np.ascontiguousarray(model.weights[key], dtype=np.float32)
         digest.update(key.encode() + str(value.shape).encode() + value.tobytes())
     return digest.hexdigest()
 
 
 def _evidence_patches(evidence: Evidence, model: CalcompModel):
-    """Patches of the non-empty components, cropped as :func:`classify_evidence` crops them."""
-    flat, flat_dims, scale = footprints_for(evidence, model.scale_rule)
+    """Patches of the non-empty components, cropped as :func:`classify_evidence` crops them
+    (model v3: their channels; empty footprints add nothing to the neighbours channel)."""
+    found = footprints_for(evidence, model.scale_rule)
+    flat, flat_dims, scale = found
     keep = np.flatnonzero(np.diff(flat.indptr) > 0)
     flat = flat[:, keep]
+    source = None
+    if model.version >= 3:
+        source = ChannelSource.from_evidence(
+            evidence, found._replace(A=flat), patch_size=model.patch_size,
+            names=model.channel_names,
+        )  # fmt: skip
     for start in range(0, len(keep), _COMPONENTS_PER_CHUNK):
-        part = flat[:, start : start + _COMPONENTS_PER_CHUNK]
-        yield crop_checked(part, flat_dims, scale, model.patch_size)
+        stop = start + _COMPONENTS_PER_CHUNK
+        if source is not None:
+            yield source.crop(start, stop)
+        else:
+            yield crop_checked(flat[:, start:stop], flat_dims, scale, model.patch_size)
 
 
 def evidence_distances(

@@ -92,3 +92,86 @@ def test_reference_of_another_network_or_none_is_refused(v1, tmp_path):
     empty = Evidence.build(np.zeros((100, 0)), (10, 10))
     found = ood_score(empty, v1)
     assert np.isnan(found.score) and found.is_ood is False
+
+
+# ------------------------------------------------------------------ model v3
+
+
+def _v3_field(seed, per_class=6, empty=False):
+    """A simulated field with the evidence a v3 reads: footprints, neighbours, Cn, an image."""
+    A, dims, labels, gsig = simulate_footprints(per_class, seed=seed)
+    A = np.asarray(A.toarray() if hasattr(A, "toarray") else A, dtype=np.float32)
+    if empty:
+        A[:, 0] = 0.0  # an all-zero footprint: left out of the reference and the score
+    rng = np.random.default_rng(seed)
+    image = A.sum(axis=1).reshape(dims, order="F") + rng.normal(0, 0.1, dims)
+    Cn = np.clip(image / image.max(), -1, 1)
+    evidence = Evidence.build(A, dims, gSig=gsig, Cn=Cn, image=image, source=f"v3sim{seed}")
+    return evidence, np.asarray(labels)
+
+
+def test_v3_reference_embeds_the_channels_as_classify_does(random_v3, tmp_path):
+    """fit_evidence_reference and ood_score embed a v3's channels, the embedding that
+    classify_with_embedding computes; the reference is found in a v3 folder."""
+    from calcomp_caiman.classify import classify_with_embedding
+    from calcomp_caiman.model.ood import component_distances, fit_evidence_reference
+
+    fields = [_v3_field(seed, empty=seed == 1) for seed in (1, 2, 3)]
+    evidence = [ev for ev, _ in fields]
+    labels = [lab for _, lab in fields]
+    reference = fit_evidence_reference(random_v3, evidence, labels, sources=["a", "a", "b"])
+    n_nonempty = sum(int(np.count_nonzero(np.diff(ev.A.indptr))) for ev in evidence)
+    assert reference.n_patches == n_nonempty == sum(map(len, labels)) - 1
+    groups = {f"{s}/{c}" for s, lab in zip("aab", labels) for c in np.unique(lab)}
+    assert reference.means.shape == (len(groups), random_v3.engine.dense[0].shape[0])
+    assert reference.network_sha256 == network_fingerprint(random_v3)
+    # the score's embedding is classify's (channels with Cn, image, neighbours), not a footprint's
+    test, _ = _v3_field(7, empty=True)
+    _, embedding = classify_with_embedding(test, random_v3)
+    nonempty = np.diff(test.A.indptr) > 0
+    expected = component_distances(embedding[nonempty], reference)
+    np.testing.assert_allclose(evidence_distances(test, random_v3, reference), expected, rtol=1e-5)
+    without_image = component_distances(
+        classify_with_embedding(test.without("image"), random_v3)[1][nonempty], reference
+    )
+    assert not np.allclose(without_image, expected)  # the channels reach the embedding
+    # calibrated and saved into a v3 folder: found there, and a file far off is flagged
+    scores = [file_score(evidence_distances(ev, random_v3, reference)) for ev in evidence]
+    calibrated = calibrate_ood_threshold(reference, scores)
+    folder = random_v3.save(tmp_path / "v3")
+    save_ood_reference(calibrated, folder)
+    found = find_ood_reference(random_v3, folder)
+    assert found is not None and found.threshold == calibrated.threshold
+    score, is_ood = ood_score(evidence[1], random_v3, reference=folder)
+    assert score == pytest.approx(scores[1]) and not is_ood
+    low = calibrate_ood_threshold(reference, [0.5 * min(scores)], margin=1.0)
+    with pytest.warns(UserWarning, match="v3sim7: components unlike the training data"):
+        assert ood_score(test, random_v3, reference=low, embedding=embedding).is_ood
+
+
+def test_v3_fingerprint_is_the_image_branchs(random_v3):
+    """A new temporal branch or head keeps the reference valid; a new image network does not."""
+    from conftest import random_perceptron, random_v3_model
+
+    rng = np.random.default_rng(5)
+    weights = dict(random_v3.weights)
+    weights.update(random_perceptron(rng, random_v3.temporal.n_inputs).to_arrays("temporal/"))
+    weights.update(random_perceptron(rng, random_v3.head.n_inputs).to_arrays())
+    other_branches = CalcompModel(weights, random_v3.config, random_v3.thresholds)
+    assert network_fingerprint(other_branches) == network_fingerprint(random_v3)
+    assert network_fingerprint(random_v3_model(1)) != network_fingerprint(random_v3)
+
+
+def test_v3_fit_ood_reference_takes_channels(random_v3):
+    from calcomp_caiman.model.ood import fit_evidence_reference
+
+    channels = np.random.default_rng(0).random((6, 32, 32, 4), np.float32)
+    reference = fit_ood_reference(random_v3, channels, np.arange(6) % 2)
+    assert reference.means.shape == (2, 8) and reference.n_patches == 6
+    with pytest.raises(ValueError, match=r"\(N, P, P, C\)"):
+        fit_ood_reference(random_v3, channels[..., 0])
+    evidence, labels = _v3_field(1)
+    with pytest.raises(ValueError, match="one entry per result"):
+        fit_evidence_reference(random_v3, [evidence], [labels, labels])
+    with pytest.raises(ValueError, match=r"labels\[0\] must have one code per component"):
+        fit_evidence_reference(random_v3, [evidence], [labels[1:]])
