@@ -55,6 +55,13 @@ from calcomp_caiman.classify import classify_evidence
 from calcomp_caiman.evidence.patches import footprints_for
 from calcomp_caiman.io.atomic import atomic_write_text
 from calcomp_caiman.model.folder import CalcompModel
+from calcomp_caiman.model.ood import (
+    calibrate_ood_threshold,
+    evidence_distances,
+    file_score,
+    fit_evidence_reference,
+    save_ood_reference,
+)
 from calcomp_caiman.research.baselines import caiman_rule_probs, fit_baselines, shape_features
 from calcomp_caiman.research.labelled_results import (
     load_real_masks,
@@ -241,6 +248,13 @@ def main() -> None:
     model.save(args.out)
     model = CalcompModel.load(args.out)
     log.info("saved %s after %.0f s", args.out, time.perf_counter() - started)
+    # the OOD reference: every training component (the recordings' own unlabelled cells
+    # are a group of their own), the threshold from the validation results' scores
+    reference = fit_evidence_reference(model, [i.evidence for i in train_items],
+                                       [i.labels for i in train_items],
+                                       sources=[i.source for i in train_items])  # fmt: skip
+    scores = [file_score(evidence_distances(i.evidence, model, reference)) for i in val]
+    save_ood_reference(calibrate_ood_threshold(reference, scores), args.out)
 
     # ------------------------------------------------------------------ evaluation
     baselines = fit_shape_baselines(
