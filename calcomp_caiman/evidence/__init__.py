@@ -7,6 +7,8 @@
 | :mod:`~calcomp_caiman.evidence.footprints` | fingerprints and flags of the footprints |
 | :mod:`~calcomp_caiman.evidence.patches` | crop scale and the patches the shape network sees |
 | :mod:`~calcomp_caiman.evidence.features` | neighbour, image, trace and metric features |
+| :mod:`~calcomp_caiman.evidence.params` | one setting of CaImAn's params (``CNMFParams`` or a dict) |
+| :mod:`~calcomp_caiman.evidence.modality` | one-photon (CNMF-E) or two-photon, from the params |
 
 No module here knows a model or a file format.
 """

@@ -28,6 +28,8 @@ import scipy.sparse
 
 from calcomp_caiman.checks import check_dims, check_footprints, check_gsig
 from calcomp_caiman.evidence.footprints import footprint_fingerprint
+from calcomp_caiman.evidence.modality import MODALITIES, detect_modality
+from calcomp_caiman.evidence.params import params_value
 from calcomp_caiman.evidence.traces import Traces
 
 logger = logging.getLogger(__name__)
@@ -135,6 +137,12 @@ def _frame_rate(value, source: str) -> float | None:
     return rate
 
 
+def _check_detected(modality: str) -> str:
+    if modality not in MODALITIES:  # what the result is, not a request ("auto")
+        raise ValueError(f"modality must be one of {MODALITIES} or None, got {modality!r}.")
+    return modality
+
+
 def _leave_out(name: str, reason: str, source: str, dropped: dict[str, str]) -> None:
     logger.warning("%s: leaving out %s: %s", source or "evidence", name, reason)
     dropped[name] = reason
@@ -212,6 +220,9 @@ class Evidence:
     frame_rate : float, optional
         Frames per second of the traces (``params.data['fr']``, an NWB series' rate,
         Suite2p's ``fs``), if known.
+    modality : {"1p", "2p"}, optional
+        What the result's CaImAn params say (:func:`~calcomp_caiman.evidence.modality.detect_modality`:
+        ``"1p"`` for CNMF-E); None when nothing says (no params, other pipelines).
     source : str
         Where it came from (a file path, ``"estimates"``), for messages and provenance.
     fingerprint : (N, 3) ndarray
@@ -245,6 +256,7 @@ class Evidence:
     caiman_accepted: np.ndarray | None = None
     gSig: float | None = None
     frame_rate: float | None = None
+    modality: str | None = None
     source: str = ""
     fingerprint: np.ndarray | None = None
     dropped: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -285,6 +297,7 @@ class Evidence:
         idx_components=None,
         gSig=None,
         frame_rate=None,
+        modality: str | None = None,
         source: str = "",
         dropped: dict[str, str] | None = None,
     ) -> Evidence:
@@ -327,6 +340,7 @@ class Evidence:
             caiman_accepted=_selection_mask(idx_components, n, source),
             gSig=check_gsig(gSig, len(dims)),
             frame_rate=_frame_rate(frame_rate, source),
+            modality=None if modality is None else _check_detected(modality),
             source=source,
             fingerprint=fingerprint,
             dropped=dropped,
@@ -341,7 +355,8 @@ class Evidence:
         estimates : caiman ``Estimates`` or any object with ``A`` and ``dims``
         params : CaImAn ``CNMFParams`` or dict, optional
             ``gSig`` from ``params.init``; the frame rate from ``params.data['fr']``;
-            ``dims`` from ``params.data`` when ``estimates.dims`` is missing.
+            ``dims`` from ``params.data`` when ``estimates.dims`` is missing; the
+            modality from ``params.init`` (:func:`~calcomp_caiman.evidence.modality.detect_modality`).
         image : (H, W) ndarray, optional
             A mean or max image of the movie.
         dims : tuple of int, optional
@@ -383,6 +398,7 @@ class Evidence:
             image=image,
             gSig=params_value(params, "init", "gSig"),
             frame_rate=params_value(params, "data", "fr"),
+            modality=detect_modality(params),
             source="estimates",
             **fields,
         )
@@ -423,27 +439,3 @@ class Evidence:
             caiman_accepted=pick(self.caiman_accepted),
             fingerprint=pick(self.fingerprint),
         )
-
-
-def params_value(params, group: str, key: str):
-    """``params.get(group, key)`` of a CaImAn ``CNMFParams``, ``params[group][key]`` of a dict.
-
-    Returns None when ``params`` is None or lacks the entry.
-
-    Examples
-    --------
-    >>> params_value({"init": {"gSig": (4, 4)}}, "init", "gSig")
-    (4, 4)
-    """
-    if params is None:
-        return None
-    getter = getattr(params, "get", None)
-    if callable(getter) and not isinstance(params, dict):
-        try:
-            return getter(group, key)
-        except (KeyError, AttributeError, TypeError):
-            return None
-    section = params.get(group) if isinstance(params, dict) else getattr(params, group, None)
-    if isinstance(section, dict):
-        return section.get(key)
-    return None

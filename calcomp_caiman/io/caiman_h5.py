@@ -28,6 +28,7 @@ from calcomp_caiman.checks import check_dims
 from calcomp_caiman.errors import CalcompError, FileBusyError, InvalidFileError
 from calcomp_caiman.evidence.evidence import Evidence
 from calcomp_caiman.evidence.footprints import footprint_fingerprint, match_fingerprints
+from calcomp_caiman.evidence.modality import detect_modality
 from calcomp_caiman.evidence.traces import Traces
 from calcomp_caiman.io.atomic import reason
 from calcomp_caiman.io.caiman_h5_layout import (
@@ -173,7 +174,9 @@ def read_evidence(path: str | os.PathLike, *, image=None) -> Evidence:
         Footprints as :func:`read_estimates` reads them; ``C``/``YrA``/``S`` as a
         :class:`~calcomp_caiman.evidence.traces.Traces` that reads row chunks from the file when
         asked; ``g``, ``neurons_sn``, ``Cn``, ``SNR_comp``, ``r_values``, ``gSig`` and the
-        frame rate (``params/data/fr``) where stored. Traces or images that do not fit
+        frame rate (``params/data/fr``) where stored; the modality from
+        ``params/init/center_psf`` (and ``method_init``, where a writer kept it:
+        :func:`~calcomp_caiman.evidence.modality.detect_modality`). Traces or images that do not fit
         ``A`` are left out with a warning (the footprints are still classified).
 
     Raises
@@ -202,6 +205,7 @@ def read_evidence(path: str | os.PathLike, *, image=None) -> Evidence:
         names, frames = _trace_layout(estimates, n, path)
         rate = handle.get("params/data/fr")  # CaImAn's frame rate (Hz), a scalar
         frame_rate = rate[()] if isinstance(rate, h5py.Dataset) and rate.size == 1 else None
+        modality = _modality(handle, path)
     traces = None
     if names:
 
@@ -228,6 +232,7 @@ def read_evidence(path: str | os.PathLike, *, image=None) -> Evidence:
         r_values=_fits(source.r_values, n),
         gSig=source.gSig,
         frame_rate=frame_rate,
+        modality=modality,
         source=path,
         **extra,
     )
@@ -463,6 +468,20 @@ def _gsig(handle: h5py.File) -> tuple[float, ...] | None:
         logger.info("ignoring params/init/gSig = %r (not positive numbers)", value)
         return None
     return gsig
+
+
+def _modality(handle: h5py.File, path: str) -> str | None:
+    """What the stored ``params/init`` says of the modality (None: nothing)."""
+    init = handle.get("params/init")
+    if not isinstance(init, h5py.Group):
+        return None
+    found = {}
+    for name in ("center_psf", "method_init"):
+        try:
+            found[name] = optional_array(init, name)
+        except (OSError, ValueError, TypeError) as err:
+            logger.warning("%s: ignoring params/init/%s (%s)", path, name, reason(err))
+    return detect_modality({"init": found})
 
 
 def _provenance_of(estimates: h5py.Group) -> dict[str, Any] | None:

@@ -18,6 +18,12 @@ this order; the first that names a model wins:
 A model named explicitly (``--model``, ``model=``, another bundled name, a folder) always
 wins: only ``"default"`` is looked up. ``calcomp lab show`` says which model is the
 default and why.
+
+For a one-photon result (CNMF-E, :mod:`calcomp_caiman.evidence.modality`) ``"default"``
+means the bundled one-photon model :data:`BUNDLED_ONE_PHOTON` when it is installed, unless
+the lab's default is itself a one-photon model (``config.json`` ``"modality": "1p"``);
+without one, the model above (trained on two-photon data: :func:`calcomp_caiman.classify.classify`
+warns).
 """
 
 from __future__ import annotations
@@ -29,16 +35,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calcomp_caiman.errors import CalcompError
+from calcomp_caiman.evidence.modality import MODALITIES
 from calcomp_caiman.io.atomic import atomic_write_text
 
 __all__ = [
     "BUNDLED_DEFAULT",
+    "BUNDLED_ONE_PHOTON",
     "DEFAULT",
     "ENV",
     "DefaultModel",
     "check_model_folder",
     "config_path",
     "default_model",
+    "model_modality",
     "reset_default_model",
     "resolve",
     "set_default_model",
@@ -52,6 +61,9 @@ ENV = "CALCOMP_MODEL"
 
 BUNDLED_DEFAULT = "calcomp_v2"
 """The bundled model used when no lab default is set."""
+
+BUNDLED_ONE_PHOTON = "calcomp_v3_1p"
+"""The bundled model ``"default"`` means for one-photon results, when it is installed."""
 
 _KEY = "model"
 
@@ -137,23 +149,62 @@ def _looks_like_path(value: str) -> bool:
     return any(sep in value for sep in separators) or value.startswith(("~", "."))
 
 
+def model_modality(config: Mapping) -> str:
+    """The imaging a model was trained for: its ``config.json`` ``modality``, else ``"2p"``.
+
+    Raises
+    ------
+    CalcompError
+        ``modality`` is neither ``"1p"`` nor ``"2p"``.
+
+    Examples
+    --------
+    >>> model_modality({"name": "calcomp_v2"}), model_modality({"modality": "1p"})
+    ('2p', '1p')
+    """
+    value = config.get("modality") or "2p"
+    if value not in MODALITIES:
+        raise CalcompError(
+            f"model {config.get('name', 'unnamed')!r}: config.json modality must be one of "
+            f"{MODALITIES}, got {value!r}."
+        )
+    return str(value)
+
+
+def _trained_for(model: str, known: Mapping[str, os.PathLike] | Collection[str]) -> str | None:
+    """:func:`model_modality` of a bundled name or folder; None when its config is unreadable
+    (loading it then says why)."""
+    folder = known[model] if isinstance(known, Mapping) and model in known else model
+    try:
+        return model_modality(json.loads((Path(folder) / "config.json").read_text()))
+    except (OSError, ValueError, TypeError, AttributeError, CalcompError):
+        return None
+
+
 def resolve(
     name_or_folder: str | os.PathLike,
     known: Collection[str],
     environ: Mapping[str, str] | None = None,
+    *,
+    modality: str | None = None,
 ) -> str:
     """What :meth:`CalcompModel.load` should load for ``name_or_folder``.
 
     ``"default"`` becomes :func:`default_model`'s model (``"default"`` named there means the
-    bundled one); anything else is returned as it is.
+    bundled one), or for ``modality="1p"`` the bundled one-photon model
+    :data:`BUNDLED_ONE_PHOTON` when it is in ``known`` and the lab's default is not a
+    one-photon model; anything else is returned as it is.
 
     Parameters
     ----------
     name_or_folder : str or path-like
     known : collection of str
-        The bundled models' names.
+        The bundled models' names (a mapping to their folders: the lab default's
+        ``config.json`` is read to tell a one-photon lab model).
     environ : mapping, optional
         Default ``os.environ``.
+    modality : {"1p", "2p"}, optional
+        The imaging of the result to classify; None: two-photon.
 
     Raises
     ------
@@ -167,10 +218,21 @@ def resolve(
     --------
     >>> resolve("calcomp_resnet_v1", {"calcomp_resnet_v1"}, {})
     'calcomp_resnet_v1'
+    >>> resolve("default", {"calcomp_v2", "calcomp_v3_1p"}, {"CALCOMP_MODEL": "calcomp_v2"},
+    ...         modality="1p")
+    'calcomp_v3_1p'
     """
     key = os.fspath(name_or_folder)
     if key != DEFAULT:
         return key
+    chosen = _lab_or_bundled(known, environ)
+    if modality == "1p" and BUNDLED_ONE_PHOTON in known and _trained_for(chosen, known) != "1p":
+        return BUNDLED_ONE_PHOTON
+    return chosen
+
+
+def _lab_or_bundled(known: Collection[str], environ: Mapping[str, str] | None) -> str:
+    """:func:`resolve` of ``"default"`` for two-photon results."""
     chosen = default_model(environ)
     if chosen.model in (DEFAULT, BUNDLED_DEFAULT) or chosen.source == "bundled":
         return BUNDLED_DEFAULT if chosen.model == DEFAULT else chosen.model
