@@ -70,6 +70,7 @@ __all__ = [
     "augment_channels",
     "branch_inputs",
     "choose_min_prob",
+    "fit_fusion_head",
     "fit_image_branch",
     "fit_temporal_branch",
     "HeadRows",
@@ -701,6 +702,76 @@ def untrained_v3(
     return _assemble(weights, head, config)
 
 
+def fit_fusion_head(
+    shell: CalcompModel,
+    train: Sequence[LabelledResult],
+    train_inputs: Sequence[BranchInputs],
+    validation: Sequence[LabelledResult],
+    val_inputs: Sequence[BranchInputs],
+    *,
+    settings: V3Settings,
+) -> tuple[CalcompModel, dict]:
+    """The fusion head and calibration of a model v3 whose branches are fixed.
+
+    The head is fitted on ``train`` (with ``settings.copies`` missing-evidence copies) for
+    each ``settings.head_grid`` size; the lowest source-weighted validation NLL wins. Then
+    the temperatures and the acceptance cut (:func:`choose_min_prob`) come from
+    ``validation``. :func:`train_v3` calls it after fitting the branches; a model for
+    another modality refits it alone on that modality's results.
+
+    Parameters
+    ----------
+    shell : CalcompModel
+        A model v3: its image and temporal branches are kept, its head replaced.
+    train, validation : sequence of LabelledResult
+    train_inputs, val_inputs : sequence of BranchInputs
+        :func:`branch_inputs` of the same results.
+    settings : V3Settings
+
+    Returns
+    -------
+    model : CalcompModel
+        With the new head, temperatures, ``accept = ["neuron"]`` and ``min_prob``.
+    history : dict
+        ``head`` candidates and the chosen size, ``temperatures``, ``min_prob`` and
+        ``min_prob_report``.
+    """
+    rows = head_rows(shell, train, train_inputs, copies=settings.copies, p_drop=settings.p_drop,
+                     seed=settings.seed)  # fmt: skip
+    val_rows = head_rows(shell, validation, val_inputs)
+    allowed = label_masks(rows.labels).astype(bool)
+    row_weights = source_weights(rows.labels, rows.sources)
+    row_inputs = rows.inputs(shell)
+    candidates, best = [], None
+    for hidden, l2 in settings.head_grid:
+        head = fit_head(row_inputs, allowed, sample_weight=row_weights, hidden=hidden, l2=l2,
+                        seed=settings.seed, max_iter=600)  # fmt: skip
+        trial = shell.with_head(head)
+        trial = trial.with_thresholds(**_temperatures(trial, val_rows))
+        score = _source_nll(val_rows.probs(trial), val_rows)
+        logger.info("v3 head hidden=%d l2=%g: validation set-NLL %.4f", hidden, l2, score)
+        candidates.append({"hidden": hidden, "l2": l2, "validation_nll": score})
+        if best is None or score < best[0]:
+            best = (score, trial, hidden, l2)
+    _, model, hidden, l2 = best
+    model = model.with_head(
+        model.head, fusion_head={"hidden": hidden, "l2": l2, "inputs": model.head_input_names}
+    ).with_thresholds(**model.thresholds)
+    probs = val_rows.probs(model)
+    min_prob, report = choose_min_prob(probs, val_rows.labels, val_rows.sources,
+                                       recall_target=settings.recall_target)  # fmt: skip
+    model = model.with_thresholds(accept=["neuron"], min_prob=min_prob)
+    logger.info("v3: min_prob %.2f, per source %s", min_prob, json.dumps(report))
+    history = {
+        "head": {"candidates": candidates, "hidden": hidden, "l2": l2},
+        "temperatures": {k: model.thresholds[k] for k in ("temperature", "temperature_without_traces")
+                         if k in model.thresholds},
+        "min_prob": min_prob,
+        "min_prob_report": report,
+    }  # fmt: skip
+    return model, history
+
+
 def train_v3(
     train: Sequence[LabelledResult],
     validation: Sequence[LabelledResult],
@@ -776,40 +847,12 @@ def train_v3(
         {k: v.astype(np.float32) for k, v in temporal.to_arrays(_TEMPORAL_PREFIX).items()}
     )
     shell = _assemble(weights_v3, _placeholder(_head_width(names, columns)), config)
-    rows = head_rows(shell, train, train_inputs, copies=settings.copies, p_drop=settings.p_drop,
-                     seed=settings.seed)  # fmt: skip
-    val_rows = head_rows(shell, validation, val_inputs)
-    allowed = label_masks(rows.labels).astype(bool)
-    row_weights = source_weights(rows.labels, rows.sources)
-    row_inputs = rows.inputs(shell)
-    candidates, best = [], None
-    for hidden, l2 in settings.head_grid:
-        head = fit_head(row_inputs, allowed, sample_weight=row_weights, hidden=hidden, l2=l2,
-                        seed=settings.seed, max_iter=600)  # fmt: skip
-        trial = shell.with_head(head)
-        trial = trial.with_thresholds(**_temperatures(trial, val_rows))
-        score = _source_nll(val_rows.probs(trial), val_rows)
-        logger.info("v3 head hidden=%d l2=%g: validation set-NLL %.4f", hidden, l2, score)
-        candidates.append({"hidden": hidden, "l2": l2, "validation_nll": score})
-        if best is None or score < best[0]:
-            best = (score, trial, hidden, l2)
-    _, model, hidden, l2 = best
-    model = model.with_head(
-        model.head, fusion_head={"hidden": hidden, "l2": l2, "inputs": model.head_input_names}
-    ).with_thresholds(**model.thresholds)
-    probs = val_rows.probs(model)
-    min_prob, report = choose_min_prob(probs, val_rows.labels, val_rows.sources,
-                                       recall_target=settings.recall_target)  # fmt: skip
-    model = model.with_thresholds(accept=["neuron"], min_prob=min_prob)
-    logger.info("v3: min_prob %.2f, per source %s", min_prob, json.dumps(report))
+    model, head_history = fit_fusion_head(shell, train, train_inputs, validation, val_inputs,
+                                          settings=settings)  # fmt: skip
     history = {
         "image_branch": image_history,
         "temporal": {"components": int(np.sum(np.abs(profiles).reshape(len(profiles), -1).max(axis=1) > 0))},
-        "head": {"candidates": candidates, "hidden": hidden, "l2": l2},
-        "temperatures": {k: model.thresholds[k] for k in ("temperature", "temperature_without_traces")
-                         if k in model.thresholds},
-        "min_prob": min_prob,
-        "min_prob_report": report,
+        **head_history,
         "seconds": time.perf_counter() - started,
     }  # fmt: skip
     return model, history
