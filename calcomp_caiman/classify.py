@@ -12,26 +12,28 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
 
 from calcomp_caiman._version import __version__
-from calcomp_caiman.evidence.channels import ChannelSource
 from calcomp_caiman.evidence.evidence import Evidence
-from calcomp_caiman.evidence.features import evidence_inputs
 from calcomp_caiman.evidence.footprints import flags_of_checked, footprint_fingerprint
-from calcomp_caiman.evidence.patches import Footprints, crop_checked, footprints_for
-from calcomp_caiman.model.cpus import available_cpus
-from calcomp_caiman.model.folder import CalcompModel
+from calcomp_caiman.evidence.modality import modality_used
+from calcomp_caiman.evidence.patches import Footprints, footprints_for
+from calcomp_caiman.model.defaults import BUNDLED_ONE_PHOTON
+from calcomp_caiman.model.folder import CalcompModel, bundled_models
+from calcomp_caiman.model.inputs import ModelInputs, model_inputs
 from calcomp_caiman.model.ood import find_ood_reference, ood_score
+from calcomp_caiman.model.reliability import BranchOutputs, assess, file_signals, find_reliability
 from calcomp_caiman.schema import ARGMAX, CLASSES, FIELDS, Classification
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "AcceptanceRule",
+    "ModelInputs",
     "accept_components",
     "acceptance_rule",
     "classification_fields",
@@ -40,11 +42,10 @@ __all__ = [
     "classify_footprints",
     "classify_with_embedding",
     "evidence_used",
+    "modality_mismatch",
+    "model_inputs",
     "provenance",
 ]
-
-
-_COMPONENTS_PER_CHUNK = 4096  # patches held in memory at once: 4096 x 50 x 50 x 4 B = 41 MB
 
 
 def classify_footprints(
@@ -163,6 +164,7 @@ def classify_with_embedding(
     batch_size: int = 128,
     embed: bool = True,
     footprints: Footprints | None = None,
+    observe: Callable[[ModelInputs], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`classify_evidence`, plus the network's embedding of every component.
 
@@ -170,38 +172,27 @@ def classify_with_embedding(
     network (it feeds the out-of-distribution score). Returns ``(probs, embedding)``;
     ``embedding`` is None with ``embed=False``. ``footprints``: what
     :func:`footprints_for` returned for this evidence and model, when the caller has it
-    already (``scale`` is then ignored).
+    already (``scale`` is then ignored). ``observe``: called with each chunk's
+    :class:`ModelInputs` (e.g. :meth:`BranchOutputs.add
+    <calcomp_caiman.model.reliability.BranchOutputs.add>`, for the reliability signals).
     """
     if footprints is None:
         footprints = footprints_for(evidence, model.scale_rule, scale=scale)
-    flat, flat_dims, scale = footprints
-    features = profiles = channels = None
-    if model.uses_evidence:  # model v3: the transient profiles from the same pass
-        features, profiles = evidence_inputs(
-            evidence, flat, flat_dims, scale, use=use, profiles=model.version >= 3,
-            profile_options=model.temporal_options, threads=available_cpus(),
-        )  # fmt: skip
-    if model.version >= 3:
-        channels = ChannelSource.from_evidence(
-            evidence, footprints, patch_size=model.patch_size, names=model.channel_names, use=use
-        )
+    flat = footprints.A
     n = flat.shape[1]
     probs = np.empty((n, len(CLASSES)), dtype=np.float32)
     embedding = np.empty((n, model.engine.dense[0].shape[0]), np.float32) if embed else None
-    for start in range(0, n, _COMPONENTS_PER_CHUNK):
-        stop = min(n, start + _COMPONENTS_PER_CHUNK)
-        if channels is None:
-            patches = crop_checked(flat[:, start:stop], flat_dims, scale, model.patch_size)
-        else:
-            patches = channels.crop(start, stop)
-        part = None if features is None else features[start:stop]
-        traces = None if profiles is None else profiles[start:stop]
+    for part in model_inputs(evidence, model, footprints, use=use):
+        if observe is not None:
+            observe(part)
         if embed:
-            probs[start:stop], embedding[start:stop] = model.predict_with_embedding(
-                patches, part, profiles=traces, batch_size=batch_size
+            probs[part.rows], embedding[part.rows] = model.predict_with_embedding(
+                part.patches, part.features, profiles=part.profiles, batch_size=batch_size
             )
         else:
-            probs[start:stop] = model.predict(patches, part, profiles=traces, batch_size=batch_size)
+            probs[part.rows] = model.predict(
+                part.patches, part.features, profiles=part.profiles, batch_size=batch_size
+            )
     empty = np.diff(flat.indptr) == 0
     probs[empty] = np.eye(len(CLASSES), dtype=np.float32)[CLASSES.index("noise")]
     if empty.any():
@@ -367,12 +358,18 @@ def classification_fields(
 
 
 def provenance(
-    model: CalcompModel, accept: Sequence[str], min_prob: float | None, evidence: Sequence[str]
+    model: CalcompModel,
+    accept: Sequence[str],
+    min_prob: float | None,
+    evidence: Sequence[str],
+    *,
+    modality: str | None = None,
 ) -> dict[str, str | float]:
     """What produced a classification (stored with it; strings and numbers only).
 
-    A model refitted on a lab's labels adds ``labels_file`` (its ``config.json``'s: the
-    labels CSV's path, SHA256 and count) and ``refit_level``.
+    ``modality`` (``"1p"``, ``"2p"``: what the components were classified as, beside the
+    model) is recorded when given. A model refitted on a lab's labels adds ``labels_file``
+    (its ``config.json``'s: the labels CSV's path, SHA256 and count) and ``refit_level``.
     """
     facts = {
         "model": model.name,
@@ -384,6 +381,8 @@ def provenance(
         "min_prob": "none" if min_prob is None else float(min_prob),
         "evidence": json.dumps(list(evidence)),
     }
+    if modality is not None:
+        facts["modality"] = modality
     if model.config.get("labels_file") is not None:
         facts["labels_file"] = json.dumps(model.config["labels_file"], sort_keys=True)
     if model.config.get("refit_level") is not None:
@@ -400,6 +399,7 @@ def classify(
     keep: np.ndarray | None = None,
     scale: float | None = None,
     ood: bool = True,
+    modality: str = "auto",
     batch_size: int = 128,
 ) -> Classification:
     """Classify every component of ``evidence`` into one record.
@@ -419,7 +419,18 @@ def classify(
     ood : bool
         Also score how unlike the training data the components are, when the model has an
         out-of-distribution reference (one pass through the network serves both); a file
-        above the threshold gets a ``UserWarning`` with advice, never an error.
+        above the threshold gets a ``UserWarning`` with advice, never an error. When the
+        model folder has a ``reliability.json``, the file's expected error
+        (:mod:`calcomp_caiman.model.reliability`, provenance ``expected_error``) decides
+        the warning instead.
+    modality : {"auto", "1p", "2p"}
+        The imaging of the result: ``"auto"`` takes what its CaImAn params say
+        (``evidence.modality``; CNMF-E: one-photon), else two-photon
+        (:func:`~calcomp_caiman.evidence.modality.modality_used`). Recorded in the
+        provenance as ``modality``; when ``model`` was trained for the other modality
+        (``model.modality``) the components are still classified, and one warning is
+        logged saying which model to use. The model itself is the caller's choice
+        (``CalcompModel.load(modality=...)`` picks the default model of a modality).
     batch_size : int
 
     Returns
@@ -437,11 +448,18 @@ def classify(
     (1, True)
     """
     accept, min_prob = acceptance_rule(model, accept, min_prob)
+    used_modality = modality_used(modality, evidence.modality)
+    if model.modality != used_modality:
+        logger.warning(modality_mismatch(model, used_modality, evidence.source))
     reference = find_ood_reference(model) if ood else None
+    reliability = find_reliability(model) if ood else None
+    outputs = None if reliability is None else BranchOutputs(model, evidence.n)
     footprints = footprints_for(evidence, model.scale_rule, scale=scale)
     probs, embedding = classify_with_embedding(
-        evidence, model, batch_size=batch_size, embed=reference is not None, footprints=footprints
-    )
+        evidence, model, batch_size=batch_size, footprints=footprints,
+        embed=reference is not None or reliability is not None,
+        observe=None if outputs is None else outputs.add,
+    )  # fmt: skip
     if keep is not None and len(keep) != len(probs):
         raise ValueError(f"keep has {len(keep)} entries but A has {len(probs)} components.")
     fields = classification_fields(
@@ -453,15 +471,60 @@ def classify(
         fingerprint=_fingerprint(evidence),
     )
     used = evidence_used(evidence, model)
-    facts = provenance(model, accept, min_prob, used)
+    facts = provenance(model, accept, min_prob, used, modality=used_modality)
     facts["crop_scale"] = float(footprints.scale)
     if evidence.dropped:  # evidence found but unfit for its role: said, never silently used
         facts["evidence_dropped"] = json.dumps(dict(evidence.dropped), sort_keys=True)
     score = is_ood = None
-    if reference is not None:
+    if reliability is not None:  # the expected error warns, in place of the OOD score
+        signals = file_signals(model, evidence, probs, embedding, outputs,
+                               quantiles=reliability.quantiles, ood_reference=reference)  # fmt: skip
+        error = assess(signals, reliability, source=evidence.source, n_components=evidence.n,
+                       model_name=model.name).expected_error  # fmt: skip
+        facts["expected_error"] = round(error, 4) if np.isfinite(error) else "nan"
+        if reference is not None:
+            score = signals["ood"]
+            is_ood = bool(np.isfinite(score) and score > reference.threshold)
+    elif reference is not None:
         score, is_ood = ood_score(evidence, model, reference=reference, embedding=embedding)
+    if score is not None:
         facts["ood_score"] = round(score, 4) if np.isfinite(score) else "nan"
     return Classification(fields, facts, score, is_ood)
+
+
+_IMAGING = {"1p": "one-photon", "2p": "two-photon"}
+
+
+def modality_mismatch(model: CalcompModel, modality: str, source: str = "") -> str:
+    """The warning for classifying ``modality`` components with a model trained for the
+    other modality: what is wrong, and what to do.
+
+    Examples
+    --------
+    >>> print(modality_mismatch(CalcompModel.load("calcomp_resnet_v1"), "1p", "a.hdf5"))
+    ... # doctest: +ELLIPSIS
+    a.hdf5: one-photon components classified by calcomp_resnet_v1, trained on two-photon ...
+    """
+    where = f"{source}: " if source else ""
+    text = (
+        f"{where}{_IMAGING[modality]} components classified by {model.name}, trained on "
+        f"{_IMAGING[model.modality]} data: its classes may be wrong. "
+    )
+    if modality == "2p":
+        return text + (
+            "Classify two-photon results with the default model (no --model / model=) or "
+            "--modality 1p if the data is one-photon."
+        )
+    if BUNDLED_ONE_PHOTON in bundled_models():
+        return text + (
+            f"Use the one-photon model: leave out --model / model= (or --model "
+            f"{BUNDLED_ONE_PHOTON}); --modality 2p if the data is two-photon."
+        )
+    return text + (
+        "This version bundles no one-photon model: check the classes with `calcomp curate` "
+        "and refit on your labels (calcomp finetune), or pass --model with a one-photon model "
+        "folder; --modality 2p if the data is two-photon."
+    )
 
 
 def _fingerprint(evidence: Evidence) -> np.ndarray:

@@ -116,3 +116,24 @@ def test_selection_kept_only_accepted_components_and_realigns(pipeline_run):
     assert loaded.A.shape[1] == kept + rejected
     np.testing.assert_array_equal(loaded.class_fingerprint, footprint_fingerprint(loaded.A))
     assert len(loaded.class_labels) == loaded.A.shape[1]
+
+
+def test_cnmfe_result_is_classified_as_one_photon(pipeline_run, tmp_path, caplog):
+    from calcomp_caiman.apps.one_file import classify_file, load_models
+    from calcomp_caiman.evidence.evidence import Evidence
+    from calcomp_caiman.io.caiman_h5 import read_estimates, read_evidence
+
+    _, cnm, out = pipeline_run
+    # CaImAn's own CNMFParams object, and the file cnm.save wrote from it
+    assert Evidence.from_estimates(cnm.estimates, cnm.params).modality == "1p"
+    assert read_evidence(out).modality == "1p"
+    model, one_photon_model = load_models("default", "auto")
+    with caplog.at_level(logging.WARNING, logger="calcomp_caiman"):
+        result, _ = classify_file(out, model=model, one_photon_model=one_photon_model,
+                                  out_path=tmp_path / "classified.hdf5")  # fmt: skip
+    assert result.modality == "1p"
+    stored = read_estimates(tmp_path / "classified.hdf5").classification
+    assert stored["modality"] == "1p" and stored["model"] == result.model
+    used = one_photon_model or model
+    warned = [r for r in caplog.records if "trained on two-photon data" in r.getMessage()]
+    assert len(warned) == (0 if used.modality == "1p" else 1)

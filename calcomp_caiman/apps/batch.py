@@ -26,6 +26,7 @@ from calcomp_caiman.apps.workers import TIMED_OUT, run_in_processes
 from calcomp_caiman.checks import check_gsig
 from calcomp_caiman.classify import acceptance_rule
 from calcomp_caiman.errors import CalcompError
+from calcomp_caiman.evidence.modality import check_modality
 from calcomp_caiman.io.atomic import atomic_write_text, remove_stale_temps
 from calcomp_caiman.io.registry import FORMATS, find_inputs, get_format
 from calcomp_caiman.model.folder import CalcompModel
@@ -96,6 +97,7 @@ class ReprocessOptions:
     Attributes
     ----------
     model : CalcompModel
+        Classifies every file (the two-photon ones, when ``one_photon_model`` is given).
     out_dir : Path, optional
         Write updated copies under this folder (keeping sub-folders); ``None`` updates
         every file in place, each atomically.
@@ -127,14 +129,20 @@ class ReprocessOptions:
         network share, a FIFO) is stopped and reported failed (``TimeoutError``), the file
         unchanged, and the batch goes on. ``None``: no limit. With a limit every file runs
         in a worker process of its own (see :func:`reprocess`).
+    modality : {"auto", "1p", "2p"}
+        One-photon (CNMF-E) or two-photon data; ``"auto"``: each file's CaImAn params say,
+        else two-photon (:mod:`calcomp_caiman.evidence.modality`).
+    one_photon_model : CalcompModel, optional
+        Classifies the one-photon files instead of ``model``
+        (:func:`~calcomp_caiman.apps.one_file.load_models`).
 
     Raises
     ------
     TypeError
-        ``model`` is not a :class:`CalcompModel`.
+        ``model`` (or ``one_photon_model``) is not a :class:`CalcompModel`.
     ValueError
-        Unknown ``format``, an acceptance rule the model does not allow, or a ``timeout``
-        that is not a positive number.
+        Unknown ``format`` or ``modality``, an acceptance rule the model does not allow, or
+        a ``timeout`` that is not a positive number.
     GsigError
         ``gSig`` outside ``(0, MAX_GSIG]``.
     """
@@ -151,13 +159,18 @@ class ReprocessOptions:
     replace_iscell: bool = False
     allow_pickle: bool = False
     timeout: float | None = None
+    modality: str = "auto"
+    one_photon_model: CalcompModel | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, CalcompModel):
-            raise TypeError(
-                f"model must be a CalcompModel (CalcompModel.load(...)), "
-                f"got {type(self.model).__name__}."
-            )
+        for name in ("model", "one_photon_model"):
+            value = getattr(self, name)
+            if not isinstance(value, CalcompModel) and (name == "model" or value is not None):
+                raise TypeError(
+                    f"{name} must be a CalcompModel (CalcompModel.load(...)), "
+                    f"got {type(value).__name__}."
+                )
+        check_modality(self.modality)
         if self.format != "auto" and self.format not in FORMATS:
             raise ValueError(f"format must be 'auto' or one of {FORMATS}, got {self.format!r}.")
         # checked before any file is read: a bad rule or gSig fails once, not per file; kept
@@ -247,21 +260,21 @@ def process_one(task: Task, options: ReprocessOptions) -> FileResult:
         ``KeyboardInterrupt``.
     """
     file, target, in_place = task
-    model = options.model
+    models = [m for m in (options.model, options.one_photon_model) if m is not None]
     try:
         kind = get_format(options.format, file)
         seen = {"plane": options.plane} if "plane" in kind.read_options else {}
         if (
             options.resume
             and target.exists()
-            and kind.is_classified_by(target, model.sha256, **seen)
+            and any(kind.is_classified_by(target, m.sha256, **seen) for m in models)
         ):
             return FileResult(str(file), str(target), "skipped", format=kind.name)
         if not in_place:
             target.parent.mkdir(parents=True, exist_ok=True)
         result, _ = classify_file(
             file,
-            model=model,
+            model=options.model,
             out_path=None if in_place else target,
             overwrite=options.overwrite,
             accept=options.accept,
@@ -271,6 +284,8 @@ def process_one(task: Task, options: ReprocessOptions) -> FileResult:
             plane=options.plane,
             replace_iscell=options.replace_iscell,
             allow_pickle=options.allow_pickle,
+            modality=options.modality,
+            one_photon_model=options.one_photon_model,
         )
         return result
     except (CalcompError, OSError, ValueError) as err:

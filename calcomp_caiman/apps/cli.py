@@ -106,6 +106,7 @@ def _cmd_classify(args) -> int:
     from calcomp_caiman.apps.one_file import (
         check_writable,
         classify_file,
+        load_models,
         same_file,
         write_component_csv,
     )
@@ -122,10 +123,12 @@ def _cmd_classify(args) -> int:
         raise FileNotFoundError(f"{args.input}: no such file")
     if args.csv:
         check_writable(args.csv)  # before the input is changed
-    model = _load_model(args.model)
+    model, one_photon_model = load_models(args.model, args.modality)
     result, fields = classify_file(
         args.input,
         model=model,
+        modality=args.modality,
+        one_photon_model=one_photon_model,
         out_path=None if args.in_place else args.out,
         overwrite=args.overwrite,
         accept=args.accept,
@@ -151,7 +154,7 @@ def _cmd_classify(args) -> int:
         ood = f"; OOD score {result.ood_score:.2f} ({threshold}{verdict})"
     print(
         f"{result.output}: {result.components} components ({counts}); calcomp accepts "
-        f"{result.accepted}{caiman}{ood}"
+        f"{result.accepted}{caiman}{ood}; {result.modality} data, model {result.model}"
     )
     if result.disagrees_with_caiman and not result.ood:  # (out of distribution: warned)
         print(
@@ -170,7 +173,7 @@ def _cmd_reprocess(args) -> int:
         reprocess,
         write_summary_csv,
     )
-    from calcomp_caiman.apps.one_file import check_writable
+    from calcomp_caiman.apps.one_file import check_writable, load_models
 
     if args.out_dir is None and not args.in_place:
         raise _UsageError(
@@ -182,8 +185,9 @@ def _cmd_reprocess(args) -> int:
     )
     Path(summary).parent.mkdir(parents=True, exist_ok=True)
     check_writable(summary)  # before any file is changed
+    model, one_photon_model = load_models(args.model, args.modality)
     options = ReprocessOptions(
-        _load_model(args.model),
+        model,
         out_dir=None if args.in_place else args.out_dir,
         overwrite=args.overwrite,
         resume=not args.no_resume,
@@ -195,6 +199,8 @@ def _cmd_reprocess(args) -> int:
         replace_iscell=args.replace_iscell,
         allow_pickle=args.allow_pickle,
         timeout=args.timeout or None,
+        modality=args.modality,
+        one_photon_model=one_photon_model,
     )
     total = len(find_result_files(args.paths, format=args.format))
     if args.scheduler or args.dask:

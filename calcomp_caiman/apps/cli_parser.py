@@ -10,6 +10,7 @@ import functools
 from pathlib import Path
 
 from calcomp_caiman._version import __version__
+from calcomp_caiman.evidence.modality import MODALITY_CHOICES
 from calcomp_caiman.schema import CLASSES
 
 __all__ = ["build_parser"]
@@ -141,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bundled model name or model folder (default: the lab's default "
                        "model, see `calcomp lab show`; else the bundled calcomp_v2)")  # fmt: skip
 
+    def modality_arg(p):
+        p.add_argument("--modality", default="auto", choices=MODALITY_CHOICES,
+                       help="one-photon (CNMF-E) or two-photon data; auto: from the file's "
+                       "CaImAn params (center_psf), else 2p. Without --model, picks the "
+                       "default model of that modality (default: %(default)s)")  # fmt: skip
+
     p = command("classify", help="classify one CaImAn result file")
     p.add_argument(
         "input", type=Path, help="CaImAn .hdf5 result file (or .nwb, Suite2p plane folder, masks)"
@@ -152,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", type=Path, help="also write a per-component table")
     p.add_argument("--gsig", type=float, help="override params/init/gSig (px)")
     model_arg(p)
+    modality_arg(p)
     _accept_args(p)
     _format_args(p)
     p.set_defaults(command="classify")
@@ -183,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         "limit (default: %(default)g)",
     )
     model_arg(p)
+    modality_arg(p)
     _accept_args(p)
     _format_args(p)
     p.set_defaults(command="reprocess")

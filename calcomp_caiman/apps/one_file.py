@@ -18,9 +18,11 @@ from pathlib import Path
 from calcomp_caiman.checks import check_gsig
 from calcomp_caiman.classify import acceptance_rule, classify
 from calcomp_caiman.errors import GsigError, InvalidFileError, OutputIsInputError
+from calcomp_caiman.evidence.modality import check_modality, modality_used
 from calcomp_caiman.io.registry import get_format
 from calcomp_caiman.io.sidecar import write_component_table
-from calcomp_caiman.model.folder import CalcompModel
+from calcomp_caiman.model.defaults import DEFAULT, resolve
+from calcomp_caiman.model.folder import CalcompModel, bundled_models
 from calcomp_caiman.model.ood import find_ood_reference
 from calcomp_caiman.schema import CLASSES
 
@@ -29,12 +31,13 @@ __all__ = [
     "FileResult",
     "check_writable",
     "classify_file",
+    "load_models",
     "same_file",
     "write_component_csv",
 ]
 
 SUMMARY_COLUMNS = (
-    ["file", "format", "output", "status", "components"]
+    ["file", "format", "modality", "output", "status", "components"]
     + list(CLASSES)
     + ["accepted", "caiman_accepted", "ood_score", "ood", "seconds", "error"]
 )
@@ -60,6 +63,9 @@ class FileResult:
         One line naming the file and the problem (failed only).
     format : str
         The reader used (``caiman``, ``nwb``, ``suite2p``, ``masks``).
+    modality, model : str
+        What the components were classified as (``"1p"``, ``"2p"``:
+        :mod:`calcomp_caiman.evidence.modality`) and the model's name (classified only).
     ood_score, ood, ood_threshold
         The out-of-distribution score of the file, whether it is above the model's
         threshold, and the threshold (:mod:`calcomp_caiman.model.ood`).
@@ -86,6 +92,8 @@ class FileResult:
     ood_threshold: float | None = None
     caiman_accepted: int | None = None
     error_type: str = ""
+    modality: str = ""
+    model: str = ""
 
     def row(self) -> dict:
         """The summary-CSV row (:data:`SUMMARY_COLUMNS`)."""
@@ -137,6 +145,45 @@ def check_writable(path: str | os.PathLike) -> Path:
     return path
 
 
+def load_models(
+    model: str | os.PathLike = DEFAULT, modality: str = "auto"
+) -> tuple[CalcompModel, CalcompModel | None]:
+    """The models a run classifies with: one for every file, and one for one-photon files.
+
+    Parameters
+    ----------
+    model : str or path-like
+        ``"default"``, a bundled name or a model folder (``--model``).
+    modality : {"auto", "1p", "2p"}
+        ``--modality``.
+
+    Returns
+    -------
+    model : CalcompModel
+        The model named; for ``"default"`` the default of ``modality`` (the two-photon one
+        for ``"auto"``: :meth:`CalcompModel.load`).
+    one_photon_model : CalcompModel or None
+        With ``"default"`` and ``"auto"``, the default model of one-photon files when it is
+        another model (the bundled one-photon model); else None: ``model`` classifies
+        every file.
+
+    Raises
+    ------
+    ValueError
+        ``modality`` is not one of ``auto``, ``1p``, ``2p``.
+    FileNotFoundError, CalcompError
+        As :meth:`CalcompModel.load`.
+    """
+    check_modality(modality)
+    main = CalcompModel.load(model, modality=None if modality == "auto" else modality)
+    if modality != "auto" or os.fspath(model) != DEFAULT:
+        return main, None
+    known = bundled_models()
+    if resolve(DEFAULT, known, modality="1p") == resolve(DEFAULT, known):
+        return main, None
+    return main, CalcompModel.load(DEFAULT, modality="1p")
+
+
 def classify_file(
     path: str | os.PathLike,
     *,
@@ -151,6 +198,8 @@ def classify_file(
     plane: str | None = None,
     replace_iscell: bool = False,
     allow_pickle: bool = False,
+    modality: str = "auto",
+    one_photon_model: CalcompModel | None = None,
 ) -> tuple[FileResult, dict]:
     """Classify the components of one CaImAn result file and write the answer into it.
 
@@ -162,6 +211,7 @@ def classify_file(
     path : path-like
         A CaImAn ``.hdf5`` result file (``cnm.save``).
     model : CalcompModel
+        Classifies the file (two-photon files only, when ``one_photon_model`` is given).
     out_path : path-like, optional
         Write an updated copy here; ``None`` updates ``path`` in place (atomically).
     overwrite : bool
@@ -182,6 +232,13 @@ def classify_file(
     allow_pickle : bool
         Suite2p only: allow loading its pickled ``stat.npy``/``ops.npy`` (loading a pickle
         can run any code: only for folders you trust).
+    modality : {"auto", "1p", "2p"}
+        One-photon (CNMF-E) or two-photon data; ``"auto"``: what the file's CaImAn params
+        say, else two-photon (:mod:`calcomp_caiman.evidence.modality`). Recorded with the
+        classification; a model trained for the other modality warns (once, in the log).
+    one_photon_model : CalcompModel, optional
+        Classifies the file instead of ``model`` when it is one-photon
+        (:func:`load_models`).
 
     Returns
     -------
@@ -203,6 +260,7 @@ def classify_file(
     """
     start = time.perf_counter()
     acceptance_rule(model, accept, min_prob)  # a bad rule fails before the file is read
+    check_modality(modality)
     try:
         gsig = check_gsig(gSig)
     except GsigError as err:
@@ -221,7 +279,12 @@ def classify_file(
         raise InvalidFileError(path, f"params/init/gSig: {err}") from None
     if gsig is not None:
         evidence = dataclasses.replace(evidence, gSig=gsig)
-    record = classify(evidence, model, accept=accept, min_prob=min_prob, batch_size=batch_size)
+    used = modality_used(modality, evidence.modality)
+    if used == "1p" and one_photon_model is not None:
+        model = one_photon_model
+    record = classify(
+        evidence, model, accept=accept, min_prob=min_prob, modality=used, batch_size=batch_size
+    )
     written = kind.write_classification(
         path, record.as_result(), out_path=out_path, overwrite=overwrite, **write_options
     )
@@ -242,6 +305,8 @@ def classify_file(
         caiman_accepted=(
             None if evidence.caiman_accepted is None else int(evidence.caiman_accepted.sum())
         ),
+        modality=used,
+        model=model.name,
     )
     return result, fields
 

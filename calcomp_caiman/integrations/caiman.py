@@ -18,6 +18,7 @@ import numpy as np
 from calcomp_caiman.classify import acceptance_rule, classify
 from calcomp_caiman.evidence.evidence import Evidence, params_value
 from calcomp_caiman.evidence.footprints import footprint_fingerprint, match_fingerprints
+from calcomp_caiman.evidence.modality import modality_used
 from calcomp_caiman.model.folder import CalcompModel
 from calcomp_caiman.schema import SELECTION_FIELDS
 
@@ -206,6 +207,7 @@ def evaluate_components_4class(
     min_prob: float | str | None = None,
     use_metrics: bool = False,
     image=None,
+    modality: str = "auto",
     batch_size: int = 128,
 ):
     """Classify every component of a CNMF result as neuron, process, noise or doubtful.
@@ -220,8 +222,9 @@ def evaluate_components_4class(
         ``estimates.dims`` is missing; with ``use_metrics``, the thresholds from
         ``params.quality``. Without it, ``gSig`` is estimated from the footprints.
     model : CalcompModel, optional
-        Default: the lab's default model (``calcomp lab``, :mod:`calcomp_caiman.model.defaults`),
-        else the bundled one.
+        Default: the default model of the result's modality (see ``modality``): the lab's
+        default model (``calcomp lab``, :mod:`calcomp_caiman.model.defaults`), else the
+        bundled one; for one-photon results the bundled one-photon model when installed.
     accept : sequence of str, optional
         Classes that count as accepted (``idx_components``), e.g. ``("neuron",)`` or
         ``("neuron", "doubtful")``; default: the model folder's ``thresholds.json``.
@@ -236,6 +239,11 @@ def evaluate_components_4class(
     image : (H, W) ndarray, optional
         A mean or max image of the movie (the correlation image ``estimates.Cn`` is
         used when present).
+    modality : {"auto", "1p", "2p"}
+        One-photon (CNMF-E) or two-photon data; ``"auto"``: from ``params``
+        (``init.center_psf`` or ``init.method_init == 'corr_pnr'``: one-photon;
+        :mod:`calcomp_caiman.evidence.modality`), two-photon without them. A model trained
+        for the other modality still classifies, with one warning in the log.
     batch_size : int
         Patches per forward pass.
 
@@ -291,7 +299,8 @@ def evaluate_components_4class(
     True
     """
     evidence = Evidence.from_estimates(estimates, params, image=image)
-    model = CalcompModel.load() if model is None else model
+    used_modality = modality_used(modality, evidence.modality)
+    model = CalcompModel.load(modality=used_modality) if model is None else model
     acceptance_rule(model, accept, min_prob)  # a bad rule fails before any work
     keep = _metrics_rule(estimates, params) if use_metrics else None
     if keep is not None and len(keep) != evidence.n:
@@ -300,8 +309,9 @@ def evaluate_components_4class(
         )
     # the record fingerprints A as the caller holds it (Evidence keeps that fingerprint)
     record = classify(
-        evidence, model, accept=accept, min_prob=min_prob, keep=keep, batch_size=batch_size
-    )
+        evidence, model, accept=accept, min_prob=min_prob, keep=keep,
+        modality=used_modality, batch_size=batch_size,
+    )  # fmt: skip
     scale = float(record.provenance["crop_scale"])
     discarded = _classify_discarded(estimates, params, evidence.dims, model, scale, batch_size)
     for name, value in record.fields.items():
@@ -309,9 +319,9 @@ def evaluate_components_4class(
     for name, value in discarded.items():
         _set(estimates.discarded_components, name, value)
     logger.info(
-        "%d components: %d accepted (%s; evidence: %s)", record.n,
+        "%d components: %d accepted (%s; evidence: %s; %s, model %s)", record.n,
         len(record.fields["idx_components"]), record.provenance["accept"],
-        record.provenance["evidence"],
+        record.provenance["evidence"], used_modality, model.name,
     )  # fmt: skip
     return estimates
 
@@ -326,6 +336,9 @@ def _classify_discarded(estimates, params, dims, model, scale, batch_size) -> di
     if A is None or isinstance(A, (str, bytes)) or A.shape[-1] == 0:
         return {}
     evidence = Evidence.from_estimates(discarded, params, dims=dims)
-    # cropped at the scale of the kept components: they are the same cells' file
-    record = classify(evidence, model, scale=scale, ood=False, batch_size=batch_size)
+    # cropped at the scale of the kept components: they are the same cells' file; a
+    # modality mismatch was warned of for those (only the fields are kept from this record)
+    record = classify(
+        evidence, model, scale=scale, ood=False, modality=model.modality, batch_size=batch_size
+    )
     return {name: record.fields[name] for name in FOUR_CLASS_FIELDS}

@@ -52,7 +52,7 @@ from calcomp_caiman.evidence.features import absent_features, feature_names
 from calcomp_caiman.evidence.transients import SAMPLES
 from calcomp_caiman.io.atomic import atomic_replace, atomic_write_text
 from calcomp_caiman.model.cpus import available_cpus
-from calcomp_caiman.model.defaults import resolve
+from calcomp_caiman.model.defaults import model_modality, resolve
 from calcomp_caiman.model.engine import Engine
 from calcomp_caiman.model.head import FusionHead, head_inputs, softmax
 from calcomp_caiman.model.network import build_resnet, variable_name
@@ -109,6 +109,10 @@ class CalcompModel:
         ``thresholds.json``: ``accept`` (class names), ``min_prob`` and ``temperature``.
     sha256 : str
         SHA256 of the saved ``weights.npz`` (empty for a model not saved yet).
+    folder : Path, optional
+        The folder :meth:`load` read it from (None for a model made in memory): where
+        files that describe this very model, such as ``reliability.json``
+        (:mod:`calcomp_caiman.model.reliability`), are found.
 
     Models compare and hash by identity (``eq=False``): two loads of one folder are two
     objects; compare ``sha256`` to tell whether two models have the same weights.
@@ -125,6 +129,7 @@ class CalcompModel:
     config: dict
     thresholds: dict = field(default_factory=dict)
     sha256: str = ""
+    folder: Path | None = None
 
     def __post_init__(self):
         classes = tuple(self.config.get("classes", ()))
@@ -146,6 +151,7 @@ class CalcompModel:
         object.__setattr__(self, "_temporal", temporal)
         version = self.config.get("version", 2 if head is not None else 1)
         object.__setattr__(self, "_version", int(version))
+        object.__setattr__(self, "_modality", model_modality(self.config))
         names = self._recorded_feature_names(head)
         object.__setattr__(self, "_feature_names", names)
         object.__setattr__(self, "_columns", np.array([feature_names().index(n) for n in names]))
@@ -215,6 +221,12 @@ class CalcompModel:
         return self._version
 
     @property
+    def modality(self) -> str:
+        """The imaging the model was trained on: ``"1p"`` (one-photon, CNMF-E) or ``"2p"``
+        (``config.json`` ``modality``; absent: two-photon)."""
+        return self._modality
+
+    @property
     def channel_names(self) -> tuple[str, ...]:
         """The channels the network reads (model v3, :data:`~calcomp_caiman.evidence.channels.CHANNELS`);
         ``("footprint",)`` for models v1 and v2."""
@@ -277,7 +289,9 @@ class CalcompModel:
         return self._engine.flops_per_patch(self.patch_size)
 
     @classmethod
-    def load(cls, name_or_folder: str | os.PathLike = "default") -> CalcompModel:
+    def load(
+        cls, name_or_folder: str | os.PathLike = "default", *, modality: str | None = None
+    ) -> CalcompModel:
         """Load a bundled model by name, or a model folder.
 
         Parameters
@@ -286,6 +300,10 @@ class CalcompModel:
             ``"default"`` (the lab's default model when one is set, else the bundled
             ``calcomp_v2``: :mod:`calcomp_caiman.model.defaults`), a bundled name, or the
             path of a folder written by :meth:`save`.
+        modality : {"1p", "2p"}, optional
+            The imaging of the results to classify: for ``"1p"``, ``"default"`` means the
+            bundled one-photon model when it is installed
+            (:func:`~calcomp_caiman.model.defaults.resolve`). A named model is loaded as it is.
 
         Returns
         -------
@@ -301,7 +319,7 @@ class CalcompModel:
             missing or unreadable.
         """
         known = bundled_models()
-        key = resolve(name_or_folder, known)  # "default": the lab's, else the bundled one
+        key = resolve(name_or_folder, known, modality=modality)  # "default": lab's, else bundled
         if key in known:
             folder = known[key]
         elif Path(key).is_dir():
@@ -330,7 +348,7 @@ class CalcompModel:
         except (OSError, ValueError, KeyError) as err:
             raise CalcompError(f"{folder}: cannot read model folder: {err}") from err
         logger.debug("loaded model %s from %s", config.get("name"), folder)
-        return cls(weights, config, thresholds, digest)
+        return cls(weights, config, thresholds, digest, folder)
 
     def predict(
         self,

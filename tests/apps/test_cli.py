@@ -379,7 +379,7 @@ def test_classify_says_what_caiman_kept_and_what_the_ood_score_means(caiman_copy
     assert (
         f"; calcomp accepts {accepted}, CaImAn's own selection kept {kept}; OOD score " in lines[0]
     )
-    assert lines[0].endswith(" (threshold 1.16: in distribution)"), lines
+    assert lines[0].endswith(" (threshold 1.16: in distribution); 2p data, model calcomp_v2"), lines
     assert lines[1].startswith("calcomp and CaImAn's own selection differ a lot: check with "
                                f"`calcomp curate {source}` (label ~30 components)")  # fmt: skip
 
