@@ -202,6 +202,44 @@ def evaluation_sets(base_val, base_test, hybrid_val, hybrid_test) -> dict:
     return {name: items for name, items in sets.items() if items}
 
 
+COLUMNS = ("v3", "v2", "v3-no-traces", "v3-no-image", "v3-no-metrics", "v3-footprints-only",
+           "caiman-rule", "caiman-cnn", "shape-features")  # fmt: skip
+
+
+def markdown(report: dict) -> str:
+    """``evaluation.md``: one table per set, a row per number, a column per method."""
+
+    def fmt(value) -> str:
+        return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = [
+        f"# calcomp_v3 evaluation (default rule P(neuron) >= {report['default_rule']['min_prob']})",
+        "",
+    ]
+    numbers = (
+        ("4-class macro-F1", lambda r: r["macro_f1"]),
+        ("neuron-vs-rest ROC-AUC", lambda r: r["auc_neuron_vs_rest"]),
+        (
+            "true neurons kept at the default rule",
+            lambda r: r["at_default_rule"]["accepted_recall"],
+        ),
+        ("accepted-set F1 at the default rule", lambda r: r["at_default_rule"]["accepted_f1"]),
+        ("noise rejected at the default rule", lambda r: r["at_default_rule"]["noise_rejected"]),
+        ("calibration error (ECE)", lambda r: r["ece"]),
+        ("best cut", lambda r: r["best_cut"]),
+        ("accepted-set F1 at the best cut", lambda r: r["at_best_cut"]["accepted_f1"]),
+    )
+    for name, rows in report["rows"].items():
+        methods = [m for m in COLUMNS if m in rows]
+        n = next(iter(rows.values()))["components"]
+        lines += [f"## {name} ({n} labelled components)", "",
+                  "| | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]  # fmt: skip
+        for label, get in numbers:
+            lines.append(f"| {label} | " + " | ".join(fmt(get(rows[m])) for m in methods) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sim", type=Path, default=CACHE / "simdata")
@@ -287,6 +325,7 @@ def main() -> None:
     atomic_write_text(
         args.out / "evaluation.json", json.dumps(report, indent=2, default=str) + "\n"
     )
+    atomic_write_text(args.out / "evaluation.md", markdown(report))
     log.info("done after %.0f s", report["seconds"])
 
 
