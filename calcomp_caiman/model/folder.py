@@ -527,7 +527,10 @@ class CalcompModel:
         The step after the network, exposed so that training and refitting can reuse
         the network's output instead of recomputing it. Components without traces are
         calibrated with ``thresholds.json``'s ``temperature_without_traces`` when present
-        (masks from other pipelines), the others with ``temperature``. ``profiles`` and
+        (masks from other pipelines), the others with ``temperature``; for them
+        ``neuron_shift_without_traces`` (model v3), when present, is added to the calibrated
+        neuron logit, so that the one acceptance cut ``min_prob`` (chosen on results with
+        traces) keeps as many true neurons of masks as of CaImAn results. ``profiles`` and
         ``presence``: model v3 (:meth:`head_inputs`).
         """
         if self._head is None:
@@ -535,10 +538,18 @@ class CalcompModel:
         inputs = self.head_inputs(shape_logits, features, profiles=profiles, presence=presence)
         temperature = np.full(len(inputs), float(self.thresholds.get("temperature", 1.0)))
         without = self.thresholds.get("temperature_without_traces")
-        if without is not None and len(inputs):
-            temperature[~self._has_traces(features, profiles)] = float(without)
-        logits = self._head.logits(inputs)
-        return softmax((logits / temperature[:, None]).astype(np.float32))
+        shift = self.thresholds.get("neuron_shift_without_traces")
+        no_traces = (
+            ~self._has_traces(features, profiles)
+            if len(inputs) and (without is not None or shift)
+            else np.zeros(len(inputs), bool)
+        )
+        if without is not None:
+            temperature[no_traces] = float(without)
+        logits = self._head.logits(inputs) / temperature[:, None]
+        if shift:
+            logits[no_traces, CLASSES.index("neuron")] += float(shift)
+        return softmax(logits.astype(np.float32))
 
     def _has_traces(self, features: np.ndarray, profiles: np.ndarray | None) -> np.ndarray:
         features = np.asarray(features)

@@ -70,6 +70,7 @@ __all__ = [
     "augment_channels",
     "branch_inputs",
     "choose_min_prob",
+    "choose_neuron_shift",
     "fit_fusion_head",
     "fit_image_branch",
     "fit_temporal_branch",
@@ -130,13 +131,13 @@ class V3Settings:
     dropout: float = 0.2
     channels: tuple[str, ...] = CHANNELS
     channel_dropout: float = 0.3
-    epochs: int = 30
+    epochs: int = 45
     batch_size: int = 64
     learning_rate: float = 1e-3
-    patience: int = 6
+    patience: int = 8
     temporal_hidden: int = 32
     temporal_l2: float = 1e-3
-    head_grid: tuple[tuple[int, float], ...] = ((16, 1e-3), (32, 3e-4), (32, 1e-3))
+    head_grid: tuple[tuple[int, float], ...] = ((8, 1e-2), (16, 3e-3), (16, 1e-2), (32, 3e-3))
     copies: int = 3
     p_drop: float = 0.4
     recall_target: float = 0.95
@@ -565,6 +566,50 @@ def choose_min_prob(
     return float(cuts[best]), report
 
 
+def choose_neuron_shift(
+    model: CalcompModel,
+    rows: HeadRows,
+    rows_without_traces: np.ndarray,
+    *,
+    recall_target: float = 0.95,
+) -> tuple[float, dict]:
+    """The shift of the neuron logit of components without traces (masks) at ``min_prob``.
+
+    Among shifts from -3 to 3 (0.1 steps) whose recall of true neurons is at least
+    ``recall_target`` on every source of ``rows[rows_without_traces]`` at the model's
+    ``min_prob``, the one with the best mean accepted-set F1; when none reaches it, the
+    largest shift (the most neurons kept).
+
+    Returns
+    -------
+    shift : float
+    report : dict
+        As :func:`choose_min_prob`'s, at the chosen shift.
+    """
+    cut = float(model.thresholds["min_prob"])
+    labels, sources = rows.labels[rows_without_traces], rows.sources[rows_without_traces]
+    best = None
+    for shift in np.round(np.arange(-3.0, 3.01, 0.1), 1):
+        probs = rows.probs(model.with_thresholds(neuron_shift_without_traces=float(shift)))
+        accepted = probs[rows_without_traces, CLASSES.index("neuron")] >= cut
+        recalls, f1s = [], []
+        for source in np.unique(sources):
+            members = (sources == source) & (labels != UNLABELLED)
+            positive = labels[members] == 1
+            if positive.any():
+                tp = np.sum(accepted[members] & positive)
+                recalls.append(float(tp / positive.sum()))
+                precision = tp / max(accepted[members].sum(), 1)
+                f1s.append(float(2 * precision * recalls[-1] / max(precision + recalls[-1], 1e-12)))
+        feasible = bool(min(recalls, default=1.0) >= recall_target - 1e-12)
+        key = (feasible, float(np.mean(f1s)) if feasible else float(shift))
+        if best is None or key > best[0]:
+            best = (key, float(shift), {"recall": recalls, "accepted_f1": f1s,
+                                        "sources": [str(s) for s in np.unique(sources)],
+                                        "feasible": feasible})  # fmt: skip
+    return best[1], best[2]
+
+
 def weighted_temperature(logits: np.ndarray, allowed: np.ndarray, weights: np.ndarray) -> float:
     """The softmax temperature minimising the weighted set NLL of ``logits`` (as
     :func:`~calcomp_caiman.model.head.fit_temperature`, with a weight per row).
@@ -757,17 +802,28 @@ def fit_fusion_head(
     model = model.with_head(
         model.head, fusion_head={"hidden": hidden, "l2": l2, "inputs": model.head_input_names}
     ).with_thresholds(**model.thresholds)
+    # the cut on the results with traces (CaImAn's); masks reach it by a neuron shift
+    traces = val_rows.features[:, feature_names().index("has_traces")] > 0
     probs = val_rows.probs(model)
-    min_prob, report = choose_min_prob(probs, val_rows.labels, val_rows.sources,
-                                       recall_target=settings.recall_target)  # fmt: skip
+    min_prob, report = choose_min_prob(probs[traces], val_rows.labels[traces],
+                                       val_rows.sources[traces], recall_target=settings.recall_target)  # fmt: skip
     model = model.with_thresholds(accept=["neuron"], min_prob=min_prob)
     logger.info("v3: min_prob %.2f, per source %s", min_prob, json.dumps(report))
+    shift, shift_report = None, None
+    if np.any(~traces & (val_rows.labels == 1)):
+        shift, shift_report = choose_neuron_shift(model, val_rows, ~traces,
+                                                  recall_target=settings.recall_target)  # fmt: skip
+        model = model.with_thresholds(neuron_shift_without_traces=shift)
+        logger.info("v3: neuron shift without traces %.2f, per source %s", shift,
+                    json.dumps(shift_report))  # fmt: skip
     history = {
         "head": {"candidates": candidates, "hidden": hidden, "l2": l2},
         "temperatures": {k: model.thresholds[k] for k in ("temperature", "temperature_without_traces")
                          if k in model.thresholds},
         "min_prob": min_prob,
         "min_prob_report": report,
+        "neuron_shift_without_traces": shift,
+        "neuron_shift_report": shift_report,
     }  # fmt: skip
     return model, history
 

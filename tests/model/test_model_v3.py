@@ -138,3 +138,15 @@ def test_v1_and_v2_are_what_they_were():
     assert v2.head_input_names[4:] == list(v2.feature_names)
     with pytest.raises(ValueError, match="patches must have shape"):
         v2.predict(np.zeros((1, 50, 50, 4), np.float32))
+
+
+def test_the_neuron_shift_moves_components_without_traces_only(model, session):
+    ev = _evidence(session)
+    both = [ev, ev.without("traces")]
+    before = [classify_evidence(e, model) for e in both]
+    shifted = model.with_thresholds(neuron_shift_without_traces=1.5)
+    after = [classify_evidence(e, shifted) for e in both]
+    np.testing.assert_array_equal(after[0], before[0])  # traces: unchanged
+    assert np.all(after[1][:, 0] > before[1][:, 0])  # masks: P(neuron) up, the order kept
+    np.testing.assert_array_equal(np.argsort(after[1][:, 0]), np.argsort(before[1][:, 0]))
+    np.testing.assert_allclose(after[1].sum(axis=1), 1, atol=1e-6)
