@@ -781,6 +781,9 @@ def fit_fusion_head(
         ``head`` candidates and the chosen size, ``temperatures``, ``min_prob`` and
         ``min_prob_report``.
     """
+    # a shift fitted for another head means nothing for the new one
+    kept = {k: v for k, v in shell.thresholds.items() if k != "neuron_shift_without_traces"}
+    shell = CalcompModel(shell.weights, shell.config, kept)
     rows = head_rows(shell, train, train_inputs, copies=settings.copies, p_drop=settings.p_drop,
                      seed=settings.seed)  # fmt: skip
     val_rows = head_rows(shell, validation, val_inputs)
