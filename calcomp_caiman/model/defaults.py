@@ -59,7 +59,7 @@ DEFAULT = "default"
 ENV = "CALCOMP_MODEL"
 """Environment variable naming the default model (a folder or a bundled name)."""
 
-BUNDLED_DEFAULT = "calcomp_v2"
+BUNDLED_DEFAULT = "calcomp_v3"
 """The bundled model used when no lab default is set."""
 
 BUNDLED_ONE_PHOTON = "calcomp_v3_1p"
@@ -119,7 +119,7 @@ def default_model(environ: Mapping[str, str] | None = None) -> DefaultModel:
     Examples
     --------
     >>> default_model({"XDG_CONFIG_HOME": "/nonexistent"}).model
-    'calcomp_v2'
+    'calcomp_v3'
     >>> default_model({"CALCOMP_MODEL": "/labs/ours/model"}).reason
     'environment variable CALCOMP_MODEL'
     """

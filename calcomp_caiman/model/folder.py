@@ -121,7 +121,9 @@ class CalcompModel:
     --------
     >>> import numpy as np
     >>> model = CalcompModel.load()          # the bundled model, hash-checked
-    >>> model.predict(np.zeros((2, 50, 50), np.float32)).shape
+    >>> model.channel_names, model.patch_size  # model v3 reads channels at each component
+    (('footprint', 'neighbours', 'cn', 'image'), 32)
+    >>> model.predict(np.zeros((2, 32, 32, 4), np.float32)).shape
     (2, 4)
     """
 
@@ -598,14 +600,14 @@ class CalcompModel:
         Returns
         -------
         (N, D) float32 ndarray
-            ``D`` is the width of the last block (96 for the bundled network); the
-            class logits are an affine function of it.
+            ``D`` is the width of the last block (64 for the bundled model v3, 96 for
+            ``calcomp_resnet_v1``); the class logits are an affine function of it.
 
         Examples
         --------
         >>> import numpy as np
-        >>> CalcompModel.load().embed(np.zeros((2, 50, 50), np.float32)).shape
-        (2, 96)
+        >>> CalcompModel.load().embed(np.zeros((2, 32, 32, 4), np.float32)).shape
+        (2, 64)
         """
         patches = self._check_patches(patches)
         width = int(self._engine.dense[0].shape[0])

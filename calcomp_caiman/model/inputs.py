@@ -79,7 +79,7 @@ def model_inputs(
     >>> ev = Evidence.build(cell.reshape(-1, 1, order="F"), (64, 64), gSig=5)
     >>> model = CalcompModel.load()
     >>> [part.patches.shape for part in model_inputs(ev, model, footprints_for(ev, "footprints"))]
-    [(1, 50, 50)]
+    [(1, 32, 32, 4)]
     """
     flat, flat_dims, scale = footprints
     found = profiles = channels = None

@@ -152,8 +152,8 @@ def fit_ood_reference(
     >>> import numpy as np
     >>> from calcomp_caiman.model.folder import CalcompModel
     >>> rng = np.random.default_rng(0)
-    >>> patches = rng.random((20, 50, 50), np.float32)
-    >>> reference = fit_ood_reference(CalcompModel.load(), patches, np.arange(20) % 2)
+    >>> patches = rng.random((20, 50, 50), np.float32)  # model v1/v2: footprint patches
+    >>> reference = fit_ood_reference(CalcompModel.load("calcomp_v2"), patches, np.arange(20) % 2)
     >>> reference.means.shape, reference.n_patches
     ((2, 96), 20)
     """
@@ -219,7 +219,7 @@ def fit_evidence_reference(
     >>> ev = Evidence.build(A, (64, 64), gSig=4)
     >>> ref = fit_evidence_reference(CalcompModel.load(), [ev], [np.array([1, 1, 3])])
     >>> ref.means.shape, ref.n_patches
-    ((2, 96), 3)
+    ((2, 64), 3)
     """
     evidence, labels = list(evidence), [np.asarray(x) for x in labels]
     sources = None if sources is None else [str(source) for source in sources]
