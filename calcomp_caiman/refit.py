@@ -171,9 +171,11 @@ def labelled_inputs(
     >>> rr, cc = np.mgrid[:64, :64]
     >>> cell = ((rr - 30) ** 2 + (cc - 30) ** 2 <= 25).astype(np.float32)
     >>> ev = Evidence.build(cell.reshape(-1, 1, order="F"), (64, 64), gSig=5)
-    >>> x = labelled_inputs(CalcompModel.load(), ev, np.arange(1))
-    >>> x.logits.shape, x.profiles is None
-    ((1, 4), True)
+    >>> x = labelled_inputs(CalcompModel.load(), ev, np.arange(1))  # the default, a v3
+    >>> x.logits.shape, x.profiles.shape, x.presence.shape
+    ((1, 4), (1, 2, 32), (1, 3))
+    >>> labelled_inputs(CalcompModel.load("calcomp_v2"), ev, np.arange(1)).profiles is None
+    True
     """
     components = np.asarray(components, dtype=np.int64)
     if components.size and (components.min() < 0 or components.max() >= evidence.n):
@@ -288,12 +290,15 @@ def _label_codes(labels, result: int) -> np.ndarray:
 
 def _temperatures(model: CalcompModel, x: LabelledInputs) -> np.ndarray:
     """Each row's calibration temperature as :meth:`CalcompModel.fuse` applies it: a probe
-    head whose logits are (1, 0, 0, 0) everywhere gives ``softmax((1, 0, 0, 0) / T)``."""
+    head whose logits are one for process and zero for the others gives process and noise
+    probabilities whose log ratio is ``1 / T`` (the neuron shift of components without
+    traces touches only the neuron column)."""
     head = model.head
+    process, noise = CLASSES.index("process"), CLASSES.index("noise")
     probe = FusionHead(head.mean, head.scale, head.w1, head.b1, np.zeros_like(head.w2),
-                       np.eye(head.w2.shape[1])[0])  # fmt: skip
+                       np.eye(head.w2.shape[1])[process])  # fmt: skip
     p = x.probs(model.with_head(probe)).astype(np.float64)
-    return 1.0 / (np.log(p[:, 0]) - np.log(p[:, 1]))
+    return 1.0 / (np.log(p[:, process]) - np.log(p[:, noise]))
 
 
 def _log_probs(model: CalcompModel, x: LabelledInputs) -> np.ndarray:
@@ -380,10 +385,16 @@ def calibrated_model(
     model: CalcompModel, calibration: Calibration, min_prob: float | None = None, **config
 ) -> CalcompModel:
     """``model`` with ``calibration`` folded in: biases added to its head's output biases,
-    its temperatures multiplied by the factor; ``min_prob`` when given. Not saved."""
+    its temperatures multiplied by the factor and its ``neuron_shift_without_traces``
+    (added after the temperature, :meth:`CalcompModel.fuse`) divided by it, so that the
+    model computes :func:`~calcomp_caiman.model.head.calibrated_log_probs` of its own
+    log-probabilities, with or without traces; ``min_prob`` when given. Not saved."""
     keys = [k for k in ("temperature", "temperature_without_traces") if k in model.thresholds]
     thresholds = {key: float(model.thresholds[key]) * calibration.factor for key in keys}
     thresholds.setdefault("temperature", calibration.factor)
+    shift = model.thresholds.get("neuron_shift_without_traces")
+    if shift is not None:
+        thresholds["neuron_shift_without_traces"] = float(shift) / calibration.factor
     if min_prob is not None:
         thresholds["min_prob"] = min_prob
     head = model.head.with_bias(calibration.biases)

@@ -17,6 +17,7 @@ from calcomp_caiman.model.head import Calibration, calibrated_log_probs, fit_cal
 from calcomp_caiman.refit import (
     HEAD_LABELS,
     LEVELS,
+    LabelledInputs,
     calibrated_model,
     fit_cut,
     labelled_inputs,
@@ -30,26 +31,77 @@ DEMO = Path(str(resources.files("calcomp_caiman.data") / "demo_caiman_sim.hdf5")
 
 @pytest.fixture(scope="module")
 def demo():
+    """The default model (a v3), the demo result (traces) and what its head reads."""
     model = CalcompModel.load()
     evidence = read_evidence(DEMO)
-    return model, evidence, labelled_inputs(model, evidence, np.arange(evidence.n))[:2]  # v2
+    return model, evidence, labelled_inputs(model, evidence, np.arange(evidence.n))
 
 
-def test_calibration_is_what_the_saved_model_computes(demo, tmp_path):
-    model, evidence, (z, f) = demo
+@pytest.fixture(scope="module")
+def masks(demo):
+    """The demo's footprints without traces (masks): the neuron shift applies to them."""
+    model, evidence, _ = demo
+    evidence = evidence.without("traces")
+    return evidence, labelled_inputs(model, evidence, np.arange(evidence.n))
+
+
+def _refit_rows(model, x: LabelledInputs, labels, **options):
+    return refit_inputs(model, x.logits, x.features, labels, profiles=x.profiles,
+                        presence=x.presence, **options)  # fmt: skip
+
+
+def test_calibration_is_what_the_saved_model_computes(demo, masks, tmp_path):
+    model, evidence, x = demo
     calibration = Calibration(np.array([1.0, -0.5, 0.2, -0.7]), 1.7)
     new = calibrated_model(model, calibration, min_prob=0.3, name="cal")
     saved = CalcompModel.load(new.save(tmp_path / "cal"))
-    log_p = np.log(model.fuse(z, f).astype(np.float64))
-    temperature = np.full(len(z), model.thresholds["temperature"])  # the demo has traces
-    expected = np.exp(calibrated_log_probs(log_p, temperature, calibration))
-    np.testing.assert_allclose(saved.fuse(z, f), expected, atol=2e-5)
-    np.testing.assert_allclose(classify_evidence(evidence, saved), expected, atol=2e-5)
+    for ev, inputs, key in ((evidence, x, "temperature"), (*masks, "temperature_without_traces")):
+        log_p = np.log(inputs.probs(model).astype(np.float64))
+        temperature = np.full(ev.n, model.thresholds[key])
+        expected = np.exp(calibrated_log_probs(log_p, temperature, calibration))
+        np.testing.assert_allclose(inputs.probs(saved), expected, atol=2e-5)
+        np.testing.assert_allclose(classify_evidence(ev, saved), expected, atol=2e-5)
     assert saved.thresholds["min_prob"] == 0.3
     assert saved.thresholds["temperature"] == pytest.approx(1.7 * model.thresholds["temperature"])
     assert saved.thresholds["temperature_without_traces"] == pytest.approx(
         1.7 * model.thresholds["temperature_without_traces"]
     )
+    assert saved.thresholds["neuron_shift_without_traces"] == pytest.approx(
+        model.thresholds["neuron_shift_without_traces"] / 1.7
+    )
+
+
+def test_a_refit_keeps_the_neuron_shift_of_masks(demo, masks, tmp_path):
+    """Labels of components without traces: the calibration is fitted on the
+    probabilities the model gives them (their temperature, the neuron shift), and the
+    refitted folder, saved and loaded, still shifts them."""
+    model, _, _ = demo
+    evidence, x = masks
+    shift = model.thresholds["neuron_shift_without_traces"]
+    assert shift > 0
+    probs = x.probs(model)
+    neurons = np.flatnonzero(probs.argmax(axis=1) == 0)[:12]
+    assert len(neurons) == 12
+    labels = np.full(12, CLASSES.index("noise") + 1)
+    new, report = refit(model, [evidence], [labels], [neurons], level="calibration")
+    assert report["level"] == "calibration" and report["applied"], report["summary"]
+    saved = CalcompModel.load(new.save(tmp_path / "refit"))
+    factor = saved.thresholds["temperature"] / model.thresholds["temperature"]
+    assert saved.thresholds["neuron_shift_without_traces"] == pytest.approx(shift / factor)
+    log_p = np.log(probs[neurons].astype(np.float64))
+    temperature = np.full(12, model.thresholds["temperature_without_traces"])
+    expected = fit_calibration(log_p, temperature, label_masks(labels).astype(bool))
+    assert factor == pytest.approx(expected.factor, rel=1e-6)
+    np.testing.assert_allclose(saved.head.b2 - model.head.b2, expected.biases, atol=1e-5)
+    np.testing.assert_allclose(classify_evidence(evidence, saved), x.probs(new), atol=1e-6)
+    # the head level keeps it as it is; without the shift the saved model would differ
+    doubtful = np.where(probs.argmax(axis=1) == 0, 4, probs.argmax(axis=1) + 1)
+    head, report = _refit_rows(model, x, doubtful, level="head", anchor=1.0)
+    assert report["level"] == "head" and report["applied"], report["summary"]
+    reloaded = CalcompModel.load(head.save(tmp_path / "head"))
+    assert reloaded.thresholds["neuron_shift_without_traces"] == shift
+    unshifted = reloaded.with_thresholds(neuron_shift_without_traces=0.0)
+    assert not np.allclose(x.probs(reloaded), x.probs(unshifted), atol=1e-3)
 
 
 def test_the_prior_pulls_towards_no_change():
@@ -71,8 +123,8 @@ def test_the_cut_moves_as_far_as_the_decisions_agree():
 
 
 def test_few_labels_calibrate_and_say_so(demo, tmp_path):
-    model, evidence, (z, f) = demo
-    before = model.fuse(z, f)
+    model, evidence, x = demo
+    before = x.probs(model)
     neurons = np.flatnonzero(before.argmax(axis=1) == 0)[:12]
     assert len(neurons) == 12
     csv = tmp_path / "labels.csv"
@@ -84,7 +136,7 @@ def test_few_labels_calibrate_and_say_so(demo, tmp_path):
     assert report["calibration"]["biases"]["noise"] > 0.5  # the lab's noise is likelier
     assert report["calibration"]["temperature_factor"] > 1  # and the model less sure
     assert report["agreement"]["before"] == 0.0 and report["after"] >= report["before"]
-    after = new.fuse(z, f)
+    after = x.probs(new)
     rule = acceptance_rule(new)
     assert not accept_components(after[neurons], accept=rule.accept, min_prob=rule.min_prob).any()
     assert accept_components(before[neurons], min_prob=model.thresholds["min_prob"]).all()
@@ -102,14 +154,14 @@ def test_few_labels_calibrate_and_say_so(demo, tmp_path):
 def test_a_refit_that_does_not_help_is_not_applied(demo):
     """Labels that carry nothing the model lacks (drawn from its own probabilities):
     the model comes back unchanged, and the report says why."""
-    model, evidence, (z, f) = demo
-    probs = model.fuse(z, f).astype(np.float64)
+    model, evidence, x = demo
+    probs = x.probs(model).astype(np.float64)
     rng = np.random.default_rng(7)
     kept = 0
     for _ in range(4):
         rows = rng.choice(evidence.n, size=10, replace=False)
         labels = np.array([rng.choice(4, p=p / p.sum()) + 1 for p in probs[rows]])
-        new, report = refit_inputs(model, z[rows], f[rows], labels)
+        new, report = _refit_rows(model, x.take(rows), labels)
         if report["applied"]:
             assert new is not model and report["summary"] == LEVELS[report["level"]]
             continue
@@ -123,38 +175,40 @@ def test_a_refit_that_does_not_help_is_not_applied(demo):
 
 
 def test_many_labels_try_the_head_on_held_out_files(demo):
-    model, evidence, (z, f) = demo
+    model, evidence, x = demo
     other = read_evidence(DEMO)
     n = evidence.n
-    labels = model.fuse(z, f).argmax(axis=1) + 1
+    labels = x.probs(model).argmax(axis=1) + 1
     labels[labels == 1] = 4  # this lab calls the model's neurons doubtful
     new, report = refit(model, [evidence, other], [labels, labels], [np.arange(n), np.arange(n)])
     assert report["labels"] == 2 * n >= HEAD_LABELS
     assert report["validation"] == f"held out: {n} labels" and report["held_out"] == n
     assert report["level"] in ("calibration", "head") and report["applied"]
     assert report["after"] > report["before"]
-    assert (new.fuse(z, f).argmax(axis=1) == 3).sum() > (labels == 4).sum() // 2
-    forced, forced_report = refit_inputs(model, z[:10], f[:10], labels[:10], level="head")
+    assert (x.probs(new).argmax(axis=1) == 3).sum() > (labels == 4).sum() // 2
+    forced, forced_report = _refit_rows(model, x.take(np.arange(10)), labels[:10], level="head")
     assert forced_report["validation"].startswith("held out")
 
 
 def test_refit_checks_its_arguments(demo):
-    model, evidence, (z, f) = demo
+    model, evidence, x = demo
     with pytest.raises(ValueError, match="at least 5"):
-        refit_inputs(model, z[:4], f[:4], np.ones(4, int))
+        _refit_rows(model, x.take(np.arange(4)), np.ones(4, int))
     with pytest.raises(ValueError, match="level must be"):
-        refit_inputs(model, z[:8], f[:8], np.ones(8, int), level="all")
+        _refit_rows(model, x.take(np.arange(8)), np.ones(8, int), level="all")
     with pytest.raises(ValueError, match="8 labels but 7 logits"):
-        refit_inputs(model, z[:7], f[:8], np.ones(8, int))
+        y = x.take(np.arange(8))
+        refit_inputs(model, y.logits[:7], y.features, np.ones(8, int), profiles=y.profiles,
+                     presence=y.presence)  # fmt: skip
     with pytest.raises(ValueError, match="component indices"):
         refit(model, [evidence], [np.ones(6, int)], [np.arange(6) + evidence.n])
 
 
 def test_non_neuron_labels_allow_process_or_noise(demo):
-    model, evidence, (z, f) = demo
+    model, evidence, x = demo
     rows = np.arange(12)
-    new, report = refit_inputs(model, z[rows], f[rows], np.zeros(12, int))
-    top = new.fuse(z[rows], f[rows]).argmax(axis=1)
+    new, report = _refit_rows(model, x.take(rows), np.zeros(12, int))
+    top = x.take(rows).probs(new).argmax(axis=1)
     either = np.isin(top, [CLASSES.index("process"), CLASSES.index("noise")])
     assert report["agreement"]["after"] == float(either.mean())
     assert label_masks([0]).tolist() == [[0.0, 1.0, 1.0, 0.0]]

@@ -14,6 +14,7 @@ import pytest
 
 from calcomp_caiman.apps.cli import main
 from calcomp_caiman.io.caiman_h5 import read_evidence
+from calcomp_caiman.model.defaults import BUNDLED_DEFAULT
 from calcomp_caiman.model.folder import CalcompModel
 from calcomp_caiman.refit import refit
 
@@ -32,7 +33,7 @@ def lab_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lab")
     csv = folder / "labels.csv"
     csv.write_text("file,component,label\n" + "".join(f"d.hdf5,{k},noise\n" for k in range(10)))
-    new, report = refit(CalcompModel.load("calcomp_v2"), [read_evidence(DEMO)], [np.full(10, 3)],
+    new, report = refit(CalcompModel.load(), [read_evidence(DEMO)], [np.full(10, 3)],
                         [np.arange(10)], labels_file=csv, name="lab_x")  # fmt: skip
     assert report["applied"]
     return new.save(folder / "model")
@@ -41,7 +42,7 @@ def lab_folder(tmp_path_factory):
 def test_show_set_reset(xdg, lab_folder, capsys):
     assert main(["lab", "show"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("default model: calcomp_v2 (calcomp_v2, weights SHA256 ")
+    assert out.startswith(f"default model: {BUNDLED_DEFAULT} ({BUNDLED_DEFAULT}, weights SHA256 ")
     assert f"why: no CALCOMP_MODEL and no model in {xdg}" in out
 
     assert main(["lab", "set", str(lab_folder)]) == 0
@@ -53,11 +54,14 @@ def test_show_set_reset(xdg, lab_folder, capsys):
     out = capsys.readouterr().out
     assert f"default model: {lab_folder.resolve()} (lab_x, " in out
     assert f"why: config file {xdg}" in out
-    assert "made by: refit (calibration) of calcomp_v2 (" in out and "on 10 labels from " in out
+    assert f"made by: refit (calibration) of {BUNDLED_DEFAULT} (" in out
+    assert "on 10 labels from " in out
 
     assert main(["lab", "reset"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"removed the default model from {xdg}\ndefault model: calcomp_v2 ")
+    assert out.startswith(
+        f"removed the default model from {xdg}\ndefault model: {BUNDLED_DEFAULT} "
+    )
     assert main(["lab", "reset"]) == 0
     assert capsys.readouterr().out.startswith("no default model was set in the config file\n")
 

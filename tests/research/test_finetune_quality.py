@@ -1,4 +1,7 @@
-"""Fine-tuning the bundled model on a few hundred labels of an unseen 'lab' must help."""
+"""Fine-tuning a bundled patch network on a few hundred labels of an unseen 'lab' must help.
+
+``fine_tune`` trains a network that reads single-channel patches: calcomp_v2's (the default,
+a model v3, reads channels and is adapted by ``calcomp_caiman.refit`` instead)."""
 
 import time
 
@@ -19,7 +22,7 @@ def accuracy(model, patches, labels):
 
 
 def test_few_hundred_labels_improve_held_out_accuracy():
-    bundled = CalcompModel.load()
+    bundled = CalcompModel.load("calcomp_v2")
     patches, labels = lab_data(75, seed=101)  # 300 labelled components of the "lab"
     held_patches, held_labels = lab_data(100, seed=202)  # its other sessions
     before = accuracy(bundled, held_patches, held_labels)

@@ -16,7 +16,8 @@ pytest.importorskip("flask")
 
 from calcomp_caiman.apps.curate import CurationSession  # noqa: E402
 from calcomp_caiman.apps.curate.order import label_order  # noqa: E402
-from calcomp_caiman.refit import refit_inputs  # noqa: E402
+from calcomp_caiman.model.defaults import BUNDLED_DEFAULT  # noqa: E402
+from calcomp_caiman.refit import concatenate_inputs, refit_inputs  # noqa: E402
 from calcomp_caiman.schema import CLASSES, class_codes  # noqa: E402
 
 REJECTED = {17, 20, 51}  # CaImAn's idx_components_bad in real_mouse2p_cnmf.hdf5
@@ -34,11 +35,11 @@ def _wait(session: CurationSession, timeout: float = 60.0) -> dict:
 def _outcome(session: CurationSession, labelled: dict[tuple[int, int], str]) -> dict:
     """What the session's refit would report on these labels (the real refit, offline)."""
     keys = sorted(labelled)
-    z = np.stack([session.files[i].inputs.logits[k] for i, k in keys])
-    f = np.stack([session.files[i].inputs.features[k] for i, k in keys])
+    x = concatenate_inputs([session.files[i].inputs.take([k]) for i, k in keys])
     codes = class_codes([labelled[key] for key in keys])
     groups = np.array([i for i, _ in keys])
-    return refit_inputs(session.base_model, z, f, codes, groups=groups)[1]
+    return refit_inputs(session.base_model, x.logits, x.features, codes, profiles=x.profiles,
+                        presence=x.presence, groups=groups)[1]  # fmt: skip
 
 
 def _labels_giving(session, fixed: dict, cards: list, applied: bool) -> dict:
@@ -119,7 +120,9 @@ def test_a_refit_after_every_five_labels_from_the_model_loaded(real, tmp_path):
         for i, k in session.order()[:5]:  # five more: refit again, from the model loaded
             session.set_label(i, k, "non_neuron" if k in REJECTED else "neuron")
         status = _wait(session)
-        assert status["report"]["labels"] == 10 and session.model.name == "calcomp_v2-refit"
+        assert status["report"]["labels"] == 10
+        assert session.base_model.name == BUNDLED_DEFAULT  # the default, refitted
+        assert session.model.name == f"{BUNDLED_DEFAULT}-refit"
     finally:
         session.close()
 
