@@ -251,7 +251,9 @@ def fine_tune(
     Parameters
     ----------
     model : CalcompModel
-        Starting point, usually ``CalcompModel.load()`` (the bundled model).
+        Starting point: a model whose network reads footprint patches (``calcomp_v2``,
+        ``calcomp_resnet_v1``). A model v3 (the bundled default) is adapted to a lab by
+        :func:`~calcomp_caiman.refit.refit` instead (``calcomp finetune`` does so).
     patches : (N, 50, 50) float32 ndarray
         Patches of the labelled components (:func:`~calcomp_caiman.extract_patches`).
     labels : sequence of int or str
@@ -277,7 +279,7 @@ def fine_tune(
     >>> from calcomp_caiman import CalcompModel, extract_patches
     >>> from calcomp_caiman.research.simulate import simulate_footprints
     >>> A, dims, labels, gSig = simulate_footprints(10, seed=1)
-    >>> new, history = fine_tune(CalcompModel.load(), extract_patches(A, dims, gSig=gSig),
+    >>> new, history = fine_tune(CalcompModel.load("calcomp_v2"), extract_patches(A, dims, gSig=gSig),
     ...                          labels, epochs=1)  # doctest: +SKIP
     """
     patches = np.asarray(patches, dtype=np.float32)
