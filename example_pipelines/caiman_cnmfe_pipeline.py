@@ -15,8 +15,9 @@ our classification, CaImAn's ``select_components`` and ``align_classes``. The re
 keeps each kept component's class probabilities, labels and flags (``estimates.class_probs``
 ...) and the correlation image as ``estimates.Cn``.
 
-The classification still uses the bundled model, trained on two-photon data: on one-photon
-results it is a first screen, not a calibrated one-photon classifier. The test suite runs
+The classification uses the bundled one-photon model ``calcomp_v3_1p`` (CaImAn's params say
+CNMF-E: ``center_psf``), fitted on CNMF-E results of simulated one-photon movies; it was
+never trained or tested on a real one-photon recording. The test suite runs
 this very file on a small simulated one-photon movie with real CaImAn
 (``tests/test_real_caiman_cnmfe.py``).
 """
