@@ -11,6 +11,7 @@ from pathlib import Path
 
 from calcomp_caiman._version import __version__
 from calcomp_caiman.evidence.modality import MODALITY_CHOICES
+from calcomp_caiman.model.defaults import BUNDLED_DEFAULT
 from calcomp_caiman.schema import CLASSES
 
 __all__ = ["build_parser"]
@@ -140,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     def model_arg(p):
         p.add_argument("--model", default="default",
                        help="bundled model name or model folder (default: the lab's default "
-                       "model, see `calcomp lab show`; else the bundled calcomp_v2)")  # fmt: skip
+                       f"model, see `calcomp lab show`; else the bundled {BUNDLED_DEFAULT})")  # fmt: skip
 
     def modality_arg(p):
         p.add_argument("--modality", default="auto", choices=MODALITY_CHOICES,
@@ -317,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
         "lab",
         help="make a lab's own model (refitted on its labels) the default of every command",
         description="show: which model 'default' means now and why (CALCOMP_MODEL, else the "
-        "config file $XDG_CONFIG_HOME/calcomp/config.json, else the bundled calcomp_v2). "
+        f"config file $XDG_CONFIG_HOME/calcomp/config.json, else the bundled {BUNDLED_DEFAULT}). "
         "set FOLDER: make the model in FOLDER the default (the config file). reset: forget it. "
         "classify, reprocess, curate, evaluate_components_4class(model=None) and "
         "use_calcomp_screening(model=None) use the default; --model / model= override it.",

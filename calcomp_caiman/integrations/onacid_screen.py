@@ -79,8 +79,10 @@ def patch_inputs(model: CalcompModel, patches: np.ndarray) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
-    >>> patch_inputs(CalcompModel.load(), np.zeros((3, 50, 50), np.float32)).shape
+    >>> patch_inputs(CalcompModel.load("calcomp_v2"), np.zeros((3, 50, 50), np.float32)).shape
     (3, 50, 50)
+    >>> patch_inputs(CalcompModel.load("calcomp_v3"), np.zeros((3, 32, 32), np.float32)).shape
+    (3, 32, 32, 4)
     """
     patches = np.asarray(patches, dtype=np.float32)
     if model.version < 3:

@@ -369,19 +369,31 @@ def test_bad_csv_path_fails_before_the_input_is_changed(caiman_copy, tmp_path, c
     assert sorted(p.name for p in source.parent.iterdir()) == [source.name]  # no temp file
 
 
-def test_classify_says_what_caiman_kept_and_what_the_ood_score_means(caiman_copy, capsys):
+def test_classify_says_what_caiman_kept_and_what_the_ood_score_means(caiman_copy, tmp_path, capsys):
     source = caiman_copy("real_mouse2p_cnmf.hdf5")
     kept = len(read_estimates(source).idx_components)  # CaImAn's own selection
-    assert main(["classify", str(source), "--in-place"]) == 0
+    # model v2 accepts less than half of what CaImAn kept: the line says to check
+    out = tmp_path / "v2.hdf5"
+    assert main(["classify", str(source), "--out", str(out), "--model", "calcomp_v2"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    accepted = len(read_estimates(source).idx_components)
+    accepted = len(read_estimates(out).idx_components)
     assert accepted < kept / 2
     assert (
         f"; calcomp accepts {accepted}, CaImAn's own selection kept {kept}; OOD score " in lines[0]
     )
     assert lines[0].endswith(" (threshold 1.16: in distribution); 2p data, model calcomp_v2"), lines
     assert lines[1].startswith("calcomp and CaImAn's own selection differ a lot: check with "
-                               f"`calcomp curate {source}` (label ~30 components)")  # fmt: skip
+                               f"`calcomp curate {out}` (label ~30 components)")  # fmt: skip
+    # the default model (v3) accepts more than half of it: the same line, no advice
+    assert main(["classify", str(source), "--in-place"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    accepted = len(read_estimates(source).idx_components)
+    assert kept / 2 <= accepted < kept
+    assert len(lines) == 1, lines
+    assert (
+        f"; calcomp accepts {accepted}, CaImAn's own selection kept {kept}; OOD score " in lines[0]
+    )
+    assert lines[0].endswith(" (threshold 1.14: in distribution); 2p data, model calcomp_v3"), lines
 
 
 def test_summary_paths_absolute_rows_ordered_columns_documented(caiman_copy, tmp_path, monkeypatch):

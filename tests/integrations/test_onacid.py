@@ -31,6 +31,13 @@ def model():
     return CalcompModel.load()
 
 
+@pytest.fixture(scope="module", params=["calcomp_v2", "default"])
+def any_model(request):
+    """The bundled model v2 (one 50 x 50 footprint patch) and the default (model v3: its
+    32 x 32 channels): the screen's crops follow the model's patch size."""
+    return CalcompModel.load(request.param)
+
+
 def _resize_like_cv2(image: np.ndarray, size: int = 50) -> np.ndarray:
     """cv2.resize(image, (size, size)) with INTER_LINEAR: half-pixel centres, edge clamped."""
     rows = (np.arange(size) + 0.5) * image.shape[0] / size - 0.5
@@ -63,15 +70,16 @@ def test_caiman_crop_half_width():
 
 
 @pytest.mark.parametrize("gsig", [3, 4, 6])
-def test_remap_shows_a_cell_as_extract_patches_does(model, gsig):
+def test_remap_shows_a_cell_as_extract_patches_does(any_model, gsig):
     """An elongated cell (rows 2x longer than columns): same orientation and scale as its
     footprint's patch, so both the transposition and the window scale are undone."""
+    model = any_model
     shape = (80, 90)
     image = cell_image(shape, (40, 45), (0.9 * gsig, 0.45 * gsig))
     X = caiman_crop(image, (40, 45), gsig)[None, ..., None]
     remapped = CandidateScreen(model, gsig, crop="remap").to_patches(X)[0]
     footprint = image.reshape(-1, 1, order="F")
-    expected = extract_patches(footprint, shape, gSig=gsig)[0]
+    expected = extract_patches(footprint, shape, gSig=gsig, patch_size=model.patch_size)[0]
     assert np.corrcoef(remapped.ravel(), expected.ravel())[0, 1] > 0.97
     # taken as it is (no remap), the cell fills twice the patch: clearly unlike training
     stretched = CandidateScreen(model, gsig, crop="caiman").to_patches(X)[0]
@@ -81,22 +89,26 @@ def test_remap_shows_a_cell_as_extract_patches_does(model, gsig):
     assert np.corrcoef(transposed[0].ravel(), expected.ravel())[0, 1] < 0.9
 
 
-def test_remap_is_zero_outside_caimans_crop_and_unit_norm(model):
+def test_remap_is_zero_outside_caimans_crop_and_unit_norm(any_model):
     gsig = 4
     image = cell_image((60, 60), (30, 30), (4, 4), noise=0.05)
     X = caiman_crop(image, (30, 30), gsig)[None, ..., None]
-    patch = CandidateScreen(model, gsig, crop="remap").to_patches(X)[0]
-    assert patch.shape == (50, 50) and patch.dtype == np.float32
+    patch = CandidateScreen(any_model, gsig, crop="remap").to_patches(X)[0]
+    size = any_model.patch_size  # 50 (v2), 32 (v3)
+    assert patch.shape == (size, size) and patch.dtype == np.float32
     assert np.linalg.norm(patch) == pytest.approx(1.0, abs=1e-5)
-    # CaImAn's crop (17 px) covers the middle 25 px of our 34 px window: the rim is empty
-    assert np.all(patch[:10] == 0) and np.all(patch[-10:] == 0)
-    assert np.all(patch[:, :10] == 0) and np.all(patch[:, -10:] == 0)
-    assert patch[20:30, 20:30].min() > 0
+    # CaImAn's crop (17 px) covers the middle half of our 34 px window (25 of 50 patch
+    # pixels, 16 of 32): the rim is empty
+    rim, middle = slice(None, size // 5), slice(2 * size // 5, 3 * size // 5)
+    assert not np.any(patch[rim]) and not np.any(patch[::-1][rim])
+    assert not np.any(patch[:, rim]) and not np.any(patch[:, ::-1][:, rim])
+    assert patch[middle, middle].min() > 0
 
 
-def test_to_patches_empty_and_flat_crops(model):
-    screen = CandidateScreen(model, 4, crop="remap")
-    assert screen.to_patches(np.zeros((0, 50, 50, 1), np.float32)).shape == (0, 50, 50)
+def test_to_patches_empty_and_flat_crops(any_model):
+    screen = CandidateScreen(any_model, 4, crop="remap")
+    size = any_model.patch_size
+    assert screen.to_patches(np.zeros((0, 50, 50, 1), np.float32)).shape == (0, size, size)
     zero = screen.to_patches(np.zeros((1, 50, 50), np.float32))
     assert not np.any(zero)
     negative = screen.to_patches(-np.ones((1, 50, 50, 1), np.float32))
@@ -118,7 +130,8 @@ def test_to_patches_rejects_nan(model):
 
 
 @pytest.mark.parametrize("accept", [("neuron",), ("neuron", "doubtful")])
-def test_predict_column_zero_is_probability_of_accepted_classes(model, accept):
+def test_predict_column_zero_is_probability_of_accepted_classes(any_model, accept):
+    model = any_model
     gsig = 3
     image = cell_image((50, 50), (25, 25), (3, 3), noise=0.1)
     rng = np.random.default_rng(1)
@@ -131,7 +144,7 @@ def test_predict_column_zero_is_probability_of_accepted_classes(model, accept):
     screen = CandidateScreen(model, gsig, accept=accept, crop="remap")
     out = screen.predict(X, batch_size=5, verbose=0)
     assert out.shape == (2, 2) and out.dtype == np.float32
-    probs = model.predict(screen.to_patches(X))
+    probs = model.predict(patch_inputs(model, screen.to_patches(X)))  # v2: the patches
     columns = [CLASSES.index(name) for name in accept]
     np.testing.assert_allclose(out[:, 0], probs[:, columns].sum(axis=1), atol=1e-6)
     np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-6)
