@@ -22,7 +22,6 @@ import numpy as np
 
 from calcomp_caiman.errors import CalcompError
 from calcomp_caiman.integrations.onacid_screen import (
-    SCREEN_ACCEPT,
     CandidateScreen,
     caiman_crop_half_width,
     patch_inputs,
@@ -119,7 +118,7 @@ def use_calcomp_screening(
     *,
     model: CalcompModel | str | os.PathLike | None = None,
     threshold: float | None = None,
-    accept: Sequence[str] = SCREEN_ACCEPT,
+    accept: Sequence[str] | None = None,
     crop: str = "calcomp",
 ):
     """Make an OnACID object screen its new candidate components with our model, in place.
@@ -144,13 +143,13 @@ def use_calcomp_screening(
         Keep a candidate when the summed probability of the ``accept`` classes exceeds
         this; written to ``params.online['thresh_CNN_noisy']``. Default: the value
         already there (CaImAn's default 0.5).
-    accept : sequence of str
-        Classes that count as a new component. Default ``("neuron", "doubtful")``
-        (:data:`~calcomp_caiman.integrations.onacid_screen.SCREEN_ACCEPT`): more lenient than the final acceptance of
-        :func:`~calcomp_caiman.evaluate_components_4class`, which cleans up afterwards;
-        on simulated movies it finds more neurons than ``("neuron",)`` with little
-        junk, and after the four-class evaluation more neurons and no more junk
-        (``benchmarks/online_quality.py``).
+    accept : sequence of str, optional
+        Classes that count as a new component. Default
+        (:func:`~calcomp_caiman.integrations.onacid_screen.screen_accept`): for a model v3
+        ``("neuron",)``; for v1/v2 ``("neuron", "doubtful")``, more lenient than the final
+        acceptance of :func:`~calcomp_caiman.evaluate_components_4class`, which cleans up
+        afterwards (with v2, on simulated movies, it found more neurons than
+        ``("neuron",)`` with little junk: ``benchmarks/online_quality.py``).
     crop : {"calcomp", "remap", "caiman"}
         What the model sees of a candidate (see ``CandidateScreen``): our own
         crop of the residual buffer (the default), or CaImAn's crop remapped to our

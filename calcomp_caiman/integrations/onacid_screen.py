@@ -32,15 +32,40 @@ from calcomp_caiman.schema import CLASSES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CandidateScreen", "caiman_crop_half_width", "patch_inputs", "SCREEN_ACCEPT"]
+__all__ = [
+    "CandidateScreen",
+    "caiman_crop_half_width",
+    "patch_inputs",
+    "screen_accept",
+    "SCREEN_ACCEPT",
+]
 
 _CAIMAN_PATCH = 50  # get_candidate_components resizes every crop to 50 x 50
 _CROPS = ("calcomp", "remap", "caiman")
 
 SCREEN_ACCEPT = ("neuron", "doubtful")
-"""Classes whose summed probability a new OnACID candidate must have (against the threshold)."""
+"""Classes whose summed probability a new OnACID candidate must have (against the threshold),
+for models v1 and v2; a model v3 screens on P(neuron) alone (:func:`screen_accept`)."""
+
 _NMF_ITERATIONS = 4  # CaImAn's rank1nmf runs 10; 4 screen the same (online_quality.py)
 _FOOTPRINT_FLOOR = 0.2  # footprint values below this fraction of its peak are set to 0
+
+
+def screen_accept(model: CalcompModel) -> tuple[str, ...]:
+    """The classes a candidate's probability is summed over by default, for ``model``.
+
+    Models v1 and v2: :data:`SCREEN_ACCEPT` (neuron and doubtful: lenient, the four-class
+    evaluation cleans up). A model v3 sees a candidate's footprint alone there and calls most
+    of them doubtful, so it screens on P(neuron): on the 8-cell test movie of
+    ``tests/test_real_caiman_online.py`` neuron and doubtful passed 74.5 % of the candidates
+    (35 components for 8 cells), P(neuron) alone 0.5 % (8 components, all 8 cells found).
+
+    Examples
+    --------
+    >>> screen_accept(CalcompModel.load("calcomp_v2")), screen_accept(CalcompModel.load())
+    (('neuron', 'doubtful'), ('neuron',))
+    """
+    return ("neuron",) if model.version >= 3 else SCREEN_ACCEPT
 
 
 def caiman_crop_half_width(gSig: float) -> int:
@@ -176,12 +201,13 @@ class CandidateScreen:
         model: CalcompModel,
         gSig: float,
         *,
-        accept: Sequence[str] = SCREEN_ACCEPT,
+        accept: Sequence[str] | None = None,
         crop: str = "calcomp",
         onacid=None,
     ):
         if not isinstance(model, CalcompModel):
             raise TypeError(f"model must be a CalcompModel, got {type(model).__name__}.")
+        accept = screen_accept(model) if accept is None else accept
         accept = (accept,) if isinstance(accept, str) else tuple(accept)
         unknown = [name for name in accept if name not in CLASSES]
         if not accept or unknown:

@@ -52,7 +52,7 @@ from calcomp_caiman.evidence.features import absent_features, feature_names
 from calcomp_caiman.evidence.transients import SAMPLES
 from calcomp_caiman.io.atomic import atomic_replace, atomic_write_text
 from calcomp_caiman.model.cpus import available_cpus
-from calcomp_caiman.model.defaults import model_modality, resolve
+from calcomp_caiman.model.defaults import BUNDLED_DEFAULT, model_modality, resolve
 from calcomp_caiman.model.engine import Engine
 from calcomp_caiman.model.head import FusionHead, head_inputs, softmax
 from calcomp_caiman.model.network import build_resnet, variable_name
@@ -65,7 +65,6 @@ __all__ = ["CalcompModel", "bundled_models"]
 
 
 _BUNDLED_PACKAGE = "calcomp_caiman.models"
-_DEFAULT_NAME = "calcomp_v2"
 _V2_GROUPS = ("shape", "neighbours", "image", "traces", "metrics")  # before "relative"
 _TEMPORAL = "temporal/"  # weights of model v3's temporal branch
 _PROFILE_OPTIONS = ("window", "samples", "peaks")  # transient_profiles' keywords
@@ -86,8 +85,8 @@ def bundled_models() -> dict[str, Path]:
     for entry in root.iterdir():
         if entry.is_dir() and entry.joinpath("config.json").is_file():
             found[entry.name] = Path(str(entry))
-    if _DEFAULT_NAME in found:
-        found["default"] = found[_DEFAULT_NAME]
+    if BUNDLED_DEFAULT in found:
+        found["default"] = found[BUNDLED_DEFAULT]
     return dict(sorted(found.items()))
 
 
@@ -300,7 +299,7 @@ class CalcompModel:
         ----------
         name_or_folder : str or path-like
             ``"default"`` (the lab's default model when one is set, else the bundled
-            ``calcomp_v2``: :mod:`calcomp_caiman.model.defaults`), a bundled name, or the
+            ``calcomp_v3``: :mod:`calcomp_caiman.model.defaults`), a bundled name, or the
             path of a folder written by :meth:`save`.
         modality : {"1p", "2p"}, optional
             The imaging of the results to classify: for ``"1p"``, ``"default"`` means the

@@ -23,6 +23,7 @@ from calcomp_caiman.integrations.onacid_screen import (
     CandidateScreen,
     caiman_crop_half_width,
     patch_inputs,
+    screen_accept,
 )
 
 
@@ -188,11 +189,14 @@ def test_online_module_imports_without_caiman_or_keras():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-def test_default_screen_accepts_neurons_and_doubtful_cells(model):
-    """New candidates are screened leniently; evaluate_components_4class decides later."""
+def test_default_screen_accepts_neurons_and_doubtful_cells_with_v2(any_model):
+    """v1/v2 screen new candidates leniently (evaluate_components_4class decides later); a
+    model v3, which sees a candidate's footprint alone there, on P(neuron)."""
+    expected = ("neuron",) if any_model.version >= 3 else SCREEN_ACCEPT
     assert SCREEN_ACCEPT == ("neuron", "doubtful")
-    assert CandidateScreen(model, 4).accept == SCREEN_ACCEPT
-    assert CandidateScreen(model, 4, accept="neuron").accept == ("neuron",)
+    assert screen_accept(any_model) == expected == CandidateScreen(any_model, 4).accept
+    assert CandidateScreen(any_model, 4, accept="neuron").accept == ("neuron",)
+    assert CandidateScreen(any_model, 4, accept=SCREEN_ACCEPT).accept == SCREEN_ACCEPT
 
 
 # ------------------------------------------------------------------ model v3
@@ -287,5 +291,5 @@ def test_use_calcomp_screening_installs_a_v3_model(random_v3):
     assert onacid.params.get("online", "sniper_mode") is True
     X = _cell_and_noise(4)
     expected = model.predict(patch_inputs(model, screen.to_patches(X)))
-    columns = [CLASSES.index(name) for name in SCREEN_ACCEPT]
-    np.testing.assert_allclose(screen.predict(X)[:, 0], expected[:, columns].sum(axis=1), atol=1e-6)
+    assert screen.accept == ("neuron",)  # a model v3 screens on P(neuron)
+    np.testing.assert_allclose(screen.predict(X)[:, 0], expected[:, 0], atol=1e-6)
