@@ -69,12 +69,11 @@ from calcomp_caiman.research.labelled_results import (
     result_patches,
     split,
 )
-from calcomp_caiman.research.metrics import evaluation_metrics, selection_scores
+from calcomp_caiman.research.metrics import report_row
 from calcomp_caiman.research.train import held_out_videos, train
 from calcomp_caiman.research.train_branches import (
     UNLABELLED,
     V3Settings,
-    choose_min_prob,
     load_hybrid_results,
 )
 
@@ -141,24 +140,6 @@ def method_probs(model: CalcompModel, v2: CalcompModel, items, baselines: dict) 
     if cnn:
         out["caiman-cnn"] = cnn
     return out
-
-
-def score(probs: np.ndarray, labels: np.ndarray, min_prob: float | None) -> dict:
-    """The report's numbers for one method on one set: ``min_prob`` None = top class."""
-    metrics = evaluation_metrics(probs, labels)
-    accepted = probs.argmax(axis=1) == 0 if min_prob is None else probs[:, 0] >= min_prob
-    best_cut, _ = choose_min_prob(probs, labels, np.zeros(len(labels)), recall_target=0.0)
-    return {
-        "components": int(len(labels)),
-        "macro_f1": metrics["four_class"]["macro_f1"],
-        "f1": metrics["four_class"]["f1"],
-        "auc_neuron_vs_rest": metrics["auc_neuron_vs_rest"],
-        "ece": metrics["calibration"]["ece"],
-        "min_prob": min_prob,
-        "at_default_rule": selection_scores(accepted, labels),
-        "best_cut": best_cut,
-        "at_best_cut": selection_scores(probs[:, 0] >= best_cut, labels),
-    }
 
 
 def baseline_inputs(v2: CalcompModel, item) -> tuple[np.ndarray, np.ndarray]:
@@ -315,7 +296,7 @@ def main() -> None:
         labels = np.concatenate([i.labels[_labelled(i)] for i in items])
         rows = {}
         for method, probs in method_probs(model, v2, items, baselines).items():
-            rows[method] = score(np.concatenate(probs), labels, cuts.get(method, min_prob))
+            rows[method] = report_row(np.concatenate(probs), labels, cuts.get(method, min_prob))
         report["rows"][name] = rows
         log.info("%s (%d components): %s", name, len(labels), "; ".join(
             f"{m} recall {r['at_default_rule']['accepted_recall']:.3f} F1 "

@@ -46,7 +46,7 @@ from calcomp_caiman.model.ood import (
 )
 from calcomp_caiman.research.baselines import caiman_rule_probs
 from calcomp_caiman.research.labelled_results import load_simulated, split
-from calcomp_caiman.research.metrics import evaluation_metrics, selection_scores
+from calcomp_caiman.research.metrics import report_row
 from calcomp_caiman.research.train_branches import V3Settings, branch_inputs, fit_fusion_head
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,30 +62,16 @@ def inputs_of(model: CalcompModel, items) -> list:
     ]  # fmt: skip
 
 
-def score(probs: np.ndarray, labels: np.ndarray, accepted: np.ndarray) -> dict:
-    """Four-class metrics and what a selection keeps, of one method on one set."""
-    metrics = evaluation_metrics(probs, labels)
-    return {
-        "components": int(len(labels)),
-        "macro_f1": metrics["four_class"]["macro_f1"],
-        "f1": metrics["four_class"]["f1"],
-        "auc_neuron_vs_rest": metrics["auc_neuron_vs_rest"],
-        "ece": metrics["calibration"]["ece"],
-        "selection": selection_scores(accepted, labels),
-    }
-
-
 def evaluate(models: dict[str, CalcompModel], items) -> dict:
     """Each model at its own default rule, and CaImAn's own selection, on ``items``."""
     labels = np.concatenate([i.labels for i in items])
     rows = {}
     for name, model in models.items():
         probs = np.concatenate([classify_evidence(i.evidence, model) for i in items])
-        rows[name] = score(probs, labels, probs[:, 0] >= model.thresholds["min_prob"])
+        rows[name] = report_row(probs, labels, model.thresholds["min_prob"])
     rule = [caiman_rule_probs(i.caiman_accepted) for i in items]
     if all(r is not None for r in rule):
-        probs = np.concatenate(rule)
-        rows["caiman-rule"] = score(probs, labels, probs[:, 0] > 0.5)
+        rows["caiman-rule"] = report_row(np.concatenate(rule), labels, None)
     return rows
 
 
@@ -133,8 +119,9 @@ def main() -> None:
     for name, rows in report["sets"].items():
         log.info("%s: %s", name, "; ".join(
             f"{m} macro-F1 {r['macro_f1']:.3f} AUC {r['auc_neuron_vs_rest'] or 0:.3f} "
-            f"kept {r['selection']['accepted']} recall {r['selection']['accepted_recall']:.3f} "
-            f"F1 {r['selection']['accepted_f1']:.3f}" for m, r in rows.items()))  # fmt: skip
+            f"kept {r['at_default_rule']['accepted']} recall "
+            f"{r['at_default_rule']['accepted_recall']:.3f} F1 {r['at_default_rule']['accepted_f1']:.3f}"
+            for m, r in rows.items()))  # fmt: skip
     report["seconds"] = time.perf_counter() - started
     atomic_write_text(
         args.out / "evaluation.json", json.dumps(report, indent=2, default=str) + "\n"

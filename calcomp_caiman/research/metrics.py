@@ -12,6 +12,8 @@ process *or* noise, as in the real labelled data, whose labels are only ``neuron
   set of predictions; JSON-ready.
 * :func:`selection_scores`: what a CaImAn user selects by: the share of noise rejected
   and the F1 of an accepted set against the true neurons.
+* :func:`report_row`: one method on one test set as the model reports tabulate it (the
+  numbers above at a default cut, and the best cut).
 * :func:`roc_auc`: the rank (Mann-Whitney U) form of the area under the ROC curve.
 
 Computed with NumPy and SciPy: no Keras, no matplotlib.
@@ -29,6 +31,7 @@ __all__ = [
     "THREE_WAY_CLASSES",
     "check_probs_labels",
     "evaluation_metrics",
+    "report_row",
     "roc_auc",
     "selection_scores",
     "set_nll_of_probs",
@@ -359,4 +362,49 @@ def selection_scores(accepted, labels) -> dict:
         "accepted_recall": recall,
         "accepted_f1": f1,
         "accepted": int(accepted.sum()),
+    }
+
+
+def report_row(probs, labels, min_prob: float | None) -> dict:
+    """One method on one test set: four-class metrics, the selection at a cut, the best cut.
+
+    Parameters
+    ----------
+    probs : (N, 4) ndarray
+    labels : (N,) int ndarray
+        Codes 0-4.
+    min_prob : float or None
+        The default cut on P(neuron); None accepts a component whose top class is neuron.
+
+    Returns
+    -------
+    dict
+        ``components``, ``macro_f1``, per-class ``f1``, ``auc_neuron_vs_rest``, ``ece``,
+        ``min_prob``, ``at_default_rule`` (:func:`selection_scores`), ``best_cut`` (the
+        P(neuron) cut, in 0.01 steps, with the best accepted-set F1) and ``at_best_cut``.
+
+    Examples
+    --------
+    >>> p = np.array([[0.9, 0, 0.1, 0], [0.4, 0, 0.6, 0], [0.2, 0, 0.8, 0]])
+    >>> row = report_row(p, np.array([1, 1, 3]), 0.5)
+    >>> row["at_default_rule"]["accepted_recall"], row["best_cut"]
+    (0.5, 0.21)
+    """
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    metrics = evaluation_metrics(probs, labels)
+    p = probs[:, _NEURON]
+    accepted = probs.argmax(axis=1) == _NEURON if min_prob is None else p >= min_prob
+    cuts = np.round(np.arange(0.01, 1.0, 0.01), 2)
+    f1 = [selection_scores(p >= cut, labels)["accepted_f1"] for cut in cuts]
+    best_cut = float(cuts[int(np.argmax(f1))])
+    return {
+        "components": int(len(labels)),
+        "macro_f1": metrics["four_class"]["macro_f1"],
+        "f1": metrics["four_class"]["f1"],
+        "auc_neuron_vs_rest": metrics["auc_neuron_vs_rest"],
+        "ece": metrics["calibration"]["ece"],
+        "min_prob": min_prob,
+        "at_default_rule": selection_scores(accepted, labels),
+        "best_cut": best_cut,
+        "at_best_cut": selection_scores(p >= best_cut, labels),
     }
