@@ -323,7 +323,9 @@ def _cmd_evaluate(args) -> int:
     shape_model = None
     if args.simulated_caiman:
         if not model.uses_evidence:
-            raise CalcompError(f"--simulated-caiman evaluates a model v2; {model.name} has no head")
+            raise CalcompError(
+                f"--simulated-caiman evaluates a model with a fusion head (v2, v3); {model.name} has none"
+            )
         shape_model = _load_model("calcomp_resnet_v1")
     _, json_path, summary_path = run_evaluation(
         model,

@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(
         "finetune",
-        help="adapt a model to a lab's own labels (model v2: its head, in seconds; "
+        help="adapt a model to a lab's own labels (models v2, v3: their head, in seconds; "
         "older models: the network, needs Keras 3)",
     )
     p.add_argument(
@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulator settings of the simulated test set")  # fmt: skip
     p.add_argument(
         "--simulated-caiman", type=Path, metavar="DIR",
-        help="model v2 report: CaImAn results of simulated movies "
+        help="model v2/v3 report: CaImAn results of simulated movies "
         "(recipes/build_caiman_sim_data.py), with the real archives given as DATA; "
         "--baselines adds CaImAn's CNN architecture trained on the same data",
     )  # fmt: skip
