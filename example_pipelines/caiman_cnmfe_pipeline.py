@@ -49,10 +49,13 @@ def run_pipeline(
     rf: int = 40,
     stride: int = 20,
     processes: int | None = None,
+    min_prob: float | None = None,
 ):
     """Motion correction, CNMF-E, CaImAn's metrics, four classes, selection, save.
 
     Defaults are those of ``params_demo_pipeline_cnmfE.json`` (``gSiz = 4 gSig + 1``).
+    ``min_prob``: the P(neuron) a component needs to be kept (default: the model's
+    ``thresholds.json``; higher is stricter).
     Returns ``(cnm, images)``: the fitted CNMF object (its estimates selected) and the
     motion-corrected movie (T, *dims), memory-mapped.
     """
@@ -122,7 +125,7 @@ def run_pipeline(
         cnm.estimates.Cn = np.nan_to_num(correlation).astype(np.float32)
 
         # four classes; accept neurons that also pass CaImAn's SNR / r-value test
-        evaluate_components_4class(cnm.estimates, cnm.params, use_metrics=True)
+        evaluate_components_4class(cnm.estimates, cnm.params, use_metrics=True, min_prob=min_prob)
         est = cnm.estimates
         logging.info("%d of %d components accepted", len(est.idx_components), est.A.shape[1])
         est.select_components(use_object=True)  # CaImAn's own selection ...
@@ -145,6 +148,8 @@ def main() -> None:
     parser.add_argument("--rf", type=int, default=40, help="half-size of a patch, px")
     parser.add_argument("--stride", type=int, default=20, help="overlap of patches, px")
     parser.add_argument("--processes", type=int, default=None, help="CPU processes (1: none)")
+    parser.add_argument("--min-prob", type=float, default=None,
+                        help="P(neuron) to keep a component (default: the model's)")  # fmt: skip
     parser.add_argument("--out", default="caiman_cnmfe_4class_results.hdf5")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
@@ -159,6 +164,7 @@ def main() -> None:
         rf=args.rf,
         stride=args.stride,
         processes=args.processes,
+        min_prob=args.min_prob,
     )
     est = cnm.estimates
     print(f"kept {est.A.shape[1]} components")

@@ -68,6 +68,7 @@ def pipeline_run(caiman, tmp_path_factory):
     cnm, _ = load_pipeline_module().run_pipeline(
         movie, out, gsig=sim.gSig[0], fr=sim.fr, decay_time=sim.decay_time,
         min_corr=0.8, min_pnr=8.0, rf=20, stride=10, processes=1,
+        min_prob=0.6,  # stricter than the default, so that the selection sets some aside
     )  # fmt: skip
     return sim, cnm, out
 
