@@ -247,4 +247,4 @@ def test_evaluate_command_with_a_v3_model(random_v3, tmp_path, capsys):
     assert "| v3 |" in prefix.with_suffix(".md").read_text()
     assert main(["evaluate", str(real), "--model", "calcomp_resnet_v1", "--simulated-caiman",
                  str(sim), "--out", str(prefix)]) == 1  # fmt: skip
-    assert "has no head" in capsys.readouterr().err
+    assert "calcomp_resnet_v1 has none" in capsys.readouterr().err
