@@ -130,6 +130,19 @@ def read_footprint_parts(estimates: h5py.Group, path: str) -> Any:
     return node[()]
 
 
+def _whole_numbers(value: Any) -> np.ndarray | None:
+    """Integer indices as int64 (integral, finite floats too); None when they are not."""
+    array = np.asarray(value)
+    if np.issubdtype(array.dtype, np.integer):
+        return array
+    if not np.issubdtype(array.dtype, np.floating):
+        return None
+    if array.size and not (np.all(np.isfinite(array)) and np.all(array == np.round(array))
+                           and np.abs(array).max() < 2.0**62):  # fmt: skip
+        return None
+    return array.astype(np.int64)
+
+
 def footprints_from_parts(value: Any, path: str) -> scipy.sparse.csc_matrix:
     """:func:`read_footprint_parts`' value as a checked CSC matrix (sorted row indices).
 
@@ -154,17 +167,24 @@ def footprints_from_parts(value: Any, path: str) -> scipy.sparse.csc_matrix:
                 f"{np.ravel(value['shape']).tolist()}; expected real numbers, pixels x "
                 "components.",
             )
-        try:
-            A = scipy.sparse.csc_matrix(
-                (data, np.asarray(value["indices"]), np.asarray(value["indptr"])), shape=shape
+        indices = _whole_numbers(value["indices"])
+        indptr = _whole_numbers(value["indptr"])
+        if indices is None or indptr is None:
+            raise InvalidFileError(
+                path,
+                f"estimates/A has {np.asarray(value['indices']).dtype} indices and "
+                f"{np.asarray(value['indptr']).dtype} indptr that are not whole numbers; "
+                "expected integers (CaImAn writes int32).",
             )
+        try:
+            A = scipy.sparse.csc_matrix((data, indices, indptr), shape=shape)
             A.check_format(full_check=True)
-        except (ValueError, TypeError, OverflowError) as err:
+            if not A.has_sorted_indices:  # some CaImAn files store unsorted row indices
+                A.sort_indices()
+        except (ValueError, TypeError, OverflowError, RuntimeError, MemoryError) as err:
             raise InvalidFileError(
                 path, f"estimates/A is not a valid sparse (CSC) matrix: {reason(err)}"
             ) from None
-        if not A.has_sorted_indices:  # some CaImAn files store unsorted row indices
-            A.sort_indices()
         return A
     if is_none(value):
         raise InvalidFileError(

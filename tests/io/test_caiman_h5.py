@@ -618,3 +618,18 @@ def test_caimans_own_selection_survives_a_classification(tmp_path):
         ours = handle["estimates/idx_components"][()]
     assert caiman_own is not None and int(np.sum(caiman_own)) != len(ours)  # they differ here
     np.testing.assert_array_equal(read_evidence(out).caiman_accepted, caiman_own)
+
+
+def test_sparse_indices_that_are_not_whole_numbers_are_a_one_line_error():
+    """NaN indices cast to int64 once made scipy's sort allocate without bound (a C++
+    RuntimeError, found by the fuzz test); integral float indices are read as integers."""
+    from calcomp_caiman.errors import InvalidFileError
+    from calcomp_caiman.io.caiman_h5_layout import footprints_from_parts
+
+    def parts(indices, indptr):
+        return {"data": np.ones(1, np.float32), "indices": np.asarray(indices),
+                "indptr": np.asarray(indptr), "shape": np.array([1, 1])}  # fmt: skip
+
+    with pytest.raises(InvalidFileError, match="x.hdf5: estimates/A has float64 indices"):
+        footprints_from_parts(parts([np.nan], [0.0, np.nan]), "x.hdf5")
+    assert footprints_from_parts(parts([0.0], [0.0, 1.0]), "x.hdf5").nnz == 1
