@@ -508,6 +508,26 @@ def head_rows(
     return HeadRows(*(np.concatenate(parts) for parts in zip(*blocks)))
 
 
+def _selection_by_source(
+    accepted: np.ndarray, labels: np.ndarray, sources: np.ndarray
+) -> dict[str, tuple[float, float]]:
+    """Per source with true neurons: recall of the true neurons and accepted-set F1 of the
+    components ``accepted`` (unlabelled components left out)."""
+    out = {}
+    for source in np.unique(sources):
+        members = (sources == source) & (labels != UNLABELLED)
+        positive = labels[members] == 1
+        if positive.any():
+            tp = np.sum(accepted[members] & positive)
+            recall = tp / positive.sum()
+            precision = tp / max(accepted[members].sum(), 1)
+            out[str(source)] = (
+                float(recall),
+                float(2 * precision * recall / max(precision + recall, 1e-12)),
+            )
+    return out
+
+
 def choose_min_prob(
     probs: np.ndarray, labels: np.ndarray, sources: np.ndarray, *, recall_target: float = 0.95
 ) -> tuple[float, dict]:
@@ -536,18 +556,10 @@ def choose_min_prob(
     labels = np.asarray(labels)
     sources = np.asarray(sources)
     cuts = np.round(np.arange(0.01, 1.0, 0.01), 2)
-    names = [s for s in np.unique(sources) if np.any((sources == s) & (labels == 1))]
-    recall = np.zeros((len(cuts), len(names)))
-    f1 = np.zeros((len(cuts), len(names)))
-    for j, source in enumerate(names):
-        members = (sources == source) & (labels != UNLABELLED)
-        positive = labels[members] == 1
-        for i, cut in enumerate(cuts):
-            accepted = p[members] >= cut
-            tp = np.sum(accepted & positive)
-            recall[i, j] = tp / positive.sum()
-            precision = tp / max(accepted.sum(), 1)
-            f1[i, j] = 2 * precision * recall[i, j] / max(precision + recall[i, j], 1e-12)
+    per_cut = [_selection_by_source(p >= cut, labels, sources) for cut in cuts]
+    names = list(per_cut[0])
+    recall = np.array([[per[name][0] for name in names] for per in per_cut]).reshape(len(cuts), -1)
+    f1 = np.array([[per[name][1] for name in names] for per in per_cut]).reshape(len(cuts), -1)
     feasible = recall.min(axis=1, initial=1.0) >= recall_target - 1e-12
     if feasible.any():
         score = np.where(feasible, f1.mean(axis=1) if names else 0.0, -np.inf)
@@ -555,8 +567,8 @@ def choose_min_prob(
     else:  # recall only falls with the cut: the lowest cut is the best there is
         best = 0
     report = {
-        str(source): {
-            "neurons": int(np.sum((sources == source) & (labels == 1))),
+        source: {
+            "neurons": int(np.sum((sources.astype(str) == source) & (labels == 1))),
             "recall": float(recall[best, j]),
             "accepted_f1": float(f1[best, j]),
         }
@@ -592,21 +604,13 @@ def choose_neuron_shift(
     for shift in np.round(np.arange(-3.0, 3.01, 0.1), 1):
         probs = rows.probs(model.with_thresholds(neuron_shift_without_traces=float(shift)))
         accepted = probs[rows_without_traces, CLASSES.index("neuron")] >= cut
-        recalls, f1s = [], []
-        for source in np.unique(sources):
-            members = (sources == source) & (labels != UNLABELLED)
-            positive = labels[members] == 1
-            if positive.any():
-                tp = np.sum(accepted[members] & positive)
-                recalls.append(float(tp / positive.sum()))
-                precision = tp / max(accepted[members].sum(), 1)
-                f1s.append(float(2 * precision * recalls[-1] / max(precision + recalls[-1], 1e-12)))
+        per = _selection_by_source(accepted, labels, sources)
+        recalls, f1s = [r for r, _ in per.values()], [f for _, f in per.values()]
         feasible = bool(min(recalls, default=1.0) >= recall_target - 1e-12)
         key = (feasible, float(np.mean(f1s)) if feasible else float(shift))
         if best is None or key > best[0]:
             best = (key, float(shift), {"recall": recalls, "accepted_f1": f1s,
-                                        "sources": [str(s) for s in np.unique(sources)],
-                                        "feasible": feasible})  # fmt: skip
+                                        "sources": list(per), "feasible": feasible})  # fmt: skip
     return best[1], best[2]
 
 
