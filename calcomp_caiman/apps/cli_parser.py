@@ -199,8 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(
         "export-bioimageio",
-        help="write the shape CNN as a bioimage.io model package (ONNX; Fiji/deepImageJ)",
-        description="Write the model's shape CNN as a bioimage.io model package: rdf.yaml, "
+        help="write the image network (v1/v2: shape CNN, v3: image branch) as a bioimage.io "
+        "model package (ONNX; Fiji/deepImageJ)",
+        description="Write the model's image network (models v1/v2: the shape CNN; v3: the "
+        "multi-channel image branch) as a bioimage.io model package: rdf.yaml, "
         "ONNX weights (softmax with the calibration temperature included), test tensors, "
         "cover, model card. Needs pip install 'calcomp_caiman[bioimageio]'.",
         epilog="example: calcomp export-bioimageio --model default --out calcomp_resnet.zip",
