@@ -1,11 +1,17 @@
 """What a lab's labels buy: refit accuracy after 10 / 20 labels placed by the page, or 100 / 300.
 
-``--calibrate`` (issue 21): the loop of ``calcomp curate`` on real labelled masks of
-videos the model never saw (``../shared/data/real_rois``, the model's real test videos:
-each video one lab, its CaImAn batch, CaImAn online and Suite2p results its files). Each
-repeat splits every file's components at random into a pool the labeller draws from and
-the other components, on which 4-class set accuracy and accepted-set F1 (accepted by the
-model's rule vs labelled neuron) are measured before and after. Labels are placed
+``--calibrate`` (issue 21): the loop of ``calcomp curate`` on labs the model never saw,
+as its training split them: every real test video (its labelled masks in
+``../shared/data/real_rois``: its CaImAn batch, CaImAn online and Suite2p results the
+lab's files), every held-out hybrid recording (``--hybrid``,
+:func:`~calcomp_caiman.research.labelled_results.split_hybrid`) and every held-out
+simulated setting (``--sim``, :func:`~calcomp_caiman.research.labelled_results.split`).
+Each repeat splits every file's labelled components at random into a pool the labeller
+draws from and the other components, on which 4-class set accuracy and accepted-set F1
+(accepted by the model's rule vs labelled neuron) are measured before and after; a
+hybrid result's unlabelled components (the recording's own cells,
+:data:`~calcomp_caiman.research.train_branches.UNLABELLED`) are in neither, only
+neighbours. Labels are placed
 
 * ``page``: in the page's order (:func:`calcomp_caiman.apps.curate.order.label_order`:
   uncertain and diverse, across files and classes), refitting after every
@@ -17,8 +23,11 @@ model's rule vs labelled neuron) are measured before and after. Labels are place
 and the refit is :func:`calcomp_caiman.refit.refit_inputs` (calibration below 30 labels,
 the head from 30 on, none when neither beats the model on labels it did not see).
 Reported per lab and budget: mean and spread over the repeats, the levels applied, the
-refit time, and the share of the gap to in-distribution accuracy (the model's accuracy
-on its real validation videos) that was closed.
+refit time, and the share of the gap closed, ``(after - before) / (in_dist - before)``,
+where ``in_dist`` is the model's accuracy on its validation results of the lab's kind
+(real videos, hybrid movies or simulated movies). Beside them ``ceiling_bias``
+(:func:`bias_ceiling`): the test half's accuracy after three class biases fitted to all
+of its labels, which no calibration-level refit can beat.
 
 ``--latency``: the time from a label to new probabilities on the page, for a simulated
 1,000-component CaImAn result: the session's own timing (from the fifth new label to the
@@ -39,8 +48,9 @@ the labels have four classes (simulated), set accuracy where ``non_neuron`` allo
 process or noise (real), and neuron-vs-rest ROC-AUC. Also the out-of-distribution score
 of every result of both labs next to validation results of training settings.
 
-Example::
+Examples::
 
+    python benchmarks/curation_gain.py --calibrate --budgets 10 20 50 --json gain.json
     python benchmarks/curation_gain.py --model calcomp_caiman/models/calcomp_v2 --sim /work/simdata
 """
 
@@ -54,19 +64,28 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import scipy.optimize
 
 from calcomp_caiman.apps.curate.order import label_order, label_points, uncertainty
 from calcomp_caiman.apps.curate.session import AUTO_REFIT
 from calcomp_caiman.classify import accept_components, acceptance_rule, classify_evidence
 from calcomp_caiman.model.folder import CalcompModel
+from calcomp_caiman.model.head import probability_set_nll
 from calcomp_caiman.model.ood import ood_score
 from calcomp_caiman.refit import concatenate_inputs, labelled_inputs, refit, refit_inputs
-from calcomp_caiman.research.labelled_results import load_real_masks, load_simulated, split
+from calcomp_caiman.research.labelled_results import (
+    load_real_masks,
+    load_simulated,
+    split,
+    split_hybrid,
+)
 from calcomp_caiman.research.metrics import roc_auc
 from calcomp_caiman.research.train import held_out_videos
+from calcomp_caiman.research.train_branches import UNLABELLED, load_hybrid_results
 from calcomp_caiman.schema import label_masks
 
 ROOT = Path(__file__).resolve().parents[1]
+CACHE = Path.home() / ".cache" / "calcomp"
 
 
 def scores(model, items) -> dict:
@@ -116,23 +135,40 @@ def run_lab(model, items, budgets, seed: int) -> dict:
     return out
 
 
+def _rows(model, inputs, labels, masks) -> tuple[np.ndarray, np.ndarray]:
+    """The model's probabilities and the labels of the masked rows of every file."""
+    parts = [(x.take(m).probs(model), c[m]) for x, c, m in zip(inputs, labels, masks) if m.any()]
+    return np.concatenate([p for p, _ in parts]), np.concatenate([c for _, c in parts])
+
+
+def _set_accuracy(probs: np.ndarray, codes: np.ndarray) -> float:
+    return float(label_masks(codes)[np.arange(len(codes)), probs.argmax(axis=1)].mean())
+
+
 def _metrics(model, inputs, labels, masks) -> dict:
     """Set accuracy and accepted-set F1 (accepted vs labelled neuron) on the masked rows."""
+    probs, codes = _rows(model, inputs, labels, masks)
     rule = acceptance_rule(model)
-    hits, n, tp, fp, fn = 0, 0, 0, 0, 0
-    for x, code, mask in zip(inputs, labels, masks):
-        if not mask.any():
-            continue
-        probs = x.take(mask).probs(model)
-        allowed = label_masks(code[mask]).astype(bool)
-        hits += int(allowed[np.arange(mask.sum()), probs.argmax(axis=1)].sum())
-        n += int(mask.sum())
-        accepted = accept_components(probs, accept=rule.accept, min_prob=rule.min_prob)
-        neuron = code[mask] == 1
-        tp += int((accepted & neuron).sum())
-        fp += int((accepted & ~neuron).sum())
-        fn += int((~accepted & neuron).sum())
-    return {"accuracy": hits / max(n, 1), "f1": 2 * tp / max(2 * tp + fp + fn, 1), "n": n}
+    accepted = accept_components(probs, accept=rule.accept, min_prob=rule.min_prob)
+    neuron = codes == 1
+    tp, fp, fn = np.sum(accepted & neuron), np.sum(accepted & ~neuron), np.sum(~accepted & neuron)
+    f1 = float(2 * tp / max(2 * tp + fp + fn, 1))
+    return {"accuracy": _set_accuracy(probs, codes), "f1": f1, "n": len(codes)}
+
+
+def bias_ceiling(probs: np.ndarray, codes: np.ndarray) -> float:
+    """Set accuracy after 3 class-bias offsets on the log-probabilities (neuron's fixed at
+    0), fitted by set NLL to these very labels: what no calibration-level refit beats."""
+    logp, allowed = np.log(np.clip(probs, 1e-12, 1.0)), label_masks(codes)
+
+    def shifted(bias):
+        z = logp + np.r_[0.0, bias]
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    fit = scipy.optimize.minimize(lambda b: probability_set_nll(shifted(b), allowed),
+                                  np.zeros(3), method="Nelder-Mead")  # fmt: skip
+    return _set_accuracy(shifted(fit.x), codes)
 
 
 def _refit(model, inputs, labels, chosen):
@@ -187,18 +223,21 @@ def place_labels(model, inputs, labels, pools, budget: int, how: str, rng):
 
 
 def run_calibrate(model, labs: dict, budgets, repeats: int, seed: int, in_dist: dict) -> dict:
-    """The page's loop on each lab (see the module docstring)."""
+    """The page's loop on each lab, ``{name: (kind, results)}`` (see the module docstring);
+    ``in_dist``: per kind, the model's metrics on its validation results of that kind."""
     out = {}
-    for lab, items in labs.items():
+    for lab, (kind, items) in labs.items():
         inputs = [labelled_inputs(model, i.evidence, np.arange(i.evidence.n)) for i in items]
         labels = [np.asarray(i.labels, np.int64) for i in items]
         runs = {}
         for r in range(repeats):
             rng = np.random.default_rng(seed + r)
-            pools = [rng.random(len(code)) < 0.5 for code in labels]
-            tests = [~pool for pool in pools]
-            before = _metrics(model, inputs, labels, tests)
-            runs.setdefault("before", []).append(before)
+            halves = [rng.random(len(code)) < 0.5 for code in labels]
+            pools = [half & (code != UNLABELLED) for half, code in zip(halves, labels)]
+            tests = [~half & (code != UNLABELLED) for half, code in zip(halves, labels)]
+            runs.setdefault("before", []).append(_metrics(model, inputs, labels, tests))
+            ceiling = bias_ceiling(*_rows(model, inputs, labels, tests))
+            runs.setdefault("ceiling_bias", []).append({"accuracy": ceiling})
             for budget in budgets:
                 for how in ("page", "uncertainty", "random"):
                     new, report, times = place_labels(
@@ -208,37 +247,70 @@ def run_calibrate(model, labs: dict, budgets, repeats: int, seed: int, in_dist: 
                     runs.setdefault(f"{how}_{budget}", []).append(
                         dict(after, level=report["level"], refit_seconds=float(np.mean(times)))
                     )
-        summary = {"components": int(sum(len(c) for c in labels)), "files": [i.method for i in items]}  # fmt: skip
+        summary = {"kind": kind, "components": int(sum(len(c) for c in labels)),
+                   "labelled": int(sum(np.sum(c != UNLABELLED) for c in labels)),
+                   "files": [f"{i.group}:{i.method}" for i in items]}  # fmt: skip
         for key, values in runs.items():
-            row = {m: [round(v[m], 4) for v in values] for m in ("accuracy", "f1")}
-            row.update({f"{m}_mean": round(float(np.mean(row[m])), 4) for m in ("accuracy", "f1")})
-            if key != "before":
+            row = {m: [round(v[m], 4) for v in values] for m in ("accuracy", "f1") if m in values[0]}  # fmt: skip
+            row.update({f"{m}_mean": round(float(np.mean(row[m])), 4) for m in list(row)})
+            if "level" in values[0]:
                 row["levels"] = [v["level"] for v in values]
-                row["refit_seconds"] = round(
-                    float(np.mean([v["refit_seconds"] for v in values])), 3
-                )
+                row["refit_seconds"] = round(float(np.mean([v["refit_seconds"] for v in values])), 3)  # fmt: skip
+            if key != "before":
                 base = summary["before"]["accuracy_mean"]
-                gap = in_dist["accuracy"] - base
+                gap = in_dist[kind]["accuracy"] - base
                 row["gap_closed"] = round((row["accuracy_mean"] - base) / gap, 3) if gap > 0 else None  # fmt: skip
             summary[key] = row
         out[lab] = summary
-        print(lab, json.dumps({k: v for k, v in summary.items()}, indent=None))
+        print(lab, json.dumps(summary), flush=True)
     return out
+
+
+def calibration_labs(model, args) -> tuple[dict, dict]:
+    """The labs, ``{name: (kind, results)}``: every real test video, held-out hybrid
+    recording and held-out simulated setting (as the model's training split them); and
+    per kind the validation results of that split (the in-distribution reference)."""
+    validation_videos, test_videos = held_out_videos(model)
+    real = [i for i in load_real_masks(args.real, set(test_videos)) if i.method != "human"]
+    sim = load_simulated(args.sim) if (Path(args.sim) / "MANIFEST.json").exists() else []
+    hybrid = load_hybrid_results(args.hybrid) if Path(args.hybrid).is_dir() else []
+    _, val, test = split(real + sim, validation_videos, test_videos)
+    _, hybrid_val, hybrid_test = split_hybrid(hybrid)
+    labs, reference = {}, {}
+    for item in sorted(test + hybrid_test, key=lambda i: i.source):  # stable: files in order
+        name = item.group if item.source == "real" else item.setting
+        labs.setdefault(name, (item.source, []))[1].append(item)
+    for item in val + hybrid_val:
+        reference.setdefault(item.source, []).append(item)
+    return labs, reference
+
+
+def calibration_table(report: dict) -> str:
+    """Mean set accuracy per lab: before, each way and budget (gap closed), the ceiling."""
+    lines = []
+    for lab, row in report["labs"].items():
+        ways = [f"{k}={row[k]['accuracy_mean']:.3f} ({row[k]['gap_closed']})"
+                for k in row if k.split("_")[0] in ("page", "uncertainty", "random", "ceiling")]  # fmt: skip
+        in_dist = report["in_distribution"][row["kind"]]["accuracy"]
+        lines.append(f"{lab} [{row['kind']}, in-dist {in_dist:.3f}] before={row['before']['accuracy_mean']:.3f} "  # fmt: skip
+                     + " ".join(ways))  # fmt: skip
+    return "\n".join(lines)
 
 
 def main_calibrate(args) -> int:
     model = CalcompModel.load(args.model)
-    validation_videos, test_videos = held_out_videos(model)
-    real = [i for i in load_real_masks(args.real, set(test_videos)) if i.method != "human"]
-    labs = {video: [i for i in real if i.group == video] for video in sorted(test_videos)}
-    reference = [i for i in real if i.group in validation_videos]
-    ref_inputs = [labelled_inputs(model, i.evidence, np.arange(i.evidence.n)) for i in reference]
-    ref_labels = [np.asarray(i.labels, np.int64) for i in reference]
-    in_dist = _metrics(model, ref_inputs, ref_labels, [np.ones(len(c), bool) for c in ref_labels])
-    print("in distribution (real validation videos):", json.dumps(in_dist))
+    labs, reference = calibration_labs(model, args)
+    in_dist = {}
+    for kind, items in sorted(reference.items()):
+        inputs = [labelled_inputs(model, i.evidence, np.arange(i.evidence.n)) for i in items]
+        labels = [np.asarray(i.labels, np.int64) for i in items]
+        in_dist[kind] = _metrics(model, inputs, labels, [c != UNLABELLED for c in labels])
+        print(f"in distribution ({kind} validation results):", json.dumps(in_dist[kind]), flush=True)  # fmt: skip
+    labs = {name: lab for name, lab in labs.items() if lab[0] in in_dist}
     report = {"model": model.name, "in_distribution": in_dist, "budgets": args.budgets,
               "repeats": args.repeats, "labs": run_calibrate(model, labs, args.budgets,
                                                              args.repeats, args.seed, in_dist)}  # fmt: skip
+    print(calibration_table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0
@@ -319,12 +391,15 @@ def main_latency(args) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
-    parser.add_argument("--sim", default="/work/simdata")
+    parser.add_argument("--sim", default=str(CACHE / "simdata"))
+    parser.add_argument(
+        "--hybrid", default=str(CACHE / "hybrid"), help="--calibrate: hybrid results"
+    )
     parser.add_argument("--real", default=str(ROOT.parent / "shared" / "data" / "real_rois"))
     parser.add_argument("--budgets", type=int, nargs="+",
                         help="labels per lab (default: 10 20 with --calibrate, else 100 300)")  # fmt: skip
     parser.add_argument("--calibrate", action="store_true",
-                        help="the page's loop on the real test videos' masks (issue 21)")  # fmt: skip
+                        help="the page's loop on held-out real videos, hybrid recordings and simulated settings (issue 21)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=5, help="--calibrate: repeats")
     parser.add_argument("--latency", action="store_true",
                         help="label -> new probabilities for a 1,000-component session")  # fmt: skip

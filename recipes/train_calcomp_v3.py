@@ -68,6 +68,7 @@ from calcomp_caiman.research.labelled_results import (
     load_simulated,
     result_patches,
     split,
+    split_hybrid,
 )
 from calcomp_caiman.research.metrics import report_row
 from calcomp_caiman.research.train import held_out_videos, train
@@ -82,23 +83,6 @@ OUT = ROOT / "calcomp_caiman" / "models" / "calcomp_v3"
 CACHE = Path.home() / ".cache" / "calcomp"
 QUICK = {"widths": (4, 8), "blocks": (1, 1), "epochs": 2, "head_grid": ((8, 1e-3),)}
 log = logging.getLogger("train_calcomp_v3")
-
-
-def split_hybrid(items):
-    """Hybrid results: held out -> test; per recording the last movie -> validation."""
-    last: dict[str, str] = {}
-    for item in items:
-        if not item.held_out:
-            last[item.setting] = max(last.get(item.setting, ""), item.group)
-    train_items, val, test = [], [], []
-    for item in items:
-        if item.held_out:
-            test.append(item)
-        elif item.group == last[item.setting]:
-            val.append(item)
-        else:
-            train_items.append(item)
-    return train_items, val, test
 
 
 ABLATIONS = {  # evidence removed at inference: the model's own missing-evidence path

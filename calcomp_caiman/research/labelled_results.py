@@ -10,7 +10,8 @@ Two sources:
 * the real labelled masks of ``../shared/data/real_rois`` (shape and neighbours only;
   labels neuron / doubtful / non_neuron; :func:`load_real_masks`).
 
-Splits are by whole movie and video (:func:`split`, :func:`evaluation_sets`). The shape
+Splits are by whole movie and video (:func:`split`, :func:`split_hybrid`,
+:func:`evaluation_sets`). The shape
 network's logits and the evidence features of a result (:func:`result_inputs`) are those
 :func:`calcomp_caiman.classify.classify_evidence` computes at run time.
 """
@@ -45,6 +46,7 @@ __all__ = [
     "result_inputs",
     "result_patches",
     "split",
+    "split_hybrid",
 ]
 
 METHODS = ("cnmf", "onacid")
@@ -174,6 +176,34 @@ def split(items: Sequence[LabelledResult], validation_videos, test_videos):
         else:
             target = train
         target.append(item)
+    return train, val, test
+
+
+def split_hybrid(items: Sequence[LabelledResult]):
+    """Train, validation and test hybrid results (whole movies, as model v3 was trained).
+
+    Held-out recordings are the test set; in every other recording the movie with the
+    last group name is validation, the rest training.
+
+    Examples
+    --------
+    >>> items = [LabelledResult(None, np.zeros(0), g, "hybrid", g.split("/")[0], h, "cnmf")
+    ...          for g, h in (("a/s1", False), ("a/s2", False), ("b/s1", True))]
+    >>> [[i.group for i in part] for part in split_hybrid(items)]
+    [['a/s1'], ['a/s2'], ['b/s1']]
+    """
+    last: dict[str, str] = {}
+    for item in items:
+        if not item.held_out:
+            last[item.setting] = max(last.get(item.setting, ""), item.group)
+    train, val, test = [], [], []
+    for item in items:
+        if item.held_out:
+            test.append(item)
+        elif item.group == last[item.setting]:
+            val.append(item)
+        else:
+            train.append(item)
     return train, val, test
 
 

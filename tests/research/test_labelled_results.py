@@ -6,10 +6,12 @@ import numpy as np
 from labelled_data import write_archive, write_results_folder
 
 from calcomp_caiman.research.labelled_results import (
+    LabelledResult,
     evaluation_sets,
     load_real_masks,
     load_simulated,
     split,
+    split_hybrid,
 )
 
 
@@ -38,3 +40,18 @@ def test_real_masks_are_split_by_video_key(tmp_path):
     train, val, test = split(items, validation_videos={"lab/b"}, test_videos={"lab/c"})
     assert [[i.group for i in part] for part in (train, val, test)] == [["lab/a"], ["lab/b"],
                                                                          ["lab/c"]]  # fmt: skip
+
+
+def test_split_hybrid_holds_out_recordings_and_validates_on_each_recordings_last_movie(tmp_path):
+    write_archive(tmp_path / "a.npz", seed=1)
+    evidence = load_real_masks(tmp_path, set())[0].evidence
+    groups = [("rec_a/f0_s2", False), ("rec_a/f0_s10", False), ("rec_a/f0_s1", False),
+              ("rec_b/w0_s5", False), ("rec_c/w0_s1", True), ("rec_c/w1_s9", True)]  # fmt: skip
+    items = [LabelledResult(evidence, np.ones(evidence.n, np.int64), group, "hybrid",
+                            group.split("/")[0], held_out, method)
+             for group, held_out in groups for method in ("cnmf", "onacid")]  # fmt: skip
+    train, val, test = split_hybrid(items)
+    assert sorted({i.group for i in test}) == ["rec_c/w0_s1", "rec_c/w1_s9"]
+    assert sorted({i.group for i in val}) == ["rec_a/f0_s2", "rec_b/w0_s5"]  # last by name
+    assert sorted({i.group for i in train}) == ["rec_a/f0_s1", "rec_a/f0_s10"]
+    assert len(train) + len(val) + len(test) == len(items) and len(val) == 4
