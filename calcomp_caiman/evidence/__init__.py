@@ -7,6 +7,7 @@
 | :mod:`~calcomp_caiman.evidence.footprints` | fingerprints and flags of the footprints |
 | :mod:`~calcomp_caiman.evidence.patches` | crop scale and the patches the shape network sees |
 | :mod:`~calcomp_caiman.evidence.features` | neighbour, image, trace and metric features |
+| :mod:`~calcomp_caiman.evidence.order_stats` | medians, percentiles and MAD of rows, from one sort |
 | :mod:`~calcomp_caiman.evidence.params` | one setting of CaImAn's params (``CNMFParams`` or a dict) |
 | :mod:`~calcomp_caiman.evidence.modality` | one-photon (CNMF-E) or two-photon, from the params |
 

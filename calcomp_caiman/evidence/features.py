@@ -49,6 +49,7 @@ import scipy.spatial
 import scipy.stats
 
 from calcomp_caiman.evidence.evidence import Evidence
+from calcomp_caiman.evidence.order_stats import mad_noise, sorted_percentile
 from calcomp_caiman.evidence.patches import component_centres
 from calcomp_caiman.evidence.transients import SAMPLES, transient_profiles
 
@@ -354,12 +355,11 @@ def _image_features(evidence, A, dims, scale) -> np.ndarray:
     peak = np.zeros(A.shape[1])
     counts = np.diff(A.indptr)
     nonempty = counts > 0
-    if A.nnz:
-        # the stored entry with the largest value of each column
-        column = np.repeat(np.arange(A.shape[1]), counts)
-        order = np.lexsort((data, column))
-        last = A.indptr[1:][nonempty] - 1
-        peak[nonempty] = at[order[last]]
+    if A.nnz:  # at the stored entry with the largest value of each column (the last tied)
+        starts = A.indptr[:-1][nonempty]
+        largest = np.repeat(np.maximum.reduceat(data, starts), counts[nonempty])
+        entry = np.where(data == largest, np.arange(A.nnz), -1)
+        peak[nonempty] = at[np.maximum.reduceat(entry, starts)]
     count = np.maximum(counts, 1).astype(np.float64)
     sa, sb = _column_sums(A, data), _column_sums(A, at)
     saa, sbb, sab = (_column_sums(A, v) for v in (data * data, at * at, data * at))
@@ -375,14 +375,18 @@ def _row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", a, b, dtype=np.float64)
 
 
-def _skew(x: np.ndarray) -> np.ndarray:
-    """Skewness of each row (products, not ``**``: float32 powers are slow in NumPy)."""
-    centred = x - x.mean(axis=1, keepdims=True)
+def _skew(centred: np.ndarray) -> np.ndarray:
+    """Skewness of each row from its deviations from the row mean (products, not ``**``:
+    float32 powers are slow in NumPy)."""
     squared = centred * centred
-    frames = x.shape[1]
+    frames = centred.shape[1]
     var = squared.sum(axis=1, dtype=np.float64) / frames
     third = _row_dot(squared, centred) / frames
     return np.where(var > 1e-20, third / np.maximum(var, 1e-20) ** 1.5, 0.0)
+
+
+def _centred(x: np.ndarray) -> np.ndarray:
+    return x - x.mean(axis=1, keepdims=True)
 
 
 def _robust_sd(x: np.ndarray, step: int = 1) -> np.ndarray:
@@ -390,15 +394,13 @@ def _robust_sd(x: np.ndarray, step: int = 1) -> np.ndarray:
 
     With ``step > 1``, from every ``step``-th difference (consecutive frames still).
     """
-    diff = x[:, 1::step] - x[:, :-1:step]  # every step-th first difference, no more
-    diff -= np.median(diff, axis=1, keepdims=True)
-    mad = np.median(np.abs(diff, out=diff), axis=1)
-    return mad / (0.6745 * np.sqrt(2.0))
+    return mad_noise(x[:, 1::step] - x[:, :-1:step])  # every step-th difference, no more
 
 
-def _correlation(a_dev: np.ndarray, b_dev: np.ndarray) -> np.ndarray:
-    denom = np.sqrt(_row_dot(a_dev, a_dev) * _row_dot(b_dev, b_dev))
-    return np.where(denom > 0, _row_dot(a_dev, b_dev) / np.where(denom > 0, denom, 1.0), 0.0)
+def _correlation(ab: np.ndarray, aa: np.ndarray, bb: np.ndarray) -> np.ndarray:
+    """Correlation of rows from their centred products: ``a.b``, ``a.a`` and ``b.b``."""
+    denom = np.sqrt(aa * bb)
+    return np.where(denom > 0, ab / np.where(denom > 0, denom, 1.0), 0.0)
 
 
 def _trace_features(
@@ -434,7 +436,11 @@ def _trace_features(
 
 
 def _trace_chunk(evidence, start: int, chunk: dict, out, profiles, options) -> None:
-    """Trace features (and profiles) of the rows ``start:start + len(chunk)``, into ``out``."""
+    """Trace features (and profiles) of the rows ``start:start + len(chunk)``, into ``out``.
+
+    Each centred trace and each product of two is computed once and shared by the
+    features that read it.
+    """
     C = chunk["C"]
     has_residual = chunk.get("YrA") is not None
     residual = chunk["YrA"] if has_residual else np.zeros_like(C)
@@ -446,26 +452,27 @@ def _trace_chunk(evidence, start: int, chunk: dict, out, profiles, options) -> N
     # order statistics from at most _ORDER_FRAMES frames (evenly spaced): the same
     # numbers to within noise, several times faster on long recordings
     step = max(1, C.shape[1] // _ORDER_FRAMES)
-    base, top = np.percentile(C[:, ::step], [50, 99], axis=1)
+    base, top = sorted_percentile(np.sort(C[:, ::step], axis=1), [50, 99])
     amplitude = top - base
     noise = _robust_sd((raw if has_residual else C)[:, : step * _ORDER_FRAMES], step)
     noise = np.maximum(noise, 1e-6 * np.maximum(np.abs(amplitude), 1e-12))
-    c_dev = C - C.mean(axis=1, keepdims=True)
-    raw_dev = raw - raw.mean(axis=1, keepdims=True)
-    r_dev = residual - residual.mean(axis=1, keepdims=True)
-    var_raw = _row_dot(raw_dev, raw_dev)
-    share = _row_dot(c_dev, c_dev) / np.where(var_raw > 0, var_raw, 1.0)
+    c_dev, raw_dev, r_dev = _centred(C), _centred(raw), _centred(residual)
+    c_c, raw_raw = _row_dot(c_dev, c_dev), _row_dot(raw_dev, raw_dev)
+    share = c_c / np.where(raw_raw > 0, raw_raw, 1.0)
     active = ((C - base[:, None]) > 0.2 * np.maximum(amplitude, 1e-12)[:, None]).mean(axis=1)
+    later, earlier = r_dev[:, 1:], r_dev[:, :-1]
     out[start : start + len(C)] = np.column_stack(
         [
             np.log1p(np.maximum(amplitude, 0) / noise),
-            np.clip(_skew(raw), -20, 20),
-            np.clip(_skew(C), -20, 20),
+            np.clip(_skew(raw_dev), -20, 20),
+            np.clip(_skew(c_dev), -20, 20),
             np.clip(share, 0, 2),
-            _correlation(c_dev, raw_dev),
+            _correlation(_row_dot(c_dev, raw_dev), c_c, raw_raw),
             active,
-            np.clip(_skew(np.diff(C, axis=1)), -20, 20),
-            _correlation(r_dev[:, 1:], r_dev[:, :-1]),
+            np.clip(_skew(_centred(np.diff(C, axis=1))), -20, 20),
+            _correlation(
+                _row_dot(later, earlier), _row_dot(later, later), _row_dot(earlier, earlier)
+            ),
         ]
     )
 

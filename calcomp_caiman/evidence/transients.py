@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from calcomp_caiman.evidence.order_stats import mad_noise, sorted_median
+
 __all__ = ["DEFAULT_FRAME_RATE", "PEAKS", "SAMPLES", "WINDOW", "transient_profiles"]
 
 WINDOW = (-1.0, 4.0)
@@ -35,9 +37,7 @@ def _every(frames: int) -> int:
 def _robust_sd(x: np.ndarray) -> np.ndarray:
     """Noise of each row: MAD of first differences / (0.6745 sqrt 2), never 0."""
     step = _every(x.shape[1])
-    diff = x[:, 1::step] - x[:, :-1:step]  # every step-th first difference, no more
-    diff -= np.median(diff, axis=1, keepdims=True)
-    sd = np.median(np.abs(diff), axis=1) / (0.6745 * np.sqrt(2.0))
+    sd = mad_noise(x[:, 1::step] - x[:, :-1:step])  # every step-th difference, no more
     spread = np.std(x[:, ::step], axis=1)
     return np.maximum(sd, np.maximum(1e-3 * spread, 1e-12))
 
@@ -122,8 +122,7 @@ def transient_profiles(
     rate = float(frame_rate) if frame_rate and np.isfinite(frame_rate) else DEFAULT_FRAME_RATE
     noise = _robust_sd(raw)[:, None]
     step = _every(frames)
-    raw_base = np.median(raw[:, ::step], axis=1)
-    c_base = np.median(C[:, ::step], axis=1)
+    raw_base, c_base = (sorted_median(np.sort(x[:, ::step], axis=1)) for x in (raw, C))
     before, after = float(window[0]), float(window[1])
     separation = max(1, int(round((after - before) * rate)))
     events, valid = _event_frames(C, c_base, separation, int(peaks))
