@@ -16,10 +16,12 @@ The shape network stays as it is. What changes depends on the labels (:func:`ref
   networks (image and temporal branches) stay as they are.
 * **none**: the model is kept as it is, and the report says why.
 
-Labels the fit did not see choose the level: cross-validation below :data:`HEAD_LABELS`
-labels, held-out labels (whole files when there are several) from there on. A level that
-does not beat the model as it is on them is not applied: the model returned is then the
-model given, unchanged, and the report's ``level`` is ``"none"``.
+Labels the fit did not see choose the level: calibration is applied when it beats the model
+as it is in cross-validation over every label; from :data:`HEAD_LABELS` labels on, the head
+replaces it only when it is clearly better on held-out labels (whole files when there are
+several), so that more labels never lose what fewer would have carried. When no level
+beats the model as it is, the model returned is the model given, unchanged, and the
+report's ``level`` is ``"none"``.
 """
 
 from __future__ import annotations
@@ -514,42 +516,48 @@ def refit_inputs(
     use_head = level == "head" or (level == "auto" and n >= HEAD_LABELS)
     use_calibration = level in ("auto", "calibration")
     calibration = None
-    if not use_head:  # few labels: cross-validated calibration against the model as it is
-        cv_nll, after, kept_nll = _calibration_cv(model, log_p, temperature, allowed, code, seed)
-        before = _set_accuracy(np.exp(log_p), code)
-        chosen, held = ("calibration" if cv_nll < kept_nll else "none"), np.zeros(n, bool)
-        validation = f"cross-validated ({min(CV_FOLDS, n)} folds)"
-        why = "calibration did not improve the cross-validated likelihood of the labels"
-        pull = None
-        if chosen == "none":
-            after = before
-    else:
+    before = _set_accuracy(np.exp(log_p), code)
+    # calibration against the model as it is, always by cross-validation over every label,
+    # so that more labels never lose what fewer would have carried
+    cv_nll, cv_after, kept_nll = (
+        _calibration_cv(model, log_p, temperature, allowed, code, seed)
+        if use_calibration
+        else (np.inf, before, 0.0)
+    )
+    base = "calibration" if cv_nll < kept_nll else "none"
+    chosen, after, held, pull = base, (cv_after if base == "calibration" else before), None, None
+    validation = f"cross-validated ({min(CV_FOLDS, n)} folds)"
+    why = "calibration did not improve the cross-validated likelihood of the labels"
+    if use_head:  # the head must beat that level on held-out labels (whole files if several)
         inputs = x.head_inputs(model)  # the columns the head reads
         held = _split(code, group, validation_fraction, seed)
-        before_probs = np.exp(log_p[held])
-        before = _set_accuracy(before_probs, code[held])
-        # (level, head's pull, held-out losses per label, held-out accuracy)
-        trials = [("none", None, _robust_losses(before_probs, allowed[held]), before)]
-        if use_calibration:
+        base_probs = np.exp(log_p[held])
+        if base == "calibration":
             cal = fit_calibration(log_p[~held], temperature[~held], allowed[~held])
-            probs = np.exp(calibrated_log_probs(log_p[held], temperature[held], cal))
-            trials.append(("calibration", None, _robust_losses(probs, allowed[held]),
-                           _set_accuracy(probs, code[held])))  # fmt: skip
+            base_probs = np.exp(calibrated_log_probs(log_p[held], temperature[held], cal))
+        base_losses = _robust_losses(base_probs, allowed[held])
+        # (held-out losses per label, head's pull, held-out accuracy)
+        heads = []
         for trial_anchor in ANCHORS if anchor is None else (anchor,):
             trial = fit_head(inputs[~held], allowed[~held], start=model.head, anchor=trial_anchor,
                              l2=l2)  # fmt: skip
             probs = x.take(held).probs(model.with_head(trial))
-            trials.append(("head", trial_anchor, _robust_losses(probs, allowed[held]),
-                           _set_accuracy(probs, code[held])))  # fmt: skip
-            logger.debug("refit anchor %g: held-out NLL %.4f", trial_anchor, trials[-1][2].mean())
-        best = min(trials, key=lambda trial: trial[2].mean())
-        calibrated = [t for t in trials if t[0] == "calibration"]
-        if best[0] == "head" and calibrated and calibrated[0][2].mean() < trials[0][2].mean():
-            if not _clearly_worse(calibrated[0][2], best[2]):  # the simpler level will do
-                best = calibrated[0]
-        chosen, pull, _, after = best
-        validation = f"held out: {int(held.sum())} labels"
-        why = "no refit beat the model on the held-out labels"
+            heads.append((_robust_losses(probs, allowed[held]), trial_anchor,
+                          _set_accuracy(probs, code[held])))  # fmt: skip
+            logger.debug("refit anchor %g: held-out NLL %.4f", trial_anchor, heads[-1][0].mean())
+        losses, best_anchor, head_after = min(heads, key=lambda trial: trial[0].mean())
+        # the simpler level is kept unless the head is clearly better than it
+        if losses.mean() < base_losses.mean() and (
+            base == "none" or _clearly_worse(base_losses, losses)
+        ):
+            chosen, pull, after = "head", best_anchor, head_after
+            before = _set_accuracy(np.exp(log_p[held]), code[held])
+            validation = f"held out: {int(held.sum())} labels"
+        elif base == "none":
+            why = "neither calibration nor the head beat the model on labels they did not see"
+        else:
+            validation += f"; the head was not clearly better on {int(held.sum())} held-out labels"
+    held = np.zeros(n, bool) if held is None else held
     report_progress(0.8, "validated")
     config = {}
     if chosen == "none":
@@ -638,10 +646,11 @@ def refit(
 ) -> tuple[CalcompModel, dict]:
     """Adapt a model with a fusion head (v2, v3) to labelled components of one or more results.
 
-    With fewer than :data:`HEAD_LABELS` labels only a calibration is fitted (class
-    biases, temperature and acceptance cut); with more, the head too, and whichever does
-    best on held-out labels is applied; one that does not beat the model as it is on
-    labels it did not see is not applied (the model is returned unchanged).
+    A calibration (class biases, temperature and acceptance cut) is applied when it
+    beats the model as it is in cross-validation over the labels; from
+    :data:`HEAD_LABELS` labels on, the head is refitted too and replaces the calibration
+    only when it is clearly better on held-out labels. When neither beats the model on
+    labels it did not see, nothing is applied (the model is returned unchanged).
 
     Parameters
     ----------
@@ -660,8 +669,8 @@ def refit(
         (tried even with few labels; still applied only when it beats the model).
     validation_fraction : float
         With :data:`HEAD_LABELS` labels or more: share of labels held out (whole results
-        when there are several) to choose the level and measure accuracy before and after;
-        the chosen level is then refitted on all labels.
+        when there are several) to judge the head and measure its accuracy before and
+        after; the chosen level is then refitted on all labels.
     anchor : float, optional
         Pull of a refitted head towards the starting one (larger: closer to the original
         model). Default: each of :data:`ANCHORS` is tried on the held-out labels.

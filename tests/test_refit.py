@@ -190,6 +190,22 @@ def test_many_labels_try_the_head_on_held_out_files(demo):
     assert forced_report["validation"].startswith("held out")
 
 
+def test_more_labels_keep_what_fewer_carried(demo):
+    """From 30 labels on, a calibration that cross-validation over every label supports
+    stays applied unless the head is clearly better on held-out files: here one file of
+    three (held out by the split) agrees with the model and two do not; judged on that
+    file alone, every refit would lose and the lab would get nothing."""
+    model, evidence, x = demo
+    neurons = np.flatnonzero(x.probs(model).argmax(axis=1) == 0)[:12]
+    labels = [["noise"] * 12, ["noise"] * 12, ["neuron"] * 12]
+    new, report = refit(model, [evidence] * 3, labels, [neurons] * 3, seed=0)
+    assert report["level"] == "calibration" and report["applied"] and new is not model
+    assert report["validation"] == (
+        "cross-validated (5 folds); the head was not clearly better on 12 held-out labels"
+    )
+    assert report["held_out"] == 12 and report["after"] > report["before"]
+
+
 def test_refit_checks_its_arguments(demo):
     model, evidence, x = demo
     with pytest.raises(ValueError, match="at least 5"):
