@@ -332,11 +332,15 @@ def component_distances(embedding: np.ndarray, reference: OodReference) -> np.nd
     [0.0, 2.0]
     """
     features = _features(embedding)
-    best = np.full(len(features), np.inf)
-    for mean in reference.means:
-        centred = features - mean
-        best = np.minimum(best, np.einsum("nd,de,ne->n", centred, reference.precision, centred))
-    return np.sqrt(np.maximum(best, 0.0) / reference.means.shape[1])
+    means = np.asarray(reference.means, np.float64)
+    precision = np.asarray(reference.precision, np.float64)
+    precision = (precision + precision.T) / 2  # the same quadratic form
+    # (f - m) P (f - m) = f P f - 2 f P m + m P m, for every mean at once
+    projected = features @ precision
+    squared = (projected * features).sum(axis=1)[:, None] - 2 * projected @ means.T
+    squared += ((means @ precision) * means).sum(axis=1)
+    best = squared.min(axis=1) if len(means) else np.full(len(features), np.inf)
+    return np.sqrt(np.maximum(best, 0.0) / means.shape[1])
 
 
 def file_score(distances: np.ndarray) -> float:
