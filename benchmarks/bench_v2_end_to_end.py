@@ -118,7 +118,8 @@ def task_model(task: dict) -> dict:
             raise SystemExit(f"model {task['model']!r} has no fusion head (not a model v2 or v3)")
         spec, source = task["model"], f"given: {task['model']}"
     elif task.get("random_v3"):
-        from calcomp_caiman.research.train_branches import V3Settings, untrained_v3
+        from calcomp_caiman.research.train_branches import untrained_v3
+        from calcomp_caiman.research.v3_inputs import V3Settings
 
         settings = V3Settings(seed=task["seed"])
         model = untrained_v3(settings)

@@ -10,7 +10,7 @@ Each repeat splits every file's labelled components at random into a pool the la
 draws from and the other components, on which 4-class set accuracy and accepted-set F1
 (accepted by the model's rule vs labelled neuron) are measured before and after; a
 hybrid result's unlabelled components (the recording's own cells,
-:data:`~calcomp_caiman.research.train_branches.UNLABELLED`) are in neither, only
+:data:`~calcomp_caiman.research.v3_inputs.UNLABELLED`) are in neither, only
 neighbours. Labels are placed
 
 * ``page``: in the page's order (:func:`calcomp_caiman.apps.curate.order.label_order`:
@@ -81,7 +81,8 @@ from calcomp_caiman.research.labelled_results import (
 )
 from calcomp_caiman.research.metrics import roc_auc
 from calcomp_caiman.research.train import held_out_videos
-from calcomp_caiman.research.train_branches import UNLABELLED, load_hybrid_results
+from calcomp_caiman.research.train_branches import load_hybrid_results
+from calcomp_caiman.research.v3_inputs import UNLABELLED
 from calcomp_caiman.schema import label_masks
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -72,11 +72,8 @@ from calcomp_caiman.research.labelled_results import (
 )
 from calcomp_caiman.research.metrics import report_row
 from calcomp_caiman.research.train import held_out_videos, train
-from calcomp_caiman.research.train_branches import (
-    UNLABELLED,
-    V3Settings,
-    load_hybrid_results,
-)
+from calcomp_caiman.research.train_branches import load_hybrid_results
+from calcomp_caiman.research.v3_inputs import UNLABELLED, V3Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "calcomp_caiman" / "models" / "calcomp_v3"

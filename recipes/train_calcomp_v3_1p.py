@@ -3,7 +3,7 @@
 Model v3's image and temporal branches (``--base``, the two-photon ``calcomp_v3``) are kept;
 its fusion head and calibration (temperatures, the acceptance cut) are fitted again on
 CaImAn CNMF-E results of simulated one-photon movies (``recipes/build_cnmfe_data.py``,
-``README_cnmfe.md``) by :func:`calcomp_caiman.research.train_branches.fit_fusion_head`.
+``README_cnmfe.md``) by :func:`calcomp_caiman.research.train_v3_head.fit_fusion_head`.
 The one-photon evidence differs from the two-photon one where the head reads it (large
 blurred footprints that overlap, a strong fluctuating background, CaImAn's ``corr_pnr``
 initialisation): the branches see the same kinds of input, the head learns how much to
@@ -47,7 +47,8 @@ from calcomp_caiman.model.ood import (
 from calcomp_caiman.research.baselines import caiman_rule_probs
 from calcomp_caiman.research.labelled_results import load_simulated, split
 from calcomp_caiman.research.metrics import report_row
-from calcomp_caiman.research.train_branches import V3Settings, branch_inputs, fit_fusion_head
+from calcomp_caiman.research.train_v3_head import fit_fusion_head
+from calcomp_caiman.research.v3_inputs import V3Settings, branch_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("train_calcomp_v3_1p")

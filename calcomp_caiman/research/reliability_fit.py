@@ -50,7 +50,7 @@ from calcomp_caiman.model.reliability import (
     reference_quantiles,
 )
 from calcomp_caiman.research.labelled_results import LabelledResult
-from calcomp_caiman.research.train_branches import UNLABELLED
+from calcomp_caiman.research.v3_inputs import UNLABELLED
 from calcomp_caiman.schema import label_masks
 
 logger = logging.getLogger(__name__)

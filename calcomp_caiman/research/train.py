@@ -35,9 +35,10 @@ from calcomp_caiman.research.datasets import (
     load_training_set,
     simulated_training_set,
 )
-from calcomp_caiman.research.train_branches import V3Settings, train_v3
+from calcomp_caiman.research.train_branches import train_v3
 from calcomp_caiman.research.train_head import HEAD_GRID, train_head
 from calcomp_caiman.research.train_network import TrainConfig, train_network
+from calcomp_caiman.research.v3_inputs import V3Settings
 from calcomp_caiman.schema import class_codes
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from calcomp_caiman.research.reliability_fit import (
     plot_reliability,
     signal_table,
 )
-from calcomp_caiman.research.train_branches import UNLABELLED
+from calcomp_caiman.research.v3_inputs import UNLABELLED
 
 
 def _table(n, seed, *, variant_share=0.5):

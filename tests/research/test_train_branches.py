@@ -21,14 +21,9 @@ from calcomp_caiman.research.caiman_files import write_caiman_file
 from calcomp_caiman.research.labelled_results import load_real_masks, load_simulated, split
 from calcomp_caiman.research.simulate import simulate_session
 from calcomp_caiman.research.train import train
-from calcomp_caiman.research.train_branches import (
-    UNLABELLED,
-    V3Settings,
-    augment_channels,
-    choose_min_prob,
-    load_hybrid_results,
-    source_weights,
-)
+from calcomp_caiman.research.train_branches import augment_channels, load_hybrid_results
+from calcomp_caiman.research.train_v3_head import choose_min_prob
+from calcomp_caiman.research.v3_inputs import UNLABELLED, V3Settings, source_weights
 
 TINY = V3Settings(widths=(4, 8), blocks=(1, 1), epochs=2, temporal_hidden=4,
                   head_grid=((4, 1e-2), (8, 1e-3)), copies=1)  # fmt: skip
