@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,23 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not available (the shared data lives beside the project)")
     return path
+
+
+@pytest.fixture(scope="module")
+def caiman():
+    """Real CaImAn, its log quiet; skips the test where CaImAn is not installed.
+
+    ``CAIMAN_DATA`` defaults to the environment's ``caiman_data`` folder.
+    """
+    os.environ.setdefault("CAIMAN_DATA", str(Path(sys.prefix) / "caiman_data"))
+    try:
+        import caiman
+    except ImportError:
+        pytest.skip("real CaImAn is not installed (see ../shared/caiman/README.md)")
+    if not hasattr(caiman, "source_extraction"):  # the unrelated PyPI package 'caiman'
+        pytest.skip("the 'caiman' installed is not CaImAn")
+    logging.getLogger("caiman").setLevel(logging.WARNING)
+    return caiman
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import logging
-import os
 import pickle
 import subprocess
 import sys
@@ -21,23 +19,6 @@ from conftest import CAIMAN_RESULTS, require
 
 pytestmark = pytest.mark.caiman
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _import_caiman():
-    os.environ.setdefault("CAIMAN_DATA", str(Path(sys.prefix) / "caiman_data"))
-    try:
-        import caiman
-    except ImportError:
-        pytest.skip("real CaImAn is not installed (see ../shared/caiman/README.md)")
-    if not hasattr(caiman, "source_extraction"):  # the unrelated PyPI package 'caiman'
-        pytest.skip("the 'caiman' installed is not CaImAn")
-    logging.getLogger("caiman").setLevel(logging.WARNING)
-    return caiman
-
-
-@pytest.fixture(scope="module")
-def caiman():
-    return _import_caiman()
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +20,6 @@ import pytest
 
 pytestmark = pytest.mark.caiman
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def caiman():
-    os.environ.setdefault("CAIMAN_DATA", str(Path(sys.prefix) / "caiman_data"))
-    caiman = pytest.importorskip("caiman")
-    if not hasattr(caiman, "source_extraction"):  # the unrelated PyPI package 'caiman'
-        pytest.skip("the 'caiman' installed is not CaImAn")
-    logging.getLogger("caiman").setLevel(logging.WARNING)
-    return caiman
 
 
 def load_pipeline_module():

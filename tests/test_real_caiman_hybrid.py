@@ -7,11 +7,6 @@ with two active cells of its own, moving by 3 px for its last third. Skipped whe
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -22,16 +17,6 @@ DIMS = (64, 64)
 T = 300
 CELLS = ((16, 16), (48, 20))
 LATE = 2 * T // 3  # the tissue moves from this frame on
-
-
-@pytest.fixture(scope="module")
-def caiman():
-    os.environ.setdefault("CAIMAN_DATA", str(Path(sys.prefix) / "caiman_data"))
-    caiman = pytest.importorskip("caiman")
-    if not hasattr(caiman, "source_extraction"):  # the unrelated PyPI package 'caiman'
-        pytest.skip("the 'caiman' installed is not CaImAn")
-    logging.getLogger("caiman").setLevel(logging.WARNING)
-    return caiman
 
 
 def recording() -> np.ndarray:

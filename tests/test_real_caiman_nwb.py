@@ -9,10 +9,6 @@ works. Marked ``caiman``; skipped where CaImAn or pynwb is absent.
 from __future__ import annotations
 
 import datetime
-import logging
-import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,16 +18,9 @@ pytestmark = pytest.mark.caiman
 
 
 @pytest.fixture(scope="module")
-def caiman():
-    os.environ.setdefault("CAIMAN_DATA", str(Path(sys.prefix) / "caiman_data"))
-    try:
-        import caiman
-    except ImportError:
-        pytest.skip("real CaImAn is not installed (see ../shared/caiman/README.md)")
-    if not hasattr(caiman, "source_extraction"):  # the unrelated PyPI package 'caiman'
-        pytest.skip("the 'caiman' installed is not CaImAn")
+def caiman(caiman):
+    """Real CaImAn (``tests/conftest.py``), here with pynwb."""
     pytest.importorskip("pynwb")
-    logging.getLogger("caiman").setLevel(logging.WARNING)
     return caiman
 
 

@@ -8,9 +8,6 @@ before a run starts.
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,17 +27,6 @@ from calcomp_caiman.integrations.onacid import use_calcomp_screening  # noqa: E4
 from calcomp_caiman.integrations.onacid_screen import CandidateScreen  # noqa: E402
 
 GSIG = 3
-
-
-@pytest.fixture(scope="module")
-def caiman():
-    os.environ.setdefault("CAIMAN_DATA", str(Path(sys.prefix) / "caiman_data"))
-    import caiman
-
-    if not hasattr(caiman, "source_extraction"):  # the unrelated PyPI package 'caiman'
-        pytest.skip("the 'caiman' installed is not CaImAn")
-    logging.getLogger("caiman").setLevel(logging.WARNING)
-    return caiman
 
 
 def write_movie(path: Path, *, seed: int = 0, size: int = 64, frames: int = 400) -> np.ndarray:

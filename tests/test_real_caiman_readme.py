@@ -23,11 +23,6 @@ BLOCKS = [b for b in readme_blocks() if b.needs == "CaImAn"]
 DEMO = Path(str(resources.files("calcomp_caiman.data") / "demo_caiman_sim.hdf5"))
 
 
-@pytest.fixture(scope="module")
-def caiman():
-    return real._import_caiman()
-
-
 def _cnmf_inputs(caiman, folder: Path) -> dict:
     """``cnm`` (a CNMF object, not fitted), ``images`` (memory-mapped) and ``dview``."""
     from caiman.source_extraction.cnmf import cnmf, params

@@ -8,25 +8,11 @@ Runs ``calcomp_caiman.research.caiman_runs`` (batch CNMF and OnACID, ordinary se
 from __future__ import annotations
 
 import dataclasses
-import logging
-import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytestmark = pytest.mark.caiman
-
-
-@pytest.fixture(scope="module")
-def caiman():
-    os.environ.setdefault("CAIMAN_DATA", str(Path(sys.prefix) / "caiman_data"))
-    caiman = pytest.importorskip("caiman")
-    if not hasattr(caiman, "source_extraction"):  # the unrelated PyPI package 'caiman'
-        pytest.skip("the 'caiman' installed is not CaImAn")
-    logging.getLogger("caiman").setLevel(logging.WARNING)
-    return caiman
 
 
 @pytest.fixture(scope="module")
