@@ -28,7 +28,9 @@ Steps:
    true neurons at the default rule, noise rejected, calibration error, and the best cut
    against the default one; written to ``evaluation.json`` in the model folder.
 
-Usage (``--quick``: tiny network, 2 epochs, to check the data and the pipeline)::
+Usage (``--quick``: tiny network, 2 epochs, to check the data and the pipeline;
+``--evaluate-only``: no training, step 3 for the model already in ``--out``, e.g. after
+more held-out results were built)::
 
     .venv/bin/python recipes/train_calcomp_v3.py --sim ~/.cache/calcomp/simdata \\
         --hybrid ~/.cache/calcomp/hybrid --real ../shared/data/real_rois
@@ -202,34 +204,11 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sim", type=Path, default=CACHE / "simdata")
-    parser.add_argument("--hybrid", type=Path, default=CACHE / "hybrid")
-    parser.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "data" / "real_rois")
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--epochs", type=int, default=V3Settings.epochs)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="tiny network, 2 epochs")
-    parser.add_argument("--no-cnn-baseline", action="store_true",
-                        help="skip training CaImAn's CNN architecture for the report")  # fmt: skip
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    started = time.perf_counter()
-
-    v2 = CalcompModel.load("calcomp_v2")
-    validation_videos, test_videos = held_out_videos(v2)
-    sim = load_simulated(args.sim)
-    real = load_real_masks(args.real, set(test_videos))
-    base_train, base_val, base_test = split(sim + real, validation_videos, test_videos)
-    hybrid = load_hybrid_results(args.hybrid) if args.hybrid.is_dir() else []
-    if not hybrid:
-        log.warning("no hybrid results in %s: training on simulated results and masks only", args.hybrid)  # fmt: skip
-    hybrid_train, hybrid_val, hybrid_test = split_hybrid(hybrid)
-    train_items, val = base_train + hybrid_train, base_val + hybrid_val
-    log.info("train %d results, validation %d, test %d",
-             len(train_items), len(val), len(base_test) + len(hybrid_test))  # fmt: skip
-
+def train_and_save(args, train_items, val, base_test, hybrid_test, videos, started) -> tuple:
+    """Train model v3, save it to ``args.out`` with its OOD reference; the model as loaded
+    back, and what the report says of its training. ``videos``: the real validation and
+    test videos."""
+    validation_videos, test_videos = videos
     settings = V3Settings(**{"epochs": args.epochs, **(QUICK if args.quick else {})})
     description = {
         "simulated": sorted({i.group for i in train_items if i.source == "simulated"}),
@@ -255,6 +234,60 @@ def main() -> None:
                                        sources=[i.source for i in train_items])  # fmt: skip
     scores = [file_score(evidence_distances(i.evidence, model, reference)) for i in val]
     save_ood_reference(calibrate_ood_threshold(reference, scores), args.out)
+    return model, {"settings": dataclasses.asdict(settings), "history": history}
+
+
+def held_out_recorded(folder: Path, hybrid_test) -> tuple:
+    """The model in ``folder`` (no training) and what its last report said of its training;
+    its ``config.json`` records the held-out hybrid results scored now (every result of a
+    held-out recording is held out by the split, so the list only grows with the data)."""
+    previous = json.loads((folder / "evaluation.json").read_text())
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    config["training_data"]["hybrid_test"] = sorted({i.group for i in hybrid_test})
+    atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return CalcompModel.load(folder), {k: previous[k] for k in ("settings", "history")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sim", type=Path, default=CACHE / "simdata")
+    parser.add_argument("--hybrid", type=Path, default=CACHE / "hybrid")
+    parser.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "data" / "real_rois")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--epochs", type=int, default=V3Settings.epochs)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="tiny network, 2 epochs")
+    parser.add_argument("--no-cnn-baseline", action="store_true",
+                        help="skip training CaImAn's CNN architecture for the report")  # fmt: skip
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="no training: score the model in --out again (e.g. after more "
+                             "held-out results were built) and record the held-out hybrid "
+                             "results in its config.json")  # fmt: skip
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    started = time.perf_counter()
+
+    v2 = CalcompModel.load("calcomp_v2")
+    validation_videos, test_videos = held_out_videos(v2)
+    sim = load_simulated(args.sim)
+    real = load_real_masks(args.real, set(test_videos))
+    base_train, base_val, base_test = split(sim + real, validation_videos, test_videos)
+    hybrid = load_hybrid_results(args.hybrid) if args.hybrid.is_dir() else []
+    if not hybrid:
+        log.warning("no hybrid results in %s: training on simulated results and masks only", args.hybrid)  # fmt: skip
+    hybrid_train, hybrid_val, hybrid_test = split_hybrid(hybrid)
+    train_items, val = base_train + hybrid_train, base_val + hybrid_val
+    log.info("train %d results, validation %d, test %d",
+             len(train_items), len(val), len(base_test) + len(hybrid_test))  # fmt: skip
+
+    if args.evaluate_only:
+        model, trained = held_out_recorded(args.out, hybrid_test)
+    else:
+        videos = (validation_videos, test_videos)
+        model, trained = train_and_save(
+            args, train_items, val, base_test, hybrid_test, videos, started
+        )
 
     # ------------------------------------------------------------------ evaluation
     baselines = fit_shape_baselines(
@@ -263,8 +296,7 @@ def main() -> None:
     sets = evaluation_sets(base_val, base_test, hybrid_val, hybrid_test)
     min_prob = model.thresholds.get("min_prob")
     report = {
-        "settings": dataclasses.asdict(settings),
-        "history": history,
+        **trained,
         "default_rule": {"accept": list(model.thresholds.get("accept") or ["neuron"]),
                          "min_prob": min_prob},
         "v2_default_rule": {"min_prob": v2.thresholds.get("min_prob")},
