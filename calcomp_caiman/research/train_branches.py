@@ -45,6 +45,7 @@ from calcomp_caiman.io.caiman_h5 import read_evidence
 from calcomp_caiman.model.folder import CalcompModel
 from calcomp_caiman.model.head import FusionHead, fit_head
 from calcomp_caiman.model.network import build_resnet, variable_name
+from calcomp_caiman.research.gt_labels import UNLABELLED as STORED_UNLABELLED
 from calcomp_caiman.research.labelled_results import METHODS, LabelledResult
 from calcomp_caiman.research.train_v3_head import fit_fusion_head
 from calcomp_caiman.research.v3_inputs import UNLABELLED, V3Settings, branch_inputs, source_weights
@@ -93,7 +94,7 @@ def load_hybrid_results(
             if len(labels) != evidence.n:
                 logger.warning("skipping %s: %d labels, %d components", path, len(labels), evidence.n)  # fmt: skip
                 continue
-            labels = np.where(labels == 0, UNLABELLED, labels)
+            labels = np.where(labels == STORED_UNLABELLED, UNLABELLED, labels)
             accepted = arrays.get(f"{method}_caiman_accepted")
             items.append(
                 LabelledResult(

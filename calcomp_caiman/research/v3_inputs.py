@@ -37,7 +37,10 @@ __all__ = [
 ]
 
 UNLABELLED = -1
-"""Label of a component that is a neighbour only (no class known)."""
+"""Label of a component that is a neighbour only (no class known). Not 0, which means
+``non_neuron`` in memory; the hybrid label files store it as
+:data:`calcomp_caiman.research.gt_labels.UNLABELLED` (0), and
+:func:`~calcomp_caiman.research.train_branches.load_hybrid_results` maps it here."""
 
 OPTIONAL_KINDS = EVIDENCE_KINDS[1:]
 """Kinds of evidence the head is trained to do without (``neighbours``, ``image``,
