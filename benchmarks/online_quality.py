@@ -6,12 +6,14 @@ simulator where installed, else the built-in one) once per screening variant:
 
 * ``caiman rval``: ``sniper_mode=False``, CaImAn's space-correlation test (``rval_thr``),
   the setting CaImAn uses when its own online CNN is not at hand;
-* ``calcomp``: ``use_calcomp_screening(onacid)``, our own crop of the residual buffer;
+* ``calcomp``: ``use_calcomp_screening(onacid)``, our own crop of the residual buffer and
+  the model's own screening classes (``onacid_screen.screen_accept``: P(neuron) for a
+  model v3, the default; P(neuron) + P(doubtful) for v1 and v2);
 * ``calcomp remap``: CaImAn's crop remapped to our window scale;
 * ``calcomp as-is``: CaImAn's crop stretched over the patch (no remap);
 * ``calcomp + rval``: our screen OR CaImAn's correlation test (``test_both=True``);
-* ``calcomp neuron only``: our screen with ``accept=("neuron",)`` (P(neuron) alone
-  against the threshold; the others use the default, P(neuron) + P(doubtful)).
+* ``calcomp neuron + doubtful``: our screen with ``accept=SCREEN_ACCEPT`` (P(neuron) +
+  P(doubtful) against the threshold, the lenient rule of models v1 and v2).
 
 Every found component is matched to the ground truth by footprint cosine similarity
 (>= 0.5). Counted over all movies: components found, distinct true neurons found
@@ -38,20 +40,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _online_movies import match_components, onacid_for, simulated_movie, write_tif  # noqa: E402
 
+from calcomp_caiman.integrations.onacid_screen import SCREEN_ACCEPT  # noqa: E402
+
 VARIANTS = {
     "caiman rval": None,
     "calcomp": {"crop": "calcomp"},
     "calcomp remap": {"crop": "remap"},
     "calcomp as-is": {"crop": "caiman"},
     "calcomp + rval": {"crop": "calcomp", "test_both": True},
-    "calcomp neuron only": {"crop": "calcomp", "accept": ("neuron",)},
+    "calcomp neuron + doubtful": {"crop": "calcomp", "accept": SCREEN_ACCEPT},
 }
 
 
 def run_variant(path, movie, setting, threshold):
     from calcomp_caiman import evaluate_components_4class
     from calcomp_caiman.integrations.onacid import use_calcomp_screening
-    from calcomp_caiman.integrations.onacid_screen import SCREEN_ACCEPT
 
     online = {"test_both": True} if setting and setting.get("test_both") else {}
     onacid = onacid_for(path, movie, **online)
@@ -60,7 +63,7 @@ def run_variant(path, movie, setting, threshold):
             onacid,
             threshold=threshold,
             crop=setting["crop"],
-            accept=setting.get("accept", SCREEN_ACCEPT),
+            accept=setting.get("accept"),
         )
     start = time.perf_counter()
     onacid.fit_online()
