@@ -475,12 +475,12 @@ def classify(
     facts["crop_scale"] = float(footprints.scale)
     if evidence.dropped:  # evidence found but unfit for its role: said, never silently used
         facts["evidence_dropped"] = json.dumps(dict(evidence.dropped), sort_keys=True)
-    score = is_ood = None
+    score = is_ood = error = unreliable = None
     if reliability is not None:  # the expected error warns, in place of the OOD score
         signals = file_signals(model, evidence, probs, embedding, outputs,
                                quantiles=reliability.quantiles, ood_reference=reference)  # fmt: skip
-        error = assess(signals, reliability, source=evidence.source, n_components=evidence.n,
-                       model_name=model.name).expected_error  # fmt: skip
+        error, _, unreliable, _ = assess(signals, reliability, source=evidence.source,
+                                         n_components=evidence.n, model_name=model.name)  # fmt: skip
         facts["expected_error"] = round(error, 4) if np.isfinite(error) else "nan"
         if reference is not None:
             score = signals["ood"]
@@ -489,7 +489,7 @@ def classify(
         score, is_ood = ood_score(evidence, model, reference=reference, embedding=embedding)
     if score is not None:
         facts["ood_score"] = round(score, 4) if np.isfinite(score) else "nan"
-    return Classification(fields, facts, score, is_ood)
+    return Classification(fields, facts, score, is_ood, error, unreliable)
 
 
 _IMAGING = {"1p": "one-photon", "2p": "two-photon"}

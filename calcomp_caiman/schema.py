@@ -129,12 +129,19 @@ class Classification:
         How unlike the model's training data these components are, and whether that is
         above the model's calibrated threshold (:mod:`calcomp_caiman.model.ood`); None when the
         model has no reference.
+    expected_error, unreliable : float and bool, or None
+        The share of misclassified components the model's reliability map expects for
+        these components, and whether that is high enough to warn
+        (:mod:`calcomp_caiman.model.reliability`; it then warns in place of the OOD
+        score); None when the model has no map.
     """
 
     fields: dict[str, np.ndarray]
     provenance: dict = field(default_factory=dict)
     ood_score: float | None = None
     ood: bool | None = None
+    expected_error: float | None = None
+    unreliable: bool | None = None
 
     @property
     def n(self) -> int:

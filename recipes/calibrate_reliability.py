@@ -120,12 +120,12 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = CalcompModel.load(args.model)
+    reference = find_ood_reference(model)
 
     if args.reuse:
         table = read_table(out / "files.csv")
         quantiles = json.loads((out / "quantiles.json").read_text())
     else:
-        reference = find_ood_reference(model)
         _, test_videos = held_out_videos(model)
         hybrid_test = hybrid_test_groups(model)
         rows, observations = [], []
@@ -157,6 +157,17 @@ def main() -> None:
     if len(finite) > 2:
         rho = scipy.stats.spearmanr([r["ood"] for r in finite], [r["error"] for r in finite])[0]
         report["spearman_ood_score_alone"] = round(float(rho), 4)
+        # the warning without a map: the OOD score above its threshold, on the same files
+        if reference is not None and np.isfinite(reference.threshold):
+            cut = reliability.warning_level
+            ood_flag = [r["ood"] > reference.threshold for r in finite]
+            report["ood_warning"] = {
+                "high_error_flagged": sum(f for f, r in zip(ood_flag, finite) if r["error"] > cut),
+                "in_distribution_flagged": sum(
+                    f for f, r in zip(ood_flag, finite)
+                    if r["error"] <= reliability.in_distribution_error
+                ),
+            }  # fmt: skip
     report["fit_report"] = held_out_report(fit_rows, reliability)
     report["fit_report"].pop("flagged")
     report["by_kind"] = {
@@ -181,11 +192,12 @@ def main() -> None:
     coefficients = dict(zip(reliability.signals, reliability.coefficients))
     log.info("coefficients %s, intercept %.3f, in-distribution %.3f", coefficients,
              reliability.intercept, reliability.in_distribution_error)  # fmt: skip
-    log.info("held out: %d files, Spearman %s (OOD alone %s); %d of %d high-error files "
-             "flagged; %d of %d clean files flagged (%.0f s)", report["files"],
-             report["spearman"], report.get("spearman_ood_score_alone"),
-             report["high_error_flagged"], report["high_error_files"], report["clean_flagged"],
-             report["clean_files"], time.perf_counter() - started)  # fmt: skip
+    log.info("held out: %d files, Spearman %s (OOD alone %s); flagged: %d of %d high-error "
+             "files, %d of %d in-distribution files (the OOD warning: %s) (%.0f s)",
+             report["files"], report["spearman"], report.get("spearman_ood_score_alone"),
+             report["high_error_flagged"], report["high_error_files"],
+             report["in_distribution_flagged"], report["in_distribution_files"],
+             report.get("ood_warning"), time.perf_counter() - started)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -146,7 +146,10 @@ def _cmd_classify(args) -> int:
     if result.caiman_accepted is not None:
         caiman = f", CaImAn's own selection kept {result.caiman_accepted}"
     ood = ""
-    if result.ood_score is not None:
+    if result.expected_error is not None:  # the reliability map warns, in place of the OOD score
+        verdict = "classes unreliable" if result.unreliable else "no warning"
+        ood = f"; expected error {result.expected_error:.2f} (warns above {result.unreliable_above:.2f}: {verdict})"  # fmt: skip
+    elif result.ood_score is not None:
         verdict = "out of distribution" if result.ood else "in distribution"
         threshold = (
             "" if result.ood_threshold is None else f"threshold {result.ood_threshold:.2f}: "
@@ -156,7 +159,8 @@ def _cmd_classify(args) -> int:
         f"{result.output}: {result.components} components ({counts}); calcomp accepts "
         f"{result.accepted}{caiman}{ood}; {result.modality} data, model {result.model}"
     )
-    if result.disagrees_with_caiman and not result.ood:  # (out of distribution: warned)
+    warned = result.unreliable if result.expected_error is not None else result.ood
+    if result.disagrees_with_caiman and not warned:  # (a warning said it already)
         print(
             f"calcomp and CaImAn's own selection differ a lot: check with `calcomp curate "
             f"{result.output}` (label ~{advice(result.components)} components) and refit"

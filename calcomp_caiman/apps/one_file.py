@@ -24,6 +24,7 @@ from calcomp_caiman.io.sidecar import write_component_table
 from calcomp_caiman.model.defaults import DEFAULT, resolve
 from calcomp_caiman.model.folder import CalcompModel, bundled_models
 from calcomp_caiman.model.ood import find_ood_reference
+from calcomp_caiman.model.reliability import find_reliability
 from calcomp_caiman.schema import CLASSES
 
 __all__ = [
@@ -39,7 +40,8 @@ __all__ = [
 SUMMARY_COLUMNS = (
     ["file", "format", "modality", "output", "status", "components"]
     + list(CLASSES)
-    + ["accepted", "caiman_accepted", "ood_score", "ood", "seconds", "error"]
+    + ["accepted", "caiman_accepted", "ood_score", "ood", "expected_error", "unreliable"]
+    + ["seconds", "error"]
 )
 """Columns of the summary CSV (:func:`write_summary_csv`): see :class:`FileResult`."""
 
@@ -69,6 +71,10 @@ class FileResult:
     ood_score, ood, ood_threshold
         The out-of-distribution score of the file, whether it is above the model's
         threshold, and the threshold (:mod:`calcomp_caiman.model.ood`).
+    expected_error, unreliable, unreliable_above
+        The share of misclassified components the model's reliability map expects, whether
+        it is above the map's warning level, and that level
+        (:mod:`calcomp_caiman.model.reliability`); None for a model without a map.
     caiman_accepted : int, optional
         How many components CaImAn's own selection kept (``idx_components`` stored in the
         input), for comparison; None when the input holds none.
@@ -90,6 +96,9 @@ class FileResult:
     ood_score: float | None = None
     ood: bool | None = None
     ood_threshold: float | None = None
+    expected_error: float | None = None
+    unreliable: bool | None = None
+    unreliable_above: float | None = None
     caiman_accepted: int | None = None
     error_type: str = ""
     modality: str = ""
@@ -102,6 +111,8 @@ class FileResult:
         row["seconds"] = f"{self.seconds:.2f}"
         row["ood_score"] = "" if self.ood_score is None else f"{self.ood_score:.3f}"
         row["ood"] = "" if self.ood is None else ("yes" if self.ood else "no")
+        row["expected_error"] = "" if self.expected_error is None else f"{self.expected_error:.3f}"
+        row["unreliable"] = "" if self.unreliable is None else ("yes" if self.unreliable else "no")
         row["caiman_accepted"] = "" if self.caiman_accepted is None else self.caiman_accepted
         return row
 
@@ -290,6 +301,7 @@ def classify_file(
     )
     fields = record.fields
     reference = find_ood_reference(model) if record.ood_score is not None else None
+    reliability = find_reliability(model) if record.expected_error is not None else None
     result = FileResult(
         file=str(path),
         output=str(written),
@@ -302,6 +314,9 @@ def classify_file(
         ood_score=record.ood_score,
         ood=record.ood,
         ood_threshold=None if reference is None else reference.threshold,
+        expected_error=record.expected_error,
+        unreliable=record.unreliable,
+        unreliable_above=None if reliability is None else reliability.warning_level,
         caiman_accepted=(
             None if evidence.caiman_accepted is None else int(evidence.caiman_accepted.sum())
         ),

@@ -395,6 +395,11 @@ class ReliabilityMap:
                 f"{len(self.centre)}, {len(self.scale)}, {len(self.coefficients)} numbers."
             )
 
+    @property
+    def warning_level(self) -> float:
+        """The expected error above which a file is flagged (:func:`assess`)."""
+        return self.in_distribution_error + self.margin
+
     def expected_error(self, signals: Mapping[str, float]) -> float:
         """Expected error of a file from its :func:`file_signals` (``nan`` if all are)."""
         values = np.array([signals.get(s, np.nan) for s in self.signals], np.float64)
@@ -539,7 +544,7 @@ def assess(
     """
     error = reliability.expected_error(signals)
     baseline = reliability.in_distribution_error
-    flag = bool(np.isfinite(error) and error > baseline + reliability.margin)
+    flag = bool(np.isfinite(error) and error > reliability.warning_level)
     if flag:
         name = source or "estimates"
         warnings.warn(

@@ -385,7 +385,9 @@ def held_out_report(table: Sequence[Mapping], reliability: ReliabilityMap) -> di
         ``files``; ``spearman`` (and its ``p_value``) of expected against measured error;
         ``in_distribution_error`` and ``flag_above`` (expected-error cut);
         ``high_error_files``: measured error above ``in_distribution_error + margin``;
-        ``high_error_flagged``; ``clean_flagged`` / ``clean_files`` (unaltered files);
+        ``high_error_flagged``; ``in_distribution_flagged`` / ``in_distribution_files``
+        (measured error at most ``in_distribution_error``: the files no flag should touch);
+        ``clean_flagged`` / ``clean_files`` (unaltered files, whatever their error);
         ``flagged``: the flagged files (``file``, ``variant``, ``expected``, ``measured``);
         ``by_variant``: mean measured and expected error and flags per variant.
 
@@ -401,9 +403,10 @@ def held_out_report(table: Sequence[Mapping], reliability: ReliabilityMap) -> di
     rows = [r for r in table if np.isfinite(float(r["error"]))]
     expected = np.array([reliability.expected_error(r) for r in rows])
     measured = np.array([float(r["error"]) for r in rows])
-    cut = reliability.in_distribution_error + reliability.margin
+    cut = reliability.warning_level
     flagged = expected > cut
     high = measured > cut
+    in_distribution = measured <= reliability.in_distribution_error
     clean = np.array([r.get("variant", "none") == "none" for r in rows])
     rho, p_value = (scipy.stats.spearmanr(expected, measured) if len(rows) > 2 else (np.nan, np.nan))  # fmt: skip
     by_variant = {}
@@ -423,6 +426,8 @@ def held_out_report(table: Sequence[Mapping], reliability: ReliabilityMap) -> di
         "flag_above": round(cut, 4),
         "high_error_files": int(high.sum()),
         "high_error_flagged": int((high & flagged).sum()),
+        "in_distribution_files": int(in_distribution.sum()),
+        "in_distribution_flagged": int((in_distribution & flagged).sum()),
         "clean_files": int(clean.sum()),
         "clean_flagged": int((clean & flagged).sum()),
         "flagged": [

@@ -369,7 +369,9 @@ def test_bad_csv_path_fails_before_the_input_is_changed(caiman_copy, tmp_path, c
     assert sorted(p.name for p in source.parent.iterdir()) == [source.name]  # no temp file
 
 
-def test_classify_says_what_caiman_kept_and_what_the_ood_score_means(caiman_copy, tmp_path, capsys):
+def test_classify_says_what_caiman_kept_and_how_reliable_its_classes_are(
+    caiman_copy, tmp_path, capsys
+):
     source = caiman_copy("real_mouse2p_cnmf.hdf5")
     kept = len(read_estimates(source).idx_components)  # CaImAn's own selection
     # model v2 accepts less than half of what CaImAn kept: the line says to check
@@ -390,10 +392,18 @@ def test_classify_says_what_caiman_kept_and_what_the_ood_score_means(caiman_copy
     accepted = len(read_estimates(source).idx_components)
     assert kept / 2 <= accepted < kept
     assert len(lines) == 1, lines
+    # v3 has a reliability map: the expected error takes the OOD score's place
     assert (
-        f"; calcomp accepts {accepted}, CaImAn's own selection kept {kept}; OOD score " in lines[0]
+        f"; calcomp accepts {accepted}, CaImAn's own selection kept {kept}; expected error 0.33 "
+        in lines[0]
     )
-    assert lines[0].endswith(" (threshold 1.14: in distribution); 2p data, model calcomp_v3"), lines
+    assert lines[0].endswith(" (warns above 0.36: no warning); 2p data, model calcomp_v3"), lines
+    # the real OnACID result of the same movie: the map expects many errors and says so
+    onacid = caiman_copy("real_mouse2p_onacid.hdf5")
+    assert main(["classify", str(onacid), "--out", str(tmp_path / "onacid.hdf5")]) == 0
+    captured = capsys.readouterr()
+    assert "; expected error 0.46 (warns above 0.36: classes unreliable); 2p" in captured.out
+    assert "the classes may be unreliable here: expected error 0.46 (0.21 on the " in captured.err
 
 
 def test_summary_paths_absolute_rows_ordered_columns_documented(caiman_copy, tmp_path, monkeypatch):

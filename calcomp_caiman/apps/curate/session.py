@@ -21,22 +21,17 @@ from calcomp_caiman.apps.curate.jobs import REFIT_FUNCTION, RefitJob, load_funct
 from calcomp_caiman.apps.curate.order import contradicts, label_order, label_points, uncertainty
 from calcomp_caiman.apps.curate.store import LabelStore
 from calcomp_caiman.apps.curate.threshold import fit_min_prob
-from calcomp_caiman.classify import classify_evidence
+from calcomp_caiman.classify import classify
 from calcomp_caiman.errors import CalcompError, InvalidFileError
 from calcomp_caiman.evidence import Evidence
 from calcomp_caiman.evidence.footprints import flags_of_checked
 from calcomp_caiman.io.caiman_h5 import read_evidence
 from calcomp_caiman.model.defaults import resolve
 from calcomp_caiman.model.folder import CalcompModel, bundled_models
-from calcomp_caiman.model.ood import (
-    advice,
-    evidence_distances,
-    file_score,
-    find_ood_reference,
-    save_ood_reference,
-)
+from calcomp_caiman.model.ood import advice, find_ood_reference, save_ood_reference
+from calcomp_caiman.model.reliability import find_reliability
 from calcomp_caiman.refit import LabelledInputs, changes, concatenate_inputs, labelled_inputs
-from calcomp_caiman.schema import CLASSES, FLAG_EMPTY, class_codes
+from calcomp_caiman.schema import CLASSES, FLAG_EMPTY, Classification, class_codes
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +53,26 @@ class _File:
     probs: np.ndarray
     ood_score: float = float("nan")
     ood: bool = False
+    expected_error: float = float("nan")
+    unreliable: bool = False
     geometry: FileGeometry | None = field(default=None, repr=False)
     inputs: LabelledInputs | None = field(default=None, repr=False)  # every component's
     empty: np.ndarray | None = field(default=None, repr=False)  # footprints classified as noise
+
+
+def _file(path: Path, evidence: Evidence, record: Classification) -> _File:
+    """A file of the session as :func:`~calcomp_caiman.classify.classify` saw it: its
+    probabilities and the file's warnings (out of distribution, expected error)."""
+    f = _File(path, evidence, record.probs)
+    if record.ood_score is not None:
+        f.ood_score, f.ood = float(record.ood_score), bool(record.ood)
+    if record.expected_error is not None:
+        f.expected_error, f.unreliable = float(record.expected_error), bool(record.unreliable)
+    if f.unreliable or (f.ood and record.expected_error is None):
+        logger.warning("%s: the classes may be unreliable here (%s)", path,
+                       f"expected error {f.expected_error:.2f}" if f.unreliable
+                       else f"out of distribution, score {f.ood_score:.3f}")  # fmt: skip
+    return f
 
 
 class CurationSession:
@@ -131,13 +143,13 @@ class CurationSession:
         self.files: list[_File] = []
         for path in paths:
             evidence = read_evidence(path)
-            self.files.append(_File(path, evidence, classify_evidence(evidence, self.model)))
+            self.files.append(_file(path, evidence, classify(evidence, self.model)))
         self._check_labels()
         if self.can_refit:  # what the head reads, once: refits reuse it
             for f in self.files:
                 f.inputs = labelled_inputs(self.model, f.evidence, np.arange(f.evidence.n))
                 f.empty = (flags_of_checked(f.evidence.A) & FLAG_EMPTY) > 0
-        self._score_ood()
+        self._reliability = find_reliability(self.model)
         self.version = 0  # incremented whenever the probabilities change
         self.job: RefitJob | None = None
         self.refit_report: dict | None = None
@@ -176,15 +188,6 @@ class CurationSession:
                     f"(0..{n - 1}); the CSV belongs to another version of that file.",
                 )
 
-    def _score_ood(self) -> None:
-        if self._ood_reference is None:
-            return
-        for f in self.files:
-            f.ood_score = file_score(evidence_distances(f.evidence, self.model, self._ood_reference))  # fmt: skip
-            f.ood = bool(np.isfinite(f.ood_score) and f.ood_score > self._ood_reference.threshold)
-            if f.ood:
-                logger.warning("%s: out of distribution (score %.3f)", f.path, f.ood_score)
-
     # ------------------------------------------------------------------ reading
 
     def state(self) -> dict:
@@ -202,6 +205,8 @@ class CurationSession:
                 "labelled": mine,
                 "ood_score": None if not np.isfinite(f.ood_score) else round(f.ood_score, 4),
                 "ood": f.ood,
+                "expected_error": None if not np.isfinite(f.expected_error) else round(f.expected_error, 4),
+                "unreliable": f.unreliable,
                 "advice": advice(f.evidence.n),
             })  # fmt: skip
         return {
@@ -212,6 +217,9 @@ class CurationSession:
             "model_out": str(self.model_out),
             "labels_path": str(self.store.path),
             "ood_threshold": None if reference is None else reference.threshold,
+            "unreliable_above": None
+            if self._reliability is None
+            else self._reliability.warning_level,
             "version": self.version,
             "refit": self.refit_status(),
             "threshold": self.threshold,

@@ -266,6 +266,23 @@ def test_two_tabs_and_a_killed_server_lose_no_label(tmp_path, caiman_copy, tiny_
         process.wait(10)
 
 
+def test_the_default_model_warns_by_its_expected_error(tmp_path, caiman_copy, browser):
+    """The default v3 ships a reliability map: the page warns on the file whose expected
+    error is high (the real OnACID result), in the map's words, not the OOD score's."""
+    files = [str(caiman_copy("real_mouse2p_cnmf.hdf5")), str(caiman_copy("real_mouse2p_onacid.hdf5"))]  # fmt: skip
+    process, url = _start([*files, "--labels", str(tmp_path / "labels.csv")])
+    try:
+        banner = _open(browser, url).inner_text("#ood")
+        assert (
+            "real_mouse2p_onacid.hdf5: the classes may be unreliable here (expected error "
+            "0.46 > 0.36); label ~30 components and refit." in banner
+        ), banner
+        assert "real_mouse2p_cnmf.hdf5" not in banner and "out of distribution" not in banner
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 def test_a_large_file_is_shown_in_batches(tmp_path, tiny_v2, browser):
     from calcomp_caiman.research.caiman_files import write_caiman_file
 

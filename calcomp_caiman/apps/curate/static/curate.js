@@ -54,7 +54,11 @@
     const ood = $("ood");
     ood.innerHTML = "";
     for (const f of state.files) {
-      if (f.ood) {
+      if (f.unreliable) {  // the model's reliability map warns, in place of the OOD score
+        el("div", { class: "warning", text:
+          `${f.name}: the classes may be unreliable here (expected error ${f.expected_error.toFixed(2)} > ` +
+          `${state.unreliable_above.toFixed(2)}); label ~${f.advice} components and refit.` }, ood);
+      } else if (f.ood && f.expected_error === null) {
         el("div", { class: "warning", text:
           `${f.name}: out of distribution (score ${f.ood_score.toFixed(3)} > ${state.ood_threshold.toFixed(3)}): ` +
           `the classes may be unreliable here; label ~${f.advice} components with \`calcomp curate\` and refit.` }, ood);
