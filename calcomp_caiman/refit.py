@@ -6,8 +6,9 @@ The shape network stays as it is. What changes depends on the labels (:func:`ref
 * **calibration**, what a few labels can carry: one bias per class added to the fusion
   head's logits, one factor on the calibration temperatures
   (:func:`~calcomp_caiman.model.head.fit_calibration`) and the acceptance cut ``min_prob``
-  (:func:`fit_cut`), each fitted by penalised likelihood on the labels with a prior that
-  pulls towards no change. The only level tried with fewer than :data:`HEAD_LABELS` labels.
+  (:func:`~calcomp_caiman.refit_calibration.fit_cut`), each fitted by penalised likelihood
+  on the labels with a prior that pulls towards no change. The only level tried with fewer
+  than :data:`HEAD_LABELS` labels.
 * **head**, from :data:`HEAD_LABELS` labels on: the fusion head itself
   (:mod:`calcomp_caiman.model.head`), refitted on what it reads of the labelled components
   (:func:`labelled_inputs`: the network's outputs and the evidence features; for a model
@@ -22,35 +23,42 @@ replaces it only when it is clearly better on held-out labels (whole files when 
 several), so that more labels never lose what fewer would have carried. When no level
 beats the model as it is, the model returned is the model given, unchanged, and the
 report's ``level`` is ``"none"``.
+
+The calibration level and the acceptance cut live in :mod:`calcomp_caiman.refit_calibration`,
+how a level is judged on labels it did not see in :mod:`calcomp_caiman.refit_scores`.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import scipy.optimize
 
 from calcomp_caiman.classify import accept_components, acceptance_rule
 from calcomp_caiman.errors import CalcompError
 from calcomp_caiman.evidence.evidence import Evidence
 from calcomp_caiman.evidence.patches import footprints_for
+from calcomp_caiman.io.label_table import labels_file_record
 from calcomp_caiman.model.folder import CalcompModel
-from calcomp_caiman.model.head import (
-    Calibration,
-    FusionHead,
-    calibrated_log_probs,
-    fit_calibration,
-    fit_head,
-)
+from calcomp_caiman.model.head import calibrated_log_probs, fit_calibration, fit_head
 from calcomp_caiman.model.inputs import model_inputs
+from calcomp_caiman.refit_calibration import (
+    CV_FOLDS,
+    calibrated_model,
+    cross_validate_calibration,
+    row_temperatures,
+    with_fitted_cut,
+)
+from calcomp_caiman.refit_scores import (
+    clearly_worse,
+    held_out_split,
+    robust_losses,
+    set_accuracy,
+)
 from calcomp_caiman.schema import CLASSES, class_codes, label_masks
 
 logger = logging.getLogger(__name__)
@@ -58,16 +66,12 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "LEVELS",
     "LabelledInputs",
-    "calibrated_model",
     "changes",
     "concatenate_inputs",
-    "fit_cut",
     "head_l2",
     "labelled_inputs",
-    "read_label_table",
     "refit",
     "refit_inputs",
-    "robust_set_nll",
 ]
 
 MIN_LABELS = 5
@@ -82,13 +86,6 @@ HEAD_L2 = 1e-3
 
 ANCHORS = (1e-3, 1e-2, 1e-1, 1.0)
 """Pulls towards the starting head tried by :func:`refit`; the held-out labels choose."""
-
-CUT_PRIOR = 1.0
-"""Standard deviation, in logit units, of the prior of ``logit(min_prob)`` around the
-model's own cut."""
-
-CV_FOLDS = 5
-"""Cross-validation folds that judge a calibration (fewer labels: one label per fold)."""
 
 LEVELS = {
     "calibration": "calibration: class biases + temperature + cut",
@@ -199,83 +196,6 @@ def labelled_inputs(
     return concatenate_inputs(parts).take(components)
 
 
-def _split(codes: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Held-out mask: whole groups when there are two or more, else stratified."""
-    rng = np.random.default_rng(seed)
-    held = np.zeros(len(codes), dtype=bool)
-    unique = np.unique(groups)
-    if len(unique) >= 2:
-        for group in rng.permutation(unique):
-            if held.mean() >= fraction:
-                break
-            held |= groups == group
-        if held.all():
-            held[groups == unique[0]] = False
-    if not held.any():
-        for code in np.unique(codes):
-            members = np.flatnonzero(codes == code)
-            take = min(int(round(len(members) * fraction)), len(members) - 1)
-            held[rng.choice(members, size=max(take, 0), replace=False)] = True
-    return held
-
-
-LABEL_NOISE = 0.05
-"""Share of labels :func:`robust_set_nll` allows to be wrong."""
-
-
-def robust_set_nll(probs: np.ndarray, allowed: np.ndarray, noise: float = LABEL_NOISE) -> float:
-    """Mean ``-log`` likelihood of labels of which a share ``noise`` may be wrong (a wrong
-    label falls on any class at random): what judges a refit on labels it did not see, so
-    that one label the model deems impossible (a slip, or a component no calibration can
-    save) cannot outweigh all the others.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> round(robust_set_nll(np.array([[1.0, 0, 0, 0]]), np.array([[0, 0, 1, 0]], bool)), 3)
-    4.382
-    """
-    return float(_robust_losses(probs, allowed, noise).mean())
-
-
-def _robust_losses(
-    probs: np.ndarray, allowed: np.ndarray, noise: float = LABEL_NOISE
-) -> np.ndarray:
-    probs = np.asarray(probs, np.float64)
-    allowed = np.asarray(allowed, bool)
-    p_set = (probs * allowed).sum(axis=1)
-    share = allowed.sum(axis=1) / allowed.shape[1]
-    return -np.log((1 - noise) * p_set + noise * share)
-
-
-def _clearly_worse(losses: np.ndarray, than: np.ndarray) -> bool:
-    """Whether ``losses`` exceed ``than`` (paired, per label) by more than one standard
-    error: the simpler level is kept unless the richer one is clearly better."""
-    d = np.asarray(losses) - np.asarray(than)
-    if len(d) < 2:
-        return bool(d.mean() > 0)
-    return bool(d.mean() > d.std(ddof=1) / np.sqrt(len(d)))
-
-
-def _folds(codes: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Fold of each label, stratified by label code."""
-    rng = np.random.default_rng(seed)
-    fold = np.empty(len(codes), np.int64)
-    offset = 0
-    for code in np.unique(codes):
-        members = rng.permutation(np.flatnonzero(codes == code))
-        fold[members] = (offset + np.arange(len(members))) % k
-        offset += len(members)
-    return fold
-
-
-def _set_accuracy(probs: np.ndarray, codes: np.ndarray) -> float:
-    if not len(codes):
-        return float("nan")
-    allowed = label_masks(codes).astype(bool)
-    return float(allowed[np.arange(len(codes)), probs.argmax(axis=1)].mean())
-
-
 def _label_codes(labels, result: int) -> np.ndarray:
     """Labels of one result as codes 0-4: integer codes as they are, names (or codes
     written as text) through :func:`~calcomp_caiman.schema.class_codes`."""
@@ -288,19 +208,6 @@ def _label_codes(labels, result: int) -> np.ndarray:
     except (ValueError, TypeError) as err:
         raise ValueError(f"result {result}: {err}") from None
     return codes
-
-
-def _temperatures(model: CalcompModel, x: LabelledInputs) -> np.ndarray:
-    """Each row's calibration temperature as :meth:`CalcompModel.fuse` applies it: a probe
-    head whose logits are one for process and zero for the others gives process and noise
-    probabilities whose log ratio is ``1 / T`` (the neuron shift of components without
-    traces touches only the neuron column)."""
-    head = model.head
-    process, noise = CLASSES.index("process"), CLASSES.index("noise")
-    probe = FusionHead(head.mean, head.scale, head.w1, head.b1, np.zeros_like(head.w2),
-                       np.eye(head.w2.shape[1])[process])  # fmt: skip
-    p = x.probs(model.with_head(probe)).astype(np.float64)
-    return 1.0 / (np.log(p[:, process]) - np.log(p[:, noise]))
 
 
 def _log_probs(model: CalcompModel, x: LabelledInputs) -> np.ndarray:
@@ -320,87 +227,6 @@ def head_l2(model: CalcompModel) -> float:
     if isinstance(recorded, dict) and recorded.get("l2") is not None:
         return float(recorded["l2"])
     return HEAD_L2
-
-
-def _accept_decisions(model: CalcompModel, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Which labels decide acceptance under the model's rule, and their decision."""
-    accept = acceptance_rule(model).accept
-    columns = [CLASSES.index(name) + 1 for name in accept]
-    # non_neuron (process or noise) decides only when both or neither are accepted
-    both = {2, 3} <= set(columns) or not ({2, 3} & set(columns))
-    decides = (codes > 0) | both
-    return decides, np.isin(codes, columns) | ((codes == 0) & (2 in columns))
-
-
-def fit_cut(
-    p_accept: np.ndarray, accepted: np.ndarray, prior_cut: float, *, prior: float = CUT_PRIOR
-) -> float:
-    """The acceptance cut ``min_prob`` by penalised likelihood on accept / reject decisions.
-
-    A decision is taken to follow ``P(accept) = sigmoid(logit(p) - logit(min_prob))`` (for
-    calibrated probabilities the best cut is then 0.5), with a Gaussian prior of standard
-    deviation ``prior`` on ``logit(min_prob)`` around ``logit(prior_cut)``: a few decisions
-    move the cut a little, many as far as they agree.
-
-    Parameters
-    ----------
-    p_accept : (N,) ndarray
-        Summed probability of the accepted classes of each labelled component.
-    accepted : (N,) bool ndarray
-        The lab's decision for each.
-    prior_cut : float
-        The cut without labels (the model's ``min_prob``).
-    prior : float
-
-    Returns
-    -------
-    float
-        The cut, rounded to 4 decimals.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> p = np.array([0.2, 0.3, 0.35, 0.4, 0.7, 0.8])
-    >>> fit_cut(p, np.array([0, 0, 0, 0, 1, 1], bool), 0.45) > 0.45   # stricter than the model
-    True
-    >>> fit_cut(np.zeros(0), np.zeros(0, bool), 0.45)
-    0.45
-    """
-    p = np.clip(np.asarray(p_accept, np.float64), 1e-6, 1 - 1e-6)
-    sign = np.where(np.asarray(accepted, bool), 1.0, -1.0)
-    logit_p = np.log(p / (1 - p))
-    c0 = float(np.log(prior_cut / (1 - prior_cut))) if 0 < prior_cut < 1 else 0.0
-    if not len(p):
-        return round(float(prior_cut), 4)
-
-    def loss(c: float) -> float:
-        return float(np.logaddexp(0.0, -sign * (logit_p - c)).sum()) + (c - c0) ** 2 / (
-            2 * prior**2
-        )
-
-    best = scipy.optimize.minimize_scalar(loss, bounds=(c0 - 8 * prior, c0 + 8 * prior),
-                                          method="bounded").x  # fmt: skip
-    return round(float(1.0 / (1.0 + np.exp(-best))), 4)
-
-
-def calibrated_model(
-    model: CalcompModel, calibration: Calibration, min_prob: float | None = None, **config
-) -> CalcompModel:
-    """``model`` with ``calibration`` folded in: biases added to its head's output biases,
-    its temperatures multiplied by the factor and its ``neuron_shift_without_traces``
-    (added after the temperature, :meth:`CalcompModel.fuse`) divided by it, so that the
-    model computes :func:`~calcomp_caiman.model.head.calibrated_log_probs` of its own
-    log-probabilities, with or without traces; ``min_prob`` when given. Not saved."""
-    keys = [k for k in ("temperature", "temperature_without_traces") if k in model.thresholds]
-    thresholds = {key: float(model.thresholds[key]) * calibration.factor for key in keys}
-    thresholds.setdefault("temperature", calibration.factor)
-    shift = model.thresholds.get("neuron_shift_without_traces")
-    if shift is not None:
-        thresholds["neuron_shift_without_traces"] = float(shift) / calibration.factor
-    if min_prob is not None:
-        thresholds["min_prob"] = min_prob
-    head = model.head.with_bias(calibration.biases)
-    return model.with_head(head, **config).with_thresholds(**thresholds)
 
 
 def changes(
@@ -423,25 +249,6 @@ def changes(
         total["class"] += int((p0.argmax(axis=1) != p1.argmax(axis=1)).sum())
         total["acceptance"] += int((a0 != a1).sum())
     return total
-
-
-def _labels_file(path: str | os.PathLike, count: int) -> dict:
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return {"path": str(Path(path).resolve()), "sha256": digest, "count": int(count)}
-
-
-def _calibration_cv(model, log_p, temperature, allowed, codes, seed) -> tuple[float, float, float]:
-    """Cross-validated set NLL and accuracy of a calibration, and the model's NLL."""
-    k = min(CV_FOLDS, len(codes))
-    fold = _folds(codes, k, seed)
-    log_q = np.empty_like(log_p)
-    for i in range(k):
-        test = fold == i
-        cal = fit_calibration(log_p[~test], temperature[~test], allowed[~test])
-        log_q[test] = calibrated_log_probs(log_p[test], temperature[test], cal)
-    q = np.exp(log_q)
-    return (robust_set_nll(q, allowed), _set_accuracy(q, codes),
-            robust_set_nll(np.exp(log_p), allowed))  # fmt: skip
 
 
 def refit_inputs(
@@ -511,16 +318,16 @@ def refit_inputs(
     group = np.zeros(n, np.int64) if groups is None else np.asarray(groups)
     allowed = label_masks(code).astype(bool)
     log_p = _log_probs(model, x)
-    temperature = _temperatures(model, x)
+    temperature = row_temperatures(model, x)
     l2 = head_l2(model)
     use_head = level == "head" or (level == "auto" and n >= HEAD_LABELS)
     use_calibration = level in ("auto", "calibration")
     calibration = None
-    before = _set_accuracy(np.exp(log_p), code)
+    before = set_accuracy(np.exp(log_p), code)
     # calibration against the model as it is, always by cross-validation over every label,
     # so that more labels never lose what fewer would have carried
     cv_nll, cv_after, kept_nll = (
-        _calibration_cv(model, log_p, temperature, allowed, code, seed)
+        cross_validate_calibration(model, log_p, temperature, allowed, code, seed)
         if use_calibration
         else (np.inf, before, 0.0)
     )
@@ -530,28 +337,28 @@ def refit_inputs(
     why = "calibration did not improve the cross-validated likelihood of the labels"
     if use_head:  # the head must beat that level on held-out labels (whole files if several)
         inputs = x.head_inputs(model)  # the columns the head reads
-        held = _split(code, group, validation_fraction, seed)
+        held = held_out_split(code, group, validation_fraction, seed)
         base_probs = np.exp(log_p[held])
         if base == "calibration":
             cal = fit_calibration(log_p[~held], temperature[~held], allowed[~held])
             base_probs = np.exp(calibrated_log_probs(log_p[held], temperature[held], cal))
-        base_losses = _robust_losses(base_probs, allowed[held])
+        base_losses = robust_losses(base_probs, allowed[held])
         # (held-out losses per label, head's pull, held-out accuracy)
         heads = []
         for trial_anchor in ANCHORS if anchor is None else (anchor,):
             trial = fit_head(inputs[~held], allowed[~held], start=model.head, anchor=trial_anchor,
                              l2=l2)  # fmt: skip
             probs = x.take(held).probs(model.with_head(trial))
-            heads.append((_robust_losses(probs, allowed[held]), trial_anchor,
-                          _set_accuracy(probs, code[held])))  # fmt: skip
+            heads.append((robust_losses(probs, allowed[held]), trial_anchor,
+                          set_accuracy(probs, code[held])))  # fmt: skip
             logger.debug("refit anchor %g: held-out NLL %.4f", trial_anchor, heads[-1][0].mean())
         losses, best_anchor, head_after = min(heads, key=lambda trial: trial[0].mean())
         # the simpler level is kept unless the head is clearly better than it
         if losses.mean() < base_losses.mean() and (
-            base == "none" or _clearly_worse(base_losses, losses)
+            base == "none" or clearly_worse(base_losses, losses)
         ):
             chosen, pull, after = "head", best_anchor, head_after
-            before = _set_accuracy(np.exp(log_p[held]), code[held])
+            before = set_accuracy(np.exp(log_p[held]), code[held])
             validation = f"held out: {int(held.sum())} labels"
         elif base == "none":
             why = "neither calibration nor the head beat the model on labels they did not see"
@@ -573,14 +380,14 @@ def refit_inputs(
             "training_data": f"{trained_on}; {LEVELS[chosen]} refitted on {int(n)} labels",
         }
         if labels_file is not None:
-            config["labels_file"] = _labels_file(labels_file, n)
+            config["labels_file"] = labels_file_record(labels_file, n)
         if chosen == "calibration":
             calibration = fit_calibration(log_p, temperature, allowed)
             new = calibrated_model(model, calibration, **config)
         else:
             final = fit_head(inputs, allowed, start=model.head, anchor=pull, l2=l2)
             new = model.with_head(final, **config)
-        new = _with_cut(model, new, x, code)
+        new = with_fitted_cut(model, new, x, code)
     probs_after = x.probs(new)
     report = {
         "labels": int(n),
@@ -593,8 +400,8 @@ def refit_inputs(
         "applied": chosen != "none",
         "summary": LEVELS[chosen] if chosen != "none" else f"none (kept: {why})",
         "agreement": {
-            "before": _set_accuracy(np.exp(log_p), code),
-            "after": _set_accuracy(probs_after, code),
+            "before": set_accuracy(np.exp(log_p), code),
+            "after": set_accuracy(probs_after, code),
         },  # fmt: skip
         "calibration": None
         if calibration is None
@@ -612,22 +419,6 @@ def refit_inputs(
                 validation, before, after)  # fmt: skip
     report_progress(1.0, "done")
     return new, report
-
-
-def _with_cut(model: CalcompModel, new: CalcompModel, x: LabelledInputs, code) -> CalcompModel:
-    """``new`` with the acceptance cut fitted on the labels (none under the argmax rule)."""
-    rule = acceptance_rule(model)
-    if rule.min_prob is None:
-        return new
-    decides, accepted = _accept_decisions(model, code)
-    columns = [CLASSES.index(name) for name in rule.accept]
-    p_accept = x.take(decides).probs(new)[:, columns].sum(axis=1)
-    cut = fit_cut(p_accept, accepted[decides], rule.min_prob)
-    fit = {"method": "penalised likelihood", "prior_min_prob": rule.min_prob,
-           "labels": int(decides.sum()), "accepted": int(accepted[decides].sum()),
-           "agreement": round(float(((p_accept >= cut) == accepted[decides]).mean()), 4)
-           if decides.any() else None}  # fmt: skip
-    return new.with_thresholds(min_prob=cut, min_prob_fit=fit)
 
 
 def refit(
@@ -748,43 +539,3 @@ def refit(
     report["changed"] = changes(model, new, every)
     report["seconds"] = time.perf_counter() - started
     return new, report
-
-
-def read_label_table(path: str | os.PathLike) -> dict[Path, tuple[np.ndarray, np.ndarray]]:
-    """A labels CSV (columns ``file``, ``component``, ``label``) grouped by file.
-
-    ``file`` paths are relative to the CSV's folder; ``label`` is a class name
-    (``neuron``, ``process``, ``noise``, ``doubtful``), ``non_neuron`` or a code 1-4.
-    When a component is labelled twice, the last row wins.
-
-    Returns
-    -------
-    dict
-        ``{file: (components, codes)}``.
-
-    Raises
-    ------
-    FileNotFoundError, ValueError
-        Missing file or column, unknown label (the message names the row).
-    """
-    path = Path(path)
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    missing = {"file", "component", "label"} - set(rows[0] if rows else {})
-    if missing:
-        raise ValueError(
-            f"{path}: needs columns file, component, label; missing {sorted(missing)}."
-        )
-    by_file: dict[Path, dict[int, int]] = {}
-    for line, row in enumerate(rows, start=2):
-        try:
-            code = int(class_codes([row["label"]])[0])
-            index = int(row["component"])
-        except (ValueError, TypeError) as err:
-            raise ValueError(f"{path}, line {line}: {err}") from None
-        file = (path.parent / row["file"]).resolve()
-        by_file.setdefault(file, {})[index] = code
-    return {
-        file: (np.array(list(d), np.int64), np.array(list(d.values()), np.int64))
-        for file, d in by_file.items()
-    }

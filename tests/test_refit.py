@@ -18,12 +18,11 @@ from calcomp_caiman.refit import (
     HEAD_LABELS,
     LEVELS,
     LabelledInputs,
-    calibrated_model,
-    fit_cut,
     labelled_inputs,
     refit,
     refit_inputs,
 )
+from calcomp_caiman.refit_calibration import calibrated_model, fit_cut
 from calcomp_caiman.schema import CLASSES, label_masks
 
 DEMO = Path(str(resources.files("calcomp_caiman.data") / "demo_caiman_sim.hdf5"))

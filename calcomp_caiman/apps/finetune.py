@@ -1,7 +1,7 @@
 """Adapt a model to a lab's own labels: ``calcomp finetune`` without the printing.
 
-Labels come from a labels CSV (:func:`calcomp_caiman.refit.read_label_table`) and from
-CaImAn's manual curation stored in result files (:func:`curation_table`). A model with a
+Labels come from a labels CSV (:func:`calcomp_caiman.io.label_table.read_label_table`) and
+from CaImAn's manual curation stored in result files (:func:`curation_table`). A model with a
 fusion head (v2, v3) is refitted in seconds (:func:`calcomp_caiman.refit.refit`); an older model
 without a head (v1) has its network fine-tuned with Keras
 (:func:`calcomp_caiman.research.train.fine_tune`, imported only then).
@@ -81,7 +81,7 @@ def curation_table(paths: Sequence[str | os.PathLike]) -> dict[Path, LabelledCom
 
     An accepted component is labelled ``neuron`` (code 1), a rejected one ``non_neuron``
     (code 0: process or noise), in the layout of
-    :func:`calcomp_caiman.refit.read_label_table`.
+    :func:`calcomp_caiman.io.label_table.read_label_table`.
 
     Parameters
     ----------
@@ -162,7 +162,8 @@ def finetune(
             base, labels=labels, curation=curation, epochs=epochs, seed=seed, name=name
         )
     from calcomp_caiman.io.caiman_h5 import read_evidence
-    from calcomp_caiman.refit import read_label_table, refit
+    from calcomp_caiman.io.label_table import read_label_table
+    from calcomp_caiman.refit import refit
 
     table = {}
     if labels:

@@ -11,6 +11,7 @@
 | :mod:`~calcomp_caiman.io.nwb_write` | write the classification as columns of the table |
 | :mod:`~calcomp_caiman.io.suite2p` | Suite2p plane folders |
 | :mod:`~calcomp_caiman.io.masks` | label images and mask stacks |
+| :mod:`~calcomp_caiman.io.label_table` | a lab's labels CSV (file, component, label); the record of it a refitted model keeps |
 | :mod:`~calcomp_caiman.io.sidecar` | the CSV/npz results written beside files we do not rewrite |
 | :mod:`~calcomp_caiman.io.limits` | sizes a file declares, checked against the file and a memory budget before reading |
 | :mod:`~calcomp_caiman.io.atomic` | temp file + ``os.replace`` + lock: a file is old or new, never half written |

@@ -274,7 +274,7 @@ def labels_from_csv(path) -> TrainingSet:
     FileNotFoundError, ValueError
         Missing file or column, unknown label, index out of range (message names the row).
     """
-    from calcomp_caiman.refit import read_label_table
+    from calcomp_caiman.io.label_table import read_label_table
 
     parts = []
     for file, (indices, codes) in read_label_table(path).items():

@@ -21,8 +21,9 @@ from calcomp_caiman.evidence.features import (
 from calcomp_caiman.evidence.patches import project_footprints
 from calcomp_caiman.evidence.traces import Traces
 from calcomp_caiman.io.caiman_h5 import read_evidence
+from calcomp_caiman.io.label_table import read_label_table
 from calcomp_caiman.model.head import fit_head, head_inputs, set_nll
-from calcomp_caiman.refit import labelled_inputs, read_label_table, refit
+from calcomp_caiman.refit import labelled_inputs, refit
 from calcomp_caiman.research.caiman_files import write_caiman_file
 from calcomp_caiman.research.simulate import simulate_session
 from calcomp_caiman.schema import label_masks

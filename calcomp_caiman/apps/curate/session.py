@@ -454,7 +454,7 @@ class CurationSession:
 
     def _cut(self) -> dict:
         """The acceptance cut Apply writes: the applied refit's (fitted with its calibration,
-        :func:`~calcomp_caiman.refit.fit_cut`), else :meth:`fit_threshold`'s."""
+        :func:`~calcomp_caiman.refit_calibration.fit_cut`), else :meth:`fit_threshold`'s."""
         fit = self.model.thresholds.get("min_prob_fit")
         if (
             self.refitted
