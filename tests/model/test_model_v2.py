@@ -21,7 +21,6 @@ from calcomp_caiman.evidence.features import (
 from calcomp_caiman.evidence.patches import project_footprints
 from calcomp_caiman.evidence.traces import Traces
 from calcomp_caiman.io.caiman_h5 import read_evidence
-from calcomp_caiman.io.label_table import read_label_table
 from calcomp_caiman.model.head import fit_head, head_inputs, set_nll
 from calcomp_caiman.refit import labelled_inputs, refit
 from calcomp_caiman.research.caiman_files import write_caiman_file
@@ -201,19 +200,6 @@ def test_refit_improves_on_a_lab_with_other_labels(v1, session):
         refit(v1, [ev], [lab1], [np.arange(ev.n)])
     with pytest.raises(ValueError, match="at least"):
         refit(model, [ev], [lab1[:3]], [np.arange(3)])
-
-
-def test_label_table_last_row_wins(tmp_path):
-    csv = tmp_path / "labels.csv"
-    csv.write_text("file,component,label\na.hdf5,3,neuron\na.hdf5,3,noise\nb.hdf5,0,non_neuron\n")
-    table = read_label_table(csv)
-    assert {p.name: (c.tolist(), l.tolist()) for p, (c, l) in table.items()} == {
-        "a.hdf5": ([3], [3]),
-        "b.hdf5": ([0], [0]),
-    }
-    (tmp_path / "bad.csv").write_text("file,component,label\na.hdf5,1,cat\n")
-    with pytest.raises(ValueError, match="line 2"):
-        read_label_table(tmp_path / "bad.csv")
 
 
 def test_traces_take_keeps_order():
