@@ -73,6 +73,7 @@ from calcomp_caiman.model.folder import CalcompModel
 from calcomp_caiman.model.head import probability_set_nll
 from calcomp_caiman.model.ood import ood_score
 from calcomp_caiman.refit import concatenate_inputs, labelled_inputs, refit, refit_inputs
+from calcomp_caiman.refit_scores import set_accuracy
 from calcomp_caiman.research.labelled_results import (
     load_real_masks,
     load_simulated,
@@ -142,10 +143,6 @@ def _rows(model, inputs, labels, masks) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([p for p, _ in parts]), np.concatenate([c for _, c in parts])
 
 
-def _set_accuracy(probs: np.ndarray, codes: np.ndarray) -> float:
-    return float(label_masks(codes)[np.arange(len(codes)), probs.argmax(axis=1)].mean())
-
-
 def _metrics(model, inputs, labels, masks) -> dict:
     """Set accuracy and accepted-set F1 (accepted vs labelled neuron) on the masked rows."""
     probs, codes = _rows(model, inputs, labels, masks)
@@ -154,7 +151,7 @@ def _metrics(model, inputs, labels, masks) -> dict:
     neuron = codes == 1
     tp, fp, fn = np.sum(accepted & neuron), np.sum(accepted & ~neuron), np.sum(~accepted & neuron)
     f1 = float(2 * tp / max(2 * tp + fp + fn, 1))
-    return {"accuracy": _set_accuracy(probs, codes), "f1": f1, "n": len(codes)}
+    return {"accuracy": set_accuracy(probs, codes), "f1": f1, "n": len(codes)}
 
 
 def bias_ceiling(probs: np.ndarray, codes: np.ndarray) -> float:
@@ -169,7 +166,7 @@ def bias_ceiling(probs: np.ndarray, codes: np.ndarray) -> float:
 
     fit = scipy.optimize.minimize(lambda b: probability_set_nll(shifted(b), allowed),
                                   np.zeros(3), method="Nelder-Mead")  # fmt: skip
-    return _set_accuracy(shifted(fit.x), codes)
+    return set_accuracy(shifted(fit.x), codes)
 
 
 def _refit(model, inputs, labels, chosen):
