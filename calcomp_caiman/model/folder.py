@@ -61,7 +61,7 @@ from calcomp_caiman.schema import CLASSES, PATCH_SIZE
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CalcompModel", "bundled_models"]
+__all__ = ["CalcompModel", "bundled_models", "folder_file"]
 
 
 _BUNDLED_PACKAGE = "calcomp_caiman.models"
@@ -76,6 +76,28 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def folder_file(path: str | os.PathLike, name: str, what: str) -> Path:
+    """A file a model folder holds beside its weights (``ood.npz``, ``reliability.json``):
+    ``path`` itself, or ``path / name`` when ``path`` is a folder.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file; the message names it and ``what`` it should have been.
+
+    Examples
+    --------
+    >>> folder_file(bundled_models()["calcomp_v3"], "ood.npz", "out-of-distribution reference").name
+    'ood.npz'
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such {what}")
+    return path
 
 
 def bundled_models() -> dict[str, Path]:

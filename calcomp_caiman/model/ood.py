@@ -57,7 +57,7 @@ from calcomp_caiman.evidence.channels import ChannelSource
 from calcomp_caiman.evidence.evidence import Evidence
 from calcomp_caiman.evidence.patches import crop_checked, footprints_for
 from calcomp_caiman.io.atomic import atomic_replace
-from calcomp_caiman.model.folder import CalcompModel, bundled_models
+from calcomp_caiman.model.folder import CalcompModel, bundled_models, folder_file
 
 logger = logging.getLogger(__name__)
 
@@ -520,11 +520,7 @@ def load_ood_reference(path: str | os.PathLike) -> OodReference:
     InvalidFileError
         Not a reference written by :func:`save_ood_reference`.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / OOD_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such out-of-distribution reference")
+    path = folder_file(path, OOD_FILE, "out-of-distribution reference")
     try:
         with np.load(path, allow_pickle=False) as data:
             means = np.asarray(data["means"], np.float64)

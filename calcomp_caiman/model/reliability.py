@@ -57,7 +57,7 @@ from calcomp_caiman.errors import InvalidFileError
 from calcomp_caiman.evidence.evidence import Evidence
 from calcomp_caiman.evidence.features import FEATURE_GROUPS, OPTIONAL_GROUPS, feature_names
 from calcomp_caiman.io.atomic import atomic_write_text
-from calcomp_caiman.model.folder import CalcompModel, bundled_models
+from calcomp_caiman.model.folder import CalcompModel, bundled_models, folder_file
 from calcomp_caiman.model.head import softmax
 from calcomp_caiman.model.ood import OodReference, advice, component_distances, file_score
 from calcomp_caiman.schema import CLASSES
@@ -462,11 +462,7 @@ def load_reliability(path: str | os.PathLike) -> ReliabilityMap:
     InvalidFileError
         Not a map written by :func:`save_reliability`.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / RELIABILITY_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such reliability map")
+    path = folder_file(path, RELIABILITY_FILE, "reliability map")
     try:
         return ReliabilityMap.from_dict(json.loads(path.read_text()))
     except (KeyError, ValueError, TypeError) as err:
